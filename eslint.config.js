@@ -1,0 +1,3 @@
+import config from '@liveupdate/eslint-config';
+
+export default config;

@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+// `pnpm test`: run every package's tests through turbo (which builds first: kernel workers load
+// built files), then add up the JSON reports vitest wrote beside each package and print the line
+// CI reads: "N passed, N failed". Exits non-zero when turbo or any test failed. Extra arguments go
+// to turbo (e.g. `pnpm test --filter @liveupdate/kernel`).
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('../..', import.meta.url).pathname;
+const groups = ['packages', 'plugins', 'apps', 'tooling', 'examples'];
+const packageDirs = groups.flatMap((group) => {
+  const dir = join(root, group);
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory() && existsSync(join(dir, entry.name, 'package.json')))
+    .map((entry) => join(dir, entry.name));
+});
+const reportOf = (dir) => join(dir, '.vitest-results.json');
+
+for (const dir of packageDirs) rmSync(reportOf(dir), { force: true });
+
+const turbo = spawnSync('pnpm', ['exec', 'turbo', 'run', 'test', ...process.argv.slice(2)], {
+  cwd: root,
+  stdio: 'inherit',
+  env: { TURBO_TELEMETRY_DISABLED: '1', ...process.env },
+});
+
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+for (const dir of packageDirs) {
+  if (!existsSync(reportOf(dir))) continue;
+  const report = JSON.parse(readFileSync(reportOf(dir), 'utf8'));
+  passed += report.numPassedTests;
+  failed += report.numFailedTests;
+  skipped += report.numPendingTests + report.numTodoTests;
+  // A suite that failed to load has no failed tests but must not pass silently.
+  if (report.numFailedTestSuites > 0 && report.numFailedTests === 0) failed += report.numFailedTestSuites;
+}
+
+console.log('');
+if (skipped > 0) console.log(`${skipped} skipped (not counted as passed)`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(turbo.status === 0 && failed === 0 ? 0 : 1);
