@@ -1,0 +1,67 @@
+import type { KernelImage } from './kernel-image.js';
+
+/**
+ * The messages between the machine and a kernel worker. This is the whole interface: a kernel
+ * receives RAM, its image (version, command line, modules) and, at boot, the KHO root FDT's
+ * physical address. Nothing else from a previous kernel can reach it.
+ *
+ * @packageDocumentation
+ */
+
+/** `workerData` of a kernel worker. */
+export interface KernelWorkerData {
+  readonly ram: SharedArrayBuffer;
+  readonly image: KernelImage;
+}
+
+/** An error crossing the worker boundary. */
+export interface WireError {
+  readonly code?: string;
+  readonly message: string;
+}
+
+/** Machine → kernel. */
+export type MachineToKernel =
+  | { readonly type: 'boot'; readonly khoFdtPhys: number | null }
+  | { readonly type: 'spawn'; readonly pid: number }
+  | {
+      readonly type: 'syscall';
+      readonly id: number;
+      readonly pid: number;
+      readonly name: string;
+      readonly args: readonly unknown[];
+    }
+  | { readonly type: 'kexec-load-result'; readonly id: number; readonly error?: WireError };
+
+/** Kernel → machine. */
+export type KernelToMachine =
+  | { readonly type: 'loaded' }
+  /** The image could not be loaded (a module failed to import); the worker does nothing more. */
+  | { readonly type: 'load-failed'; readonly reason: string }
+  | { readonly type: 'running' }
+  | {
+      readonly type: 'log';
+      /** Host wall-clock milliseconds (`performance.timeOrigin + performance.now()`). */
+      readonly time: number;
+      /** Seconds since this kernel booted, as dmesg prints. */
+      readonly uptime: number;
+      readonly level: number;
+      readonly text: string;
+    }
+  | {
+      readonly type: 'trace';
+      readonly time: number;
+      readonly name: string;
+      /** `B`egin / `E`nd of a span, or an `i`nstant, as in the Chrome trace format. */
+      readonly phase: 'B' | 'E' | 'i';
+      readonly args?: Readonly<Record<string, string | number | boolean>>;
+    }
+  | {
+      readonly type: 'syscall-result';
+      readonly id: number;
+      readonly value?: unknown;
+      readonly error?: WireError;
+    }
+  | { readonly type: 'kexec-load'; readonly id: number; readonly image: KernelImage }
+  | { readonly type: 'kexec'; readonly khoFdtPhys: number | null }
+  | { readonly type: 'panic'; readonly reason: string };

@@ -1,0 +1,444 @@
+import { Worker } from 'node:worker_threads';
+import type {
+  KernelToMachine,
+  KernelWorkerData,
+  MachineToKernel,
+  WireError,
+} from './boot-protocol.js';
+import { isErrnoName } from './errno.js';
+import { KernelError } from './kernel-error.js';
+import { validateKernelImage, type KernelImage } from './kernel-image.js';
+import { MachineHaltedError } from './machine-halted-error.js';
+import { PhysicalMemory } from './physical-memory.js';
+import { Process, type SyscallChannel } from './process.js';
+import type { TimelineEvent } from './timeline.js';
+
+/** Options of {@link Machine.create}. */
+export interface MachineOptions {
+  /** Size of RAM in bytes, rounded up to 4 KiB frames. Default 2 GiB (allocated lazily). */
+  readonly ramBytes?: number;
+  /**
+   * Whether `kexec_load` starts the next kernel's worker right away (the default, as the design
+   * wants), or only at reboot. Turning it off exists to measure what preloading saves.
+   */
+  readonly preloadKexecImage?: boolean;
+  /**
+   * Firmware hook between kernels: runs after kernel N wrote its handover and its worker ended,
+   * before kernel N+1 boots. It sees only what the hardware holds — RAM and the handover address —
+   * which is what tests use to corrupt a handover on purpose and the demo to show it.
+   */
+  readonly onHandover?: (handover: HandoverEvent) => void | Promise<void>;
+}
+
+/** What {@link MachineOptions.onHandover} receives. */
+export interface HandoverEvent {
+  readonly memory: PhysicalMemory;
+  /** Physical address of the KHO root FDT, or `null` when the old kernel had KHO off. */
+  readonly khoFdtPhys: number | null;
+  /** The boot number the next kernel will have. */
+  readonly nextBoot: number;
+}
+
+/** What the machine is doing. */
+export type MachineState = 'off' | 'booting' | 'running' | 'halted';
+
+const DEFAULT_RAM_BYTES = 2 * 1024 ** 3;
+
+interface Deferred<T> {
+  readonly promise: Promise<T>;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A rejection nobody awaits yet (a preloaded kernel that failed) must not crash the host.
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+}
+
+/** One kernel worker, from load to termination. */
+interface KernelSlot {
+  readonly worker: Worker;
+  readonly image: KernelImage;
+  boot: number;
+  readonly loaded: Deferred<void>;
+  readonly running: Deferred<void>;
+  terminated: boolean;
+}
+
+interface PendingSyscall {
+  readonly pid: number;
+  readonly name: string;
+  readonly result: Deferred<unknown>;
+}
+
+/**
+ * The simulated machine: RAM, and the kernel workers that run on it one after another. It outlives
+ * every kernel: a kexec terminates kernel N's worker and boots kernel N+1 in a new one, on the same
+ * RAM. It routes the syscalls of processes to whichever kernel runs, and collects the kernels' logs
+ * and trace events into one timeline.
+ *
+ * @example
+ * ```ts
+ * const machine = Machine.create({ ramBytes: 64 * 1024 ** 2 });
+ * await machine.boot(createKernelImage({ cmdline: 'kho=on' }));
+ * const proc = machine.spawn();
+ * const fd = await proc.open('/dev/null');
+ * ```
+ */
+export class Machine implements SyscallChannel {
+  /** The machine's RAM, shared with every kernel. */
+  readonly memory: PhysicalMemory;
+  readonly #preload: boolean;
+  readonly #onHandover: MachineOptions['onHandover'];
+  readonly #createdAt = performance.timeOrigin + performance.now();
+  readonly #timeline: TimelineEvent[] = [];
+  readonly #pending = new Map<number, PendingSyscall>();
+  readonly #alive = new Set<number>();
+  #state: MachineState = 'off';
+  #panicReason: string | undefined;
+  #current: KernelSlot | undefined;
+  #loadedImage: { image: KernelImage; slot: KernelSlot | undefined } | undefined;
+  #bootCount = 0;
+  #nextPid = 1;
+  #nextSyscallId = 1;
+
+  private constructor(memory: PhysicalMemory, options: MachineOptions) {
+    this.memory = memory;
+    this.#preload = options.preloadKexecImage ?? true;
+    this.#onHandover = options.onHandover;
+  }
+
+  /** Create a machine with its RAM. Nothing runs until {@link boot}. */
+  static create(options: MachineOptions = {}): Machine {
+    return new Machine(PhysicalMemory.allocate(options.ramBytes ?? DEFAULT_RAM_BYTES), options);
+  }
+
+  get state(): MachineState {
+    return this.#state;
+  }
+
+  /** Why the machine halted, when {@link state} is `'halted'`. */
+  get panicReason(): string | undefined {
+    return this.#panicReason;
+  }
+
+  /** Number of kernels booted so far; the running kernel is boot `bootCount - 1`. */
+  get bootCount(): number {
+    return this.#bootCount;
+  }
+
+  /** The version string of the running (or last) kernel. */
+  get kernelVersion(): string | undefined {
+    return this.#current?.image.version;
+  }
+
+  /** Every log line and trace event of every kernel, in the order they happened. */
+  get timeline(): readonly TimelineEvent[] {
+    return this.#timeline;
+  }
+
+  /** Milliseconds since the machine was created. */
+  now(): number {
+    return performance.timeOrigin + performance.now() - this.#createdAt;
+  }
+
+  /**
+   * Cold-boot `image`. Resolves once the kernel runs; rejects with {@link MachineHaltedError} if it
+   * panics while booting.
+   */
+  async boot(image: KernelImage): Promise<void> {
+    if (this.#state === 'booting' || this.#state === 'running') {
+      throw new Error(`Machine.boot: the machine is ${this.#state}; shut it down first`);
+    }
+    const checked = validateKernelImage(image);
+    this.#panicReason = undefined;
+    const slot = this.#startWorker(checked);
+    this.#state = 'booting';
+    try {
+      await slot.loaded.promise;
+    } catch (error) {
+      throw this.#halt(`kernel image failed to load: ${(error as Error).message}`);
+    }
+    await this.#bootSlot(slot, null);
+  }
+
+  /** Start a process on the running kernel. */
+  spawn(): Process {
+    if (this.#state !== 'running' || !this.#current) {
+      throw new Error(`Machine.spawn: no kernel is running (the machine is ${this.#state})`);
+    }
+    const pid = this.#nextPid++;
+    this.#alive.add(pid);
+    this.#post(this.#current, { type: 'spawn', pid });
+    return new Process(pid, this, this.memory.buffer);
+  }
+
+  /** The kernel log of boot `boot` (default: the running kernel), formatted like `dmesg`. */
+  dmesg(boot = this.#bootCount - 1): string {
+    return this.#timeline
+      .filter((e) => e.kind === 'log' && e.boot === boot)
+      .map((e) => (e.kind === 'log' ? `[${e.uptime.toFixed(6).padStart(12)}] ${e.text}` : ''))
+      .join('\n');
+  }
+
+  /** Stop every kernel worker; the machine is `'off'` afterwards and can boot again. */
+  async shutdown(): Promise<void> {
+    const slots = [this.#current, this.#loadedImage?.slot];
+    this.#current = undefined;
+    this.#loadedImage = undefined;
+    this.#endProcesses(() => new KernelError('ESRCH', 'the machine was shut down'));
+    this.#state = 'off';
+    await Promise.all(slots.map((slot) => (slot ? this.#terminate(slot) : undefined)));
+  }
+
+  /** @internal {@link SyscallChannel} for processes. */
+  isAlive(pid: number): boolean {
+    return this.#alive.has(pid);
+  }
+
+  /** @internal {@link SyscallChannel} for processes. */
+  syscall(pid: number, name: string, args: readonly unknown[]): Promise<unknown> {
+    if (this.#state === 'halted') {
+      return Promise.reject(new MachineHaltedError(this.#panicReason ?? 'unknown'));
+    }
+    if (!this.#alive.has(pid) || !this.#current) {
+      return Promise.reject(
+        new KernelError('ESRCH', `process ${pid} has ended`, { syscall: name }),
+      );
+    }
+    const id = this.#nextSyscallId++;
+    const result = deferred<unknown>();
+    this.#pending.set(id, { pid, name, result });
+    try {
+      this.#post(this.#current, { type: 'syscall', id, pid, name, args });
+    } catch (error) {
+      // Arguments that cannot be cloned never reach the kernel: a bad pointer.
+      this.#pending.delete(id);
+      return Promise.reject(
+        new KernelError('EFAULT', `${name}: argument cannot be passed to the kernel`, {
+          cause: error,
+          syscall: name,
+        }),
+      );
+    }
+    return result.promise;
+  }
+
+  #startWorker(image: KernelImage): KernelSlot {
+    const workerData: KernelWorkerData = { ram: this.memory.buffer, image };
+    const worker = new Worker(new URL(image.entry), { workerData });
+    const slot: KernelSlot = {
+      worker,
+      image,
+      boot: this.#bootCount,
+      loaded: deferred(),
+      running: deferred(),
+      terminated: false,
+    };
+    worker.on('message', (message: KernelToMachine) => this.#onMessage(slot, message));
+    worker.on('error', (error: Error) => this.#onWorkerFailure(slot, `Oops: ${error.message}`));
+    worker.on('exit', (code: number) => {
+      if (!slot.terminated) this.#onWorkerFailure(slot, `kernel worker exited with code ${code}`);
+    });
+    return slot;
+  }
+
+  #onWorkerFailure(slot: KernelSlot, reason: string): void {
+    if (slot === this.#current) {
+      this.#halt(reason);
+    } else {
+      slot.loaded.reject(new Error(reason));
+      slot.terminated = true;
+    }
+  }
+
+  async #bootSlot(slot: KernelSlot, khoFdtPhys: number | null): Promise<void> {
+    this.#current = slot;
+    slot.boot = this.#bootCount++;
+    this.#state = 'booting';
+    this.#post(slot, { type: 'boot', khoFdtPhys });
+    await slot.running.promise;
+  }
+
+  #onMessage(slot: KernelSlot, message: KernelToMachine): void {
+    const isCurrent = slot === this.#current;
+    switch (message.type) {
+      case 'loaded':
+        slot.loaded.resolve();
+        return;
+      case 'load-failed':
+        slot.terminated = true;
+        void slot.worker.terminate();
+        slot.loaded.reject(new Error(message.reason));
+        return;
+      case 'log':
+        this.#timeline.push({
+          kind: 'log',
+          time: message.time - this.#createdAt,
+          boot: slot.boot,
+          version: slot.image.version,
+          uptime: message.uptime,
+          level: message.level,
+          text: message.text,
+        });
+        return;
+      case 'trace':
+        this.#timeline.push({
+          kind: 'trace',
+          time: message.time - this.#createdAt,
+          boot: slot.boot,
+          version: slot.image.version,
+          name: message.name,
+          phase: message.phase,
+          ...(message.args ? { args: message.args } : {}),
+        });
+        return;
+      default:
+        break;
+    }
+    if (!isCurrent) return;
+    switch (message.type) {
+      case 'running':
+        this.#state = 'running';
+        slot.running.resolve();
+        return;
+      case 'syscall-result':
+        this.#settleSyscall(message.id, message.value, message.error);
+        return;
+      case 'kexec-load':
+        void this.#kexecLoad(slot, message.id, message.image);
+        return;
+      case 'kexec':
+        void this.#kexec(slot, message.khoFdtPhys);
+        return;
+      case 'panic':
+        this.#halt(message.reason);
+        return;
+    }
+  }
+
+  #settleSyscall(id: number, value: unknown, error: WireError | undefined): void {
+    const pending = this.#pending.get(id);
+    if (!pending) return;
+    this.#pending.delete(id);
+    if (!error) {
+      if (pending.name === 'exit') this.#alive.delete(pending.pid);
+      pending.result.resolve(value);
+      return;
+    }
+    const code = isErrnoName(error.code) ? error.code : 'EIO';
+    // The kernel's message already starts with the errno name.
+    const message = error.message.startsWith(`${code}: `)
+      ? error.message.slice(code.length + 2)
+      : error.message;
+    pending.result.reject(new KernelError(code, message, { syscall: pending.name }));
+  }
+
+  async #kexecLoad(slot: KernelSlot, id: number, image: KernelImage): Promise<void> {
+    const reply = (error?: WireError): void => {
+      if (slot === this.#current)
+        this.#post(slot, { type: 'kexec-load-result', id, ...(error ? { error } : {}) });
+    };
+    const previous = this.#loadedImage?.slot;
+    this.#loadedImage = undefined;
+    if (previous) await this.#terminate(previous);
+    if (!this.#preload) {
+      this.#loadedImage = { image, slot: undefined };
+      reply();
+      return;
+    }
+    const next = this.#startWorker(image);
+    this.#loadedImage = { image, slot: next };
+    try {
+      await next.loaded.promise;
+      reply();
+    } catch (error) {
+      if (this.#loadedImage?.slot === next) this.#loadedImage = undefined;
+      reply({ code: 'ENOEXEC', message: `ENOEXEC: ${(error as Error).message}` });
+    }
+  }
+
+  async #kexec(slot: KernelSlot, khoFdtPhys: number | null): Promise<void> {
+    const reboots = [...this.#pending].filter(([, p]) => p.name === 'reboot');
+    for (const [id] of reboots) this.#pending.delete(id);
+    this.#endProcesses(() => new KernelError('ESRCH', 'the process ended at kexec'));
+    this.#state = 'booting';
+    const loaded = this.#loadedImage;
+    this.#loadedImage = undefined;
+    this.#trace('kexec-handoff', 'B', { preloaded: loaded?.slot !== undefined });
+    try {
+      await this.#terminate(slot);
+      if (!loaded) throw new Error('kexec without a loaded image');
+      await this.#onHandover?.({ memory: this.memory, khoFdtPhys, nextBoot: this.#bootCount });
+      const next = loaded.slot ?? this.#startWorker(loaded.image);
+      try {
+        await next.loaded.promise;
+      } catch (error) {
+        throw new Error(`kernel image failed to load: ${(error as Error).message}`);
+      }
+      this.#trace('kexec-handoff', 'E');
+      await this.#bootSlot(next, khoFdtPhys);
+      for (const [, pending] of reboots) pending.result.resolve(0);
+    } catch (error) {
+      const halted = MachineHaltedError.isInstance(error)
+        ? error
+        : this.#halt((error as Error).message);
+      for (const [, pending] of reboots) pending.result.reject(halted);
+    }
+  }
+
+  /** A trace event of the machine itself (version `"machine"`). */
+  #trace(name: string, phase: 'B' | 'E', args?: Record<string, string | number | boolean>): void {
+    this.#timeline.push({
+      kind: 'trace',
+      time: this.now(),
+      boot: this.#bootCount - 1,
+      version: 'machine',
+      name,
+      phase,
+      ...(args ? { args } : {}),
+    });
+  }
+
+  #halt(reason: string): MachineHaltedError {
+    const error = new MachineHaltedError(reason);
+    if (this.#state === 'halted') return error;
+    this.#state = 'halted';
+    this.#panicReason = reason;
+    const slots = [this.#current, this.#loadedImage?.slot];
+    this.#loadedImage = undefined;
+    this.#endProcesses(() => error);
+    for (const slot of slots) {
+      if (!slot) continue;
+      slot.running.reject(error);
+      slot.loaded.reject(error);
+      void this.#terminate(slot);
+    }
+    return error;
+  }
+
+  #endProcesses(reason: () => Error): void {
+    this.#alive.clear();
+    for (const [id, pending] of this.#pending) {
+      this.#pending.delete(id);
+      pending.result.reject(reason());
+    }
+  }
+
+  async #terminate(slot: KernelSlot): Promise<void> {
+    if (slot.terminated) return;
+    slot.terminated = true;
+    await slot.worker.terminate();
+  }
+
+  #post(slot: KernelSlot, message: MachineToKernel): void {
+    slot.worker.postMessage(message);
+  }
+}

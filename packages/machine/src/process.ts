@@ -1,0 +1,171 @@
+import { O_RDWR, SEEK_SET } from './fcntl.js';
+import type { KernelImage } from './kernel-image.js';
+
+/** How a {@link Process} reaches the running kernel; implemented by the machine. */
+export interface SyscallChannel {
+  syscall(pid: number, name: string, args: readonly unknown[]): Promise<unknown>;
+  isAlive(pid: number): boolean;
+}
+
+/** A segment of a memory mapping: a live view of RAM frames of the mapped file. */
+export interface MappedSegment {
+  /** Offset of this segment inside the mapping. */
+  readonly offset: number;
+  /** Physical address of the segment. */
+  readonly phys: number;
+  /** Live view of the segment's bytes in RAM. */
+  readonly bytes: Uint8Array;
+}
+
+/** A file mapped with {@link Process.mmap}: direct access to the frames that back it. */
+export interface MemoryMapping {
+  /** Identifies the mapping for {@link Process.munmap} (its "address"). */
+  readonly address: number;
+  readonly length: number;
+  readonly segments: readonly MappedSegment[];
+}
+
+/**
+ * A userspace process. It runs in the calling thread; each method is a syscall that travels to
+ * the kernel currently running on the machine and resolves with its result, or rejects with a
+ * `KernelError` carrying the errno (`code: 'EBADF'`, `errno: 9`).
+ *
+ * A process ends when it calls {@link exit}, or at kexec, like every process; after that every
+ * syscall rejects with `ESRCH`.
+ */
+export class Process {
+  readonly pid: number;
+  readonly #channel: SyscallChannel;
+  readonly #ram: SharedArrayBuffer;
+
+  /** @internal Use `machine.spawn()`. */
+  constructor(pid: number, channel: SyscallChannel, ram: SharedArrayBuffer) {
+    this.pid = pid;
+    this.#channel = channel;
+    this.#ram = ram;
+  }
+
+  /** Whether the process still runs (it has not exited and no kexec has happened since). */
+  get alive(): boolean {
+    return this.#channel.isAlive(this.pid);
+  }
+
+  /**
+   * Issue a syscall by name. The typed methods below are wrappers around this; modules may add
+   * syscalls of their own (`memfd_create`, …) that are called through it.
+   */
+  syscall(name: string, ...args: unknown[]): Promise<unknown> {
+    return this.#channel.syscall(this.pid, name, args);
+  }
+
+  /** `open(2)`: open a device path; returns the new fd. */
+  async open(path: string, flags: number = O_RDWR): Promise<number> {
+    return (await this.syscall('open', path, flags)) as number;
+  }
+
+  /** `close(2)`. */
+  async close(fd: number): Promise<void> {
+    await this.syscall('close', fd);
+  }
+
+  /** `read(2)`: up to `count` bytes from the file position, which advances. */
+  async read(fd: number, count: number): Promise<Uint8Array> {
+    return (await this.syscall('read', fd, count)) as Uint8Array;
+  }
+
+  /** `write(2)`: returns the number of bytes written. */
+  async write(fd: number, data: Uint8Array): Promise<number> {
+    return (await this.syscall('write', fd, data)) as number;
+  }
+
+  /** `pread(2)`: read at `offset` without moving the file position. */
+  async pread(fd: number, count: number, offset: number): Promise<Uint8Array> {
+    return (await this.syscall('pread', fd, count, offset)) as Uint8Array;
+  }
+
+  /** `pwrite(2)`: write at `offset` without moving the file position. */
+  async pwrite(fd: number, data: Uint8Array, offset: number): Promise<number> {
+    return (await this.syscall('pwrite', fd, data, offset)) as number;
+  }
+
+  /** `lseek(2)`: returns the new position. */
+  async lseek(fd: number, offset: number, whence: number = SEEK_SET): Promise<number> {
+    return (await this.syscall('lseek', fd, offset, whence)) as number;
+  }
+
+  /**
+   * `ioctl(2)`. `arg` is the argument struct as bytes in the kernel's layout; what the kernel
+   * writes back to it lands in the same array. Resolves with the ioctl's return value.
+   */
+  async ioctl(fd: number, cmd: number, arg?: Uint8Array): Promise<number> {
+    const result = (await this.syscall('ioctl', fd, cmd, arg ?? null)) as {
+      value: number;
+      arg: Uint8Array | null;
+    };
+    if (arg && result.arg) arg.set(result.arg.subarray(0, arg.length));
+    return result.value;
+  }
+
+  /** `dup(2)`: a new fd (without `FD_CLOEXEC`) for the same open file. */
+  async dup(fd: number): Promise<number> {
+    return (await this.syscall('dup', fd)) as number;
+  }
+
+  /** `fcntl(2)` for the commands in `fcntl.ts` (`F_GETFD`, `F_SETFD`, `F_DUPFD`, …). */
+  async fcntl(fd: number, cmd: number, arg = 0): Promise<number> {
+    return (await this.syscall('fcntl', fd, cmd, arg)) as number;
+  }
+
+  /**
+   * `mmap(2)` of a file that supports it: the returned segments are live views of the RAM frames
+   * backing `[offset, offset + length)` of the file, so no byte is copied.
+   */
+  async mmap(fd: number, length: number, offset = 0): Promise<MemoryMapping> {
+    const result = (await this.syscall('mmap', fd, length, offset)) as {
+      address: number;
+      segments: { offset: number; phys: number; length: number }[];
+    };
+    return {
+      address: result.address,
+      length,
+      segments: result.segments.map((s) => ({
+        offset: s.offset,
+        phys: s.phys,
+        bytes: new Uint8Array(this.#ram, s.phys, s.length),
+      })),
+    };
+  }
+
+  /** `munmap(2)` of a whole mapping. The views of its segments must not be used afterwards. */
+  async munmap(mapping: MemoryMapping): Promise<void> {
+    await this.syscall('munmap', mapping.address);
+  }
+
+  /**
+   * `kexec_load(2)`: load the next kernel. The machine starts its worker now and lets it import
+   * its modules, so the reboot does not pay for that.
+   */
+  async kexecLoad(image: KernelImage): Promise<void> {
+    await this.syscall('kexec_load', image);
+  }
+
+  /**
+   * `reboot(2)`. With `LINUX_REBOOT_CMD_KEXEC` the reboot notifiers run (the first error aborts
+   * the kexec and is returned here, the system keeps running), then the KHO handover is written,
+   * every process ends (this one too) and the loaded kernel boots. The promise resolves once the
+   * new kernel runs, so the caller can spawn the processes of the new generation.
+   */
+  async reboot(cmd: number): Promise<void> {
+    await this.syscall('reboot', cmd);
+  }
+
+  /** `delete_module(2)`: unload a module, running its `exit`. */
+  async deleteModule(name: string): Promise<void> {
+    await this.syscall('delete_module', name);
+  }
+
+  /** `exit(2)`: close every fd and end the process. */
+  async exit(): Promise<void> {
+    await this.syscall('exit');
+  }
+}
