@@ -28,7 +28,10 @@ export default tseslint.config(
       },
     },
     rules: {
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
+      ],
       // tsyringe needs value imports for constructor parameter types; the compiler's
       // verbatimModuleSyntax already decides what is a type import.
       '@typescript-eslint/consistent-type-imports': 'off',
@@ -36,7 +39,10 @@ export default tseslint.config(
         'error',
         {
           patterns: [
-            { group: ['@liveupdate/*/src/*'], message: 'Import a package by its name, never its src/.' },
+            {
+              group: ['@liveupdate/*/src/*'],
+              message: 'Import a package by its name, never its src/.',
+            },
           ],
         },
       ],

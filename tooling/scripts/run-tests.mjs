@@ -36,7 +36,8 @@ for (const dir of packageDirs) {
   failed += report.numFailedTests;
   skipped += report.numPendingTests + report.numTodoTests;
   // A suite that failed to load has no failed tests but must not pass silently.
-  if (report.numFailedTestSuites > 0 && report.numFailedTests === 0) failed += report.numFailedTestSuites;
+  if (report.numFailedTestSuites > 0 && report.numFailedTests === 0)
+    failed += report.numFailedTestSuites;
 }
 
 console.log('');

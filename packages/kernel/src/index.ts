@@ -1,0 +1,37 @@
+// tsyringe needs the Reflect metadata polyfill before any decorated class is evaluated.
+import 'reflect-metadata';
+export type { BootParams } from './boot-params.js';
+export { CommandLine } from './command-line.js';
+export { createKernelImage, type KernelImageOptions } from './kernel-image.js';
+export { KernelLog, LOGLEVEL, type TraceArgs } from './kernel-log.js';
+export { defineModule, type KernelModule, type ModuleContext } from './kernel-module.js';
+export { KernelPanic } from './kernel-panic.js';
+export { KexecHandover, type KhoStats, type KhoSubtree } from './kho/kexec-handover.js';
+export { KHO_FDT_COMPATIBLE } from './kho/kho-abi.js';
+export {
+  KHO_MAP_ENTRIES_PER_PAGE,
+  KHO_MAP_HEADER_SIZE,
+  KHO_MAP_MAGIC,
+  type PreservedFolio,
+} from './kho/kho-memory-map.js';
+export {
+  MAX_PAGE_ORDER,
+  PAGE_POISON,
+  PageAllocator,
+  getOrder,
+  type Folio,
+  type PageStats,
+} from './page-allocator.js';
+export { KernelProcess, type FileMapping } from './process-table.js';
+export { RebootNotifierChain, type RebootNotifier } from './reboot-notifier-chain.js';
+export { argBytes, argFd, argInt, argPath, argUint } from './syscalls/syscall-args.js';
+export { SyscallTable, type SyscallHandler } from './syscalls/syscall-table.js';
+export {
+  File,
+  type FileOperations,
+  type PhysicalSegment,
+  type SyscallContext,
+} from './vfs/file.js';
+export { Vfs, type CharDeviceOptions } from './vfs/vfs.js';
+// The error type and uAPI constants are the machine's; re-exported for module authors.
+export { KernelError, ERRNO, PAGE_SIZE, type ErrnoName } from '@liveupdate/machine';

@@ -1,0 +1,85 @@
+import type { PhysicalMemory } from '@liveupdate/machine';
+import type { CommandLine } from './command-line.js';
+import type { KexecHandover } from './kho/kexec-handover.js';
+import type { KernelLog } from './kernel-log.js';
+import type { PageAllocator } from './page-allocator.js';
+import type { RebootNotifierChain } from './reboot-notifier-chain.js';
+import type { SyscallTable } from './syscalls/syscall-table.js';
+import type { Vfs } from './vfs/vfs.js';
+
+/**
+ * What a module sees of the kernel it is loaded into. Everything here belongs to this boot only:
+ * keep state across a kexec in KHO-preserved memory, never in module variables — the next kernel
+ * imports every module afresh in a new worker.
+ */
+export interface ModuleContext {
+  /** The module's own name. */
+  readonly name: string;
+  /** The running kernel's version string. */
+  readonly kernelVersion: string;
+  readonly cmdline: CommandLine;
+  readonly log: KernelLog;
+  readonly memory: PhysicalMemory;
+  readonly pages: PageAllocator;
+  readonly kho: KexecHandover;
+  readonly vfs: Vfs;
+  readonly syscalls: SyscallTable;
+  readonly rebootNotifiers: RebootNotifierChain;
+  /** Halt the machine with `reason`. Never returns. */
+  panic(reason: string): never;
+}
+
+/**
+ * A loadable kernel module: the default export of a package listed in a kernel image's `modules`.
+ * `init` runs at boot, in the image's order (a throw is logged and the module is left out, as a
+ * failing `module_init` is); `exit` runs on `delete_module`, and a module without one cannot be
+ * unloaded (`EBUSY`).
+ */
+export interface KernelModule {
+  readonly name: string;
+  init(ctx: ModuleContext): void | Promise<void>;
+  exit?(ctx: ModuleContext): void | Promise<void>;
+}
+
+const MODULE_NAME = /^[A-Za-z0-9_-]{1,55}$/;
+
+/**
+ * Declare a module (the kernel's `module_init`/`module_exit`), checked at once so a mistake shows
+ * where it was made.
+ *
+ * @example
+ * ```ts
+ * export default defineModule({
+ *   name: 'hello',
+ *   init(ctx) {
+ *     ctx.log.info('hello: loaded');
+ *   },
+ * });
+ * ```
+ */
+export function defineModule<M extends KernelModule>(module: M): M {
+  if (typeof module !== 'object' || module === null) {
+    throw new TypeError('defineModule: expected an object { name, init, exit? }');
+  }
+  if (typeof module.name !== 'string' || !MODULE_NAME.test(module.name)) {
+    throw new TypeError(
+      `defineModule: name must be 1-55 characters of [A-Za-z0-9_-], got ${JSON.stringify(module.name)}`,
+    );
+  }
+  if (typeof module.init !== 'function') {
+    throw new TypeError(
+      `defineModule(${module.name}): init must be a function, got ${typeof module.init}`,
+    );
+  }
+  if (module.exit !== undefined && typeof module.exit !== 'function') {
+    throw new TypeError(`defineModule(${module.name}): exit must be a function when given`);
+  }
+  return module;
+}
+
+/** Whether `value` looks like a {@link defineModule} result (used on a module's default export). */
+export function isKernelModule(value: unknown): value is KernelModule {
+  if (typeof value !== 'object' || value === null) return false;
+  const m = value as Partial<KernelModule>;
+  return typeof m.name === 'string' && MODULE_NAME.test(m.name) && typeof m.init === 'function';
+}

@@ -1,0 +1,313 @@
+import { container as rootContainer, type DependencyContainer } from 'tsyringe';
+import {
+  KernelError,
+  LINUX_REBOOT_CMD_KEXEC,
+  LINUX_REBOOT_CMD_HALT,
+  LINUX_REBOOT_CMD_POWER_OFF,
+  LINUX_REBOOT_CMD_RESTART,
+  PhysicalMemory,
+  validateKernelImage,
+  type KernelImage,
+  type KernelToMachine,
+  type WireError,
+} from '@liveupdate/machine';
+import type { BootParams } from './boot-params.js';
+import { CommandLine } from './command-line.js';
+import { KexecHandover } from './kho/kexec-handover.js';
+import { KhoHandoverError, readKhoHandover, type KhoIncoming } from './kho/kho-incoming.js';
+import { KernelLog } from './kernel-log.js';
+import type { ModuleContext } from './kernel-module.js';
+import { KernelPanic } from './kernel-panic.js';
+import { planMemoryLayout, FIRMWARE_BYTES } from './memory-layout.js';
+import type { ModuleLoader } from './module-loader.js';
+import { MAX_PAGE_ORDER, PageAllocator } from './page-allocator.js';
+import { ProcessTable } from './process-table.js';
+import { RebootNotifierChain } from './reboot-notifier-chain.js';
+import { argPath, argUint } from './syscalls/syscall-args.js';
+import { registerFileSyscalls, releaseProcessFiles } from './syscalls/file-syscalls.js';
+import { SyscallTable } from './syscalls/syscall-table.js';
+import { BOOT_PARAMS, KHO_INCOMING, MEMORY_LAYOUT, PHYSICAL_MEMORY } from './tokens.js';
+import { nullDeviceOperations } from './vfs/null-device.js';
+import { Vfs } from './vfs/vfs.js';
+import { PAGE_SIZE } from '@liveupdate/machine';
+
+type Output = (message: KernelToMachine) => void;
+
+const REBOOT_COMMANDS = new Set([
+  LINUX_REBOOT_CMD_KEXEC,
+  LINUX_REBOOT_CMD_HALT,
+  LINUX_REBOOT_CMD_POWER_OFF,
+  LINUX_REBOOT_CMD_RESTART,
+]);
+
+/**
+ * One boot of the kernel, inside its worker: the DI container of this boot and the syscall entry.
+ * Created by {@link Kernel.boot}; lives until the worker is terminated at kexec.
+ */
+export class Kernel {
+  readonly container: DependencyContainer;
+  readonly log: KernelLog;
+  readonly #output: Output;
+  readonly #processes: ProcessTable;
+  readonly #syscalls: SyscallTable;
+  readonly #modules: ModuleLoader;
+  #pendingKexecLoads = new Map<number, (error?: WireError) => void>();
+  #nextRequest = 1;
+  #kexecImage: KernelImage | undefined;
+  #rebooting = false;
+  #gone = false;
+
+  private constructor(container: DependencyContainer, output: Output, modules: ModuleLoader) {
+    this.container = container;
+    this.log = container.resolve(KernelLog);
+    this.#output = output;
+    this.#modules = modules;
+    this.#processes = container.resolve(ProcessTable);
+    this.#syscalls = container.resolve(SyscallTable);
+  }
+
+  /**
+   * Boot: parse the command line, read and validate the KHO handover (panicking on corruption),
+   * lay out memory, bring up the page allocator (reserving preserved frames, poisoning free ones
+   * under `page_poison=on`), KHO, the VFS and syscalls, then initialize the modules.
+   */
+  static async boot(
+    ram: SharedArrayBuffer,
+    params: BootParams,
+    modules: ModuleLoader,
+    output: Output,
+  ): Promise<Kernel> {
+    const log = new KernelLog(output, KernelLog.now());
+    const panic = (reason: string): never => {
+      log.emerg(`Kernel panic - not syncing: ${reason}`);
+      output({ type: 'panic', reason });
+      throw new KernelPanic(reason);
+    };
+    log.trace('boot', 'B', { version: params.version, khoBoot: params.khoFdtPhys !== null });
+    log.info(`Linux version ${params.version} (liveupdate simulated kernel)`);
+    log.info(`Command line: ${params.cmdline}`);
+    const memory = new PhysicalMemory(ram);
+    const cmdline = new CommandLine(params.cmdline);
+    let khoEnabled: boolean;
+    try {
+      khoEnabled = cmdline.bool('kho', false);
+    } catch (error) {
+      log.warn(`KHO: ${(error as Error).message}; KHO stays off`);
+      khoEnabled = false;
+    }
+
+    log.trace('memory-init', 'B');
+    let incoming: KhoIncoming | null = null;
+    if (params.khoFdtPhys !== null) {
+      if (!khoEnabled) {
+        log.warn('KHO: this kernel has KHO disabled; ignoring the handover');
+      } else {
+        try {
+          const handover = readKhoHandover(
+            memory,
+            params.khoFdtPhys,
+            MAX_PAGE_ORDER,
+            FIRMWARE_BYTES / PAGE_SIZE,
+          );
+          if ('incompatible' in handover) {
+            log.warn(
+              `KHO: incompatible handover (compatible = "${handover.incompatible}"); ignoring it`,
+            );
+          } else {
+            incoming = handover;
+          }
+        } catch (error) {
+          if (error instanceof KhoHandoverError) panic(`KHO: ${error.message}`);
+          throw error;
+        }
+      }
+    }
+    let layout;
+    try {
+      layout = planMemoryLayout(memory, cmdline, khoEnabled, incoming?.scratch ?? null);
+    } catch (error) {
+      return panic((error as Error).message);
+    }
+
+    const container = rootContainer.createChildContainer();
+    container.register(BOOT_PARAMS, { useValue: params });
+    container.register(PHYSICAL_MEMORY, { useValue: memory });
+    container.register(MEMORY_LAYOUT, { useValue: layout });
+    // useValue: null would be taken for a missing provider.
+    container.register(KHO_INCOMING, { useFactory: () => incoming });
+    container.register(CommandLine, { useValue: cmdline });
+    container.register(KernelLog, { useValue: log });
+    for (const service of [
+      PageAllocator,
+      KexecHandover,
+      Vfs,
+      SyscallTable,
+      RebootNotifierChain,
+      ProcessTable,
+    ]) {
+      container.registerSingleton(service as never);
+    }
+    const pages = container.resolve(PageAllocator);
+    const kho = container.resolve(KexecHandover);
+    log.trace('memory-init', 'E', {
+      freeFrames: pages.stats.free,
+      preservedFolios: kho.stats.unrestoredFolios,
+    });
+    if (khoEnabled && layout.scratch) {
+      log.info(
+        `KHO: enabled, scratch ${layout.scratch.frames * 4}K at 0x${(layout.scratch.pfn * PAGE_SIZE).toString(16)}`,
+      );
+    }
+
+    const vfs = container.resolve(Vfs);
+    vfs.registerCharDevice('/dev/null', nullDeviceOperations);
+    const kernel = new Kernel(container, output, modules);
+    const syscalls = container.resolve(SyscallTable);
+    registerFileSyscalls(syscalls, vfs, memory);
+    kernel.#registerSystemSyscalls();
+
+    log.trace('modules-init', 'B');
+    await modules.initAll(
+      (module): ModuleContext => ({
+        name: module.name,
+        kernelVersion: params.version,
+        cmdline,
+        log,
+        memory,
+        pages,
+        kho,
+        vfs,
+        syscalls,
+        rebootNotifiers: container.resolve(RebootNotifierChain),
+        panic,
+      }),
+      log,
+    );
+    log.trace('modules-init', 'E', { modules: modules.loaded.join(',') });
+    log.info('Run /sbin/init as init process');
+    log.trace('boot', 'E');
+    return kernel;
+  }
+
+  /** A new process from the machine. */
+  spawn(pid: number): void {
+    this.#processes.create(pid);
+  }
+
+  /** Run one syscall and post its result. A panic inside it posts nothing: the machine halts. */
+  async syscall(id: number, pid: number, name: string, args: readonly unknown[]): Promise<void> {
+    let reply: KernelToMachine;
+    try {
+      const process = this.#processes.get(pid);
+      const value = await this.#syscalls.dispatch({ process }, name, args);
+      reply = { type: 'syscall-result', id, value };
+    } catch (error) {
+      if (KernelPanic.isInstance(error)) return;
+      if (!KernelError.isInstance(error)) {
+        this.log.err(`BUG: syscall ${name}: ${(error as Error).stack ?? String(error)}`);
+      }
+      reply = { type: 'syscall-result', id, error: toWireError(error) };
+    }
+    if (this.#gone) return;
+    try {
+      this.#output(reply);
+    } catch (error) {
+      this.#output({
+        type: 'syscall-result',
+        id,
+        error: toWireError(
+          new KernelError('EIO', `${name}: result cannot be returned: ${(error as Error).message}`),
+        ),
+      });
+    }
+  }
+
+  /** The machine's answer to a `kexec-load` request. */
+  kexecLoadResult(id: number, error: WireError | undefined): void {
+    this.#pendingKexecLoads.get(id)?.(error);
+    this.#pendingKexecLoads.delete(id);
+  }
+
+  #registerSystemSyscalls(): void {
+    const vfs = this.container.resolve(Vfs);
+    this.#syscalls.register('kexec_load', async (_ctx, image) => {
+      const checked = validateKernelImage(image);
+      const id = this.#nextRequest++;
+      const error = await new Promise<WireError | undefined>((resolve) => {
+        this.#pendingKexecLoads.set(id, resolve);
+        this.#output({ type: 'kexec-load', id, image: checked });
+      });
+      if (error) throw new KernelError('ENOEXEC', error.message.replace(/^ENOEXEC: /, ''));
+      this.#kexecImage = checked;
+      this.log.info(`kexec: loaded ${checked.version} (${checked.modules.length} modules)`);
+      return 0;
+    });
+    this.#syscalls.register('reboot', (_ctx, cmd) => this.#reboot(cmd));
+    this.#syscalls.register('delete_module', async (_ctx, name) => {
+      await this.#modules.unload(argPath(name));
+      this.log.info(`module ${String(name)} unloaded`);
+      return 0;
+    });
+    this.#syscalls.register('exit', async (ctx) => {
+      await releaseProcessFiles(ctx.process, vfs);
+      this.#processes.remove(ctx.process.pid);
+      return 0;
+    });
+  }
+
+  async #reboot(cmd: unknown): Promise<never> {
+    const command = argUint(cmd, 'cmd');
+    if (!REBOOT_COMMANDS.has(command))
+      throw new KernelError('EINVAL', `unknown reboot command 0x${command.toString(16)}`);
+    if (command !== LINUX_REBOOT_CMD_KEXEC) {
+      throw new KernelError('EINVAL', 'only LINUX_REBOOT_CMD_KEXEC is supported by this machine');
+    }
+    if (!this.#kexecImage) throw new KernelError('EINVAL', 'kexec: no kernel image is loaded');
+    if (this.#rebooting) throw new KernelError('EBUSY', 'kexec: a reboot is already in progress');
+    this.#rebooting = true;
+    const log = this.log;
+    log.trace('reboot', 'B');
+    try {
+      log.info('reboot: running reboot notifiers');
+      log.trace('reboot-notifiers', 'B');
+      let abortNotifiers: () => Promise<void>;
+      try {
+        abortNotifiers = await this.container
+          .resolve(RebootNotifierChain)
+          .call((notifier, error) => {
+            log.warn(
+              `reboot: notifier ${notifier.name} failed to abort: ${(error as Error).message}`,
+            );
+          });
+      } finally {
+        log.trace('reboot-notifiers', 'E');
+      }
+      let khoFdtPhys: number | null;
+      log.trace('kho-finalize', 'B');
+      try {
+        khoFdtPhys = this.container.resolve(KexecHandover).finalize();
+      } catch (error) {
+        await abortNotifiers();
+        throw error;
+      } finally {
+        log.trace('kho-finalize', 'E');
+      }
+      log.info(`kexec: starting new kernel ${this.#kexecImage.version}`);
+      log.trace('reboot', 'E');
+      this.#gone = true;
+      this.#output({ type: 'kexec', khoFdtPhys });
+      // The machine terminates this worker; the reboot syscall never returns here.
+      return await new Promise<never>(() => undefined);
+    } catch (error) {
+      this.#rebooting = false;
+      log.warn(`reboot: kexec aborted: ${(error as Error).message}`);
+      log.trace('reboot', 'E', { aborted: true });
+      throw error;
+    }
+  }
+}
+
+function toWireError(error: unknown): WireError {
+  if (KernelError.isInstance(error)) return { code: error.code, message: error.message };
+  return { code: 'EIO', message: `EIO: ${(error as Error)?.message ?? String(error)}` };
+}

@@ -1,0 +1,428 @@
+import { inject, injectable } from 'tsyringe';
+import { encodeFdt, fdtNode, fdtValue, readU64, type FdtNode } from '@liveupdate/fdt';
+import { KernelError, PAGE_SIZE, hex, type PhysicalMemory } from '@liveupdate/machine';
+import { CommandLine } from '../command-line.js';
+import { KernelLog } from '../kernel-log.js';
+import type { MemoryLayout } from '../memory-layout.js';
+import {
+  MAX_PAGE_ORDER,
+  PageAllocator,
+  alignedChunks,
+  checkOrder,
+  getOrder,
+  type Folio,
+} from '../page-allocator.js';
+import { KHO_INCOMING, MEMORY_LAYOUT, PHYSICAL_MEMORY } from '../tokens.js';
+import {
+  KHO_FDT_COMPATIBLE,
+  KHO_FDT_MAX_SIZE,
+  KHO_PROP_BLOB_SIZE,
+  KHO_PROP_MEMORY_MAP,
+  KHO_PROP_PRESERVED_DATA,
+  KHO_PROP_SCRATCH_LEN,
+  KHO_PROP_SCRATCH_PHYS,
+} from './kho-abi.js';
+import type { KhoIncoming } from './kho-incoming.js';
+import { khoMapPages, writeKhoMemoryMap } from './kho-memory-map.js';
+
+/** A blob registered with {@link KexecHandover.addSubtree}. */
+export interface KhoSubtree {
+  readonly phys: number;
+  readonly size: number;
+}
+
+/** Counts of {@link KexecHandover.stats}. */
+export interface KhoStats {
+  /** Folios this kernel preserves for the next one. */
+  readonly preservedFolios: number;
+  readonly preservedFrames: number;
+  /** Folios the previous kernel preserved that nobody has restored yet. */
+  readonly unrestoredFolios: number;
+  readonly unrestoredFrames: number;
+}
+
+const SUBTREE_NAME = /^[A-Za-z0-9,._+-]{1,31}$/;
+
+/**
+ * Kexec HandOver. Outgoing: tracks preserved folios and named subtrees, and at kexec writes the
+ * memory map and the root FDT (`kho-v1`) into frames that are themselves listed as preserved.
+ * Incoming: the frames the previous kernel preserved stay reserved until their owner restores
+ * them — once, with the order they were preserved with. Frames nobody restores stay reserved for
+ * the life of this kernel and are not handed over again.
+ *
+ * Every call validates its input and throws a `KernelError` (`EINVAL` for bad addresses, orders,
+ * scratch or a disabled KHO; `EEXIST` for a double preservation or a duplicate subtree).
+ */
+@injectable()
+export class KexecHandover {
+  /** `kho=` on the command line (default off, as `CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=n`). */
+  readonly enabled: boolean;
+  readonly #memory: PhysicalMemory;
+  readonly #pages: PageAllocator;
+  readonly #layout: MemoryLayout;
+  readonly #log: KernelLog;
+  readonly #preserved = new Map<number, number>();
+  readonly #preservedFrames: Uint8Array;
+  readonly #subtrees = new Map<string, KhoSubtree>();
+  readonly #incoming = new Map<number, number>();
+  readonly #incomingSubtrees: ReadonlyMap<string, FdtNode>;
+  readonly #khoBoot: boolean;
+  #finalized = false;
+
+  constructor(
+    @inject(PHYSICAL_MEMORY) memory: PhysicalMemory,
+    @inject(PageAllocator) pages: PageAllocator,
+    @inject(MEMORY_LAYOUT) layout: MemoryLayout,
+    @inject(KHO_INCOMING) incoming: KhoIncoming | null,
+    @inject(CommandLine) cmdline: CommandLine,
+    @inject(KernelLog) log: KernelLog,
+  ) {
+    this.#memory = memory;
+    this.#pages = pages;
+    this.#layout = layout;
+    this.#log = log;
+    this.enabled = cmdline.bool('kho', false);
+    this.#preservedFrames = new Uint8Array(memory.frames);
+    this.#khoBoot = incoming !== null;
+    this.#incomingSubtrees = incoming?.subtrees ?? new Map();
+    if (!incoming) return;
+    const handover = new Set(incoming.handoverFolios.map((f) => f.pfn));
+    for (const folio of incoming.folios) {
+      if (!handover.has(folio.pfn)) this.#incoming.set(folio.pfn, folio.order);
+    }
+    // The root FDT and the memory map are parsed: their frames go back to the allocator.
+    for (const folio of incoming.handoverFolios) {
+      pages.adoptReserved(folio);
+      pages.freePages(folio);
+    }
+    log.info(
+      `KHO: restored handover from ${hex(incoming.fdtPhys)}: ${this.#incoming.size} preserved folios, subtrees: ${[...incoming.subtrees.keys()].join(', ') || 'none'}`,
+    );
+  }
+
+  /** `is_kho_boot()`: whether this kernel was booted by a KHO kexec. */
+  get isKhoBoot(): boolean {
+    return this.#khoBoot;
+  }
+
+  get stats(): KhoStats {
+    let preservedFrames = 0;
+    for (const order of this.#preserved.values()) preservedFrames += 2 ** order;
+    let unrestoredFrames = 0;
+    for (const order of this.#incoming.values()) unrestoredFrames += 2 ** order;
+    return {
+      preservedFolios: this.#preserved.size,
+      preservedFrames,
+      unrestoredFolios: this.#incoming.size,
+      unrestoredFrames,
+    };
+  }
+
+  /** `kho_preserve_folio()`: hand `folio` to the next kernel. */
+  preserveFolio(folio: Folio): void {
+    this.#checkPreservable(folio);
+    this.#mark(folio, true);
+  }
+
+  /** `kho_unpreserve_folio()`: undo {@link preserveFolio}, with the same pfn and order. */
+  unpreserveFolio(folio: Folio): void {
+    this.#checkWritable();
+    if (this.#preserved.get(folio.pfn) !== folio.order) {
+      throw new KernelError(
+        'EINVAL',
+        `kho: ${hex(folio.pfn * PAGE_SIZE)} order ${folio.order} is not preserved with that order`,
+      );
+    }
+    this.#mark(folio, false);
+  }
+
+  /**
+   * `kho_preserve_pages()`: preserve `count` frames from `pfn`, cut into naturally aligned
+   * power-of-two chunks. All chunks are checked before any is preserved.
+   */
+  preservePages(pfn: number, count: number): void {
+    const chunks = checkedChunks(pfn, count);
+    for (const chunk of chunks) this.#checkPreservable(chunk);
+    for (const chunk of chunks) this.#mark(chunk, true);
+  }
+
+  /** `kho_unpreserve_pages()`: undo {@link preservePages} with the same arguments. */
+  unpreservePages(pfn: number, count: number): void {
+    this.#checkWritable();
+    const chunks = checkedChunks(pfn, count);
+    for (const chunk of chunks) {
+      if (this.#preserved.get(chunk.pfn) !== chunk.order) {
+        throw new KernelError(
+          'EINVAL',
+          `kho: pages ${hex(pfn * PAGE_SIZE)}+${count} were not preserved together`,
+        );
+      }
+    }
+    for (const chunk of chunks) this.#mark(chunk, false);
+  }
+
+  /**
+   * `kho_alloc_preserve(size)`: a zeroed, preserved folio large enough for `size` bytes; returns
+   * its physical address. `EINVAL` for size 0, `E2BIG` above the largest order, `ENOMEM`.
+   */
+  allocPreserve(size: number): number {
+    this.#checkWritable();
+    if (!Number.isSafeInteger(size) || size <= 0) {
+      throw new KernelError('EINVAL', `kho: cannot allocate ${size} bytes`);
+    }
+    const order = getOrder(size);
+    if (order > MAX_PAGE_ORDER) {
+      throw new KernelError(
+        'E2BIG',
+        `kho: ${size} bytes exceed the largest folio (order ${MAX_PAGE_ORDER})`,
+      );
+    }
+    const folio = this.#pages.allocPages(order, { zero: true });
+    try {
+      this.preserveFolio(folio);
+    } catch (error) {
+      this.#pages.freePages(folio);
+      throw error;
+    }
+    return folio.pfn * PAGE_SIZE;
+  }
+
+  /** `kho_unpreserve_free()`: undo {@link allocPreserve} before a kexec. */
+  unpreserveFree(phys: number): void {
+    const pfn = toPfn(phys);
+    const order = this.#preserved.get(pfn);
+    if (order === undefined || !this.#pages.isAllocated(pfn, order)) {
+      throw new KernelError('EINVAL', `kho: ${hex(phys)} was not allocated with allocPreserve`);
+    }
+    this.unpreserveFolio({ pfn, order });
+    this.#pages.freePages({ pfn, order });
+  }
+
+  /**
+   * `kho_restore_folio()`: take ownership of a folio the previous kernel preserved. Succeeds once,
+   * and only with the order it was preserved with; free it later with `freePages`.
+   */
+  restoreFolio(phys: number, order: number): Folio {
+    checkOrder(order);
+    const pfn = toPfn(phys);
+    const preserved = this.#incoming.get(pfn);
+    if (preserved === undefined) {
+      throw new KernelError('EINVAL', `kho: ${hex(phys)} was not preserved or is already restored`);
+    }
+    if (preserved !== order) {
+      throw new KernelError(
+        'EINVAL',
+        `kho: ${hex(phys)} was preserved with order ${preserved}, not ${order}`,
+      );
+    }
+    this.#incoming.delete(pfn);
+    const folio = { pfn, order };
+    this.#pages.adoptReserved(folio);
+    return folio;
+  }
+
+  /**
+   * `kho_restore_pages()`: restore what {@link preservePages} preserved with the same `count`.
+   * Returns the chunks as folios (free each with `freePages`). All or nothing.
+   */
+  restorePages(phys: number, count: number): Folio[] {
+    const chunks = checkedChunks(toPfn(phys), count);
+    for (const chunk of chunks) {
+      if (this.#incoming.get(chunk.pfn) !== chunk.order) {
+        throw new KernelError(
+          'EINVAL',
+          `kho: pages ${hex(phys)}+${count} were not preserved together or are restored`,
+        );
+      }
+    }
+    return chunks.map((chunk) => this.restoreFolio(chunk.pfn * PAGE_SIZE, chunk.order));
+  }
+
+  /** `kho_restore_free()`: restore a preserved folio and free it at once. */
+  restoreFree(phys: number): void {
+    const pfn = toPfn(phys);
+    const order = this.#incoming.get(pfn);
+    if (order === undefined) {
+      throw new KernelError('EINVAL', `kho: ${hex(phys)} was not preserved or is already restored`);
+    }
+    this.#pages.freePages(this.restoreFolio(phys, order));
+  }
+
+  /**
+   * `kho_add_subtree()`: publish a blob under `name` in the root FDT. The caller preserves the
+   * blob itself. `EEXIST` for a name already used.
+   */
+  addSubtree(name: string, phys: number, size: number): void {
+    this.#checkWritable();
+    if (typeof name !== 'string' || !SUBTREE_NAME.test(name)) {
+      throw new KernelError(
+        'EINVAL',
+        `kho: subtree name ${JSON.stringify(name)} is not a valid node name`,
+      );
+    }
+    if (!Number.isSafeInteger(size) || size <= 0 || !this.#memory.contains(phys, size)) {
+      throw new KernelError(
+        'EINVAL',
+        `kho: subtree ${name} blob ${hex(phys)}+${size} is not in RAM`,
+      );
+    }
+    if (this.#subtrees.has(name)) throw new KernelError('EEXIST', `kho: subtree ${name} exists`);
+    this.#subtrees.set(name, { phys, size });
+  }
+
+  /** `kho_remove_subtree()`: remove the subtree whose blob is at `phys`. */
+  removeSubtree(phys: number): void {
+    this.#checkWritable();
+    for (const [name, subtree] of this.#subtrees) {
+      if (subtree.phys === phys) {
+        this.#subtrees.delete(name);
+        return;
+      }
+    }
+    throw new KernelError('ENOENT', `kho: no subtree at ${hex(phys)}`);
+  }
+
+  /**
+   * `kho_retrieve_subtree()`: the blob the previous kernel published under `name`. `ENOENT` when
+   * this is not a KHO boot or there is no such subtree; `EINVAL` when its properties are missing
+   * or malformed.
+   */
+  retrieveSubtree(name: string): KhoSubtree {
+    const node = this.#incomingSubtrees.get(name);
+    if (!node) throw new KernelError('ENOENT', `kho: no incoming subtree ${name}`);
+    try {
+      const le = { littleEndian: true };
+      const phys = Number(readU64(node, KHO_PROP_PRESERVED_DATA, le));
+      const size = Number(readU64(node, KHO_PROP_BLOB_SIZE, le));
+      if (!this.#memory.contains(phys, size))
+        throw new Error(`blob ${hex(phys)}+${size} is outside RAM`);
+      return { phys, size };
+    } catch (error) {
+      throw new KernelError('EINVAL', `kho: subtree ${name}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+
+  /**
+   * Write the handover for the next kernel: the memory map and the root FDT, in freshly allocated
+   * frames that are listed as preserved too. Returns the root FDT's physical address, or `null`
+   * when KHO is off. After it, nothing may be preserved any more.
+   */
+  finalize(): number | null {
+    if (!this.enabled) return null;
+    this.#checkWritable();
+    const allocated: Folio[] = [];
+    try {
+      const draft = encodeFdt(this.#rootFdt(0));
+      if (draft.length > KHO_FDT_MAX_SIZE) {
+        throw new KernelError(
+          'E2BIG',
+          `kho: root FDT of ${draft.length} bytes exceeds ${KHO_FDT_MAX_SIZE}`,
+        );
+      }
+      const fdtFolio = this.#pages.allocPages(getOrder(draft.length), { zero: true });
+      allocated.push(fdtFolio);
+      let mapPages = khoMapPages(this.#preserved.size + 1);
+      while (khoMapPages(this.#preserved.size + 1 + mapPages) > mapPages) mapPages++;
+      const mapFolios: Folio[] = [];
+      for (let i = 0; i < mapPages; i++) {
+        const page = this.#pages.allocPages(0);
+        allocated.push(page);
+        mapFolios.push(page);
+      }
+      const folios = [...this.#preserved].map(([pfn, order]) => ({ pfn, order }));
+      folios.push(fdtFolio, ...mapFolios);
+      folios.sort((a, b) => a.pfn - b.pfn);
+      writeKhoMemoryMap(
+        this.#memory,
+        mapFolios.map((f) => f.pfn),
+        folios,
+      );
+      const fdtPhys = fdtFolio.pfn * PAGE_SIZE;
+      this.#memory.write(fdtPhys, encodeFdt(this.#rootFdt(mapFolios[0]!.pfn * PAGE_SIZE)));
+      this.#finalized = true;
+      this.#log.info(
+        `KHO: handover at ${hex(fdtPhys)}: ${this.#preserved.size} folios in ${mapPages} map pages, ${this.#subtrees.size} subtrees`,
+      );
+      return fdtPhys;
+    } catch (error) {
+      for (const folio of allocated) this.#pages.freePages(folio);
+      throw error;
+    }
+  }
+
+  #rootFdt(mapPhys: number): FdtNode {
+    const le = { littleEndian: true };
+    const scratch = this.#layout.scratch!;
+    return fdtNode(
+      '',
+      {
+        compatible: fdtValue.string(KHO_FDT_COMPATIBLE),
+        [KHO_PROP_MEMORY_MAP]: fdtValue.u64(BigInt(mapPhys), le),
+        [KHO_PROP_SCRATCH_PHYS]: fdtValue.u64(BigInt(scratch.pfn * PAGE_SIZE), le),
+        [KHO_PROP_SCRATCH_LEN]: fdtValue.u64(BigInt(scratch.frames * PAGE_SIZE), le),
+      },
+      [...this.#subtrees].map(([name, blob]) =>
+        fdtNode(name, {
+          [KHO_PROP_PRESERVED_DATA]: fdtValue.u64(BigInt(blob.phys), le),
+          [KHO_PROP_BLOB_SIZE]: fdtValue.u64(BigInt(blob.size), le),
+        }),
+      ),
+    );
+  }
+
+  #checkWritable(): void {
+    if (!this.enabled) throw new KernelError('EINVAL', 'kho: KHO is disabled (boot with kho=on)');
+    if (this.#finalized) throw new KernelError('EBUSY', 'kho: the handover is already written');
+  }
+
+  #checkPreservable(folio: Folio): void {
+    this.#checkWritable();
+    const { pfn, order } = folio;
+    checkOrder(order);
+    const frames = 2 ** order;
+    if (
+      !Number.isSafeInteger(pfn) ||
+      pfn < 0 ||
+      pfn % frames !== 0 ||
+      pfn + frames > this.#memory.frames
+    ) {
+      throw new KernelError(
+        'EINVAL',
+        `kho: pfn ${hex(pfn)} order ${order} is not an aligned folio in RAM`,
+      );
+    }
+    if (pfn < this.#layout.firstUsablePfn || this.#pages.overlapsScratch(pfn, frames)) {
+      throw new KernelError(
+        'EINVAL',
+        `kho: ${hex(pfn * PAGE_SIZE)} order ${order} overlaps scratch or firmware memory`,
+      );
+    }
+    for (let p = pfn; p < pfn + frames; p++) {
+      if (this.#preservedFrames[p]) {
+        throw new KernelError('EEXIST', `kho: ${hex(p * PAGE_SIZE)} is already preserved`);
+      }
+    }
+  }
+
+  #mark(folio: Folio, preserve: boolean): void {
+    this.#preservedFrames.fill(preserve ? 1 : 0, folio.pfn, folio.pfn + 2 ** folio.order);
+    if (preserve) this.#preserved.set(folio.pfn, folio.order);
+    else this.#preserved.delete(folio.pfn);
+  }
+}
+
+function toPfn(phys: number): number {
+  if (!Number.isSafeInteger(phys) || phys < 0 || phys % PAGE_SIZE !== 0) {
+    throw new KernelError('EINVAL', `kho: ${hex(phys)} is not a page-aligned physical address`);
+  }
+  return phys / PAGE_SIZE;
+}
+
+function checkedChunks(pfn: number, count: number): Folio[] {
+  if (!Number.isSafeInteger(pfn) || pfn < 0 || !Number.isSafeInteger(count) || count <= 0) {
+    throw new KernelError('EINVAL', `kho: bad page range pfn ${pfn} count ${count}`);
+  }
+  return alignedChunks(pfn, count);
+}

@@ -1,0 +1,162 @@
+import {
+  FdtError,
+  decodeFdt,
+  readFdtHeader,
+  readString,
+  readU64,
+  type FdtNode,
+} from '@liveupdate/fdt';
+import { PAGE_SIZE, hex, type PhysicalMemory } from '@liveupdate/machine';
+import {
+  KHO_FDT_COMPATIBLE,
+  KHO_FDT_MAX_SIZE,
+  KHO_PROP_MEMORY_MAP,
+  KHO_PROP_SCRATCH_LEN,
+  KHO_PROP_SCRATCH_PHYS,
+} from './kho-abi.js';
+import { KhoMapError, readKhoMemoryMap, type PreservedFolio } from './kho-memory-map.js';
+
+/** A range of frames. */
+export interface FrameRange {
+  readonly pfn: number;
+  readonly frames: number;
+}
+
+/** What the previous kernel handed over, validated. */
+export interface KhoIncoming {
+  readonly fdtPhys: number;
+  readonly scratch: FrameRange;
+  /** Every preserved folio, sorted by pfn, the handover's own frames included. */
+  readonly folios: readonly PreservedFolio[];
+  /** The folios holding the root FDT and the memory map: freed once the handover is parsed. */
+  readonly handoverFolios: readonly PreservedFolio[];
+  /** Subtree nodes of the root FDT by name. */
+  readonly subtrees: ReadonlyMap<string, FdtNode>;
+}
+
+/** The handover is corrupt; the message names what is wrong and where. The kernel panics. */
+export class KhoHandoverError extends Error {
+  override readonly name = 'KhoHandoverError';
+}
+
+/** The root FDT is valid but of another KHO ABI: the kernel ignores the handover, as Linux does. */
+export interface KhoIncompatible {
+  readonly incompatible: string;
+}
+
+/**
+ * Read and validate the handover at `fdtPhys`: the root FDT, the memory map, the scratch area, and
+ * that no two preserved folios overlap each other, scratch or the firmware area below
+ * `firstUsablePfn`. Returns only when all of it is valid; throws {@link KhoHandoverError}
+ * otherwise, so nothing is ever half-used.
+ */
+export function readKhoHandover(
+  memory: PhysicalMemory,
+  fdtPhys: number,
+  maxOrder: number,
+  firstUsablePfn: number,
+): KhoIncoming | KhoIncompatible {
+  if (
+    !Number.isSafeInteger(fdtPhys) ||
+    fdtPhys % PAGE_SIZE !== 0 ||
+    !memory.contains(fdtPhys, 40)
+  ) {
+    throw new KhoHandoverError(
+      `root FDT address ${hex(fdtPhys)} is outside RAM or not page aligned`,
+    );
+  }
+  let root: FdtNode;
+  let fdtSize: number;
+  try {
+    const header = readFdtHeader(memory.read(fdtPhys, 40));
+    if (header.totalSize > KHO_FDT_MAX_SIZE || !memory.contains(fdtPhys, header.totalSize)) {
+      throw new KhoHandoverError(
+        `root FDT at ${hex(fdtPhys)}: totalsize ${header.totalSize} runs past the end of RAM or the ${KHO_FDT_MAX_SIZE}-byte limit`,
+      );
+    }
+    fdtSize = header.totalSize;
+    root = decodeFdt(memory.read(fdtPhys, fdtSize)).root;
+  } catch (error) {
+    if (error instanceof FdtError) {
+      throw new KhoHandoverError(`root FDT at ${hex(fdtPhys)} is corrupt: ${error.message}`);
+    }
+    throw error;
+  }
+  const property = <T>(read: () => T): T => {
+    try {
+      return read();
+    } catch (error) {
+      if (error instanceof FdtError) throw new KhoHandoverError(`root FDT: ${error.message}`);
+      throw error;
+    }
+  };
+  const compatible = property(() => readString(root, 'compatible'));
+  if (compatible !== KHO_FDT_COMPATIBLE) return { incompatible: compatible };
+
+  const le = { littleEndian: true };
+  const mapPhys = property(() => readU64(root, KHO_PROP_MEMORY_MAP, le));
+  const scratchPhys = property(() => readU64(root, KHO_PROP_SCRATCH_PHYS, le));
+  const scratchLen = property(() => readU64(root, KHO_PROP_SCRATCH_LEN, le));
+  if (
+    scratchPhys % BigInt(PAGE_SIZE) !== 0n ||
+    scratchLen % BigInt(PAGE_SIZE) !== 0n ||
+    scratchLen === 0n ||
+    scratchPhys + scratchLen > BigInt(memory.size) ||
+    scratchPhys < BigInt(firstUsablePfn * PAGE_SIZE)
+  ) {
+    throw new KhoHandoverError(
+      `scratch area ${hex(scratchPhys)}+${hex(scratchLen)} is not usable RAM`,
+    );
+  }
+  const scratch = { pfn: Number(scratchPhys) / PAGE_SIZE, frames: Number(scratchLen) / PAGE_SIZE };
+  if (mapPhys >= BigInt(memory.size)) {
+    throw new KhoHandoverError(`preserved-memory-map ${hex(mapPhys)} is outside RAM`);
+  }
+
+  let map: { folios: PreservedFolio[]; pages: number[] };
+  try {
+    map = readKhoMemoryMap(memory, Number(mapPhys), maxOrder);
+  } catch (error) {
+    if (error instanceof KhoMapError) throw new KhoHandoverError(error.message);
+    throw error;
+  }
+  const folios = [...map.folios].sort((a, b) => a.pfn - b.pfn);
+  let previous: PreservedFolio | undefined;
+  for (const folio of folios) {
+    const end = folio.pfn + 2 ** folio.order;
+    if (previous && previous.pfn + 2 ** previous.order > folio.pfn) {
+      throw new KhoHandoverError(
+        `preserved ranges overlap: ${describe(previous)} and ${describe(folio)}`,
+      );
+    }
+    if (folio.pfn < scratch.pfn + scratch.frames && end > scratch.pfn) {
+      throw new KhoHandoverError(`preserved range ${describe(folio)} overlaps the scratch area`);
+    }
+    if (folio.pfn < firstUsablePfn) {
+      throw new KhoHandoverError(`preserved range ${describe(folio)} lies in the firmware area`);
+    }
+    previous = folio;
+  }
+
+  const byPfn = new Map(folios.map((f) => [f.pfn, f]));
+  const fdtFolio = byPfn.get(fdtPhys / PAGE_SIZE);
+  if (!fdtFolio || PAGE_SIZE * 2 ** fdtFolio.order < fdtSize) {
+    throw new KhoHandoverError(`root FDT at ${hex(fdtPhys)} is not in preserved memory`);
+  }
+  const handoverFolios = [fdtFolio];
+  for (const pfn of map.pages) {
+    const folio = byPfn.get(pfn);
+    if (!folio || folio.order !== 0) {
+      throw new KhoHandoverError(
+        `memory map page ${hex(pfn * PAGE_SIZE)} is not in preserved memory`,
+      );
+    }
+    handoverFolios.push(folio);
+  }
+  const subtrees = new Map(root.children.map((child) => [child.name, child]));
+  return { fdtPhys, scratch, folios, handoverFolios, subtrees };
+}
+
+function describe(folio: PreservedFolio): string {
+  return `${hex(folio.pfn * PAGE_SIZE)}+${hex(PAGE_SIZE * 2 ** folio.order)}`;
+}

@@ -1,0 +1,124 @@
+import { PAGE_SIZE, hex, type PhysicalMemory } from '@liveupdate/machine';
+
+/**
+ * The KHO preserved-memory map: our layout (`kho-v1` leaves it to the implementation), written at
+ * kexec into preserved frames and reached from the root FDT's `preserved-memory-map` property.
+ *
+ * A singly linked chain of 4 KiB pages, all fields little-endian:
+ *
+ * | offset | size | field |
+ * |---|---|---|
+ * | 0 | 4 | `magic` = 0x4d4f484b (`"KHOM"` in memory) |
+ * | 4 | 4 | `count`: entries in this page, 0 … {@link KHO_MAP_ENTRIES_PER_PAGE} |
+ * | 8 | 8 | `next`: physical address of the next page, 0 at the end |
+ * | 16 | 8 × count | entries: `phys \| order` — a folio's physical address, which is aligned to at least 4 KiB, with its order (0 … `MAX_PAGE_ORDER`) in the low 12 bits |
+ *
+ * Every page of the chain is itself listed as an order-0 entry, and so is the root FDT, so the next
+ * kernel reserves them until it has parsed them, then frees them.
+ */
+export const KHO_MAP_MAGIC = 0x4d4f484b;
+export const KHO_MAP_HEADER_SIZE = 16;
+export const KHO_MAP_ENTRIES_PER_PAGE = (PAGE_SIZE - KHO_MAP_HEADER_SIZE) / 8;
+
+/** One preserved folio: `2^order` frames starting at `pfn`. */
+export interface PreservedFolio {
+  readonly pfn: number;
+  readonly order: number;
+}
+
+/** Why a memory map could not be read; the message names the page or entry. */
+export class KhoMapError extends Error {
+  override readonly name = 'KhoMapError';
+}
+
+/** Number of chain pages needed for `entries` entries. */
+export function khoMapPages(entries: number): number {
+  return Math.max(1, Math.ceil(entries / KHO_MAP_ENTRIES_PER_PAGE));
+}
+
+/** Write `folios` into the chain of pages `pagePfns` (enough of them, see {@link khoMapPages}). */
+export function writeKhoMemoryMap(
+  memory: PhysicalMemory,
+  pagePfns: readonly number[],
+  folios: readonly PreservedFolio[],
+): void {
+  let index = 0;
+  pagePfns.forEach((pfn, page) => {
+    const base = pfn * PAGE_SIZE;
+    const count = Math.min(KHO_MAP_ENTRIES_PER_PAGE, folios.length - index);
+    const next = page + 1 < pagePfns.length ? pagePfns[page + 1]! * PAGE_SIZE : 0;
+    memory.fill(base, PAGE_SIZE, 0);
+    memory.writeU32(base, KHO_MAP_MAGIC);
+    memory.writeU32(base + 4, count);
+    memory.writeU64(base + 8, BigInt(next));
+    for (let i = 0; i < count; i++) {
+      const folio = folios[index++]!;
+      memory.writeU64(
+        base + KHO_MAP_HEADER_SIZE + i * 8,
+        BigInt(folio.pfn * PAGE_SIZE + folio.order),
+      );
+    }
+  });
+  if (index !== folios.length) throw new RangeError('KHO memory map: not enough pages');
+}
+
+/**
+ * Read and validate a memory map chain starting at `phys`. Everything is checked before anything
+ * is returned: page addresses, magic, counts, the chain's length (no cycles), and every entry's
+ * order, alignment and range. Overlaps are checked by the caller, which knows the scratch area too.
+ */
+export function readKhoMemoryMap(
+  memory: PhysicalMemory,
+  phys: number,
+  maxOrder: number,
+): { folios: PreservedFolio[]; pages: number[] } {
+  const folios: PreservedFolio[] = [];
+  const pages: number[] = [];
+  const seen = new Set<number>();
+  let page = phys;
+  while (page !== 0) {
+    if (page % PAGE_SIZE !== 0 || !memory.contains(page, PAGE_SIZE)) {
+      throw new KhoMapError(`memory map page ${hex(page)} is outside RAM or not page aligned`);
+    }
+    if (seen.has(page)) throw new KhoMapError(`memory map chain loops back to page ${hex(page)}`);
+    seen.add(page);
+    pages.push(page / PAGE_SIZE);
+    const magic = memory.readU32(page);
+    if (magic !== KHO_MAP_MAGIC) {
+      throw new KhoMapError(
+        `memory map page ${hex(page)}: bad magic ${hex(magic)}, expected ${hex(KHO_MAP_MAGIC)}`,
+      );
+    }
+    const count = memory.readU32(page + 4);
+    if (count > KHO_MAP_ENTRIES_PER_PAGE) {
+      throw new KhoMapError(
+        `memory map page ${hex(page)}: count ${count} exceeds ${KHO_MAP_ENTRIES_PER_PAGE}`,
+      );
+    }
+    for (let i = 0; i < count; i++) {
+      const raw = memory.readU64(page + KHO_MAP_HEADER_SIZE + i * 8);
+      const order = Number(raw & 0xfffn);
+      const start = raw & ~0xfffn;
+      const where = `memory map page ${hex(page)} entry ${i}`;
+      if (order > maxOrder) throw new KhoMapError(`${where}: order ${order} exceeds ${maxOrder}`);
+      const size = BigInt(PAGE_SIZE) << BigInt(order);
+      if (start % size !== 0n) {
+        throw new KhoMapError(
+          `${where}: address ${hex(start)} is not aligned to its order ${order}`,
+        );
+      }
+      if (start + size > BigInt(memory.size)) {
+        throw new KhoMapError(
+          `${where}: range ${hex(start)}+${hex(size)} is outside RAM (size ${hex(memory.size)})`,
+        );
+      }
+      folios.push({ pfn: Number(start) / PAGE_SIZE, order });
+    }
+    const next = memory.readU64(page + 8);
+    if (next >= BigInt(memory.size)) {
+      throw new KhoMapError(`memory map page ${hex(page)}: next ${hex(next)} is outside RAM`);
+    }
+    page = Number(next);
+  }
+  return { folios, pages };
+}

@@ -1,0 +1,275 @@
+import { inject, injectable } from 'tsyringe';
+import { KernelError, PAGE_SIZE, hex, type PhysicalMemory } from '@liveupdate/machine';
+import { CommandLine } from './command-line.js';
+import type { KhoIncoming } from './kho/kho-incoming.js';
+import type { PreservedFolio } from './kho/kho-memory-map.js';
+import { KernelLog } from './kernel-log.js';
+import { MEMMAP_BYTES_PER_FRAME, type MemoryLayout } from './memory-layout.js';
+import { KHO_INCOMING, MEMORY_LAYOUT, PHYSICAL_MEMORY } from './tokens.js';
+
+/** The largest folio: order 10 (4 MiB), as `MAX_PAGE_ORDER` in Linux. */
+export const MAX_PAGE_ORDER = 10;
+/** The byte free frames are filled with under `page_poison=on` (Linux's `PAGE_POISON`). */
+export const PAGE_POISON = 0xaa;
+
+/** `2^order` contiguous frames starting at `pfn` (which is aligned to `2^order`). */
+export type Folio = PreservedFolio;
+
+/** Frame counts of {@link PageAllocator.stats}. */
+export interface PageStats {
+  readonly total: number;
+  readonly free: number;
+  readonly allocated: number;
+  /** Firmware, the memory map outside scratch, and preserved memory not restored yet. */
+  readonly reserved: number;
+  /** KHO's scratch area (the memory map lives there), never handed to the buddy allocator. */
+  readonly scratch: number;
+}
+
+// Per-frame flags of the memory map (struct page), which lives in RAM.
+const PG_RESERVED = 0x01;
+const PG_BUDDY = 0x02;
+const PG_HEAD = 0x04;
+const PG_SCRATCH = 0x08;
+
+/** `get_order(size)`: the smallest order whose folio holds `size` bytes. */
+export function getOrder(size: number): number {
+  let order = 0;
+  while (PAGE_SIZE * 2 ** order < size) order++;
+  return order;
+}
+
+/**
+ * The buddy page allocator. Its memory map (`struct page`: a flags byte and an order byte per
+ * frame) lives in RAM in the scratch area, placed there by the boot's memblock stage. At boot it
+ * reserves the firmware area, scratch and every frame the previous kernel preserved through KHO,
+ * gives all other frames to the free lists and, with `page_poison=on`, fills them with
+ * {@link PAGE_POISON}; freed folios are poisoned too.
+ */
+@injectable()
+export class PageAllocator {
+  readonly #memory: PhysicalMemory;
+  readonly #memmap: Uint8Array;
+  readonly #freeLists: Set<number>[] = Array.from({ length: MAX_PAGE_ORDER + 1 }, () => new Set());
+  readonly #poison: boolean;
+  #free = 0;
+  #allocated = 0;
+  #reserved = 0;
+  #scratch = 0;
+
+  constructor(
+    @inject(PHYSICAL_MEMORY) memory: PhysicalMemory,
+    @inject(MEMORY_LAYOUT) layout: MemoryLayout,
+    @inject(KHO_INCOMING) incoming: KhoIncoming | null,
+    @inject(CommandLine) cmdline: CommandLine,
+    @inject(KernelLog) log: KernelLog,
+  ) {
+    this.#memory = memory;
+    this.#poison = cmdline.bool('page_poison', false);
+    this.#memmap = memory.view(
+      layout.memmap.pfn * PAGE_SIZE,
+      memory.frames * MEMMAP_BYTES_PER_FRAME,
+    );
+    this.#memmap.fill(0);
+    this.#setFlags(0, layout.firstUsablePfn, PG_RESERVED);
+    if (layout.scratch) {
+      this.#setFlags(layout.scratch.pfn, layout.scratch.frames, PG_SCRATCH);
+      this.#scratch = layout.scratch.frames;
+    } else {
+      this.#setFlags(layout.memmap.pfn, layout.memmap.frames, PG_RESERVED);
+    }
+    for (const folio of incoming?.folios ?? [])
+      this.#setFlags(folio.pfn, 2 ** folio.order, PG_RESERVED);
+    for (let pfn = 0; pfn < memory.frames; pfn++)
+      if (this.#flags(pfn) & PG_RESERVED) this.#reserved++;
+
+    let run = -1;
+    for (let pfn = 0; pfn <= memory.frames; pfn++) {
+      const usable = pfn < memory.frames && this.#flags(pfn) === 0;
+      if (usable && run < 0) run = pfn;
+      if (!usable && run >= 0) {
+        this.#freeRange(run, pfn - run);
+        run = -1;
+      }
+    }
+    if (this.#poison && layout.scratch) {
+      const memmapEnd = layout.memmap.pfn + layout.memmap.frames;
+      const scratchEnd = layout.scratch.pfn + layout.scratch.frames;
+      memory.fill(memmapEnd * PAGE_SIZE, (scratchEnd - memmapEnd) * PAGE_SIZE, PAGE_POISON);
+    }
+    log.info(
+      `Memory: ${this.#free * 4}K/${memory.frames * 4}K available (${this.#reserved * 4}K reserved, ${this.#scratch * 4}K scratch)${this.#poison ? ', free pages poisoned' : ''}`,
+    );
+  }
+
+  /** Frame counts. `total = free + allocated + reserved + scratch`. */
+  get stats(): PageStats {
+    return {
+      total: this.#memory.frames,
+      free: this.#free,
+      allocated: this.#allocated,
+      reserved: this.#reserved,
+      scratch: this.#scratch,
+    };
+  }
+
+  /** Whether `page_poison=on`. */
+  get poisoning(): boolean {
+    return this.#poison;
+  }
+
+  /**
+   * `alloc_pages(order)`: a folio of `2^order` frames. Throws `ENOMEM` when no block is large
+   * enough, `EINVAL` for an order outside 0…{@link MAX_PAGE_ORDER}.
+   */
+  allocPages(order: number, options: { zero?: boolean } = {}): Folio {
+    checkOrder(order);
+    let current = order;
+    while (current <= MAX_PAGE_ORDER && this.#freeLists[current]!.size === 0) current++;
+    if (current > MAX_PAGE_ORDER) {
+      throw new KernelError('ENOMEM', `out of memory: no free block of order ${order}`);
+    }
+    const list = this.#freeLists[current]!;
+    const pfn = list.values().next().value as number;
+    list.delete(pfn);
+    this.#setHead(pfn, 0, 0);
+    while (current > order) {
+      current--;
+      this.#addFree(pfn + 2 ** current, current);
+    }
+    this.#setHead(pfn, PG_HEAD, order);
+    this.#free -= 2 ** order;
+    this.#allocated += 2 ** order;
+    if (options.zero) this.#memory.fill(pfn * PAGE_SIZE, PAGE_SIZE * 2 ** order, 0);
+    return { pfn, order };
+  }
+
+  /** `__free_pages(folio)`: give back a folio from {@link allocPages} (or a restored KHO folio). */
+  freePages(folio: Folio): void {
+    const { pfn, order } = folio;
+    if (
+      !this.#memory.isValidPfn(pfn) ||
+      this.#flags(pfn) !== PG_HEAD ||
+      this.#order(pfn) !== order
+    ) {
+      throw new KernelError(
+        'EINVAL',
+        `BUG: Bad page state: freeing ${hex(pfn * PAGE_SIZE)} order ${order}, which is not an allocated folio of that order`,
+      );
+    }
+    this.#setHead(pfn, 0, 0);
+    this.#allocated -= 2 ** order;
+    if (this.#poison) this.#memory.fill(pfn * PAGE_SIZE, PAGE_SIZE * 2 ** order, PAGE_POISON);
+    this.#merge(pfn, order);
+    this.#free += 2 ** order;
+  }
+
+  /** Whether `pfn` is the head of an allocated folio of `order`. */
+  isAllocated(pfn: number, order: number): boolean {
+    return (
+      this.#memory.isValidPfn(pfn) && this.#flags(pfn) === PG_HEAD && this.#order(pfn) === order
+    );
+  }
+
+  /** Whether any frame of `[pfn, pfn + frames)` lies in KHO's scratch area. */
+  overlapsScratch(pfn: number, frames: number): boolean {
+    for (let p = pfn; p < pfn + frames; p++) if (this.#flags(p) & PG_SCRATCH) return true;
+    return false;
+  }
+
+  /**
+   * Turn frames reserved at boot (a preserved folio from the previous kernel) into an allocated
+   * folio its new owner frees with {@link freePages}. KHO's restore calls this.
+   */
+  adoptReserved(folio: Folio): void {
+    const frames = 2 ** folio.order;
+    for (let p = folio.pfn; p < folio.pfn + frames; p++) {
+      if (this.#flags(p) !== PG_RESERVED) {
+        throw new KernelError('EINVAL', `frame ${hex(p * PAGE_SIZE)} is not reserved`);
+      }
+    }
+    for (let p = folio.pfn; p < folio.pfn + frames; p++) this.#setHead(p, 0, 0);
+    this.#setHead(folio.pfn, PG_HEAD, folio.order);
+    this.#reserved -= frames;
+    this.#allocated += frames;
+  }
+
+  #freeRange(start: number, frames: number): void {
+    for (const { pfn, order } of alignedChunks(start, frames)) {
+      if (this.#poison) this.#memory.fill(pfn * PAGE_SIZE, PAGE_SIZE * 2 ** order, PAGE_POISON);
+      this.#addFree(pfn, order);
+      this.#free += 2 ** order;
+    }
+  }
+
+  #merge(start: number, startOrder: number): void {
+    let pfn = start;
+    let order = startOrder;
+    while (order < MAX_PAGE_ORDER) {
+      const buddy = pfn ^ (2 ** order);
+      if (
+        buddy >= this.#memory.frames ||
+        this.#flags(buddy) !== PG_BUDDY ||
+        this.#order(buddy) !== order
+      ) {
+        break;
+      }
+      this.#freeLists[order]!.delete(buddy);
+      this.#setHead(buddy, 0, 0);
+      pfn = Math.min(pfn, buddy);
+      order++;
+    }
+    this.#addFree(pfn, order);
+  }
+
+  #addFree(pfn: number, order: number): void {
+    this.#setHead(pfn, PG_BUDDY, order);
+    this.#freeLists[order]!.add(pfn);
+  }
+
+  #flags(pfn: number): number {
+    return this.#memmap[pfn * MEMMAP_BYTES_PER_FRAME]!;
+  }
+
+  #order(pfn: number): number {
+    return this.#memmap[pfn * MEMMAP_BYTES_PER_FRAME + 1]!;
+  }
+
+  #setHead(pfn: number, flags: number, order: number): void {
+    this.#memmap[pfn * MEMMAP_BYTES_PER_FRAME] = flags;
+    this.#memmap[pfn * MEMMAP_BYTES_PER_FRAME + 1] = order;
+  }
+
+  #setFlags(pfn: number, frames: number, flags: number): void {
+    const memmap = this.#memmap;
+    for (let p = pfn; p < pfn + frames; p++) {
+      const i = p * MEMMAP_BYTES_PER_FRAME;
+      memmap[i] = memmap[i]! | flags;
+    }
+  }
+}
+
+/** Throws `EINVAL` unless `order` is an integer in 0…{@link MAX_PAGE_ORDER}. */
+export function checkOrder(order: number): void {
+  if (!Number.isInteger(order) || order < 0 || order > MAX_PAGE_ORDER) {
+    throw new KernelError('EINVAL', `order ${order} is outside 0..${MAX_PAGE_ORDER}`);
+  }
+}
+
+/**
+ * Cut `[pfn, pfn + count)` into naturally aligned power-of-two chunks of at most
+ * {@link MAX_PAGE_ORDER}, largest first where alignment allows (how the buddy allocator frees a range
+ * and how `kho_preserve_pages` cuts one).
+ */
+export function alignedChunks(pfn: number, count: number): Folio[] {
+  const chunks: Folio[] = [];
+  const end = pfn + count;
+  let start = pfn;
+  while (start < end) {
+    let order = MAX_PAGE_ORDER;
+    while (order > 0 && (start % 2 ** order !== 0 || start + 2 ** order > end)) order--;
+    chunks.push({ pfn: start, order });
+    start += 2 ** order;
+  }
+  return chunks;
+}

@@ -1,0 +1,60 @@
+import { KernelError, PAGE_SIZE } from '@liveupdate/machine';
+import { FdTable } from './vfs/fd-table.js';
+import type { File } from './vfs/file.js';
+
+/** A mapping made by `mmap`; it holds a reference on its file until `munmap` or exit. */
+export interface FileMapping {
+  readonly file: File;
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** Where mappings start in a process's (pretend) address space. */
+const MMAP_BASE = 0x7f00_0000_0000;
+
+/** The kernel's view of a userspace process (`struct task_struct`, the parts we need). */
+export class KernelProcess {
+  readonly pid: number;
+  readonly files = new FdTable();
+  /** Mappings by address. */
+  readonly mappings = new Map<number, FileMapping>();
+  #nextAddress = MMAP_BASE;
+
+  constructor(pid: number) {
+    this.pid = pid;
+  }
+
+  /** Record a mapping of `file` (whose reference it takes over); returns its address. */
+  mapFile(file: File, offset: number, length: number): number {
+    const address = this.#nextAddress;
+    this.#nextAddress += Math.ceil(length / PAGE_SIZE) * PAGE_SIZE + PAGE_SIZE;
+    this.mappings.set(address, { file, offset, length });
+    return address;
+  }
+}
+
+/** Processes of this kernel by pid. */
+export class ProcessTable {
+  readonly #processes = new Map<number, KernelProcess>();
+
+  create(pid: number): KernelProcess {
+    const process = new KernelProcess(pid);
+    this.#processes.set(pid, process);
+    return process;
+  }
+
+  /** `ESRCH` when `pid` does not run on this kernel. */
+  get(pid: number): KernelProcess {
+    const process = this.#processes.get(pid);
+    if (!process) throw new KernelError('ESRCH', `no process ${pid}`);
+    return process;
+  }
+
+  remove(pid: number): void {
+    this.#processes.delete(pid);
+  }
+
+  get size(): number {
+    return this.#processes.size;
+  }
+}

@@ -1,0 +1,66 @@
+import { KernelError } from '@liveupdate/machine';
+import type { File } from './file.js';
+
+/** `RLIMIT_NOFILE`'s usual soft limit. */
+export const NR_OPEN_DEFAULT = 1024;
+
+interface FdEntry {
+  readonly file: File;
+  cloexec: boolean;
+}
+
+/**
+ * A process's file descriptor table. Installing an fd takes over the caller's file reference;
+ * removing one hands it back (the caller `fput`s it).
+ */
+export class FdTable {
+  readonly #entries: (FdEntry | undefined)[] = [];
+
+  /** Install `file` at the lowest free fd (at least `minFd`). `EMFILE` when the table is full. */
+  install(file: File, cloexec: boolean, minFd = 0): number {
+    let fd = minFd;
+    while (fd < NR_OPEN_DEFAULT && this.#entries[fd]) fd++;
+    if (fd >= NR_OPEN_DEFAULT)
+      throw new KernelError('EMFILE', `no free fd below ${NR_OPEN_DEFAULT}`);
+    this.#entries[fd] = { file, cloexec };
+    return fd;
+  }
+
+  /** The file at `fd`. `EBADF` when `fd` is not open. */
+  get(fd: number): File {
+    return this.#entry(fd).file;
+  }
+
+  /** Remove `fd` and return its file (whose reference the caller now owns). */
+  remove(fd: number): File {
+    const entry = this.#entry(fd);
+    this.#entries[fd] = undefined;
+    return entry.file;
+  }
+
+  cloexec(fd: number): boolean {
+    return this.#entry(fd).cloexec;
+  }
+
+  setCloexec(fd: number, cloexec: boolean): void {
+    this.#entry(fd).cloexec = cloexec;
+  }
+
+  /** Remove every fd and return their files. */
+  removeAll(): File[] {
+    const files = this.#entries.flatMap((entry) => (entry ? [entry.file] : []));
+    this.#entries.length = 0;
+    return files;
+  }
+
+  /** Number of open fds. */
+  get size(): number {
+    return this.#entries.filter(Boolean).length;
+  }
+
+  #entry(fd: number): FdEntry {
+    const entry = Number.isInteger(fd) && fd >= 0 ? this.#entries[fd] : undefined;
+    if (!entry) throw new KernelError('EBADF', `fd ${String(fd)} is not open`);
+    return entry;
+  }
+}

@@ -1,0 +1,84 @@
+import { O_ACCMODE, O_RDONLY, O_WRONLY } from '@liveupdate/machine';
+import type { KernelProcess } from '../process-table.js';
+
+/** Who is making the call a file operation serves. */
+export interface SyscallContext {
+  readonly process: KernelProcess;
+}
+
+/** A physically contiguous piece of a file mapping. */
+export interface PhysicalSegment {
+  readonly phys: number;
+  readonly length: number;
+}
+
+/**
+ * `struct file_operations`. Every op is optional; a missing one gives the errno Linux gives
+ * (`read`/`write`: `EINVAL`, `llseek`: `ESPIPE`, `ioctl`: `ENOTTY`, `mmap`: `ENODEV`). Ops may be
+ * async, and signal failure by throwing a `KernelError`.
+ */
+export interface FileOperations {
+  /** Called when a char device is opened, before the fd exists; a throw fails the open. */
+  open?(file: File, ctx: SyscallContext): void | Promise<void>;
+  /** Read up to `count` bytes at `offset`; return fewer at end of file. */
+  read?(file: File, count: number, offset: number): Uint8Array | Promise<Uint8Array>;
+  /** Write `data` at `offset`; return the number of bytes written. */
+  write?(file: File, data: Uint8Array, offset: number): number | Promise<number>;
+  /** Compute the new position for `lseek`; the VFS stores it. */
+  llseek?(file: File, offset: number, whence: number): number;
+  /** `arg` is the user's argument struct; changes to it are copied back to the caller. */
+  ioctl?(
+    file: File,
+    cmd: number,
+    arg: Uint8Array | null,
+    ctx: SyscallContext,
+  ): number | Promise<number>;
+  /** The RAM backing `[offset, offset + length)` of the file, for a zero-copy mapping. */
+  mmap?(
+    file: File,
+    offset: number,
+    length: number,
+  ): readonly PhysicalSegment[] | Promise<readonly PhysicalSegment[]>;
+  /** The last reference is gone (`fput`). Errors are logged, never returned. */
+  release?(file: File): void | Promise<void>;
+}
+
+/**
+ * `struct file`: an open file with its operations, private data, position and reference count.
+ * References are taken and dropped with the VFS's `fget`/`fput`; the last `fput` calls `release`.
+ */
+export class File {
+  /** The path it was opened by, or `anon_inode:[name]`. */
+  readonly path: string;
+  readonly fops: FileOperations;
+  /** Open flags (`O_RDWR`, …). */
+  readonly flags: number;
+  /** The file's owner's data, like `file->private_data`. */
+  privateData: unknown;
+  /** Position for `read`/`write`/`lseek`. */
+  pos = 0;
+  /** @internal */
+  refs = 1;
+  /** @internal Called by the VFS after `release`. */
+  onFinalPut: (() => void) | undefined;
+
+  constructor(path: string, fops: FileOperations, flags: number, privateData?: unknown) {
+    this.path = path;
+    this.fops = fops;
+    this.flags = flags;
+    this.privateData = privateData;
+  }
+
+  get readable(): boolean {
+    return (this.flags & O_ACCMODE) !== O_WRONLY;
+  }
+
+  get writable(): boolean {
+    return (this.flags & O_ACCMODE) !== O_RDONLY;
+  }
+
+  /** Number of references (fds, mappings and kernel holders). */
+  get refcount(): number {
+    return this.refs;
+  }
+}

@@ -1,0 +1,103 @@
+import { inject, injectable } from 'tsyringe';
+import { KernelError, O_ACCMODE, O_RDWR } from '@liveupdate/machine';
+import { KernelLog } from '../kernel-log.js';
+import type { KernelProcess } from '../process-table.js';
+import { File, type FileOperations, type SyscallContext } from './file.js';
+
+/** Options of {@link Vfs.registerCharDevice}. */
+export interface CharDeviceOptions {
+  /** Only one open file at a time; another `open` gets `EBUSY` (like `/dev/liveupdate`). */
+  readonly exclusive?: boolean;
+}
+
+interface CharDevice {
+  readonly fops: FileOperations;
+  readonly exclusive: boolean;
+  open: number;
+}
+
+const DEV_PATH = /^\/dev\/[A-Za-z0-9._/-]{1,200}$/;
+
+/**
+ * The VFS: char devices by path, anonymous-inode files, file references (`fget`/`fput`) and fd
+ * installation. There is no file system tree: paths are device nodes under `/dev`, and files of
+ * other kinds (memfds, sessions, …) are anon-inode files made by their subsystems.
+ */
+@injectable()
+export class Vfs {
+  readonly #devices = new Map<string, CharDevice>();
+  readonly #log: KernelLog;
+
+  constructor(@inject(KernelLog) log: KernelLog) {
+    this.#log = log;
+  }
+
+  /** Register a char device node (`misc_register`). `EEXIST` when the path is taken. */
+  registerCharDevice(path: string, fops: FileOperations, options: CharDeviceOptions = {}): void {
+    if (typeof path !== 'string' || !DEV_PATH.test(path)) {
+      throw new KernelError(
+        'EINVAL',
+        `char device path ${JSON.stringify(path)} must be /dev/<name>`,
+      );
+    }
+    if (this.#devices.has(path)) throw new KernelError('EEXIST', `${path} is already registered`);
+    this.#devices.set(path, { fops, exclusive: options.exclusive ?? false, open: 0 });
+  }
+
+  /** Remove a char device node; files already open keep working. `ENOENT` if absent. */
+  unregisterCharDevice(path: string): void {
+    if (!this.#devices.delete(path)) throw new KernelError('ENOENT', `${path} is not registered`);
+  }
+
+  /** Open a char device: a new file with one reference. */
+  async open(path: string, flags: number, ctx: SyscallContext): Promise<File> {
+    const device = this.#devices.get(path);
+    if (!device) throw new KernelError('ENOENT', `${path}: no such device`);
+    if ((flags & O_ACCMODE) === O_ACCMODE)
+      throw new KernelError('EINVAL', `bad access mode in flags ${flags}`);
+    if (device.exclusive && device.open > 0)
+      throw new KernelError('EBUSY', `${path} is already open`);
+    const file = new File(path, device.fops, flags);
+    device.open++;
+    file.onFinalPut = () => {
+      device.open--;
+    };
+    try {
+      await device.fops.open?.(file, ctx);
+    } catch (error) {
+      device.open--;
+      throw error;
+    }
+    return file;
+  }
+
+  /** `anon_inode_getfile()`: a file of a subsystem's own kind, with one reference. */
+  anonInodeGetFile(name: string, fops: FileOperations, privateData: unknown, flags = O_RDWR): File {
+    return new File(`anon_inode:[${name}]`, fops, flags, privateData);
+  }
+
+  /** `get_file()`: take another reference on `file`. */
+  fget(file: File): File {
+    if (file.refs <= 0) throw new KernelError('EBADF', `${file.path}: use after final fput`);
+    file.refs++;
+    return file;
+  }
+
+  /** `fput()`: drop a reference; the last one runs `release`, whose errors are only logged. */
+  async fput(file: File): Promise<void> {
+    if (file.refs <= 0) throw new KernelError('EBADF', `${file.path}: fput after final fput`);
+    if (--file.refs > 0) return;
+    try {
+      await file.fops.release?.(file);
+    } catch (error) {
+      this.#log.warn(`VFS: release of ${file.path} failed: ${(error as Error).message}`);
+    } finally {
+      file.onFinalPut?.();
+    }
+  }
+
+  /** `fd_install()`: give `file` an fd in `process`; the fd takes over the caller's reference. */
+  installFd(process: KernelProcess, file: File, options: { cloexec?: boolean } = {}): number {
+    return process.files.install(file, options.cloexec ?? false);
+  }
+}
