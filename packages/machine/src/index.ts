@@ -16,4 +16,4 @@ export {
 } from './physical-memory.js';
 export { Process, type MappedSegment, type MemoryMapping, type SyscallChannel } from './process.js';
 export * from './reboot.js';
-export type { TimelineEvent } from './timeline.js';
+export { pairSpans, type TimelineEvent, type TimelineSpan } from './timeline.js';

@@ -11,7 +11,7 @@ import { validateKernelImage, type KernelImage } from './kernel-image.js';
 import { MachineHaltedError } from './machine-halted-error.js';
 import { PhysicalMemory } from './physical-memory.js';
 import { Process, type SyscallChannel } from './process.js';
-import type { TimelineEvent } from './timeline.js';
+import { pairSpans, type TimelineEvent, type TimelineSpan } from './timeline.js';
 
 /** Options of {@link Machine.create}. */
 export interface MachineOptions {
@@ -142,6 +142,15 @@ export class Machine implements SyscallChannel {
   /** Every log line and trace event of every kernel, in the order they happened. */
   get timeline(): readonly TimelineEvent[] {
     return this.#timeline;
+  }
+
+  /** The timeline's trace spans, optionally only those of one boot or one name. */
+  spans(filter: { boot?: number; name?: string } = {}): TimelineSpan[] {
+    return pairSpans(this.#timeline).filter(
+      (span) =>
+        (filter.boot === undefined || span.boot === filter.boot) &&
+        (filter.name === undefined || span.name === filter.name),
+    );
   }
 
   /** Milliseconds since the machine was created. */
@@ -307,6 +316,15 @@ export class Machine implements SyscallChannel {
     switch (message.type) {
       case 'running':
         this.#state = 'running';
+        this.#timeline.push({
+          kind: 'trace',
+          time: this.now(),
+          boot: slot.boot,
+          version: 'machine',
+          name: 'kernel-running',
+          phase: 'i',
+          args: { version: slot.image.version },
+        });
         slot.running.resolve();
         return;
       case 'syscall-result':

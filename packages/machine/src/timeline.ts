@@ -22,3 +22,48 @@ export type TimelineEvent =
       readonly phase: 'B' | 'E' | 'i';
       readonly args?: Readonly<Record<string, string | number | boolean>>;
     };
+
+/** A begin/end pair of trace events, from {@link pairSpans}. */
+export interface TimelineSpan {
+  readonly name: string;
+  readonly boot: number;
+  /** The kernel's version, or `"machine"` for spans of the machine itself. */
+  readonly version: string;
+  /** Milliseconds since the machine was created. */
+  readonly start: number;
+  readonly end: number;
+  readonly duration: number;
+  /** The begin event's arguments merged with the end event's. */
+  readonly args: Readonly<Record<string, string | number | boolean>>;
+}
+
+/**
+ * Pair the `B`/`E` trace events of a timeline into spans, innermost first closed first, per
+ * boot, source and name. Spans still open (a kernel that never finished) are left out.
+ */
+export function pairSpans(timeline: readonly TimelineEvent[]): TimelineSpan[] {
+  const open = new Map<string, Extract<TimelineEvent, { kind: 'trace' }>[]>();
+  const spans: TimelineSpan[] = [];
+  for (const event of timeline) {
+    if (event.kind !== 'trace' || event.phase === 'i') continue;
+    const key = `${event.boot}\0${event.version}\0${event.name}`;
+    const stack = open.get(key) ?? [];
+    open.set(key, stack);
+    if (event.phase === 'B') {
+      stack.push(event);
+      continue;
+    }
+    const begin = stack.pop();
+    if (!begin) continue;
+    spans.push({
+      name: event.name,
+      boot: event.boot,
+      version: event.version,
+      start: begin.time,
+      end: event.time,
+      duration: event.time - begin.time,
+      args: { ...begin.args, ...event.args },
+    });
+  }
+  return spans.sort((a, b) => a.start - b.start);
+}
