@@ -26,11 +26,11 @@ export interface PageStats {
   readonly scratch: number;
 }
 
-// Per-frame flags of the memory map (struct page), which lives in RAM.
+// Flags of a folio's head frame in the memory map (struct page), which lives in RAM. Tail
+// frames carry none.
 const PG_RESERVED = 0x01;
 const PG_BUDDY = 0x02;
 const PG_HEAD = 0x04;
-const PG_SCRATCH = 0x08;
 
 /** `get_order(size)`: the smallest order whose folio holds `size` bytes. */
 export function getOrder(size: number): number {
@@ -52,10 +52,11 @@ export class PageAllocator {
   readonly #memmap: Uint8Array;
   readonly #freeLists: Set<number>[] = Array.from({ length: MAX_PAGE_ORDER + 1 }, () => new Set());
   readonly #poison: boolean;
+  readonly #scratch: { pfn: number; frames: number } | undefined;
   #free = 0;
   #allocated = 0;
   #reserved = 0;
-  #scratch = 0;
+  #scratchFrames = 0;
 
   constructor(
     @inject(PHYSICAL_MEMORY) memory: PhysicalMemory,
@@ -71,26 +72,31 @@ export class PageAllocator {
       memory.frames * MEMMAP_BYTES_PER_FRAME,
     );
     this.#memmap.fill(0);
-    this.#setFlags(0, layout.firstUsablePfn, PG_RESERVED);
-    if (layout.scratch) {
-      this.#setFlags(layout.scratch.pfn, layout.scratch.frames, PG_SCRATCH);
-      this.#scratch = layout.scratch.frames;
-    } else {
-      this.#setFlags(layout.memmap.pfn, layout.memmap.frames, PG_RESERVED);
-    }
-    for (const folio of incoming?.folios ?? [])
-      this.#setFlags(folio.pfn, 2 ** folio.order, PG_RESERVED);
-    for (let pfn = 0; pfn < memory.frames; pfn++)
-      if (this.#flags(pfn) & PG_RESERVED) this.#reserved++;
+    this.#scratch = layout.scratch ? { ...layout.scratch } : undefined;
 
-    let run = -1;
-    for (let pfn = 0; pfn <= memory.frames; pfn++) {
-      const usable = pfn < memory.frames && this.#flags(pfn) === 0;
-      if (usable && run < 0) run = pfn;
-      if (!usable && run >= 0) {
-        this.#freeRange(run, pfn - run);
-        run = -1;
-      }
+    // What is not free, as sorted ranges; every other frame goes to the free lists. Only the
+    // head frame of a reserved folio is marked (restore needs its order): free-list heads are
+    // the only frames the buddy logic ever inspects, so tails need no flags. Work is
+    // O(folios + free blocks), not O(frames).
+    const busy: { pfn: number; frames: number }[] = [{ pfn: 0, frames: layout.firstUsablePfn }];
+    this.#reserved = layout.firstUsablePfn;
+    if (layout.scratch) {
+      busy.push(layout.scratch);
+      this.#scratchFrames = layout.scratch.frames;
+    } else {
+      busy.push(layout.memmap);
+      this.#reserved += layout.memmap.frames;
+    }
+    for (const folio of incoming?.folios ?? []) {
+      this.#setHead(folio.pfn, PG_RESERVED, folio.order);
+      busy.push({ pfn: folio.pfn, frames: 2 ** folio.order });
+      this.#reserved += 2 ** folio.order;
+    }
+    busy.sort((a, b) => a.pfn - b.pfn);
+    let next = 0;
+    for (const range of [...busy, { pfn: memory.frames, frames: 0 }]) {
+      if (range.pfn > next) this.#freeRange(next, range.pfn - next);
+      next = Math.max(next, range.pfn + range.frames);
     }
     if (this.#poison && layout.scratch) {
       const memmapEnd = layout.memmap.pfn + layout.memmap.frames;
@@ -98,7 +104,7 @@ export class PageAllocator {
       memory.fill(memmapEnd * PAGE_SIZE, (scratchEnd - memmapEnd) * PAGE_SIZE, PAGE_POISON);
     }
     log.info(
-      `Memory: ${this.#free * 4}K/${memory.frames * 4}K available (${this.#reserved * 4}K reserved, ${this.#scratch * 4}K scratch)${this.#poison ? ', free pages poisoned' : ''}`,
+      `Memory: ${this.#free * 4}K/${memory.frames * 4}K available (${this.#reserved * 4}K reserved, ${this.#scratchFrames * 4}K scratch)${this.#poison ? ', free pages poisoned' : ''}`,
     );
   }
 
@@ -109,7 +115,7 @@ export class PageAllocator {
       free: this.#free,
       allocated: this.#allocated,
       reserved: this.#reserved,
-      scratch: this.#scratch,
+      scratch: this.#scratchFrames,
     };
   }
 
@@ -173,8 +179,10 @@ export class PageAllocator {
 
   /** Whether any frame of `[pfn, pfn + frames)` lies in KHO's scratch area. */
   overlapsScratch(pfn: number, frames: number): boolean {
-    for (let p = pfn; p < pfn + frames; p++) if (this.#flags(p) & PG_SCRATCH) return true;
-    return false;
+    const scratch = this.#scratch;
+    return (
+      scratch !== undefined && pfn < scratch.pfn + scratch.frames && pfn + frames > scratch.pfn
+    );
   }
 
   /**
@@ -182,16 +190,20 @@ export class PageAllocator {
    * folio its new owner frees with {@link freePages}. KHO's restore calls this.
    */
   adoptReserved(folio: Folio): void {
-    const frames = 2 ** folio.order;
-    for (let p = folio.pfn; p < folio.pfn + frames; p++) {
-      if (this.#flags(p) !== PG_RESERVED) {
-        throw new KernelError('EINVAL', `frame ${hex(p * PAGE_SIZE)} is not reserved`);
-      }
+    const { pfn, order } = folio;
+    if (
+      !this.#memory.isValidPfn(pfn) ||
+      this.#flags(pfn) !== PG_RESERVED ||
+      this.#order(pfn) !== order
+    ) {
+      throw new KernelError(
+        'EINVAL',
+        `${hex(pfn * PAGE_SIZE)} order ${order} is not a folio reserved at boot`,
+      );
     }
-    for (let p = folio.pfn; p < folio.pfn + frames; p++) this.#setHead(p, 0, 0);
-    this.#setHead(folio.pfn, PG_HEAD, folio.order);
-    this.#reserved -= frames;
-    this.#allocated += frames;
+    this.#setHead(pfn, PG_HEAD, order);
+    this.#reserved -= 2 ** order;
+    this.#allocated += 2 ** order;
   }
 
   #freeRange(start: number, frames: number): void {
@@ -238,14 +250,6 @@ export class PageAllocator {
   #setHead(pfn: number, flags: number, order: number): void {
     this.#memmap[pfn * MEMMAP_BYTES_PER_FRAME] = flags;
     this.#memmap[pfn * MEMMAP_BYTES_PER_FRAME + 1] = order;
-  }
-
-  #setFlags(pfn: number, frames: number, flags: number): void {
-    const memmap = this.#memmap;
-    for (let p = pfn; p < pfn + frames; p++) {
-      const i = p * MEMMAP_BYTES_PER_FRAME;
-      memmap[i] = memmap[i]! | flags;
-    }
   }
 }
 

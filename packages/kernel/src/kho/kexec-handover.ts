@@ -399,10 +399,12 @@ export class KexecHandover {
         `kho: ${hex(pfn * PAGE_SIZE)} order ${order} overlaps scratch or firmware memory`,
       );
     }
-    for (let p = pfn; p < pfn + frames; p++) {
-      if (this.#preservedFrames[p]) {
-        throw new KernelError('EEXIST', `kho: ${hex(p * PAGE_SIZE)} is already preserved`);
-      }
+    const overlap = this.#preservedFrames.subarray(pfn, pfn + frames).indexOf(1);
+    if (overlap >= 0) {
+      throw new KernelError(
+        'EEXIST',
+        `kho: ${hex((pfn + overlap) * PAGE_SIZE)} is already preserved`,
+      );
     }
   }
 
