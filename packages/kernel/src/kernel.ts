@@ -5,6 +5,7 @@ import {
   LINUX_REBOOT_CMD_HALT,
   LINUX_REBOOT_CMD_POWER_OFF,
   LINUX_REBOOT_CMD_RESTART,
+  PAGE_SIZE,
   PhysicalMemory,
   validateKernelImage,
   type KernelImage,
@@ -29,7 +30,6 @@ import { SyscallTable } from './syscalls/syscall-table.js';
 import { BOOT_PARAMS, KHO_INCOMING, MEMORY_LAYOUT, PHYSICAL_MEMORY } from './tokens.js';
 import { nullDeviceOperations } from './vfs/null-device.js';
 import { Vfs } from './vfs/vfs.js';
-import { PAGE_SIZE } from '@liveupdate/machine';
 
 type Output = (message: KernelToMachine) => void;
 
@@ -87,14 +87,8 @@ export class Kernel {
     log.info(`Linux version ${params.version} (liveupdate simulated kernel)`);
     log.info(`Command line: ${params.cmdline}`);
     const memory = new PhysicalMemory(ram);
-    const cmdline = new CommandLine(params.cmdline);
-    let khoEnabled: boolean;
-    try {
-      khoEnabled = cmdline.bool('kho', false);
-    } catch (error) {
-      log.warn(`KHO: ${(error as Error).message}; KHO stays off`);
-      khoEnabled = false;
-    }
+    const cmdline = new CommandLine(params.cmdline, (message) => log.warn(message));
+    const khoEnabled = cmdline.bool('kho', false);
 
     log.trace('memory-init', 'B');
     let incoming: KhoIncoming | null = null;
@@ -129,6 +123,8 @@ export class Kernel {
       return panic((error as Error).message);
     }
 
+    // One container per boot. Nothing is ever registered in the global container: it is only the
+    // parent tsyringe needs to create this one, and this worker imported it afresh.
     const container = rootContainer.createChildContainer();
     container.register(BOOT_PARAMS, { useValue: params });
     container.register(PHYSICAL_MEMORY, { useValue: memory });
@@ -137,16 +133,12 @@ export class Kernel {
     container.register(KHO_INCOMING, { useFactory: () => incoming });
     container.register(CommandLine, { useValue: cmdline });
     container.register(KernelLog, { useValue: log });
-    for (const service of [
-      PageAllocator,
-      KexecHandover,
-      Vfs,
-      SyscallTable,
-      RebootNotifierChain,
-      ProcessTable,
-    ]) {
-      container.registerSingleton(service as never);
-    }
+    container.registerSingleton(PageAllocator);
+    container.registerSingleton(KexecHandover);
+    container.registerSingleton(Vfs);
+    container.registerSingleton(SyscallTable);
+    container.registerSingleton(RebootNotifierChain);
+    container.registerSingleton(ProcessTable);
     const pages = container.resolve(PageAllocator);
     const kho = container.resolve(KexecHandover);
     log.trace('memory-init', 'E', {

@@ -177,6 +177,27 @@ export class PageAllocator {
     );
   }
 
+  /**
+   * Whether every frame of `[pfn, pfn + frames)` belongs to an allocated folio (KHO refuses to
+   * preserve anything else). O(folios spanned × orders).
+   */
+  isAllocatedRange(pfn: number, frames: number): boolean {
+    const end = pfn + frames;
+    let p = pfn;
+    while (p < end) {
+      let head: number | undefined;
+      for (let k = 0; k <= MAX_PAGE_ORDER && head === undefined; k++) {
+        const candidate = p - (p % 2 ** k);
+        if (this.#flags(candidate) === PG_HEAD && candidate + 2 ** this.#order(candidate) > p) {
+          head = candidate;
+        }
+      }
+      if (head === undefined) return false;
+      p = head + 2 ** this.#order(head);
+    }
+    return true;
+  }
+
   /** Whether any frame of `[pfn, pfn + frames)` lies in KHO's scratch area. */
   overlapsScratch(pfn: number, frames: number): boolean {
     const scratch = this.#scratch;

@@ -50,7 +50,7 @@ export class RebootNotifierChain {
       .map((entry) => entry.notifier);
     const done: RebootNotifier[] = [];
     const abort = async (): Promise<void> => {
-      for (const notifier of done.reverse()) {
+      for (const notifier of [...done].reverse()) {
         try {
           await notifier.abort?.();
         } catch (error) {

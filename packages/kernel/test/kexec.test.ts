@@ -106,9 +106,20 @@ describe('kexec with KHO', () => {
     ).toBe('EINVAL');
     expect(await probe(process, 'preservePages', { pfn: scratchPfn + 8, count: 3 })).toBe('EINVAL');
     expect(await probe(process, 'preserveFolio', { pfn: 0, order: 0 })).toBe('EINVAL');
-    const ok = scratchPfn + stats.pages.scratch;
-    expect(await probe(process, 'preserveFolio', { pfn: ok, order: 0 })).toBeNull();
-    expect(await probe(process, 'preserveFolio', { pfn: ok, order: 0 })).toBe('EEXIST');
+    const folio = await probe<{ phys: number; order: number }>(process, 'allocPages', { order: 0 });
+    const pfn = folio.phys / PAGE_SIZE;
+    expect(await probe(process, 'preserveFolio', { pfn, order: 0 })).toBeNull();
+    expect(await probe(process, 'preserveFolio', { pfn, order: 0 })).toBe('EEXIST');
+  });
+
+  it('refuses to preserve memory that is not allocated', async () => {
+    const machine = await bootedMachine();
+    const process = machine.spawn();
+    const folio = await probe<{ phys: number; order: number }>(process, 'allocPages', { order: 1 });
+    expect(await probe(process, 'freePages', folio)).toBeNull();
+    const pfn = folio.phys / PAGE_SIZE;
+    expect(await probe(process, 'preserveFolio', { pfn, order: 1 })).toBe('EINVAL');
+    expect(await probe(process, 'preservePages', { pfn, count: 2 })).toBe('EINVAL');
   });
 
   it('keeps preserved folios that nobody restores reserved, and does not hand them over again', async () => {

@@ -51,11 +51,15 @@ const SUBTREE_NAME = /^[A-Za-z0-9,._+-]{1,31}$/;
  * the life of this kernel and are not handed over again.
  *
  * Every call validates its input and throws a `KernelError` (`EINVAL` for bad addresses, orders,
- * scratch or a disabled KHO; `EEXIST` for a double preservation or a duplicate subtree).
+ * scratch, memory that is not allocated, or a disabled KHO; `EEXIST` for a double preservation or
+ * a duplicate subtree).
  */
 @injectable()
 export class KexecHandover {
-  /** `kho=` on the command line (default off, as `CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=n`). */
+  /**
+   * `kho=` on the command line (default off, as `CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT=n`; also off
+   * when the value cannot be parsed).
+   */
   readonly enabled: boolean;
   readonly #memory: PhysicalMemory;
   readonly #pages: PageAllocator;
@@ -399,6 +403,12 @@ export class KexecHandover {
         `kho: ${hex(pfn * PAGE_SIZE)} order ${order} overlaps scratch or firmware memory`,
       );
     }
+    if (!this.#pages.isAllocatedRange(pfn, frames)) {
+      throw new KernelError(
+        'EINVAL',
+        `kho: ${hex(pfn * PAGE_SIZE)} order ${order} is not allocated memory (free, or preserved by the previous kernel and not restored)`,
+      );
+    }
     const overlap = this.#preservedFrames.subarray(pfn, pfn + frames).indexOf(1);
     if (overlap >= 0) {
       throw new KernelError(
@@ -415,6 +425,7 @@ export class KexecHandover {
   }
 }
 
+/** `kho=`. A value `kstrtobool` rejects leaves KHO off: the boot warned and planned memory so. */
 function toPfn(phys: number): number {
   if (!Number.isSafeInteger(phys) || phys < 0 || phys % PAGE_SIZE !== 0) {
     throw new KernelError('EINVAL', `kho: ${hex(phys)} is not a page-aligned physical address`);

@@ -39,11 +39,20 @@ export function argBytes(value: unknown, what: string): Uint8Array {
 /** `PATH_MAX`, including the NUL. */
 export const PATH_MAX = 4096;
 
-/** A path string, else `EFAULT`; `ENAMETOOLONG` past {@link PATH_MAX}; `ENOENT` when empty. */
+const utf8 = new TextEncoder();
+
+/**
+ * A path string, else `EFAULT`; `ENAMETOOLONG` past {@link PATH_MAX}, counted in UTF-8 bytes as
+ * the kernel copies it; `ENOENT` when empty.
+ */
 export function argPath(value: unknown): string {
   if (typeof value !== 'string') throw new KernelError('EFAULT', 'path is not a string');
-  if (value.length >= PATH_MAX)
-    throw new KernelError('ENAMETOOLONG', `path of ${value.length} characters`);
+  // Every UTF-16 unit is at least one UTF-8 byte: a string that long needs no encoding to refuse.
+  if (value.length >= PATH_MAX || utf8.encode(value).length >= PATH_MAX)
+    throw new KernelError(
+      'ENAMETOOLONG',
+      `path of ${value.length} characters is ${PATH_MAX} bytes or more`,
+    );
   if (value.length === 0) throw new KernelError('ENOENT', 'empty path');
   return value;
 }

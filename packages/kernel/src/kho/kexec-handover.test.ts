@@ -1,0 +1,615 @@
+import 'reflect-metadata';
+import { describe, expect, it } from 'vitest';
+import { encodeFdt, fdtNode, fdtValue } from '@liveupdate/fdt';
+import { KernelError, PAGE_SIZE, PhysicalMemory } from '@liveupdate/machine';
+import { CommandLine } from '../command-line.js';
+import { KernelLog } from '../kernel-log.js';
+import { FIRMWARE_BYTES, planMemoryLayout, type MemoryLayout } from '../memory-layout.js';
+import { MAX_PAGE_ORDER, PageAllocator, type Folio } from '../page-allocator.js';
+import { KexecHandover } from './kexec-handover.js';
+import { readKhoHandover, type KhoIncoming } from './kho-incoming.js';
+import { writeKhoMemoryMap } from './kho-memory-map.js';
+import { errnoOf } from '../../test/errno-of.js';
+
+const MiB = 1024 * 1024;
+const RAM = 16 * MiB;
+const FRAMES = RAM / PAGE_SIZE;
+const FIRMWARE_FRAMES = MiB / PAGE_SIZE;
+/** Default scratch on 16 MiB RAM: 4 MiB right above the firmware megabyte. */
+const SCRATCH = { pfn: FIRMWARE_FRAMES, frames: (4 * MiB) / PAGE_SIZE };
+const SCRATCH_END = SCRATCH.pfn + SCRATCH.frames;
+const POISON = 0xaa;
+
+interface Kernel {
+  memory: PhysicalMemory;
+  layout: MemoryLayout;
+  pages: PageAllocator;
+  kho: KexecHandover;
+  incoming: KhoIncoming | null;
+  log: string[];
+}
+
+/** Boot the memory side of a kernel in-process: from `fdtPhys` when it came by a KHO kexec. */
+function bootKernel(memory: PhysicalMemory, text: string, fdtPhys: number | null = null): Kernel {
+  const cmdline = new CommandLine(text);
+  const log: string[] = [];
+  const kernelLog = new KernelLog((message) => {
+    if (message.type === 'log') log.push(message.text);
+  }, KernelLog.now());
+  let incoming: KhoIncoming | null = null;
+  if (fdtPhys !== null) {
+    const handover = readKhoHandover(memory, fdtPhys, MAX_PAGE_ORDER, FIRMWARE_BYTES / PAGE_SIZE);
+    if ('incompatible' in handover)
+      throw new Error(`incompatible handover ${handover.incompatible}`);
+    incoming = handover;
+  }
+  const layout = planMemoryLayout(
+    memory,
+    cmdline,
+    cmdline.bool('kho', false),
+    incoming?.scratch ?? null,
+  );
+  const pages = new PageAllocator(memory, layout, incoming, cmdline, kernelLog);
+  const kho = new KexecHandover(memory, pages, layout, incoming, cmdline, kernelLog);
+  return { memory, layout, pages, kho, incoming, log };
+}
+
+function coldBoot(text = 'kho=on page_poison=on'): Kernel {
+  return bootKernel(PhysicalMemory.allocate(RAM), text);
+}
+
+/** Allocate every free frame as order-0 folios: KHO preserves only allocated memory. */
+function allocateAll(k: ReturnType<typeof coldBoot>): void {
+  while (k.pages.stats.free > 0) k.pages.allocPages(0);
+}
+
+function framesFilledWith(
+  memory: PhysicalMemory,
+  pfn: number,
+  frames: number,
+  value: number,
+): boolean {
+  const expected = Buffer.alloc(PAGE_SIZE, value);
+  for (let p = pfn; p < pfn + frames; p++) {
+    if (!expected.equals(memory.view(p * PAGE_SIZE, PAGE_SIZE))) return false;
+  }
+  return true;
+}
+
+function drain(pages: PageAllocator): Folio[] {
+  const folios: Folio[] = [];
+  for (;;) {
+    try {
+      folios.push(pages.allocPages(0));
+    } catch (error) {
+      if (KernelError.isInstance(error) && error.code === 'ENOMEM') return folios;
+      throw error;
+    }
+  }
+}
+
+const BLOB_SIZE = 10_000;
+const blobBytes = (): Uint8Array =>
+  Uint8Array.from({ length: BLOB_SIZE }, (_, i) => (i * 7 + 3) & 0xff);
+
+/**
+ * Kernel 1 preserves folios of orders 0, 3 and 10, 13 frames of a 16-frame folio with
+ * preservePages, a 10000-byte blob from allocPreserve published as subtree "luo", and the order-0
+ * folio again as subtree "memfd.0"; then it writes the handover and kernel 2 boots from it.
+ */
+function preserveAndKexec() {
+  const k1 = coldBoot();
+  const { memory, pages, kho } = k1;
+  const small = pages.allocPages(0);
+  const mid = pages.allocPages(3);
+  const huge = pages.allocPages(MAX_PAGE_ORDER);
+  const range = pages.allocPages(4);
+  memory.fill(small.pfn * PAGE_SIZE, PAGE_SIZE, 0x01);
+  memory.fill(mid.pfn * PAGE_SIZE, 8 * PAGE_SIZE, 0x03);
+  memory.fill(huge.pfn * PAGE_SIZE, 1024 * PAGE_SIZE, 0x0a);
+  memory.fill(range.pfn * PAGE_SIZE, 16 * PAGE_SIZE, 0x44);
+  kho.preserveFolio(small);
+  kho.preserveFolio(mid);
+  kho.preserveFolio(huge);
+  // Frames 1..13 of the 16: chunks 1 (o0), 2 (o1), 4 (o2), 8 (o2), 12 (o1).
+  kho.preservePages(range.pfn + 1, 13);
+  const blobPhys = kho.allocPreserve(BLOB_SIZE);
+  memory.write(blobPhys, blobBytes());
+  kho.addSubtree('luo', blobPhys, BLOB_SIZE);
+  kho.addSubtree('memfd.0', small.pfn * PAGE_SIZE, PAGE_SIZE);
+  const outgoing = kho.stats;
+  const fdtPhys = kho.finalize();
+  if (fdtPhys === null) throw new Error('KHO is on: finalize must write a handover');
+  const k2 = bootKernel(memory, 'kho=on page_poison=on', fdtPhys);
+  return { k1, k2, small, mid, huge, range, blobPhys, fdtPhys, outgoing };
+}
+
+/** Folios preserved by {@link preserveAndKexec}: 3 folios, 5 chunks and the blob (order 2). */
+const PRESERVED_FOLIOS = 3 + 5 + 1;
+const PRESERVED_FRAMES = 1 + 8 + 1024 + 13 + 4;
+
+describe('KexecHandover across an in-process kexec', () => {
+  it('hands exactly the preserved folios to the next kernel, which keeps them reserved', () => {
+    const { k1, k2, outgoing, fdtPhys } = preserveAndKexec();
+    expect(outgoing).toEqual({
+      preservedFolios: PRESERVED_FOLIOS,
+      preservedFrames: PRESERVED_FRAMES,
+      unrestoredFolios: 0,
+      unrestoredFrames: 0,
+    });
+    expect(k1.kho.isKhoBoot).toBe(false);
+    expect(k2.kho.isKhoBoot).toBe(true);
+    expect(k2.incoming!.fdtPhys).toBe(fdtPhys);
+    // The root FDT and one map page travel as well.
+    expect(k2.incoming!.folios).toHaveLength(PRESERVED_FOLIOS + 2);
+    expect(k2.incoming!.handoverFolios).toHaveLength(2);
+    expect(k2.kho.stats).toEqual({
+      preservedFolios: 0,
+      preservedFrames: 0,
+      unrestoredFolios: PRESERVED_FOLIOS,
+      unrestoredFrames: PRESERVED_FRAMES,
+    });
+    expect(k2.pages.stats).toEqual({
+      total: FRAMES,
+      free: FRAMES - FIRMWARE_FRAMES - SCRATCH.frames - PRESERVED_FRAMES,
+      allocated: 0,
+      reserved: FIRMWARE_FRAMES + PRESERVED_FRAMES,
+      scratch: SCRATCH.frames,
+    });
+  });
+
+  it("reuses the first kernel's scratch area", () => {
+    const { k1, k2 } = preserveAndKexec();
+    expect(k1.layout.scratch).toEqual(SCRATCH);
+    expect(k2.layout.scratch).toEqual(SCRATCH);
+    expect(k2.incoming!.scratch).toEqual(SCRATCH);
+  });
+
+  it('keeps preserved bytes while the frames around them are poisoned', () => {
+    const { k2, small, mid, huge, range, blobPhys } = preserveAndKexec();
+    const { memory } = k2;
+    expect(framesFilledWith(memory, small.pfn, 1, 0x01)).toBe(true);
+    expect(framesFilledWith(memory, mid.pfn, 8, 0x03)).toBe(true);
+    expect(framesFilledWith(memory, huge.pfn, 1024, 0x0a)).toBe(true);
+    expect(framesFilledWith(memory, range.pfn + 1, 13, 0x44)).toBe(true);
+    expect(memory.read(blobPhys, BLOB_SIZE)).toEqual(blobBytes());
+    // Frames 0, 14 and 15 of the range were allocated but not preserved: gone.
+    expect(framesFilledWith(memory, range.pfn, 1, POISON)).toBe(true);
+    expect(framesFilledWith(memory, range.pfn + 14, 2, POISON)).toBe(true);
+  });
+
+  it("frees the handover's own frames once it is parsed", () => {
+    const { k2, fdtPhys } = preserveAndKexec();
+    const handover = k2.incoming!.handoverFolios;
+    expect(handover[0]!.pfn).toBe(fdtPhys / PAGE_SIZE);
+    for (const folio of handover) {
+      expect(k2.pages.isAllocated(folio.pfn, folio.order)).toBe(false);
+      expect(framesFilledWith(k2.memory, folio.pfn, 2 ** folio.order, POISON)).toBe(true);
+      expect(errnoOf(() => k2.kho.restoreFolio(folio.pfn * PAGE_SIZE, folio.order))).toBe('EINVAL');
+    }
+    const allocatable = new Set(drain(k2.pages).map((f) => f.pfn));
+    for (const folio of handover) expect(allocatable.has(folio.pfn)).toBe(true);
+  });
+
+  it('lets the next kernel retrieve each subtree with its address and size', () => {
+    const { k1, k2, small, blobPhys } = preserveAndKexec();
+    expect(k2.kho.retrieveSubtree('luo')).toEqual({ phys: blobPhys, size: BLOB_SIZE });
+    expect(k2.kho.retrieveSubtree('memfd.0')).toEqual({
+      phys: small.pfn * PAGE_SIZE,
+      size: PAGE_SIZE,
+    });
+    expect(errnoOf(() => k2.kho.retrieveSubtree('nope'))).toBe('ENOENT');
+    expect(errnoOf(() => k1.kho.retrieveSubtree('luo'))).toBe('ENOENT');
+  });
+
+  it('restores a folio once, and only with the order it was preserved with', () => {
+    const { k2, mid } = preserveAndKexec();
+    const phys = mid.pfn * PAGE_SIZE;
+    const before = k2.pages.stats;
+    expect(errnoOf(() => k2.kho.restoreFolio(phys, 2))).toBe('EINVAL');
+    expect(errnoOf(() => k2.kho.restoreFolio(phys, 4))).toBe('EINVAL');
+    expect(errnoOf(() => k2.kho.restoreFolio(phys, MAX_PAGE_ORDER + 1))).toBe('EINVAL');
+    expect(k2.pages.stats).toEqual(before);
+    expect(k2.kho.stats.unrestoredFolios).toBe(PRESERVED_FOLIOS);
+
+    expect(k2.kho.restoreFolio(phys, 3)).toEqual({ pfn: mid.pfn, order: 3 });
+    expect(k2.pages.isAllocated(mid.pfn, 3)).toBe(true);
+    expect(k2.pages.stats).toMatchObject({
+      reserved: before.reserved - 8,
+      allocated: 8,
+      free: before.free,
+    });
+    expect(k2.kho.stats).toMatchObject({
+      unrestoredFolios: PRESERVED_FOLIOS - 1,
+      unrestoredFrames: PRESERVED_FRAMES - 8,
+    });
+    expect(errnoOf(() => k2.kho.restoreFolio(phys, 3))).toBe('EINVAL');
+
+    // The restored folio is an ordinary allocation: freeing it poisons it and returns it.
+    expect(framesFilledWith(k2.memory, mid.pfn, 8, 0x03)).toBe(true);
+    k2.pages.freePages({ pfn: mid.pfn, order: 3 });
+    expect(framesFilledWith(k2.memory, mid.pfn, 8, POISON)).toBe(true);
+    expect(k2.pages.stats.free).toBe(before.free + 8);
+  });
+
+  it('refuses to restore what was never preserved or a misaligned address', () => {
+    const { k2, range } = preserveAndKexec();
+    expect(errnoOf(() => k2.kho.restoreFolio(range.pfn * PAGE_SIZE, 0))).toBe('EINVAL');
+    expect(errnoOf(() => k2.kho.restoreFolio((range.pfn + 1) * PAGE_SIZE + 8, 0))).toBe('EINVAL');
+    expect(errnoOf(() => k2.kho.restoreFolio(-PAGE_SIZE, 0))).toBe('EINVAL');
+    expect(k2.kho.stats.unrestoredFolios).toBe(PRESERVED_FOLIOS);
+  });
+
+  it('restores a page range only with the same range, all chunks or none', () => {
+    const { k2, range } = preserveAndKexec();
+    const start = (range.pfn + 1) * PAGE_SIZE;
+    expect(errnoOf(() => k2.kho.restorePages(start, 12))).toBe('EINVAL');
+    expect(errnoOf(() => k2.kho.restorePages(start, 14))).toBe('EINVAL');
+    expect(errnoOf(() => k2.kho.restorePages(start + PAGE_SIZE, 13))).toBe('EINVAL');
+    expect(errnoOf(() => k2.kho.restorePages(start, 0))).toBe('EINVAL');
+    expect(k2.kho.stats.unrestoredFolios).toBe(PRESERVED_FOLIOS);
+
+    const p = range.pfn;
+    expect(k2.kho.restorePages(start, 13)).toEqual([
+      { pfn: p + 1, order: 0 },
+      { pfn: p + 2, order: 1 },
+      { pfn: p + 4, order: 2 },
+      { pfn: p + 8, order: 2 },
+      { pfn: p + 12, order: 1 },
+    ]);
+    expect(k2.kho.stats.unrestoredFolios).toBe(PRESERVED_FOLIOS - 5);
+    expect(k2.pages.stats.allocated).toBe(13);
+    expect(errnoOf(() => k2.kho.restorePages(start, 13))).toBe('EINVAL');
+  });
+
+  it('restores none of a page range when one of its chunks is already restored', () => {
+    const { k2, range } = preserveAndKexec();
+    const p = range.pfn;
+    k2.kho.restoreFolio((p + 4) * PAGE_SIZE, 2);
+    const stats = k2.kho.stats;
+    expect(errnoOf(() => k2.kho.restorePages((p + 1) * PAGE_SIZE, 13))).toBe('EINVAL');
+    expect(k2.kho.stats).toEqual(stats);
+    // The other chunks are still there to restore one by one.
+    for (const [pfn, order] of [
+      [p + 1, 0],
+      [p + 2, 1],
+      [p + 8, 2],
+      [p + 12, 1],
+    ] as const) {
+      expect(k2.kho.restoreFolio(pfn * PAGE_SIZE, order).pfn).toBe(pfn);
+    }
+  });
+
+  it('restoreFree gives a preserved folio straight back to the allocator', () => {
+    const { k2, huge } = preserveAndKexec();
+    const before = k2.pages.stats;
+    k2.kho.restoreFree(huge.pfn * PAGE_SIZE);
+    expect(k2.pages.stats).toMatchObject({
+      free: before.free + 1024,
+      reserved: before.reserved - 1024,
+      allocated: 0,
+    });
+    expect(framesFilledWith(k2.memory, huge.pfn, 1024, POISON)).toBe(true);
+    expect(errnoOf(() => k2.kho.restoreFree(huge.pfn * PAGE_SIZE))).toBe('EINVAL');
+    expect(errnoOf(() => k2.kho.restoreFolio(huge.pfn * PAGE_SIZE, MAX_PAGE_ORDER))).toBe('EINVAL');
+  });
+
+  it('does not hand over again what the next kernel left unrestored', () => {
+    const { k2, mid, huge } = preserveAndKexec();
+    const restored = k2.kho.restoreFolio(mid.pfn * PAGE_SIZE, 3);
+    k2.kho.preserveFolio(restored);
+    const fdtPhys = k2.kho.finalize()!;
+    const k3 = bootKernel(k2.memory, 'kho=on page_poison=on', fdtPhys);
+    expect(k3.kho.stats).toMatchObject({ unrestoredFolios: 1, unrestoredFrames: 8 });
+    expect(k3.pages.stats.reserved).toBe(FIRMWARE_FRAMES + 8);
+    expect(k3.layout.scratch).toEqual(SCRATCH);
+    expect(framesFilledWith(k3.memory, mid.pfn, 8, 0x03)).toBe(true);
+    expect(framesFilledWith(k3.memory, huge.pfn, 1024, POISON)).toBe(true);
+    expect(errnoOf(() => k3.kho.retrieveSubtree('luo'))).toBe('ENOENT');
+  });
+
+  it.each([
+    [0, 1],
+    [508, 1],
+    [509, 2],
+    [1017, 2],
+    [1018, 3],
+  ])(
+    'writes %d preserved folios with enough map pages (%d) to list themselves',
+    (count, mapPages) => {
+      const k1 = coldBoot('kho=on');
+      const folios = Array.from({ length: count }, () => k1.pages.allocPages(0));
+      for (const folio of folios) k1.kho.preserveFolio(folio);
+      const k2 = bootKernel(k1.memory, 'kho=on', k1.kho.finalize());
+      expect(k2.incoming!.handoverFolios).toHaveLength(1 + mapPages);
+      expect(k2.kho.stats.unrestoredFolios).toBe(count);
+      for (const folio of folios)
+        expect(k2.kho.restoreFolio(folio.pfn * PAGE_SIZE, 0)).toEqual(folio);
+    },
+  );
+});
+
+describe('KexecHandover preservation', () => {
+  it('refuses everything with EINVAL when KHO is off, and finalize writes nothing', () => {
+    const k = coldBoot('page_poison=on');
+    const folio = k.pages.allocPages(0);
+    expect(k.kho.enabled).toBe(false);
+    expect(errnoOf(() => k.kho.preserveFolio(folio))).toBe('EINVAL');
+    expect(errnoOf(() => k.kho.preservePages(folio.pfn, 1))).toBe('EINVAL');
+    expect(errnoOf(() => k.kho.unpreserveFolio(folio))).toBe('EINVAL');
+    expect(errnoOf(() => k.kho.allocPreserve(100))).toBe('EINVAL');
+    expect(errnoOf(() => k.kho.addSubtree('luo', folio.pfn * PAGE_SIZE, 16))).toBe('EINVAL');
+    expect(k.kho.finalize()).toBeNull();
+    expect(k.kho.stats.preservedFolios).toBe(0);
+    expect(k.pages.stats.allocated).toBe(1);
+  });
+
+  it('stays off, like the rest of the boot, when kho= cannot be parsed', () => {
+    // The kernel warns about kho=maybe and plans memory with KHO off; KHO must agree, not throw.
+    const memory = PhysicalMemory.allocate(RAM);
+    const cmdline = new CommandLine('kho=maybe');
+    const log = new KernelLog(() => {}, KernelLog.now());
+    const layout = planMemoryLayout(memory, cmdline, false, null);
+    const pages = new PageAllocator(memory, layout, null, cmdline, log);
+    const kho = new KexecHandover(memory, pages, layout, null, cmdline, log);
+    expect(kho.enabled).toBe(false);
+    expect(errnoOf(() => kho.allocPreserve(100))).toBe('EINVAL');
+    expect(kho.finalize()).toBeNull();
+  });
+
+  it.each<[string, Folio]>([
+    ['the first scratch frame', { pfn: SCRATCH.pfn, order: 0 }],
+    ['the last scratch frame', { pfn: SCRATCH_END - 1, order: 0 }],
+    ['a folio reaching into scratch', { pfn: 1024, order: 9 }],
+    ['the first frame', { pfn: 0, order: 0 }],
+    ['the last firmware frame', { pfn: FIRMWARE_FRAMES - 1, order: 0 }],
+    ['a folio over firmware and scratch', { pfn: 0, order: MAX_PAGE_ORDER }],
+    ['a misaligned order-1 folio', { pfn: 2049, order: 1 }],
+    ['a misaligned order-3 folio', { pfn: 2052, order: 3 }],
+    ['a frame past the end of RAM', { pfn: FRAMES, order: 0 }],
+    ['a negative pfn', { pfn: -1, order: 0 }],
+    ['a fractional pfn', { pfn: 2048.5, order: 0 }],
+    ['an order above the maximum', { pfn: 2048, order: MAX_PAGE_ORDER + 1 }],
+    ['a negative order', { pfn: 2048, order: -1 }],
+  ])('refuses to preserve %s with EINVAL', (_what, folio) => {
+    const k = coldBoot();
+    expect(errnoOf(() => k.kho.preserveFolio(folio))).toBe('EINVAL');
+    expect(k.kho.stats.preservedFolios).toBe(0);
+  });
+
+  it.each<[string, number, number]>([
+    ['that starts in scratch', SCRATCH_END - 1, 2],
+    ['that runs past the end of RAM', FRAMES - 1, 2],
+    ['of no pages', 2048, 0],
+    ['at a negative pfn', -2, 4],
+    ['of a fractional count', 2048, 1.5],
+  ])(
+    'refuses to preserve a page range %s with EINVAL, preserving none of it',
+    (_what, pfn, count) => {
+      const k = coldBoot();
+      expect(errnoOf(() => k.kho.preservePages(pfn, count))).toBe('EINVAL');
+      expect(k.kho.stats.preservedFolios).toBe(0);
+    },
+  );
+
+  it('refuses with EEXIST to preserve a frame twice, in any folio', () => {
+    const k = coldBoot();
+    allocateAll(k);
+    k.kho.preserveFolio({ pfn: 2048, order: 3 });
+    for (const folio of [
+      { pfn: 2048, order: 3 },
+      { pfn: 2048, order: 0 },
+      { pfn: 2050, order: 1 },
+      { pfn: 2055, order: 0 },
+      { pfn: 2048, order: 4 },
+      { pfn: 2048, order: MAX_PAGE_ORDER },
+    ]) {
+      expect(
+        errnoOf(() => k.kho.preserveFolio(folio)),
+        JSON.stringify(folio),
+      ).toBe('EEXIST');
+    }
+    expect(errnoOf(() => k.kho.preservePages(2047, 2))).toBe('EEXIST');
+    expect(k.kho.stats).toMatchObject({ preservedFolios: 1, preservedFrames: 8 });
+    // Neighbours are free to preserve: nothing of the failed range stuck.
+    k.kho.preserveFolio({ pfn: 2047, order: 0 });
+    k.kho.preserveFolio({ pfn: 2056, order: 3 });
+  });
+
+  it('refuses with EINVAL to preserve memory that is not allocated', () => {
+    const k = coldBoot();
+    const folio = k.pages.allocPages(2);
+    k.pages.freePages(folio);
+    expect(errnoOf(() => k.kho.preserveFolio(folio))).toBe('EINVAL');
+    const held = k.pages.allocPages(0);
+    // A range that runs from an allocated frame into free ones is refused whole.
+    expect(errnoOf(() => k.kho.preservePages(held.pfn, 2))).toBe('EINVAL');
+    expect(k.kho.stats.preservedFolios).toBe(0);
+    k.kho.preserveFolio(held);
+    expect(k.kho.stats.preservedFolios).toBe(1);
+  });
+
+  it('unpreserves a folio only with the order it was preserved with', () => {
+    const k = coldBoot();
+    allocateAll(k);
+    k.kho.preserveFolio({ pfn: 2048, order: 3 });
+    expect(errnoOf(() => k.kho.unpreserveFolio({ pfn: 2048, order: 2 }))).toBe('EINVAL');
+    expect(errnoOf(() => k.kho.unpreserveFolio({ pfn: 2048, order: 4 }))).toBe('EINVAL');
+    expect(errnoOf(() => k.kho.unpreserveFolio({ pfn: 2052, order: 2 }))).toBe('EINVAL');
+    expect(errnoOf(() => k.kho.unpreserveFolio({ pfn: 3000, order: 0 }))).toBe('EINVAL');
+    expect(k.kho.stats.preservedFolios).toBe(1);
+    k.kho.unpreserveFolio({ pfn: 2048, order: 3 });
+    expect(k.kho.stats).toMatchObject({ preservedFolios: 0, preservedFrames: 0 });
+    k.kho.preserveFolio({ pfn: 2052, order: 2 });
+  });
+
+  it('unpreserves a page range only with the same range', () => {
+    const k = coldBoot();
+    allocateAll(k);
+    k.kho.preservePages(2049, 13);
+    expect(k.kho.stats).toMatchObject({ preservedFolios: 5, preservedFrames: 13 });
+    expect(errnoOf(() => k.kho.unpreservePages(2049, 12))).toBe('EINVAL');
+    expect(errnoOf(() => k.kho.unpreservePages(2048, 14))).toBe('EINVAL');
+    expect(k.kho.stats.preservedFolios).toBe(5);
+    k.kho.unpreservePages(2049, 13);
+    expect(k.kho.stats.preservedFolios).toBe(0);
+  });
+
+  it.each([0, -1, 1.5, Number.NaN])('allocPreserve(%s) fails with EINVAL', (size) => {
+    const k = coldBoot();
+    expect(errnoOf(() => k.kho.allocPreserve(size))).toBe('EINVAL');
+    expect(k.pages.stats.allocated).toBe(0);
+  });
+
+  it('allocPreserve fails with E2BIG above the largest folio', () => {
+    const k = coldBoot();
+    expect(errnoOf(() => k.kho.allocPreserve(4 * MiB + 1))).toBe('E2BIG');
+    expect(k.pages.stats.allocated).toBe(0);
+    expect(k.kho.stats.preservedFolios).toBe(0);
+  });
+
+  it('allocPreserve returns a zeroed, preserved folio just large enough, and unpreserveFree undoes it', () => {
+    const k = coldBoot();
+    const phys = k.kho.allocPreserve(4 * MiB);
+    expect(phys % (4 * MiB)).toBe(0);
+    expect(k.pages.isAllocated(phys / PAGE_SIZE, MAX_PAGE_ORDER)).toBe(true);
+    expect(framesFilledWith(k.memory, phys / PAGE_SIZE, 1024, 0)).toBe(true);
+    const small = k.kho.allocPreserve(PAGE_SIZE + 1);
+    expect(k.pages.isAllocated(small / PAGE_SIZE, 1)).toBe(true);
+    expect(k.kho.stats).toMatchObject({ preservedFolios: 2, preservedFrames: 1024 + 2 });
+
+    k.kho.unpreserveFree(phys);
+    expect(k.kho.stats).toMatchObject({ preservedFolios: 1, preservedFrames: 2 });
+    expect(k.pages.stats.allocated).toBe(2);
+    expect(framesFilledWith(k.memory, phys / PAGE_SIZE, 1024, POISON)).toBe(true);
+    expect(errnoOf(() => k.kho.unpreserveFree(phys))).toBe('EINVAL');
+  });
+
+  it('unpreserveFree refuses memory that allocPreserve did not hand out', () => {
+    const k = coldBoot();
+    const folio = k.pages.allocPages(0);
+    allocateAll(k);
+    expect(errnoOf(() => k.kho.unpreserveFree(folio.pfn * PAGE_SIZE))).toBe('EINVAL');
+    k.kho.preservePages(3000, 4);
+    expect(errnoOf(() => k.kho.unpreserveFree(3000 * PAGE_SIZE))).toBe('EINVAL');
+    expect(errnoOf(() => k.kho.unpreserveFree(folio.pfn * PAGE_SIZE + 1))).toBe('EINVAL');
+    expect(k.kho.stats.preservedFolios).toBe(1);
+    expect(k.pages.isAllocated(folio.pfn, 0)).toBe(true);
+  });
+
+  it('allocPreserve fails with ENOMEM and preserves nothing when memory is exhausted', () => {
+    const k = coldBoot();
+    drain(k.pages);
+    expect(errnoOf(() => k.kho.allocPreserve(1))).toBe('ENOMEM');
+    expect(k.kho.stats.preservedFolios).toBe(0);
+  });
+
+  it('validates subtree names and blobs', () => {
+    const k = coldBoot();
+    const phys = k.kho.allocPreserve(PAGE_SIZE);
+    for (const name of ['', 'a/b', 'has space', 'x'.repeat(32), 'luo@1', 'ü']) {
+      expect(
+        errnoOf(() => k.kho.addSubtree(name, phys, 16)),
+        name,
+      ).toBe('EINVAL');
+    }
+    expect(errnoOf(() => k.kho.addSubtree('luo', phys, 0))).toBe('EINVAL');
+    expect(errnoOf(() => k.kho.addSubtree('luo', RAM - 10, 20))).toBe('EINVAL');
+    expect(errnoOf(() => k.kho.addSubtree('luo', -PAGE_SIZE, 20))).toBe('EINVAL');
+    k.kho.addSubtree('x'.repeat(31), phys, 16);
+    k.kho.addSubtree('A-z_0.9,+', phys, 16);
+  });
+
+  it('refuses a second subtree of the same name with EEXIST until the first is removed', () => {
+    const k = coldBoot();
+    const first = k.kho.allocPreserve(PAGE_SIZE);
+    const second = k.kho.allocPreserve(PAGE_SIZE);
+    k.kho.addSubtree('luo', first, 64);
+    expect(errnoOf(() => k.kho.addSubtree('luo', second, 64))).toBe('EEXIST');
+    expect(errnoOf(() => k.kho.removeSubtree(second))).toBe('ENOENT');
+    k.kho.removeSubtree(first);
+    k.kho.addSubtree('luo', second, 64);
+    const k2 = bootKernel(k.memory, 'kho=on', k.kho.finalize());
+    expect(k2.kho.retrieveSubtree('luo')).toEqual({ phys: second, size: 64 });
+  });
+
+  it('refuses every change with EBUSY once the handover is written', () => {
+    const k = coldBoot();
+    const phys = k.kho.allocPreserve(PAGE_SIZE);
+    k.kho.addSubtree('luo', phys, 64);
+    const folio = k.pages.allocPages(0);
+    expect(k.kho.finalize()).not.toBeNull();
+    expect(errnoOf(() => k.kho.preserveFolio(folio))).toBe('EBUSY');
+    expect(errnoOf(() => k.kho.preservePages(folio.pfn, 1))).toBe('EBUSY');
+    expect(errnoOf(() => k.kho.unpreserveFolio({ pfn: phys / PAGE_SIZE, order: 0 }))).toBe('EBUSY');
+    expect(errnoOf(() => k.kho.unpreservePages(phys / PAGE_SIZE, 1))).toBe('EBUSY');
+    expect(errnoOf(() => k.kho.allocPreserve(64))).toBe('EBUSY');
+    expect(errnoOf(() => k.kho.unpreserveFree(phys))).toBe('EBUSY');
+    expect(errnoOf(() => k.kho.addSubtree('other', phys, 64))).toBe('EBUSY');
+    expect(errnoOf(() => k.kho.removeSubtree(phys))).toBe('EBUSY');
+    expect(errnoOf(() => k.kho.finalize())).toBe('EBUSY');
+  });
+
+  it('gives back what it allocated and stays open when finalize runs out of memory', () => {
+    const k = coldBoot();
+    const folios = drain(k.pages);
+    // One free frame: the root FDT gets it, the memory map page does not.
+    k.pages.freePages(folios.pop()!);
+    expect(errnoOf(() => k.kho.finalize())).toBe('ENOMEM');
+    expect(k.pages.stats.free).toBe(1);
+    k.kho.preserveFolio(folios[0]!);
+    k.pages.freePages(folios.pop()!);
+    const k2 = bootKernel(k.memory, 'kho=on', k.kho.finalize());
+    expect(k2.kho.stats.unrestoredFolios).toBe(1);
+  });
+
+  it('reports EINVAL for an incoming subtree whose properties are missing or outside RAM', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const le = { littleEndian: true };
+    const fdtPfn = 2000;
+    const mapPfn = 2001;
+    const fdt = encodeFdt(
+      fdtNode(
+        '',
+        {
+          compatible: fdtValue.string('kho-v1'),
+          'preserved-memory-map': fdtValue.u64(BigInt(mapPfn * PAGE_SIZE), le),
+          'scratch-phys': fdtValue.u64(BigInt(SCRATCH.pfn * PAGE_SIZE), le),
+          'scratch-len': fdtValue.u64(BigInt(SCRATCH.frames * PAGE_SIZE), le),
+        },
+        [
+          fdtNode('no-size', { 'preserved-data': fdtValue.u64(0x300000n, le) }),
+          fdtNode('short', {
+            'preserved-data': fdtValue.u32(0x300000),
+            'blob-size': fdtValue.u64(16n, le),
+          }),
+          fdtNode('outside', {
+            'preserved-data': fdtValue.u64(BigInt(RAM - 8), le),
+            'blob-size': fdtValue.u64(16n, le),
+          }),
+          fdtNode('fine', {
+            'preserved-data': fdtValue.u64(0x300000n, le),
+            'blob-size': fdtValue.u64(16n, le),
+          }),
+        ],
+      ),
+    );
+    memory.write(fdtPfn * PAGE_SIZE, fdt);
+    writeKhoMemoryMap(
+      memory,
+      [mapPfn],
+      [
+        { pfn: fdtPfn, order: 0 },
+        { pfn: mapPfn, order: 0 },
+      ],
+    );
+    const k = bootKernel(memory, 'kho=on', fdtPfn * PAGE_SIZE);
+    expect(k.kho.retrieveSubtree('fine')).toEqual({ phys: 0x300000, size: 16 });
+    for (const name of ['no-size', 'short', 'outside']) {
+      expect(
+        errnoOf(() => k.kho.retrieveSubtree(name)),
+        name,
+      ).toBe('EINVAL');
+    }
+  });
+});
