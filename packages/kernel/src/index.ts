@@ -4,7 +4,13 @@ export type { BootParams } from './boot-params.js';
 export { CommandLine } from './command-line.js';
 export { createKernelImage, type KernelImageOptions } from './kernel-image.js';
 export { KernelLog, LOGLEVEL, type TraceArgs } from './kernel-log.js';
-export { defineModule, type KernelModule, type ModuleContext } from './kernel-module.js';
+export {
+  defineModule,
+  type KernelModule,
+  type ModuleContext,
+  type ModuleServices,
+  type ServiceKey,
+} from './kernel-module.js';
 export { KernelPanic } from './kernel-panic.js';
 export { KexecHandover, type KhoStats, type KhoSubtree } from './kho/kexec-handover.js';
 export { KHO_FDT_COMPATIBLE } from './kho/kho-abi.js';

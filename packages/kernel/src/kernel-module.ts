@@ -25,8 +25,25 @@ export interface ModuleContext {
   readonly vfs: Vfs;
   readonly syscalls: SyscallTable;
   readonly rebootNotifiers: RebootNotifierChain;
+  /**
+   * Services modules share within this boot: a module that offers one (LUO's handler registry)
+   * provides it in its `init`; modules after it in the image get it. Keys are symbols the
+   * providing package exports.
+   */
+  readonly services: ModuleServices;
   /** Halt the machine with `reason`. Never returns. */
   panic(reason: string): never;
+}
+
+/** A typed key for {@link ModuleServices}: a symbol carrying the service's type. */
+export type ServiceKey<T> = symbol & { readonly __service?: T };
+
+/** See {@link ModuleContext.services}. */
+export interface ModuleServices {
+  /** Offer `value` under `key` to the modules initialized later. `EEXIST` if `key` is taken. */
+  provide<T>(key: ServiceKey<T>, value: T): void;
+  /** The service under `key`, or `undefined` when no module provides it. */
+  get<T>(key: ServiceKey<T>): T | undefined;
 }
 
 /**

@@ -17,7 +17,7 @@ import { CommandLine } from './command-line.js';
 import { KexecHandover } from './kho/kexec-handover.js';
 import { KhoHandoverError, readKhoHandover, type KhoIncoming } from './kho/kho-incoming.js';
 import { KernelLog } from './kernel-log.js';
-import type { ModuleContext } from './kernel-module.js';
+import type { ModuleContext, ModuleServices, ServiceKey } from './kernel-module.js';
 import { KernelPanic } from './kernel-panic.js';
 import { planMemoryLayout, FIRMWARE_BYTES } from './memory-layout.js';
 import type { ModuleLoader } from './module-loader.js';
@@ -158,6 +158,15 @@ export class Kernel {
     registerFileSyscalls(syscalls, vfs, memory);
     kernel.#registerSystemSyscalls();
 
+    const provided = new Map<symbol, unknown>();
+    const services: ModuleServices = {
+      provide(key, value) {
+        if (provided.has(key))
+          throw new KernelError('EEXIST', `service ${String(key.description)} is already provided`);
+        provided.set(key, value);
+      },
+      get: <T>(key: ServiceKey<T>) => provided.get(key) as T | undefined,
+    };
     log.trace('modules-init', 'B');
     await modules.initAll(
       (module): ModuleContext => ({
@@ -171,6 +180,7 @@ export class Kernel {
         vfs,
         syscalls,
         rebootNotifiers: container.resolve(RebootNotifierChain),
+        services,
         panic,
       }),
       log,

@@ -11,7 +11,7 @@ import {
   SEEK_END,
   SEEK_SET,
 } from '@liveupdate/machine';
-import { bootedMachine } from './helpers.js';
+import { PROBE, SERVICE_USER, TEST_DEVICES, bootedMachine, testImage } from './helpers.js';
 
 const RAMFILE_SIZE = 4 * 4096;
 const RAMFILE_IOC_INFO = 0x80105200;
@@ -178,6 +178,29 @@ describe('syscalls', () => {
     expect(await errnoOf(process.open('/dev/ramfile'))).toEqual(['ENOENT', 2]);
     expect(await errnoOf(process.deleteModule('test_devices'))).toEqual(['ENOENT', 2]);
     expect(await errnoOf(process.deleteModule('kho_probe'))).toEqual(['EBUSY', 16]);
+  });
+
+  it('fail ftruncate, fallocate and unknown fcntl commands on files that do not support them', async () => {
+    const machine = await bootedMachine();
+    const process = machine.spawn();
+    const fd = await process.open('/dev/null');
+    expect(await errnoOf(process.ftruncate(fd, 0))).toEqual(['EINVAL', 22]);
+    expect(await errnoOf(process.fallocate(fd, 0, 0, 4096))).toEqual(['EOPNOTSUPP', 95]);
+    expect(await errnoOf(process.fcntl(fd, 1033, 1))).toEqual(['EINVAL', 22]);
+    expect(await errnoOf(process.memfdCreate('x'))).toEqual(['ENOSYS', 38]);
+    const readOnly = await process.open('/dev/null', O_RDONLY);
+    expect(await errnoOf(process.fallocate(readOnly, 0, 0, 4096))).toEqual(['EBADF', 9]);
+  });
+
+  it('let a module use a service that a module before it in the image provided', async () => {
+    const before = await bootedMachine(
+      testImage('6.18.0', { modules: [PROBE, TEST_DEVICES, SERVICE_USER] }),
+    );
+    expect(await before.spawn().syscall('service_user')).toBe(0);
+    const after = await bootedMachine(
+      testImage('6.18.0', { modules: [SERVICE_USER, TEST_DEVICES] }),
+    );
+    expect(await after.spawn().syscall('service_user')).toBe('no service');
   });
 
   it('log like dmesg, with timestamps that start near zero and never go backwards', async () => {

@@ -26,3 +26,22 @@ export const FD_CLOEXEC = 1;
 export const SEEK_SET = 0;
 export const SEEK_CUR = 1;
 export const SEEK_END = 2;
+
+/** File seals (`F_ADD_SEALS`/`F_GET_SEALS`, `<linux/fcntl.h>`). */
+export const F_ADD_SEALS = 1033;
+export const F_GET_SEALS = 1034;
+export const F_SEAL_SEAL = 0x0001;
+export const F_SEAL_SHRINK = 0x0002;
+export const F_SEAL_GROW = 0x0004;
+export const F_SEAL_WRITE = 0x0008;
+export const F_SEAL_FUTURE_WRITE = 0x0010;
+export const F_SEAL_EXEC = 0x0020;
+
+/** `memfd_create` flags (`<linux/memfd.h>`). */
+export const MFD_CLOEXEC = 0x0001;
+export const MFD_ALLOW_SEALING = 0x0002;
+export const MFD_HUGETLB = 0x0004;
+
+/** `fallocate` modes (`<linux/falloc.h>`). */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;

@@ -116,6 +116,24 @@ export class Process {
     return (await this.syscall('fcntl', fd, cmd, arg)) as number;
   }
 
+  /** `ftruncate(2)`: set the size of a file open for writing. */
+  async ftruncate(fd: number, length: number): Promise<void> {
+    await this.syscall('ftruncate', fd, length);
+  }
+
+  /** `fallocate(2)`: allocate (mode 0) or otherwise manipulate `[offset, offset + length)`. */
+  async fallocate(fd: number, mode: number, offset: number, length: number): Promise<void> {
+    await this.syscall('fallocate', fd, mode, offset, length);
+  }
+
+  /**
+   * `memfd_create(2)`, served by the memfd module (`@liveupdate/plugin-memfd`) when the kernel
+   * has it loaded (`ENOSYS` otherwise). Returns the new fd.
+   */
+  async memfdCreate(name: string, flags = 0): Promise<number> {
+    return (await this.syscall('memfd_create', name, flags)) as number;
+  }
+
   /**
    * `mmap(2)` of a file that supports it: the returned segments are live views of the RAM frames
    * backing `[offset, offset + length)` of the file, so no byte is copied.

@@ -23,7 +23,7 @@ import type { SyscallTable } from './syscall-table.js';
 /** Largest single read or write, as Linux's `MAX_RW_COUNT`. */
 export const MAX_RW_COUNT = 0x7ffff000;
 
-/** Register the file syscalls: open, close, read, write, pread, pwrite, lseek, ioctl, dup, fcntl, mmap, munmap, exit. */
+/** Register the file syscalls: open, close, read, write, pread, pwrite, lseek, ioctl, dup, fcntl, ftruncate, fallocate, mmap, munmap. */
 export function registerFileSyscalls(table: SyscallTable, vfs: Vfs, memory: PhysicalMemory): void {
   const fileOf = (process: KernelProcess, fd: unknown): File => process.files.get(argFd(fd));
 
@@ -144,8 +144,32 @@ export function registerFileSyscalls(table: SyscallTable, vfs: Vfs, memory: Phys
         return ctx.process.files.install(vfs.fget(file), cmd === F_DUPFD_CLOEXEC, min);
       }
       default:
-        throw new KernelError('EINVAL', `unknown fcntl command ${String(cmd)}`);
+        if (typeof cmd !== 'number' || !file.fops.fcntl) {
+          throw new KernelError('EINVAL', `unknown fcntl command ${String(cmd)}`);
+        }
+        return file.fops.fcntl(file, cmd, argUint(arg, 'arg'));
     }
+  });
+
+  table.register('ftruncate', async (ctx, fd, length) => {
+    const file = fileOf(ctx.process, fd);
+    const size = argInt(length, 'length');
+    if (size < 0) throw new KernelError('EINVAL', `negative length ${size}`);
+    if (!file.writable) throw new KernelError('EINVAL', `${file.path} is not open for writing`);
+    if (!file.fops.truncate) throw new KernelError('EINVAL', `${file.path} cannot be truncated`);
+    await file.fops.truncate(file, size);
+    return 0;
+  });
+
+  table.register('fallocate', async (ctx, fd, mode, offset, length) => {
+    const file = fileOf(ctx.process, fd);
+    const at = argInt(offset, 'offset');
+    const len = argInt(length, 'length');
+    if (at < 0 || len <= 0) throw new KernelError('EINVAL', `fallocate of ${len} bytes at ${at}`);
+    if (!file.writable) throw new KernelError('EBADF', `${file.path} is not open for writing`);
+    if (!file.fops.fallocate) throw new KernelError('EOPNOTSUPP', `${file.path} cannot fallocate`);
+    await file.fops.fallocate(file, argUint(mode, 'mode'), at, len);
+    return 0;
   });
 
   table.register('mmap', async (ctx, fd, length, offset) => {

@@ -14,7 +14,7 @@ export interface PhysicalSegment {
 
 /**
  * `struct file_operations`. Every op is optional; a missing one gives the errno Linux gives
- * (`read`/`write`: `EINVAL`, `llseek`: `ESPIPE`, `ioctl`: `ENOTTY`, `mmap`: `ENODEV`). Ops may be
+ * (`read`/`write`: `EINVAL`, `llseek`: `ESPIPE`, `ioctl`: `ENOTTY`, `mmap`: `ENODEV`, …). Ops may be
  * async, and signal failure by throwing a `KernelError`.
  */
 export interface FileOperations {
@@ -33,6 +33,12 @@ export interface FileOperations {
     arg: Uint8Array | null,
     ctx: SyscallContext,
   ): number | Promise<number>;
+  /** `ftruncate`: set the file's size. Missing: `EINVAL`. */
+  truncate?(file: File, length: number): void | Promise<void>;
+  /** `fallocate(mode, offset, length)`. Missing: `EOPNOTSUPP`. */
+  fallocate?(file: File, mode: number, offset: number, length: number): void | Promise<void>;
+  /** `fcntl` commands the VFS does not handle itself (e.g. `F_ADD_SEALS`). Missing: `EINVAL`. */
+  fcntl?(file: File, cmd: number, arg: number): number | Promise<number>;
   /** The RAM backing `[offset, offset + length)` of the file, for a zero-copy mapping. */
   mmap?(
     file: File,
