@@ -1,0 +1,85 @@
+import { O_RDWR, type Process } from '@liveupdate/machine';
+import {
+  LIVEUPDATE_IOCTL_CREATE_SESSION,
+  LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
+  createSessionArg,
+  retrieveSessionArg,
+} from '../liveupdate-uapi.js';
+import { LiveUpdateSession, encodeSessionName } from './live-update-session.js';
+
+/** Path of the LUO device node. */
+export const LIVEUPDATE_DEVICE_PATH = '/dev/liveupdate';
+
+/**
+ * `/dev/liveupdate`, opened by a process: creates outgoing sessions and retrieves incoming ones.
+ * Each method is one syscall; a failure rejects with the kernel's `KernelError`, errno unchanged.
+ *
+ * Only one open of the device exists at a time (`EBUSY` for the second). Closing it does not
+ * affect sessions, which live as long as their own fds.
+ *
+ * @example
+ * ```ts
+ * const machine = Machine.create({ ramBytes: 64 * 1024 * 1024 });
+ * await machine.boot(
+ *   createKernelImage({ cmdline: 'kho=on liveupdate=on', modules: ['@liveupdate/core/module'] }),
+ * );
+ * const process = machine.spawn();
+ * const device = await LiveUpdateDevice.open(process);
+ * const session = await device.createSession('vm0');
+ * await session.getName(); // 'vm0'
+ * await device.close(); // the session stays
+ * ```
+ */
+export class LiveUpdateDevice {
+  /** The process holding the device fd. */
+  readonly process: Process;
+  /** The fd of `/dev/liveupdate`. */
+  readonly fd: number;
+
+  private constructor(process: Process, fd: number) {
+    this.process = process;
+    this.fd = fd;
+  }
+
+  /**
+   * Open `/dev/liveupdate` (`O_RDWR` unless `flags` says otherwise). The first open after a live
+   * update deserializes the incoming sessions. `ENOENT` when LUO is disabled, `EBUSY` when the
+   * device is already open, `EIO` when the incoming data could not be deserialized.
+   */
+  static async open(process: Process, flags: number = O_RDWR): Promise<LiveUpdateDevice> {
+    return new LiveUpdateDevice(process, await process.open(LIVEUPDATE_DEVICE_PATH, flags));
+  }
+
+  /**
+   * `LIVEUPDATE_IOCTL_CREATE_SESSION`: a new outgoing session. `name` is 1..63 bytes of UTF-8,
+   * unique among outgoing sessions (`EINVAL`, `EEXIST`).
+   */
+  async createSession(name: string): Promise<LiveUpdateSession> {
+    const arg = createSessionArg.encode({
+      size: createSessionArg.size,
+      fd: 0,
+      name: encodeSessionName(name),
+    });
+    await this.process.ioctl(this.fd, LIVEUPDATE_IOCTL_CREATE_SESSION, arg);
+    return new LiveUpdateSession(this.process, createSessionArg.decode(arg).fd, name);
+  }
+
+  /**
+   * `LIVEUPDATE_IOCTL_RETRIEVE_SESSION`: the session `name` handed over by the previous kernel.
+   * Once per session (`EINVAL` the second time); `ENOENT` for a name that was not handed over.
+   */
+  async retrieveSession(name: string): Promise<LiveUpdateSession> {
+    const arg = retrieveSessionArg.encode({
+      size: retrieveSessionArg.size,
+      fd: 0,
+      name: encodeSessionName(name),
+    });
+    await this.process.ioctl(this.fd, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, arg);
+    return new LiveUpdateSession(this.process, retrieveSessionArg.decode(arg).fd, name);
+  }
+
+  /** `close(2)` of the device fd. */
+  async close(): Promise<void> {
+    await this.process.close(this.fd);
+  }
+}

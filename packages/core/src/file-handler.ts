@@ -1,0 +1,150 @@
+import type { File } from '@liveupdate/kernel';
+
+/**
+ * Size of `compatible` in `luo_file_ser`, including the NUL (`LIVEUPDATE_HNDL_COMPAT_LENGTH`): a
+ * handler's compatible string is 1 to 47 bytes of UTF-8.
+ */
+export const LIVEUPDATE_HNDL_COMPAT_LENGTH = 48;
+
+/**
+ * What an identity returned by {@link FileHandler.getId} may be: any value usable as a `Map` key.
+ * Two files with the same id are the same file for LUO (memfd: the inode).
+ */
+export type FileId = unknown;
+
+/**
+ * The arguments of every handler op (kernel: `struct liveupdate_file_op_args`). One object per
+ * call; ops read their inputs from it and write their outputs into it.
+ */
+export interface FileOpArgs {
+  /** The handler being called. */
+  readonly handler: FileHandler;
+  /**
+   * The file. Input to `preserve`, `unpreserve`, `freeze`, `unfreeze`, `canFinish` and `finish`
+   * (`null` in the last two when the file was never retrieved). Output of `retrieve`, which sets
+   * it to a new file holding one reference that LUO takes over.
+   */
+  file: File | null;
+  /**
+   * The handler's handle to its preserved state: by convention the physical address of its
+   * serialized structure in KHO-preserved memory (kernel: `serialized_data`, a `u64`). Output of
+   * `preserve`, which must set it; `freeze` may rewrite it; input to every other op. It is the
+   * only thing of the handler's that crosses the kexec (as `luo_file_ser.data`).
+   */
+  serializedData: bigint;
+  /**
+   * Runtime state of this kernel only (kernel: `private_data`): set by `preserve`, given to
+   * `unpreserve`, `freeze` and `unfreeze`, and never handed over. `unpreserve` must release it.
+   */
+  privateData: unknown;
+  /**
+   * For `canFinish` and `finish`: 0 when the file was never retrieved, 1 when it was, and the
+   * negative errno of a failed `retrieve`.
+   */
+  readonly retrieveStatus: number;
+}
+
+/**
+ * A file handler: how LUO preserves one kind of file across a live update (kernel:
+ * `struct liveupdate_file_handler` with its `liveupdate_file_ops`). Register it from a kernel
+ * module with `registerFileHandler(ctx, handler)`.
+ *
+ * Ops may be async. An op signals failure by throwing a `KernelError`; its errno reaches
+ * userspace unchanged. Any other throw becomes `EIO` with the cause in the kernel log. A throw
+ * from an op that returns nothing in the kernel (`unpreserve`, `unfreeze`, `finish`) is logged and
+ * LUO carries on. LUO serializes the ops of one file: a session's lock is held around `preserve`
+ * and `unpreserve`, the file's own lock around the others.
+ *
+ * The handler owns everything behind `serializedData`. Keep state that must cross the kexec
+ * there, in KHO-preserved memory, never in module variables or closures: the next kernel imports
+ * the handler's module afresh in a new worker.
+ */
+export interface FileHandler {
+  /**
+   * Names the handler and the layout of its preserved data, versioned (`"memfd-v2"`): 1 to 47
+   * bytes, unique among registered handlers. After a kexec, a preserved file goes to the handler
+   * whose `compatible` matches exactly, so change it whenever the serialized layout changes.
+   */
+  readonly compatible: string;
+
+  /**
+   * `can_preserve`: whether this handler takes `file`. Called at `PRESERVE_FD` for each handler
+   * in registration order; the first `true` wins. Must be cheap and have no side effects.
+   */
+  canPreserve(handler: FileHandler, file: File): boolean | Promise<boolean>;
+
+  /**
+   * `preserve`: save the file's state into KHO-preserved memory and set `args.serializedData`
+   * (and `args.privateData` if needed). Called once at `PRESERVE_FD`, while the workload still
+   * runs: do the heavy work here, not in `freeze`. On failure it must undo all it did.
+   */
+  preserve(args: FileOpArgs): void | Promise<void>;
+
+  /**
+   * `unpreserve`: undo `preserve` completely — unpreserve and free what it preserved, release
+   * `privateData`. Called when the outgoing session closes before a reboot, files in reverse
+   * preservation order.
+   */
+  unpreserve(args: FileOpArgs): void | Promise<void>;
+
+  /**
+   * `freeze` (optional): last update before the kexec, inside `reboot()`, files in preservation
+   * order (sessions in creation order); may rewrite `args.serializedData`. Userspace can no longer
+   * change the file. Keep it O(1): it runs in the blackout. A throw aborts the reboot, and every
+   * file frozen before this one gets `unfreeze`.
+   */
+  freeze?(args: FileOpArgs): void | Promise<void>;
+
+  /**
+   * `unfreeze` (optional): undo `freeze` when a later file's `freeze` failed and the reboot is
+   * aborted. Only files whose `freeze` succeeded get it.
+   */
+  unfreeze?(args: FileOpArgs): void | Promise<void>;
+
+  /**
+   * `retrieve`: in the new kernel, rebuild the file from `args.serializedData` and set
+   * `args.file`. Called at the first `RETRIEVE_FD` of the token; later calls reuse the file. A
+   * failure is sticky: the token keeps returning that errno.
+   */
+  retrieve(args: FileOpArgs): void | Promise<void>;
+
+  /**
+   * `can_finish` (optional): whether the session may finish. Called at `FINISH` (or close of a
+   * retrieved session) for every file before any `finish`; one `false` refuses with `EBUSY` and
+   * nothing changes.
+   */
+  canFinish?(args: FileOpArgs): boolean | Promise<boolean>;
+
+  /**
+   * `finish`: LUO is done with the file. Release the preserved state still held — for a file never
+   * retrieved (`args.file === null`) that means freeing all its preserved memory. Files in
+   * reverse order. After it, the retrieved file is an ordinary file.
+   */
+  finish(args: FileOpArgs): void | Promise<void>;
+
+  /**
+   * `get_id` (optional): the file's identity for the check against preserving the same file
+   * twice (`EBUSY`). Default: the file object itself. memfd returns the inode, so `dup`ed fds and
+   * reopened files count as the same file.
+   */
+  getId?(file: File): FileId;
+}
+
+/**
+ * Declare a handler with full type inference. Returns `handler` unchanged.
+ *
+ * @example
+ * ```ts
+ * export const counterHandler = defineHandler({
+ *   compatible: 'counter-v1',
+ *   canPreserve: (_handler, file) => file.fops === counterOperations,
+ *   preserve(args) { ... args.serializedData = BigInt(phys); },
+ *   unpreserve(args) { ... },
+ *   retrieve(args) { ... args.file = newFile; },
+ *   finish(args) { ... },
+ * });
+ * ```
+ */
+export function defineHandler<H extends FileHandler>(handler: H): H {
+  return handler;
+}

@@ -1,0 +1,18 @@
+export {
+  LIVEUPDATE_HNDL_COMPAT_LENGTH,
+  defineHandler,
+  type FileHandler,
+  type FileId,
+  type FileOpArgs,
+} from './file-handler.js';
+export * from './struct-codec.js';
+export {
+  LIVEUPDATE_SERVICE,
+  registerFileHandler,
+  unregisterFileHandler,
+} from './liveupdate-service.js';
+export type { LiveUpdateOrchestrator, LuoLimits } from './live-update-orchestrator.js';
+export * from './liveupdate-uapi.js';
+export * from './luo-abi.js';
+export { LIVEUPDATE_DEVICE_PATH, LiveUpdateDevice } from './client/live-update-device.js';
+export { LiveUpdateSession } from './client/live-update-session.js';

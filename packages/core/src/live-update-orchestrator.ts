@@ -1,0 +1,661 @@
+import {
+  File as KernelFile,
+  KernelError,
+  type FileOperations,
+  type KernelLog,
+  type KernelProcess,
+  type KexecHandover,
+  type ModuleContext,
+  type SyscallContext,
+  type Vfs,
+} from '@liveupdate/kernel';
+import { ERRNO, isErrnoName, type ErrnoName, type PhysicalMemory } from '@liveupdate/machine';
+import { RwLock } from './async-lock.js';
+import type { FileHandler, FileOpArgs } from './file-handler.js';
+import { FileHandlerRegistry } from './file-handler-registry.js';
+import { callHandler, callVoidHandler } from './handler-call.js';
+import {
+  LUO_FDT_KHO_ENTRY_NAME,
+  LuoAbiError,
+  decodeLuoFdt,
+  encodeLuoFdt,
+  luoFileTableSize,
+  luoSessionTableSize,
+  readLuoFileTable,
+  readLuoSessionTable,
+  writeLuoFileTable,
+  writeLuoSessionTable,
+} from './luo-abi.js';
+import {
+  LIVEUPDATE_IOCTL_CREATE_SESSION,
+  LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
+  LIVEUPDATE_SESSION_FINISH,
+  LIVEUPDATE_SESSION_GET_NAME,
+  LIVEUPDATE_SESSION_NAME_LENGTH,
+  LIVEUPDATE_SESSION_PRESERVE_FD,
+  LIVEUPDATE_SESSION_RETRIEVE_FD,
+  copyStructFromUser,
+  copyStructToUser,
+  createSessionArg,
+  finishArg,
+  getNameArg,
+  ioctlIndex,
+  preserveFdArg,
+  retrieveFdArg,
+  retrieveSessionArg,
+} from './liveupdate-uapi.js';
+import { LuoFile, LuoSession } from './luo-session.js';
+import { strnlen } from './struct-codec.js';
+
+/** Limits of one kernel; configuration (`liveupdate.max_sessions=`, `liveupdate.max_files=`). */
+export interface LuoLimits {
+  readonly maxSessions: number;
+  readonly maxFilesPerSession: number;
+}
+
+/** Defaults: far above upstream G1's fixed 819 sessions and 128 files, within one KHO folio. */
+export const DEFAULT_LUO_LIMITS: LuoLimits = { maxSessions: 4096, maxFilesPerSession: 4096 };
+
+const DEVICE_IOCTLS = [LIVEUPDATE_IOCTL_CREATE_SESSION, LIVEUPDATE_IOCTL_RETRIEVE_SESSION];
+const SESSION_IOCTLS = [
+  LIVEUPDATE_SESSION_PRESERVE_FD,
+  LIVEUPDATE_SESSION_RETRIEVE_FD,
+  LIVEUPDATE_SESSION_FINISH,
+  LIVEUPDATE_SESSION_GET_NAME,
+];
+const SESSION_IOCTL_BASE = 0x40;
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+const utf8 = new TextEncoder();
+
+/** What the reboot notifier wrote, so an aborted kexec can take it back. */
+interface Handover {
+  readonly blobs: number[];
+  readonly fdtPhys: number;
+  readonly releaseLock: () => void;
+}
+
+/**
+ * The Live Update Orchestrator of one kernel: the handler registry, the outgoing and incoming
+ * sessions, `/dev/liveupdate` and the session files, the reboot notifier that freezes and
+ * serializes everything into KHO-preserved memory, and the lazy deserialization of what the
+ * previous kernel handed over.
+ *
+ * Locking, as in the kernel: a global reader/writer lock (every ioctl and close reads it; the
+ * reboot serialization writes it and keeps it on success, since the machine is about to kexec),
+ * a mutex per session around preserve, unpreserve, retrieve and finish, and a lock per file
+ * around its handler calls.
+ */
+export class LiveUpdateOrchestrator {
+  /** `liveupdate=on` and KHO on. */
+  readonly enabled: boolean;
+  readonly registry = new FileHandlerRegistry();
+  readonly limits: LuoLimits;
+  /** The number this kernel hands over: incoming + 1, or 1 after a cold boot. */
+  readonly liveupdateNumber: bigint;
+  readonly #log: KernelLog;
+  readonly #kho: KexecHandover;
+  readonly #memory: PhysicalMemory;
+  readonly #vfs: Vfs;
+  readonly #outgoing = new Map<string, LuoSession>();
+  readonly #incoming = new Map<string, LuoSession>();
+  readonly #ids = new Map<unknown, LuoFile>();
+  readonly #lock = new RwLock();
+  #incomingHeader: number | null;
+  #deserialized: 'pending' | 'done' | 'failed' = 'pending';
+  #handover: Handover | undefined;
+
+  /**
+   * Set up LUO at boot. With `liveupdate=on` and KHO on, it validates the incoming `LUO` subtree
+   * at once and panics on a missing or incompatible `luo-v1` root, as `luo_early_startup` does;
+   * sessions and files are deserialized later, at the first open of `/dev/liveupdate`.
+   */
+  constructor(ctx: ModuleContext) {
+    this.#log = ctx.log;
+    this.#kho = ctx.kho;
+    this.#memory = ctx.memory;
+    this.#vfs = ctx.vfs;
+    const wanted = ctx.cmdline.bool('liveupdate', false);
+    this.enabled = wanted && ctx.kho.enabled;
+    if (wanted && !ctx.kho.enabled)
+      ctx.log.warn('LUO: disabled, because KHO is off (boot with kho=on)');
+    this.limits = {
+      maxSessions: ctx.cmdline.size('liveupdate.max_sessions') ?? DEFAULT_LUO_LIMITS.maxSessions,
+      maxFilesPerSession:
+        ctx.cmdline.size('liveupdate.max_files') ?? DEFAULT_LUO_LIMITS.maxFilesPerSession,
+    };
+    const incoming = this.enabled ? this.#readIncomingRoot(ctx) : null;
+    this.#incomingHeader = incoming ? Number(incoming.sessionHeaderPhys) : null;
+    this.liveupdateNumber = (incoming?.liveupdateNumber ?? 0n) + 1n;
+    if (this.enabled) {
+      ctx.log.info(
+        `LUO: enabled, live update number ${this.liveupdateNumber}${incoming ? ', incoming sessions pending' : ''}`,
+      );
+    }
+  }
+
+  /** Whether any session, outgoing or incoming, exists: a live update is in progress. */
+  get busy(): boolean {
+    return this.#outgoing.size > 0 || this.#incoming.size > 0;
+  }
+
+  /** Names of the outgoing and the incoming sessions (for diagnostics and tests). */
+  get sessionNames(): { outgoing: string[]; incoming: string[] } {
+    return { outgoing: [...this.#outgoing.keys()], incoming: [...this.#incoming.keys()] };
+  }
+
+  /** `/dev/liveupdate`: exclusive open, deserializes on first open, two ioctls. */
+  readonly deviceOperations: FileOperations = {
+    open: () => this.#deserialize(),
+    ioctl: (_file, cmd, arg, ctx) =>
+      this.#lock.read(async () => {
+        const index = ioctlIndex(cmd, DEVICE_IOCTLS, 0);
+        return index === 0 ? this.#createSession(arg, ctx) : this.#retrieveSession(arg, ctx);
+      }),
+  };
+
+  readonly #sessionOperations: FileOperations = {
+    ioctl: (file, cmd, arg, ctx) =>
+      this.#lock.read(async () => {
+        const session = file.privateData as LuoSession;
+        const index = ioctlIndex(cmd, SESSION_IOCTLS, SESSION_IOCTL_BASE);
+        // GET_NAME suits both directions; the others only one (G2's direction check).
+        if (index < 3 && session.incoming !== (index !== 0)) {
+          throw new KernelError(
+            'EINVAL',
+            `LUO: session "${session.name}" is ${session.incoming ? 'incoming' : 'outgoing'}; this ioctl is for the other direction`,
+          );
+        }
+        switch (index) {
+          case 0:
+            return this.#preserveFd(session, arg, ctx);
+          case 1:
+            return this.#retrieveFd(session, arg, ctx);
+          case 2:
+            copyStructFromUser(finishArg, arg);
+            await this.#finish(session);
+            return 0;
+          default:
+            return this.#getName(session, arg);
+        }
+      }),
+    release: (file) => {
+      const session = file.privateData as LuoSession | undefined;
+      return session ? this.#lock.read(() => this.#releaseSession(session)) : undefined;
+    },
+  };
+
+  /** `liveupdate_reboot()`: the reboot notifier. See {@link LiveUpdateOrchestrator}. */
+  async reboot(): Promise<void> {
+    if (!this.enabled) return;
+    const releaseLock = await this.#lock.lockWrite();
+    const sessions = [...this.#outgoing.values()];
+    const frozen: LuoSession[] = [];
+    try {
+      for (const session of sessions) {
+        await this.#freezeSession(session);
+        frozen.push(session);
+      }
+    } catch (error) {
+      for (const session of frozen.reverse()) await this.#unfreezeFiles(session.files);
+      releaseLock();
+      throw error;
+    }
+    try {
+      this.#handover = { ...this.#writeHandover(sessions), releaseLock };
+    } catch (error) {
+      for (const session of [...sessions].reverse()) await this.#unfreezeFiles(session.files);
+      releaseLock();
+      throw error;
+    }
+    this.#log.info(
+      `LUO: serialized ${sessions.length} sessions, ${sessions.reduce((n, s) => n + s.files.length, 0)} files, live update number ${this.liveupdateNumber}`,
+    );
+  }
+
+  /** A later step of the kexec failed after {@link reboot}: unfreeze and take the handover back. */
+  async abortReboot(): Promise<void> {
+    const handover = this.#handover;
+    if (!handover) return;
+    this.#handover = undefined;
+    for (const session of [...this.#outgoing.values()].reverse())
+      await this.#unfreezeFiles(session.files);
+    this.#kho.removeSubtree(handover.fdtPhys);
+    for (const blob of handover.blobs) this.#kho.unpreserveFree(blob);
+    handover.releaseLock();
+    this.#log.warn('LUO: kexec aborted, sessions unfrozen');
+  }
+
+  #readIncomingRoot(
+    ctx: ModuleContext,
+  ): { liveupdateNumber: bigint; sessionHeaderPhys: bigint } | null {
+    let subtree;
+    try {
+      subtree = ctx.kho.retrieveSubtree(LUO_FDT_KHO_ENTRY_NAME);
+    } catch (error) {
+      if (KernelError.isInstance(error) && error.code === 'ENOENT') return null;
+      return ctx.panic(
+        `LUO: cannot retrieve the KHO subtree "${LUO_FDT_KHO_ENTRY_NAME}": ${(error as Error).message}`,
+      );
+    }
+    let root;
+    try {
+      root = decodeLuoFdt(ctx.memory.read(subtree.phys, subtree.size));
+    } catch (error) {
+      if (error instanceof LuoAbiError) return ctx.panic(`LUO: ${error.message}`);
+      throw error;
+    }
+    try {
+      ctx.kho.restoreFree(subtree.phys);
+    } catch (error) {
+      ctx.log.warn(`LUO: could not free the incoming LUO FDT: ${(error as Error).message}`);
+    }
+    return root;
+  }
+
+  /** `luo_session_deserialize()`: once, at the first open. A failure makes every open `EIO`. */
+  #deserialize(): void {
+    if (this.#deserialized === 'done') return;
+    if (this.#deserialized === 'failed') {
+      throw new KernelError(
+        'EIO',
+        'LUO: the incoming sessions could not be deserialized (see the kernel log)',
+      );
+    }
+    const header = this.#incomingHeader;
+    if (header === null) {
+      this.#deserialized = 'done';
+      return;
+    }
+    try {
+      const blobs = [header];
+      const sessions = readLuoSessionTable(this.#memory, header, this.limits.maxSessions).map(
+        (entry) => {
+          const session = new LuoSession(entry.name, true);
+          if (entry.count > 0n) {
+            const table = readLuoFileTable(
+              this.#memory,
+              Number(entry.files),
+              Number(entry.count),
+              this.limits.maxFilesPerSession,
+            );
+            blobs.push(Number(entry.files));
+            session.files = table.map((f) => {
+              const handler = this.registry.byCompatible(f.compatible);
+              if (!handler) {
+                throw new LuoAbiError(
+                  `session "${entry.name}" token ${f.token}: no file handler registered for compatible "${f.compatible}"`,
+                );
+              }
+              return new LuoFile(handler, f.token, null, f.data);
+            });
+          }
+          return session;
+        },
+      );
+      for (const session of sessions) this.#incoming.set(session.name, session);
+      for (const blob of blobs) this.#kho.restoreFree(blob);
+      this.#deserialized = 'done';
+      this.#log.info(`LUO: deserialized ${sessions.length} incoming sessions`);
+    } catch (error) {
+      this.#deserialized = 'failed';
+      this.#incoming.clear();
+      this.#log.err(`LUO: deserialization failed: ${(error as Error).message}`);
+      throw new KernelError('EIO', `LUO: deserialization failed: ${(error as Error).message}`);
+    }
+  }
+
+  async #createSession(arg: Uint8Array | null, ctx: SyscallContext): Promise<number> {
+    const request = copyStructFromUser(createSessionArg, arg);
+    const name = sessionName(request.name);
+    if (this.#outgoing.size >= this.limits.maxSessions) {
+      throw new KernelError(
+        'ENOSPC',
+        `LUO: ${this.limits.maxSessions} outgoing sessions is the limit (liveupdate.max_sessions=)`,
+      );
+    }
+    if (this.#outgoing.has(name))
+      throw new KernelError('EEXIST', `LUO: session "${name}" already exists`);
+    const session = new LuoSession(name, false);
+    this.#outgoing.set(name, session);
+    try {
+      const fd = await this.#installSessionFd(session, ctx.process);
+      copyStructToUser(createSessionArg, arg!, { ...request, fd });
+      return 0;
+    } catch (error) {
+      this.#outgoing.delete(name);
+      throw error;
+    }
+  }
+
+  async #retrieveSession(arg: Uint8Array | null, ctx: SyscallContext): Promise<number> {
+    const request = copyStructFromUser(retrieveSessionArg, arg);
+    const raw = request.name.subarray(0, strnlen(request.name, LIVEUPDATE_SESSION_NAME_LENGTH));
+    const name = decodeName(raw);
+    const session = name === undefined ? undefined : this.#incoming.get(name);
+    if (!session) throw new KernelError('ENOENT', `LUO: no incoming session "${name ?? '?'}"`);
+    if (session.retrieved)
+      throw new KernelError('EINVAL', `LUO: session "${session.name}" was already retrieved`);
+    const fd = await this.#installSessionFd(session, ctx.process);
+    session.retrieved = true;
+    copyStructToUser(retrieveSessionArg, arg!, { ...request, fd });
+    return 0;
+  }
+
+  async #installSessionFd(session: LuoSession, process: KernelProcess): Promise<number> {
+    const file = this.#vfs.anonInodeGetFile(
+      `[luo_session] ${session.name}`,
+      this.#sessionOperations,
+      session,
+    );
+    try {
+      return this.#vfs.installFd(process, file, { cloexec: true });
+    } catch (error) {
+      // The session was never handed out: drop the file without releasing the session.
+      file.privateData = undefined;
+      await this.#vfs.fput(file);
+      throw error;
+    }
+  }
+
+  /** `luo_preserve_file()`, with the checks in upstream's order (spec §5). */
+  #preserveFd(session: LuoSession, arg: Uint8Array | null, ctx: SyscallContext): Promise<number> {
+    const request = copyStructFromUser(preserveFdArg, arg);
+    return session.mutex.run(async () => {
+      if (session.fileByToken(request.token)) {
+        throw new KernelError(
+          'EEXIST',
+          `LUO: token ${request.token} is already used in session "${session.name}"`,
+        );
+      }
+      if (session.files.length >= this.limits.maxFilesPerSession) {
+        throw new KernelError(
+          'ENOSPC',
+          `LUO: ${this.limits.maxFilesPerSession} files is the per-session limit (liveupdate.max_files=)`,
+        );
+      }
+      const file = this.#vfs.fget(ctx.process.files.get(request.fd));
+      try {
+        const handler = await this.#handlerFor(file);
+        const id = handler.getId
+          ? await callHandler(this.#log, handler, 'getId', () => handler.getId!(file))
+          : file;
+        if (this.#ids.has(id)) {
+          throw new KernelError(
+            'EBUSY',
+            `LUO: ${file.path} is already preserved, or retrieved and not finished`,
+          );
+        }
+        const luoFile = new LuoFile(handler, request.token, file, 0n);
+        luoFile.id = id;
+        this.#ids.set(id, luoFile);
+        try {
+          const args = luoFile.args();
+          await callHandler(this.#log, handler, 'preserve', () => handler.preserve(args));
+          luoFile.serializedData = checkedData(handler, args.serializedData);
+          luoFile.privateData = args.privateData;
+        } catch (error) {
+          this.#ids.delete(id);
+          throw error;
+        }
+        session.files.push(luoFile);
+        return 0;
+      } catch (error) {
+        await this.#vfs.fput(file);
+        throw error;
+      }
+    });
+  }
+
+  async #handlerFor(file: KernelFile): Promise<FileHandler> {
+    for (const handler of this.registry.handlers) {
+      if (
+        await callHandler(this.#log, handler, 'canPreserve', () =>
+          handler.canPreserve(handler, file),
+        )
+      ) {
+        return handler;
+      }
+    }
+    throw new KernelError('ENOENT', `LUO: no file handler can preserve ${file.path}`);
+  }
+
+  /** `luo_retrieve_file()`: idempotent per token; a failure is sticky. */
+  #retrieveFd(session: LuoSession, arg: Uint8Array | null, ctx: SyscallContext): Promise<number> {
+    const request = copyStructFromUser(retrieveFdArg, arg);
+    return session.mutex.run(async () => {
+      const luoFile = session.fileByToken(request.token);
+      if (!luoFile)
+        throw new KernelError(
+          'ENOENT',
+          `LUO: no token ${request.token} in session "${session.name}"`,
+        );
+      const file = await luoFile.lock.run(async () => {
+        if (luoFile.retrieveStatus < 0) {
+          throw new KernelError(
+            errnoName(-luoFile.retrieveStatus),
+            `LUO: token ${luoFile.token} failed to retrieve before`,
+          );
+        }
+        if (luoFile.retrieveStatus === 0) await this.#retrieveOnce(luoFile);
+        return luoFile.file!;
+      });
+      const reference = this.#vfs.fget(file);
+      let fd: number;
+      try {
+        fd = this.#vfs.installFd(ctx.process, reference, { cloexec: true });
+      } catch (error) {
+        await this.#vfs.fput(reference);
+        throw error;
+      }
+      copyStructToUser(retrieveFdArg, arg!, { ...request, fd });
+      return 0;
+    });
+  }
+
+  async #retrieveOnce(luoFile: LuoFile): Promise<void> {
+    const { handler } = luoFile;
+    const args = luoFile.args();
+    try {
+      await callHandler(this.#log, handler, 'retrieve', () => handler.retrieve(args));
+      if (!(args.file instanceof KernelFile)) {
+        throw new KernelError('EIO', `LUO: ${handler.compatible}: retrieve did not set a file`);
+      }
+    } catch (error) {
+      luoFile.retrieveStatus = -(KernelError.isInstance(error) ? error.errno : ERRNO.EIO);
+      throw error;
+    }
+    const file = args.file;
+    luoFile.file = file;
+    luoFile.retrieveStatus = 1;
+    const id = handler.getId
+      ? await callHandler(this.#log, handler, 'getId', () => handler.getId!(file))
+      : file;
+    luoFile.id = id;
+    this.#ids.set(id, luoFile);
+  }
+
+  /** `luo_file_finish()`: all `canFinish` or nothing, then `finish` in reverse. */
+  async #finish(session: LuoSession): Promise<void> {
+    await session.mutex.run(async () => {
+      if (session.files.length === 0) return;
+      for (const luoFile of session.files) {
+        const { handler } = luoFile;
+        if (!handler.canFinish) continue;
+        const ok = await luoFile.lock.run(() =>
+          callHandler(this.#log, handler, 'canFinish', () => handler.canFinish!(luoFile.args())),
+        );
+        if (!ok) {
+          throw new KernelError(
+            'EBUSY',
+            `LUO: ${handler.compatible} token ${luoFile.token} cannot finish yet`,
+          );
+        }
+      }
+      for (const luoFile of [...session.files].reverse()) {
+        const { handler } = luoFile;
+        await luoFile.lock.run(() =>
+          callVoidHandler(this.#log, handler, 'finish', () => handler.finish(luoFile.args())),
+        );
+        await this.#drop(luoFile);
+      }
+      session.files = [];
+    });
+  }
+
+  #getName(session: LuoSession, arg: Uint8Array | null): number {
+    const request = copyStructFromUser(getNameArg, arg);
+    if (request.reserved !== 0)
+      throw new KernelError('EINVAL', 'LUO: GET_NAME reserved field must be 0');
+    copyStructToUser(getNameArg, arg!, { ...request, name: utf8.encode(session.name) });
+    return 0;
+  }
+
+  /** `luo_session_release()`. */
+  async #releaseSession(session: LuoSession): Promise<void> {
+    if (!session.incoming) {
+      await session.mutex.run(async () => {
+        for (const luoFile of [...session.files].reverse()) {
+          const { handler } = luoFile;
+          await callVoidHandler(this.#log, handler, 'unpreserve', () =>
+            handler.unpreserve(luoFile.args()),
+          );
+          await this.#drop(luoFile);
+        }
+        session.files = [];
+      });
+      this.#outgoing.delete(session.name);
+      return;
+    }
+    try {
+      await this.#finish(session);
+      this.#incoming.delete(session.name);
+    } catch (error) {
+      this.#log.warn(
+        `LUO: closing session "${session.name}" could not finish it (${(error as Error).message}); it stays until the next reboot`,
+      );
+    }
+  }
+
+  /** Forget a file: its identity and LUO's reference. */
+  async #drop(luoFile: LuoFile): Promise<void> {
+    if (luoFile.id !== undefined) this.#ids.delete(luoFile.id);
+    luoFile.id = undefined;
+    const file = luoFile.file;
+    luoFile.file = null;
+    if (file) await this.#vfs.fput(file);
+  }
+
+  /** `luo_file_freeze()` of one session: FIFO; on failure unfreeze those before, forwards. */
+  async #freezeSession(session: LuoSession): Promise<void> {
+    const done: LuoFile[] = [];
+    for (const luoFile of session.files) {
+      const { handler } = luoFile;
+      if (handler.freeze) {
+        try {
+          await luoFile.lock.run(async () => {
+            const args = luoFile.args();
+            await callHandler(this.#log, handler, 'freeze', () => handler.freeze!(args));
+            luoFile.serializedData = checkedData(handler, args.serializedData);
+          });
+        } catch (error) {
+          await this.#unfreezeFiles(done);
+          this.#log.warn(
+            `LUO: ${handler.compatible}: freeze of token ${luoFile.token} in "${session.name}" failed: ${(error as Error).message}`,
+          );
+          throw error;
+        }
+      }
+      done.push(luoFile);
+    }
+  }
+
+  async #unfreezeFiles(files: readonly LuoFile[]): Promise<void> {
+    for (const luoFile of files) {
+      const { handler } = luoFile;
+      if (!handler.unfreeze) continue;
+      await luoFile.lock.run(() =>
+        callVoidHandler(this.#log, handler, 'unfreeze', () => handler.unfreeze!(luoFile.args())),
+      );
+    }
+  }
+
+  /** Write the luo-v1 ABI into KHO-preserved memory and publish it as the `LUO` subtree. */
+  #writeHandover(sessions: readonly LuoSession[]): { blobs: number[]; fdtPhys: number } {
+    const blobs: number[] = [];
+    const preserve = (size: number): number => {
+      const phys = this.#kho.allocPreserve(size);
+      blobs.push(phys);
+      return phys;
+    };
+    try {
+      const table = sessions.map((session) => {
+        let files = 0n;
+        if (session.files.length > 0) {
+          const phys = preserve(luoFileTableSize(session.files.length));
+          writeLuoFileTable(
+            this.#memory,
+            phys,
+            session.files.map((f) => ({
+              compatible: f.handler.compatible,
+              data: f.serializedData,
+              token: f.token,
+            })),
+          );
+          files = BigInt(phys);
+        }
+        return { name: session.name, files, count: BigInt(session.files.length) };
+      });
+      const header = preserve(luoSessionTableSize(table.length));
+      writeLuoSessionTable(this.#memory, header, table);
+      const fdt = encodeLuoFdt({
+        liveupdateNumber: this.liveupdateNumber,
+        sessionHeaderPhys: BigInt(header),
+      });
+      const fdtPhys = preserve(fdt.length);
+      this.#memory.write(fdtPhys, fdt);
+      this.#kho.addSubtree(LUO_FDT_KHO_ENTRY_NAME, fdtPhys, fdt.length);
+      return { blobs, fdtPhys };
+    } catch (error) {
+      for (const blob of blobs) this.#kho.unpreserveFree(blob);
+      throw error;
+    }
+  }
+}
+
+/** A session name from `CREATE_SESSION`: 1..63 bytes before a NUL, valid UTF-8 (`EINVAL`). */
+function sessionName(raw: Uint8Array): string {
+  const length = strnlen(raw, LIVEUPDATE_SESSION_NAME_LENGTH);
+  if (length === 0 || length === LIVEUPDATE_SESSION_NAME_LENGTH) {
+    throw new KernelError(
+      'EINVAL',
+      `LUO: a session name must be 1-${LIVEUPDATE_SESSION_NAME_LENGTH - 1} bytes and NUL-terminated`,
+    );
+  }
+  const name = decodeName(raw.subarray(0, length));
+  if (name === undefined)
+    throw new KernelError('EINVAL', 'LUO: a session name must be valid UTF-8');
+  return name;
+}
+
+function decodeName(raw: Uint8Array): string | undefined {
+  try {
+    return strictUtf8.decode(raw);
+  } catch {
+    return undefined;
+  }
+}
+
+function checkedData(handler: FileHandler, data: FileOpArgs['serializedData']): bigint {
+  if (typeof data !== 'bigint' || data < 0n || data > 0xffff_ffff_ffff_ffffn) {
+    throw new KernelError(
+      'EIO',
+      `LUO: ${handler.compatible} set serializedData to ${String(data)}, not a u64 bigint`,
+    );
+  }
+  return data;
+}
+
+function errnoName(errno: number): ErrnoName {
+  const name = Object.keys(ERRNO).find((key) => ERRNO[key as ErrnoName] === errno);
+  return name && isErrnoName(name) ? name : 'EIO';
+}

@@ -1,0 +1,410 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import {
+  FDT_MAGIC,
+  decodeFdt,
+  encodeFdt,
+  fdtNode,
+  fdtValue,
+  getProperty,
+  type FdtNode,
+} from '@liveupdate/fdt';
+import { PhysicalMemory } from '@liveupdate/machine';
+import {
+  LUO_FDT_COMPATIBLE,
+  LUO_FDT_KHO_ENTRY_NAME,
+  LUO_FDT_LIVEUPDATE_NUM,
+  LUO_FDT_SESSION_COMPATIBLE,
+  LUO_FDT_SESSION_HEADER,
+  LUO_FDT_SESSION_NODE_NAME,
+  LuoAbiError,
+  decodeLuoFdt,
+  encodeLuoFdt,
+  luoFileSer,
+  luoFileTableSize,
+  luoSessionHeaderSer,
+  luoSessionSer,
+  luoSessionTableSize,
+  readLuoFileTable,
+  readLuoSessionTable,
+  writeLuoFileTable,
+  writeLuoSessionTable,
+  type LuoFileSer,
+  type LuoSessionSer,
+} from './luo-abi.js';
+
+const hasDtc = spawnSync('dtc', ['--version']).status === 0;
+
+/** The LuoAbiError message `fn` throws; fails the test if it returns or throws something else. */
+function abiErrorOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof LuoAbiError) return error.message;
+    throw error;
+  }
+  throw new Error('expected a LuoAbiError, but the call returned');
+}
+
+const ascii = (text: string) => new TextEncoder().encode(text);
+
+describe('luo-v1 ABI constants', () => {
+  it('use the names of the document’s FDT layout', () => {
+    expect(LUO_FDT_KHO_ENTRY_NAME).toBe('LUO');
+    expect(LUO_FDT_COMPATIBLE).toBe('luo-v1');
+    expect(LUO_FDT_LIVEUPDATE_NUM).toBe('liveupdate-number');
+    expect(LUO_FDT_SESSION_NODE_NAME).toBe('luo-session');
+    expect(LUO_FDT_SESSION_COMPATIBLE).toBe('luo-session-v1');
+    expect(LUO_FDT_SESSION_HEADER).toBe('luo-session-header');
+  });
+});
+
+describe('luo-v1 serialized structs', () => {
+  // Sizes and offsets from spec §3.
+  it.each([
+    ['luo_session_header_ser', luoSessionHeaderSer, 8, { count: 0 }],
+    ['luo_session_ser', luoSessionSer, 80, { name: 0, files: 64, count: 72 }],
+    ['luo_file_ser', luoFileSer, 64, { compatible: 0, data: 48, token: 56 }],
+  ] as const)('struct %s has the documented size and offsets', (name, codec, size, offsets) => {
+    expect(codec.name).toBe(name);
+    expect(codec.size).toBe(size);
+    expect(codec.offsets).toEqual(offsets);
+  });
+
+  it('lays out luo_file_ser as a NUL-padded compatible and two little-endian u64s', () => {
+    const value = { compatible: 'memfd-v1', data: 0x1122334455667788n, token: 0xabn };
+    const bytes = luoFileSer.encode(value);
+    expect(bytes.subarray(0, 8)).toEqual(ascii('memfd-v1'));
+    expect(bytes.subarray(8, 48).every((b) => b === 0)).toBe(true);
+    expect([...bytes.subarray(48, 56)]).toEqual([0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
+    expect([...bytes.subarray(56, 64)]).toEqual([0xab, 0, 0, 0, 0, 0, 0, 0]);
+    expect(luoFileSer.decode(bytes)).toEqual(value);
+  });
+
+  it('lays out luo_session_ser as the name then the embedded luo_file_set_ser', () => {
+    const value = { name: 'vm0', files: 0x5000n, count: 3n };
+    const bytes = luoSessionSer.encode(value);
+    const view = new DataView(bytes.buffer);
+    expect(bytes.subarray(0, 4)).toEqual(new Uint8Array([0x76, 0x6d, 0x30, 0]));
+    expect(view.getBigUint64(64, true)).toBe(0x5000n);
+    expect(view.getBigUint64(72, true)).toBe(3n);
+    expect(luoSessionSer.decode(bytes)).toEqual(value);
+    expect(luoSessionHeaderSer.decode(luoSessionHeaderSer.encode({ count: 819n }))).toEqual({
+      count: 819n,
+    });
+  });
+
+  it('sizes the tables to what they hold', () => {
+    expect(luoSessionTableSize(0)).toBe(8);
+    expect(luoSessionTableSize(3)).toBe(8 + 3 * 80);
+    expect(luoFileTableSize(0)).toBe(0);
+    expect(luoFileTableSize(5)).toBe(5 * 64);
+  });
+});
+
+describe('the LUO FDT', () => {
+  const fdt = { liveupdateNumber: 3n, sessionHeaderPhys: 0x1234000n };
+
+  it('round-trips through encodeLuoFdt and decodeLuoFdt', () => {
+    expect(decodeLuoFdt(encodeLuoFdt(fdt))).toEqual(fdt);
+    const extremes = { liveupdateNumber: 0n, sessionHeaderPhys: 0xffff_ffff_ffff_ffffn };
+    expect(decodeLuoFdt(encodeLuoFdt(extremes))).toEqual(extremes);
+  });
+
+  it('is a DTB with the luo-v1 layout and native-endian u64 properties', () => {
+    const blob = encodeLuoFdt(fdt);
+    expect(new DataView(blob.buffer).getUint32(0)).toBe(FDT_MAGIC);
+    const { root } = decodeFdt(blob);
+    expect(getProperty(root, 'compatible')).toEqual(ascii('luo-v1\0'));
+    expect([...getProperty(root, 'liveupdate-number')!]).toEqual([3, 0, 0, 0, 0, 0, 0, 0]);
+    expect(root.children.map((c) => c.name)).toEqual(['luo-session']);
+    const session = root.children[0]!;
+    expect(getProperty(session, 'compatible')).toEqual(ascii('luo-session-v1\0'));
+    expect([...getProperty(session, 'luo-session-header')!]).toEqual([
+      0x00, 0x40, 0x23, 0x01, 0, 0, 0, 0,
+    ]);
+  });
+
+  it.skipIf(!hasDtc)('is read by dtc and survives a round trip through its source form', () => {
+    const dts = execFileSync('dtc', ['-q', '-I', 'dtb', '-O', 'dts'], {
+      input: encodeLuoFdt(fdt),
+    }).toString();
+    expect(dts).toContain('compatible = "luo-v1";');
+    expect(dts).toContain('liveupdate-number = <0x3000000 0x00>;');
+    expect(dts).toMatch(/luo-session \{\s*compatible = "luo-session-v1";/);
+    expect(dts).toContain('luo-session-header = <0x402301 0x00>;');
+    const back = execFileSync('dtc', ['-q', '-I', 'dts', '-O', 'dtb'], { input: dts });
+    expect(decodeLuoFdt(new Uint8Array(back))).toEqual(fdt);
+  });
+
+  /** A LUO FDT built by hand, with `change` applied to the default properties. */
+  function luoFdt(
+    change: {
+      root?: Record<string, Uint8Array | null>;
+      session?: Record<string, Uint8Array | null> | null;
+    } = {},
+  ): Uint8Array {
+    const le = (v: bigint) => fdtValue.u64(v, { littleEndian: true });
+    const props = (
+      base: Record<string, Uint8Array>,
+      edits: Record<string, Uint8Array | null> = {},
+    ): Record<string, Uint8Array> => {
+      const out: Record<string, Uint8Array> = { ...base };
+      for (const [name, value] of Object.entries(edits)) {
+        if (value === null) delete out[name];
+        else out[name] = value;
+      }
+      return out;
+    };
+    const children: FdtNode[] =
+      change.session === null
+        ? []
+        : [
+            fdtNode(
+              'luo-session',
+              props(
+                {
+                  compatible: fdtValue.string('luo-session-v1'),
+                  'luo-session-header': le(0x2000n),
+                },
+                change.session,
+              ),
+            ),
+          ];
+    return encodeFdt(
+      fdtNode(
+        '',
+        props({ compatible: fdtValue.string('luo-v1'), 'liveupdate-number': le(1n) }, change.root),
+        children,
+      ),
+    );
+  }
+
+  it('accepts a hand-built tree, and a compatible list that holds ours', () => {
+    expect(decodeLuoFdt(luoFdt())).toEqual({ liveupdateNumber: 1n, sessionHeaderPhys: 0x2000n });
+    const listed = luoFdt({ root: { compatible: fdtValue.stringList(['acme,luo', 'luo-v1']) } });
+    expect(decodeLuoFdt(listed).liveupdateNumber).toBe(1n);
+  });
+
+  it.each([
+    ['a blob that is not an FDT', () => new Uint8Array(64).fill(7), /not a valid FDT.*magic/i],
+    ['a truncated blob', () => luoFdt().subarray(0, 60), /not a valid FDT/],
+    ['no root compatible', () => luoFdt({ root: { compatible: null } }), /"compatible"/],
+    [
+      'another root compatible',
+      () => luoFdt({ root: { compatible: fdtValue.string('luo-v5') } }),
+      /node \/ is not compatible with "luo-v1".*luo-v5/,
+    ],
+    [
+      'no liveupdate-number',
+      () => luoFdt({ root: { 'liveupdate-number': null } }),
+      /"liveupdate-number"/,
+    ],
+    [
+      'a 4-byte liveupdate-number',
+      () => luoFdt({ root: { 'liveupdate-number': fdtValue.u32(1) } }),
+      /"liveupdate-number".*4 bytes/,
+    ],
+    ['no luo-session node', () => luoFdt({ session: null }), /no node \/luo-session/],
+    [
+      'no session compatible',
+      () => luoFdt({ session: { compatible: null } }),
+      /"compatible".*luo-session|luo-session.*"compatible"/,
+    ],
+    [
+      'another session compatible',
+      () => luoFdt({ session: { compatible: fdtValue.string('luo-session-v2') } }),
+      /node \/luo-session is not compatible with "luo-session-v1".*luo-session-v2/,
+    ],
+    [
+      'no luo-session-header',
+      () => luoFdt({ session: { 'luo-session-header': null } }),
+      /"luo-session-header"/,
+    ],
+    [
+      'a 16-byte luo-session-header',
+      () => luoFdt({ session: { 'luo-session-header': new Uint8Array(16) } }),
+      /"luo-session-header".*16 bytes/,
+    ],
+  ])('refuses %s with a LuoAbiError naming it', (_what, blob, message) => {
+    expect(abiErrorOf(() => decodeLuoFdt(blob()))).toMatch(message);
+  });
+
+  it('keeps the FDT error as the cause', () => {
+    try {
+      decodeLuoFdt(new Uint8Array(8));
+      expect.unreachable();
+    } catch (error) {
+      expect(LuoAbiError.isInstance(error)).toBe(true);
+      expect((error as LuoAbiError).cause).toBeInstanceOf(Error);
+      expect((error as LuoAbiError).name).toBe('LuoAbiError');
+    }
+  });
+});
+
+describe('the session table', () => {
+  const RAM = 64 * 1024;
+  const sessions: LuoSessionSer[] = [
+    { name: 'vm0', files: 0x3000n, count: 2n },
+    { name: 'cache', files: 0n, count: 0n },
+    { name: 'x'.repeat(63), files: 0x4000n, count: 1n },
+  ];
+
+  it('reads back what was written', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    writeLuoSessionTable(memory, 0x1000, sessions);
+    expect(memory.readU64(0x1000)).toBe(3n);
+    expect(readLuoSessionTable(memory, 0x1000, 3)).toEqual(sessions);
+  });
+
+  it('reads an empty table', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    writeLuoSessionTable(memory, 0x1000, []);
+    expect(readLuoSessionTable(memory, 0x1000, 0)).toEqual([]);
+  });
+
+  it('refuses a count above the limit', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    writeLuoSessionTable(memory, 0x1000, sessions);
+    expect(abiErrorOf(() => readLuoSessionTable(memory, 0x1000, 2))).toMatch(
+      /count 3 is more than the 2 allowed/,
+    );
+    memory.writeU64(0x1000, 0xffff_ffff_ffff_ffffn);
+    expect(abiErrorOf(() => readLuoSessionTable(memory, 0x1000, 1000))).toMatch(/count/);
+  });
+
+  it('refuses a header or an array outside RAM', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    expect(abiErrorOf(() => readLuoSessionTable(memory, RAM - 4, 10))).toMatch(/outside RAM/);
+    expect(abiErrorOf(() => readLuoSessionTable(memory, RAM, 10))).toMatch(/outside RAM/);
+    expect(abiErrorOf(() => readLuoSessionTable(memory, -8, 10))).toMatch(/outside RAM/);
+    expect(abiErrorOf(() => readLuoSessionTable(memory, 2 ** 60, 10))).toMatch(/outside RAM/);
+    memory.writeU64(RAM - 88, 2n); // room for the header and one entry, not two
+    expect(abiErrorOf(() => readLuoSessionTable(memory, RAM - 88, 10))).toMatch(
+      /2 luo_session_ser entries run outside RAM/,
+    );
+  });
+
+  it('refuses a name without a NUL within 64 bytes', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    writeLuoSessionTable(memory, 0x1000, sessions);
+    memory.fill(0x1000 + 8 + 80, 64, 0x41);
+    expect(abiErrorOf(() => readLuoSessionTable(memory, 0x1000, 3))).toMatch(
+      /luo_session_ser\[1\]: name has no NUL/,
+    );
+  });
+
+  it('refuses an empty name', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    writeLuoSessionTable(memory, 0x1000, sessions);
+    memory.fill(0x1000 + 8 + 2 * 80, 1, 0);
+    expect(abiErrorOf(() => readLuoSessionTable(memory, 0x1000, 3))).toMatch(
+      /luo_session_ser\[2\]: name is empty/,
+    );
+  });
+
+  it('refuses a name that appears twice', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    writeLuoSessionTable(memory, 0x1000, sessions);
+    memory.write(0x1000 + 8 + 80, luoSessionSer.encode({ name: 'vm0', files: 0n, count: 0n }));
+    expect(abiErrorOf(() => readLuoSessionTable(memory, 0x1000, 3))).toMatch(
+      /luo_session_ser\[1\]: name "vm0" appears twice/,
+    );
+  });
+
+  it('refuses to write what it would not read, and writes nothing then', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const cases: [LuoSessionSer[], RegExp][] = [
+      [[{ name: '', files: 0n, count: 0n }], /name is empty/],
+      [[sessions[0]!, { ...sessions[1]!, name: 'vm0' }], /name appears twice/],
+      [[{ name: 'y'.repeat(64), files: 0n, count: 0n }], /does not fit/],
+      [[{ name: 'é'.repeat(32), files: 0n, count: 0n }], /does not fit/],
+    ];
+    for (const [table, message] of cases) {
+      expect(abiErrorOf(() => writeLuoSessionTable(memory, 0x1000, table))).toMatch(message);
+    }
+    expect(abiErrorOf(() => writeLuoSessionTable(memory, RAM - 100, sessions))).toMatch(
+      /outside RAM/,
+    );
+    expect(memory.read(0, RAM).every((b) => b === 0)).toBe(true);
+  });
+});
+
+describe('the file table', () => {
+  const RAM = 64 * 1024;
+  const files: LuoFileSer[] = [
+    { compatible: 'memfd-v1', data: 0x8000n, token: 1n },
+    { compatible: 'iommufd-v1', data: 0n, token: 0xffff_ffff_ffff_ffffn },
+    { compatible: 'c'.repeat(47), data: 0x9000n, token: 0n },
+  ];
+
+  it('reads back what was written', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    writeLuoFileTable(memory, 0x2000, files);
+    expect(readLuoFileTable(memory, 0x2000, 3, 3)).toEqual(files);
+    expect(readLuoFileTable(memory, 0x2000, 1, 3)).toEqual(files.slice(0, 1));
+  });
+
+  it('reads an empty table without looking at its address', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    expect(readLuoFileTable(memory, 0, 0, 0)).toEqual([]);
+    expect(readLuoFileTable(memory, 2 ** 40, 0, 128)).toEqual([]);
+  });
+
+  it('refuses a count above the limit, negative or fractional', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    writeLuoFileTable(memory, 0x2000, files);
+    expect(abiErrorOf(() => readLuoFileTable(memory, 0x2000, 3, 2))).toMatch(
+      /count 3 is not in 0\.\.2/,
+    );
+    expect(abiErrorOf(() => readLuoFileTable(memory, 0x2000, -1, 2))).toMatch(/count -1/);
+    expect(abiErrorOf(() => readLuoFileTable(memory, 0x2000, 1.5, 2))).toMatch(/count 1.5/);
+    expect(abiErrorOf(() => readLuoFileTable(memory, 0x2000, 2 ** 64, 2 ** 64))).toMatch(/count/);
+  });
+
+  it('refuses an array at address 0 or outside RAM', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    expect(abiErrorOf(() => readLuoFileTable(memory, 0, 1, 10))).toMatch(/outside RAM/);
+    expect(abiErrorOf(() => readLuoFileTable(memory, RAM - 64, 2, 10))).toMatch(/outside RAM/);
+    expect(abiErrorOf(() => readLuoFileTable(memory, RAM, 1, 10))).toMatch(/outside RAM/);
+    expect(abiErrorOf(() => readLuoFileTable(memory, 2 ** 53, 1, 10))).toMatch(/outside RAM/);
+  });
+
+  it('refuses a compatible without a NUL within 48 bytes, or an empty one', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    writeLuoFileTable(memory, 0x2000, files);
+    memory.fill(0x2000 + 64, 48, 0x41);
+    expect(abiErrorOf(() => readLuoFileTable(memory, 0x2000, 3, 3))).toMatch(
+      /entry 1: compatible has no NUL/,
+    );
+    writeLuoFileTable(memory, 0x2000, files);
+    memory.fill(0x2000 + 128, 1, 0);
+    expect(abiErrorOf(() => readLuoFileTable(memory, 0x2000, 3, 3))).toMatch(
+      /entry 2: compatible is empty/,
+    );
+  });
+
+  it('refuses a token that appears twice', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    writeLuoFileTable(memory, 0x2000, files);
+    memory.writeU64(0x2000 + 128 + 56, 1n);
+    expect(abiErrorOf(() => readLuoFileTable(memory, 0x2000, 3, 3))).toMatch(
+      /entry 2: token 1 appears twice/,
+    );
+  });
+
+  it('refuses to write what it would not read, and writes nothing then', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const cases: [LuoFileSer[], RegExp][] = [
+      [[{ compatible: '', data: 0n, token: 0n }], /compatible is empty/],
+      [[files[0]!, { ...files[1]!, token: 1n }], /token appears twice/],
+      [[{ compatible: 'z'.repeat(48), data: 0n, token: 0n }], /does not fit/],
+      [[{ compatible: 'ok', data: -1n, token: 0n }], /out of range/],
+    ];
+    for (const [table, message] of cases) {
+      expect(abiErrorOf(() => writeLuoFileTable(memory, 0x2000, table))).toMatch(message);
+    }
+    expect(abiErrorOf(() => writeLuoFileTable(memory, RAM - 64, files))).toMatch(/outside RAM/);
+    expect(memory.read(0, RAM).every((b) => b === 0)).toBe(true);
+  });
+});

@@ -1,0 +1,64 @@
+import type { File } from '@liveupdate/kernel';
+import { Mutex } from './async-lock.js';
+import type { FileHandler, FileId, FileOpArgs } from './file-handler.js';
+
+/**
+ * One preserved file (kernel: `struct luo_file`): outgoing, from `PRESERVE_FD` to the reboot; or
+ * incoming, from deserialization to `FINISH`.
+ */
+export class LuoFile {
+  readonly handler: FileHandler;
+  readonly token: bigint;
+  /** LUO's own reference: taken at preserve, or the one `retrieve` returned. */
+  file: File | null;
+  serializedData: bigint;
+  privateData: unknown;
+  /** 0: never retrieved; 1: retrieved; negative: the errno of the failed retrieve (sticky). */
+  retrieveStatus = 0;
+  /** The identity registered against double preservation, while registered. */
+  id: FileId | undefined;
+  /** The per-file lock around freeze, unfreeze, retrieve, canFinish and finish. */
+  readonly lock = new Mutex();
+
+  constructor(handler: FileHandler, token: bigint, file: File | null, serializedData: bigint) {
+    this.handler = handler;
+    this.token = token;
+    this.file = file;
+    this.serializedData = serializedData;
+  }
+
+  /** The arguments of a handler call on this file. */
+  args(): FileOpArgs {
+    return {
+      handler: this.handler,
+      file: this.file,
+      serializedData: this.serializedData,
+      privateData: this.privateData,
+      retrieveStatus: this.retrieveStatus,
+    };
+  }
+}
+
+/**
+ * A session (kernel: `struct luo_session`): a named set of files. Outgoing sessions are created
+ * in this kernel and handed over at reboot; incoming ones came from the previous kernel.
+ */
+export class LuoSession {
+  readonly name: string;
+  readonly incoming: boolean;
+  /** In preservation order (outgoing) or serialized order (incoming). */
+  files: LuoFile[] = [];
+  /** Incoming only: an fd was handed out by `RETRIEVE_SESSION`. */
+  retrieved = false;
+  /** The session mutex, around preserve, unpreserve, retrieve and finish. */
+  readonly mutex = new Mutex();
+
+  constructor(name: string, incoming: boolean) {
+    this.name = name;
+    this.incoming = incoming;
+  }
+
+  fileByToken(token: bigint): LuoFile | undefined {
+    return this.files.find((f) => f.token === token);
+  }
+}
