@@ -306,55 +306,63 @@ export class LiveUpdateOrchestrator {
 
   async #createSession(arg: Uint8Array | null, ctx: SyscallContext): Promise<number> {
     const request = copyStructFromUser(createSessionArg, arg);
-    const name = sessionName(request.name);
-    if (this.#outgoing.size >= this.limits.maxSessions) {
-      throw new KernelError(
-        'ENOSPC',
-        `LUO: ${this.limits.maxSessions} outgoing sessions is the limit (liveupdate.max_sessions=)`,
-      );
-    }
-    if (this.#outgoing.has(name))
-      throw new KernelError('EEXIST', `LUO: session "${name}" already exists`);
-    const session = new LuoSession(name, false);
-    this.#outgoing.set(name, session);
-    try {
-      const fd = await this.#installSessionFd(session, ctx.process);
+    return this.#withFd(ctx.process, async (fd) => {
+      const name = sessionName(request.name);
+      if (this.#outgoing.size >= this.limits.maxSessions) {
+        throw new KernelError(
+          'ENOSPC',
+          `LUO: ${this.limits.maxSessions} outgoing sessions is the limit (liveupdate.max_sessions=)`,
+        );
+      }
+      if (this.#outgoing.has(name))
+        throw new KernelError('EEXIST', `LUO: session "${name}" already exists`);
+      const session = new LuoSession(name, false);
+      this.#outgoing.set(name, session);
       copyStructToUser(createSessionArg, arg!, { ...request, fd });
-      return 0;
-    } catch (error) {
-      this.#outgoing.delete(name);
-      throw error;
-    }
+      return this.#sessionFile(session);
+    });
   }
 
   async #retrieveSession(arg: Uint8Array | null, ctx: SyscallContext): Promise<number> {
     const request = copyStructFromUser(retrieveSessionArg, arg);
-    const raw = request.name.subarray(0, strnlen(request.name, LIVEUPDATE_SESSION_NAME_LENGTH));
-    const name = decodeName(raw);
-    const session = name === undefined ? undefined : this.#incoming.get(name);
-    if (!session) throw new KernelError('ENOENT', `LUO: no incoming session "${name ?? '?'}"`);
-    if (session.retrieved)
-      throw new KernelError('EINVAL', `LUO: session "${session.name}" was already retrieved`);
-    const fd = await this.#installSessionFd(session, ctx.process);
-    session.retrieved = true;
-    copyStructToUser(retrieveSessionArg, arg!, { ...request, fd });
-    return 0;
+    return this.#withFd(ctx.process, async (fd) => {
+      const raw = request.name.subarray(0, strnlen(request.name, LIVEUPDATE_SESSION_NAME_LENGTH));
+      const name = decodeName(raw);
+      const session = name === undefined ? undefined : this.#incoming.get(name);
+      if (!session) throw new KernelError('ENOENT', `LUO: no incoming session "${name ?? '?'}"`);
+      if (session.retrieved)
+        throw new KernelError('EINVAL', `LUO: session "${session.name}" was already retrieved`);
+      session.retrieved = true;
+      copyStructToUser(retrieveSessionArg, arg!, { ...request, fd });
+      return this.#sessionFile(session);
+    });
   }
 
-  async #installSessionFd(session: LuoSession, process: KernelProcess): Promise<number> {
-    const file = this.#vfs.anonInodeGetFile(
+  /**
+   * Take an fd first, as the kernel does (`get_unused_fd_flags`), so a full fd table fails with
+   * `EMFILE` before anything happens; `work` returns the file (a reference it gives away) to
+   * install there, and the fd is given back if it throws.
+   */
+  async #withFd(
+    process: KernelProcess,
+    work: (fd: number) => Promise<KernelFile>,
+  ): Promise<number> {
+    const fd = process.files.reserve(true);
+    try {
+      process.files.fill(fd, await work(fd));
+      return 0;
+    } catch (error) {
+      process.files.unreserve(fd);
+      throw error;
+    }
+  }
+
+  #sessionFile(session: LuoSession): KernelFile {
+    return this.#vfs.anonInodeGetFile(
       `[luo_session] ${session.name}`,
       this.#sessionOperations,
       session,
     );
-    try {
-      return this.#vfs.installFd(process, file, { cloexec: true });
-    } catch (error) {
-      // The session was never handed out: drop the file without releasing the session.
-      file.privateData = undefined;
-      await this.#vfs.fput(file);
-      throw error;
-    }
   }
 
   /** `luo_preserve_file()`, with the checks in upstream's order (spec §5). */
@@ -422,34 +430,28 @@ export class LiveUpdateOrchestrator {
   /** `luo_retrieve_file()`: idempotent per token; a failure is sticky. */
   #retrieveFd(session: LuoSession, arg: Uint8Array | null, ctx: SyscallContext): Promise<number> {
     const request = copyStructFromUser(retrieveFdArg, arg);
-    return session.mutex.run(async () => {
-      const luoFile = session.fileByToken(request.token);
-      if (!luoFile)
-        throw new KernelError(
-          'ENOENT',
-          `LUO: no token ${request.token} in session "${session.name}"`,
-        );
-      const file = await luoFile.lock.run(async () => {
-        if (luoFile.retrieveStatus < 0) {
+    return this.#withFd(ctx.process, (fd) =>
+      session.mutex.run(async () => {
+        const luoFile = session.fileByToken(request.token);
+        if (!luoFile)
           throw new KernelError(
-            errnoName(-luoFile.retrieveStatus),
-            `LUO: token ${luoFile.token} failed to retrieve before`,
+            'ENOENT',
+            `LUO: no token ${request.token} in session "${session.name}"`,
           );
-        }
-        if (luoFile.retrieveStatus === 0) await this.#retrieveOnce(luoFile);
-        return luoFile.file!;
-      });
-      const reference = this.#vfs.fget(file);
-      let fd: number;
-      try {
-        fd = this.#vfs.installFd(ctx.process, reference, { cloexec: true });
-      } catch (error) {
-        await this.#vfs.fput(reference);
-        throw error;
-      }
-      copyStructToUser(retrieveFdArg, arg!, { ...request, fd });
-      return 0;
-    });
+        const file = await luoFile.lock.run(async () => {
+          if (luoFile.retrieveStatus < 0) {
+            throw new KernelError(
+              errnoName(-luoFile.retrieveStatus),
+              `LUO: token ${luoFile.token} failed to retrieve before`,
+            );
+          }
+          if (luoFile.retrieveStatus === 0) await this.#retrieveOnce(luoFile);
+          return luoFile.file!;
+        });
+        copyStructToUser(retrieveFdArg, arg!, { ...request, fd });
+        return this.#vfs.fget(file);
+      }),
+    );
   }
 
   async #retrieveOnce(luoFile: LuoFile): Promise<void> {

@@ -106,4 +106,22 @@ describe('FdTable', () => {
     expect(table.install(files[1]!, false)).toBe(0);
     expect(new FdTable().removeAll()).toEqual([]);
   });
+
+  it('reserves an fd that is not open until filled, and gives it back unfilled', () => {
+    const table = new FdTable();
+    const file = newFile();
+    const fd = table.reserve(true);
+    expect(fd).toBe(0);
+    expect(errnoOf(() => table.get(fd))).toBe('EBADF');
+    expect(table.size).toBe(0);
+    // A reserved fd is taken: the next install goes elsewhere.
+    expect(table.install(newFile(), false)).toBe(1);
+    table.fill(fd, file);
+    expect(table.get(fd)).toBe(file);
+    expect(table.cloexec(fd)).toBe(true);
+    expect(errnoOf(() => table.fill(fd, newFile()))).toBe('EBADF');
+    const other = table.reserve(false);
+    table.unreserve(other);
+    expect(table.install(newFile(), false)).toBe(other);
+  });
 });

@@ -5,7 +5,8 @@ import type { File } from './file.js';
 export const NR_OPEN_DEFAULT = 1024;
 
 interface FdEntry {
-  readonly file: File;
+  /** `null` while the fd is reserved and not installed yet. */
+  file: File | null;
   cloexec: boolean;
 }
 
@@ -18,12 +19,36 @@ export class FdTable {
 
   /** Install `file` at the lowest free fd (at least `minFd`). `EMFILE` when the table is full. */
   install(file: File, cloexec: boolean, minFd = 0): number {
+    const fd = this.reserve(cloexec, minFd);
+    this.#entries[fd]!.file = file;
+    return fd;
+  }
+
+  /**
+   * `get_unused_fd_flags()`: take the lowest free fd without a file yet, so a syscall can fail
+   * with `EMFILE` before it does anything else. Complete with {@link fill}, or give it back with
+   * {@link unreserve}. A reserved fd is not open (`EBADF`) until filled.
+   */
+  reserve(cloexec: boolean, minFd = 0): number {
     let fd = minFd;
     while (fd < NR_OPEN_DEFAULT && this.#entries[fd]) fd++;
-    if (fd >= NR_OPEN_DEFAULT)
+    if (fd >= NR_OPEN_DEFAULT) {
       throw new KernelError('EMFILE', `no free fd below ${NR_OPEN_DEFAULT}`);
-    this.#entries[fd] = { file, cloexec };
+    }
+    this.#entries[fd] = { file: null, cloexec };
     return fd;
+  }
+
+  /** `fd_install()`: put `file` (the caller's reference) into the fd {@link reserve} returned. */
+  fill(fd: number, file: File): void {
+    const entry = this.#entries[fd];
+    if (!entry || entry.file) throw new KernelError('EBADF', `fd ${fd} is not reserved`);
+    entry.file = file;
+  }
+
+  /** `put_unused_fd()`: give back a reserved fd that was never filled. */
+  unreserve(fd: number): void {
+    if (this.#entries[fd]?.file === null) this.#entries[fd] = undefined;
   }
 
   /** The file at `fd`. `EBADF` when `fd` is not open. */
@@ -48,19 +73,19 @@ export class FdTable {
 
   /** Remove every fd and return their files. */
   removeAll(): File[] {
-    const files = this.#entries.flatMap((entry) => (entry ? [entry.file] : []));
+    const files = this.#entries.flatMap((entry) => (entry?.file ? [entry.file] : []));
     this.#entries.length = 0;
     return files;
   }
 
   /** Number of open fds. */
   get size(): number {
-    return this.#entries.filter(Boolean).length;
+    return this.#entries.filter((entry) => entry?.file).length;
   }
 
-  #entry(fd: number): FdEntry {
+  #entry(fd: number): FdEntry & { file: File } {
     const entry = Number.isInteger(fd) && fd >= 0 ? this.#entries[fd] : undefined;
-    if (!entry) throw new KernelError('EBADF', `fd ${String(fd)} is not open`);
-    return entry;
+    if (!entry?.file) throw new KernelError('EBADF', `fd ${String(fd)} is not open`);
+    return entry as FdEntry & { file: File };
   }
 }

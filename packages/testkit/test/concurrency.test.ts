@@ -1,26 +1,8 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { createKernelImage } from '@liveupdate/kernel';
-import { Machine } from '@liveupdate/machine';
-import { LiveUpdateDevice } from '../src/client/live-update-device.js';
+import { describe, expect, it } from 'vitest';
+import { LiveUpdateDevice } from '@liveupdate/core';
+import { boot as bootHarness } from './helpers.js';
 
-const NOTE = new URL('./fixtures/note-module.js', import.meta.url).href;
-const machines: Machine[] = [];
-afterEach(async () => {
-  await Promise.all(machines.splice(0).map((m) => m.shutdown()));
-});
-
-async function boot(): Promise<Machine> {
-  const machine = Machine.create({ ramBytes: 32 * 1024 * 1024 });
-  machines.push(machine);
-  await machine.boot(
-    createKernelImage({
-      cmdline: 'kho=on liveupdate=on',
-      modules: ['@liveupdate/core/module', NOTE],
-      moduleBase: import.meta.url,
-    }),
-  );
-  return machine;
-}
+const boot = async () => (await bootHarness()).machine;
 
 describe('concurrent ioctls', () => {
   it('let exactly one of two racing preservations of the same file win; the other gets EBUSY', async () => {

@@ -1,0 +1,122 @@
+import { afterEach } from 'vitest';
+import { FDT_HEADER_SIZE, decodeFdt, findNode, readFdtHeader, readU64 } from '@liveupdate/fdt';
+import {
+  LUO_FDT_KHO_ENTRY_NAME,
+  LiveUpdateDevice,
+  decodeLuoFdt,
+  type LiveUpdateSession,
+  type LuoFdt,
+} from '@liveupdate/core';
+import type { PhysicalMemory, Process } from '@liveupdate/machine';
+import {
+  bootForLiveUpdate,
+  type BootForLiveUpdateOptions,
+  type LiveUpdateHarness,
+} from '@liveupdate/testkit';
+
+export const NOTE_MODULE = new URL('./fixtures/note-module.js', import.meta.url).href;
+export const REGISTRATION_PROBE_MODULE = new URL(
+  './fixtures/registration-probe-module.js',
+  import.meta.url,
+).href;
+
+/** Small RAM keeps poisoning at every boot cheap. */
+export const TEST_RAM = 32 * 1024 * 1024;
+
+const harnesses: LiveUpdateHarness[] = [];
+afterEach(async () => {
+  await Promise.all(harnesses.splice(0).map((h) => h.shutdown()));
+});
+
+/** A LUO machine with the note handler (unless `modules` says otherwise), shut down after the test. */
+export async function boot(
+  options: Partial<BootForLiveUpdateOptions> = {},
+): Promise<LiveUpdateHarness> {
+  const harness = await bootForLiveUpdate({
+    modules: [NOTE_MODULE],
+    ramBytes: TEST_RAM,
+    ...options,
+  });
+  harnesses.push(harness);
+  return harness;
+}
+
+/** Knobs of the note handler; see fixtures/note-module.js. */
+export interface NoteKnobs {
+  failFreeze?: string | null;
+  throwPlain?: string | null;
+  refuseFinish?: boolean;
+  forgetPreserve?: boolean;
+  globalState?: boolean;
+}
+
+/** A new note holding `text`; returns its fd. */
+export async function createNote(process: Process, text: string): Promise<number> {
+  return (await process.syscall('note_create', text)) as number;
+}
+
+/** Set knobs of the note handler in the running kernel; returns the handler calls since last time. */
+export async function noteControl(process: Process, knobs: NoteKnobs = {}): Promise<string[]> {
+  return ((await process.syscall('note_control', knobs)) as { calls: string[] }).calls;
+}
+
+/** The handler calls recorded since the last look. */
+export function noteCalls(process: Process): Promise<string[]> {
+  return noteControl(process);
+}
+
+/** The text of the note open at `fd`. */
+export async function readNote(process: Process, fd: number): Promise<string> {
+  return new TextDecoder().decode(await process.pread(fd, 4096, 0));
+}
+
+/** Create a note with `text` and preserve it in `session` under `token`; closes the note's fd. */
+export async function preserveNote(
+  session: LiveUpdateSession,
+  token: bigint | number,
+  text: string,
+): Promise<void> {
+  const fd = await createNote(session.process, text);
+  await session.preserveFd(fd, token);
+  await session.process.close(fd);
+}
+
+/** Open `/dev/liveupdate` in `process`. */
+export function openDevice(process: Process): Promise<LiveUpdateDevice> {
+  return LiveUpdateDevice.open(process);
+}
+
+/**
+ * Where the LUO FDT of a handover is, found the way the next kernel finds it: the `LUO` node of
+ * the KHO root FDT at `khoFdtPhys`, and its `preserved-data` and `blob-size`.
+ */
+export function luoFdtLocation(
+  memory: PhysicalMemory,
+  khoFdtPhys: number,
+): { phys: number; size: number } {
+  const header = readFdtHeader(memory.read(khoFdtPhys, FDT_HEADER_SIZE));
+  const root = decodeFdt(memory.read(khoFdtPhys, header.totalSize)).root;
+  const node = findNode(root, `/${LUO_FDT_KHO_ENTRY_NAME}`);
+  if (!node) throw new Error(`the KHO root FDT has no ${LUO_FDT_KHO_ENTRY_NAME} node`);
+  return {
+    phys: Number(readU64(node, 'preserved-data', { littleEndian: true })),
+    size: Number(readU64(node, 'blob-size', { littleEndian: true })),
+  };
+}
+
+/** The LUO FDT a handover carries, decoded. */
+export function readLuoFdt(memory: PhysicalMemory, khoFdtPhys: number): LuoFdt {
+  const { phys, size } = luoFdtLocation(memory, khoFdtPhys);
+  return decodeLuoFdt(memory.read(phys, size));
+}
+
+/** Run `fn` on every item, `width` at a time. */
+export async function inBatches<T>(
+  items: readonly T[],
+  width: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  for (let i = 0; i < items.length; i += width) {
+    await Promise.all(items.slice(i, i + width).map(fn));
+  }
+}
