@@ -15,6 +15,16 @@ export { KernelPanic } from './kernel-panic.js';
 export { KexecHandover, type KhoStats, type KhoSubtree } from './kho/kexec-handover.js';
 export { KHO_FDT_COMPATIBLE } from './kho/kho-abi.js';
 export {
+  KHO_VMALLOC_ALLOC,
+  KHO_VMALLOC_CHUNK_ENTRIES,
+  KHO_VMALLOC_HUGE_VMAP,
+  khoPreserveVmalloc,
+  khoRestoreVmalloc,
+  khoUnpreserveVmalloc,
+  type KhoVmalloc,
+  type KhoVmallocContext,
+} from './kho/kho-vmalloc.js';
+export {
   KHO_MAP_ENTRIES_PER_PAGE,
   KHO_MAP_HEADER_SIZE,
   KHO_MAP_MAGIC,

@@ -1,0 +1,131 @@
+import { afterEach, expect } from 'vitest';
+import { createKernelImage, type PageStats } from '@liveupdate/kernel';
+import {
+  KernelError,
+  LINUX_REBOOT_CMD_KEXEC,
+  Machine,
+  type KernelImage,
+  type Process,
+} from '@liveupdate/machine';
+
+export const MiB = 1024 * 1024;
+/** Room for a 64 MiB memfd beside the firmware megabyte and the KHO scratch area. */
+export const TEST_RAM = 128 * MiB;
+/** The memfd module, by its package name, as a kernel image lists it. */
+export const MEMFD_MODULE = '@liveupdate/plugin-memfd';
+export const LUO_MODULE = '@liveupdate/core/module';
+export const PROBE = new URL('./fixtures/memfd-probe.js', import.meta.url).href;
+export const POISON = 0xaa;
+
+/** A kernel with the memfd module and the probe; LUO too unless `luo: false`. */
+export function testImage(version: string, options: { luo?: boolean } = {}): KernelImage {
+  const luo = options.luo ?? true;
+  return createKernelImage({
+    version,
+    cmdline: luo ? 'kho=on liveupdate=on page_poison=on' : 'kho=on page_poison=on',
+    modules: [...(luo ? [LUO_MODULE] : []), MEMFD_MODULE, PROBE],
+    moduleBase: import.meta.url,
+  });
+}
+
+const machines: Machine[] = [];
+afterEach(async () => {
+  await Promise.all(machines.splice(0).map((m) => m.shutdown()));
+});
+
+/** A machine booted with `image`, shut down after the test. */
+export async function bootedMachine(image: KernelImage): Promise<Machine> {
+  const machine = Machine.create({ ramBytes: TEST_RAM });
+  machines.push(machine);
+  await machine.boot(image);
+  return machine;
+}
+
+/** kexec_load `image` from `process`, reboot into it, and return a process of the new kernel. */
+export async function kexec(
+  machine: Machine,
+  process: Process,
+  image: KernelImage,
+): Promise<Process> {
+  await process.kexecLoad(image);
+  await process.reboot(LINUX_REBOOT_CMD_KEXEC);
+  return machine.spawn();
+}
+
+/** The errno name a syscall rejects with, or `undefined` when it resolves. */
+export async function errnoOf(promise: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await promise;
+    return undefined;
+  } catch (error) {
+    if (KernelError.isInstance(error)) return error.code;
+    throw error;
+  }
+}
+
+export interface Stats {
+  pages: PageStats;
+  kho: {
+    preservedFolios: number;
+    preservedFrames: number;
+    unrestoredFolios: number;
+    unrestoredFrames: number;
+  };
+}
+
+export interface InodeView {
+  id: number;
+  size: number;
+  seals: number;
+  frozen: boolean;
+  folios: { index: number; order: number; phys: number }[];
+}
+
+/** Call the probe module. */
+export function probe<T = unknown>(process: Process, op: string, args: object = {}): Promise<T> {
+  return process.syscall('memfd_probe', op, args) as Promise<T>;
+}
+
+export const stats = (process: Process): Promise<Stats> => probe<Stats>(process, 'stats');
+export const inode = (process: Process, fd: number): Promise<InodeView> =>
+  probe<InodeView>(process, 'inode', { fd });
+
+/** A recognisable byte pattern: a function of the seed and the offset. */
+export function pattern(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = (i * 31 + seed * 7 + (i >>> 12)) & 0xff;
+  return out;
+}
+
+/** Byte equality without vitest's element-by-element diff, which is slow on megabytes. */
+export function expectBytes(actual: Uint8Array, expected: Uint8Array): void {
+  expect(actual.length).toBe(expected.length);
+  const same = Buffer.from(actual.buffer, actual.byteOffset, actual.length).equals(
+    Buffer.from(expected.buffer, expected.byteOffset, expected.length),
+  );
+  expect(same, 'bytes differ').toBe(true);
+}
+
+/** Read the whole memfd with pread, in pieces the syscall channel carries comfortably. */
+export async function readAll(process: Process, fd: number, size: number): Promise<Uint8Array> {
+  const out = new Uint8Array(size);
+  const step = 16 * MiB;
+  for (let at = 0; at < size; at += step) {
+    out.set(await process.pread(fd, Math.min(step, size - at), at), at);
+  }
+  return out;
+}
+
+/** Write `data` at `offset` with pwrite, in pieces. */
+export async function writeAll(
+  process: Process,
+  fd: number,
+  data: Uint8Array,
+  offset = 0,
+): Promise<void> {
+  const step = 16 * MiB;
+  for (let at = 0; at < data.length; at += step) {
+    const piece = data.subarray(at, Math.min(data.length, at + step));
+    expect(await process.pwrite(fd, piece, offset + at)).toBe(piece.length);
+  }
+}
