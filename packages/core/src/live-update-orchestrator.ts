@@ -191,17 +191,22 @@ export class LiveUpdateOrchestrator {
     const sessions = [...this.#outgoing.values()];
     const frozen: LuoSession[] = [];
     try {
-      for (const session of sessions) {
-        await this.#freezeSession(session);
-        frozen.push(session);
-      }
+      await this.#log.span('luo-freeze', async () => {
+        for (const session of sessions) {
+          await this.#freezeSession(session);
+          frozen.push(session);
+        }
+      });
     } catch (error) {
       for (const session of frozen.reverse()) await this.#unfreezeFiles(session.files);
       releaseLock();
       throw error;
     }
     try {
-      this.#handover = { ...this.#writeHandover(sessions), releaseLock };
+      const written = await this.#log.span('luo-serialize', () => this.#writeHandover(sessions), {
+        sessions: sessions.length,
+      });
+      this.#handover = { ...written, releaseLock };
     } catch (error) {
       for (const session of [...sessions].reverse()) await this.#unfreezeFiles(session.files);
       releaseLock();
@@ -266,6 +271,7 @@ export class LiveUpdateOrchestrator {
       this.#deserialized = 'done';
       return;
     }
+    this.#log.trace('luo-deserialize', 'B');
     try {
       const blobs = [header];
       const sessions = readLuoSessionTable(this.#memory, header, this.limits.maxSessions).map(
@@ -301,6 +307,8 @@ export class LiveUpdateOrchestrator {
       this.#incoming.clear();
       this.#log.err(`LUO: deserialization failed: ${(error as Error).message}`);
       throw new KernelError('EIO', `LUO: deserialization failed: ${(error as Error).message}`);
+    } finally {
+      this.#log.trace('luo-deserialize', 'E');
     }
   }
 
@@ -445,7 +453,11 @@ export class LiveUpdateOrchestrator {
               `LUO: token ${luoFile.token} failed to retrieve before`,
             );
           }
-          if (luoFile.retrieveStatus === 0) await this.#retrieveOnce(luoFile);
+          if (luoFile.retrieveStatus === 0) {
+            await this.#log.span('luo-retrieve', () => this.#retrieveOnce(luoFile), {
+              compatible: luoFile.handler.compatible,
+            });
+          }
           return luoFile.file!;
         });
         copyStructToUser(retrieveFdArg, arg!, { ...request, fd });
@@ -480,28 +492,34 @@ export class LiveUpdateOrchestrator {
   async #finish(session: LuoSession): Promise<void> {
     await session.mutex.run(async () => {
       if (session.files.length === 0) return;
-      for (const luoFile of session.files) {
-        const { handler } = luoFile;
-        if (!handler.canFinish) continue;
-        const ok = await luoFile.lock.run(() =>
-          callHandler(this.#log, handler, 'canFinish', () => handler.canFinish!(luoFile.args())),
-        );
-        if (!ok) {
-          throw new KernelError(
-            'EBUSY',
-            `LUO: ${handler.compatible} token ${luoFile.token} cannot finish yet`,
-          );
-        }
-      }
-      for (const luoFile of [...session.files].reverse()) {
-        const { handler } = luoFile;
-        await luoFile.lock.run(() =>
-          callVoidHandler(this.#log, handler, 'finish', () => handler.finish(luoFile.args())),
-        );
-        await this.#drop(luoFile);
-      }
-      session.files = [];
+      await this.#log.span('luo-finish', () => this.#finishFiles(session), {
+        files: session.files.length,
+      });
     });
+  }
+
+  async #finishFiles(session: LuoSession): Promise<void> {
+    for (const luoFile of session.files) {
+      const { handler } = luoFile;
+      if (!handler.canFinish) continue;
+      const ok = await luoFile.lock.run(() =>
+        callHandler(this.#log, handler, 'canFinish', () => handler.canFinish!(luoFile.args())),
+      );
+      if (!ok) {
+        throw new KernelError(
+          'EBUSY',
+          `LUO: ${handler.compatible} token ${luoFile.token} cannot finish yet`,
+        );
+      }
+    }
+    for (const luoFile of [...session.files].reverse()) {
+      const { handler } = luoFile;
+      await luoFile.lock.run(() =>
+        callVoidHandler(this.#log, handler, 'finish', () => handler.finish(luoFile.args())),
+      );
+      await this.#drop(luoFile);
+    }
+    session.files = [];
   }
 
   #getName(session: LuoSession, arg: Uint8Array | null): number {
