@@ -1,50 +1,61 @@
 import type { Machine, TimelineSpan } from '@liveupdate/machine';
 
-/** Milliseconds each phase of one boot took; `null` where a phase did not happen (a cold boot). */
-export interface PhaseTimings {
+/** Milliseconds of the kernel-side phases of one kexec, from the kernels' and machine's spans. */
+export interface KexecPhases {
+  /** Old kernel's `reboot-notifiers`: LUO's notifier freezes and serializes the sessions. */
+  readonly 'reboot-notifiers': number;
+  /** Old kernel's `kho-finalize`: the KHO memory map and root FDT. */
+  readonly 'kho-finalize': number;
+  /** Machine's `kexec-handoff`: ending the old worker, the next (preloaded) one is ready. */
+  readonly 'kexec-handoff': number;
+  /** New kernel's `boot`, which contains `memory-init` and `modules-init`. */
   readonly boot: number;
-  readonly version: string;
-  readonly rebootNotifiers: number | null;
-  readonly khoFinalize: number | null;
-  readonly kexecHandoff: number | null;
-  readonly kernelBoot: number | null;
-  readonly memoryInit: number | null;
-  readonly modulesInit: number | null;
-  /** Old kernel's `reboot` span begins → the machine sees the new kernel running. */
-  readonly blackout: number | null;
+  readonly 'memory-init': number;
+  readonly 'modules-init': number;
+}
+
+/** The kexec that started boot `boot`, as the machine's timeline recorded it. */
+export interface KexecTimings {
+  readonly from: string;
+  readonly to: string;
+  /** Machine time (ms since it was created) at which the old kernel's `reboot` span began. */
+  readonly rebootStart: number;
+  /** Machine time of the new kernel's `kernel-running` instant. */
+  readonly running: number;
+  readonly phases: KexecPhases;
 }
 
 /**
- * The phases of boot `boot` from the machine's timeline. For a boot that came from a kexec, the
- * reboot phases are those of the kernel before it (boot - 1), and the machine's `kexec-handoff`
- * span (which carries the old kernel's boot number) sits between them.
+ * The phases of the kexec into boot `boot` (≥ 1): the reboot phases are those of the kernel before
+ * it (boot - 1), and the machine's `kexec-handoff` span (which carries the old kernel's boot
+ * number) sits between them. Throws if the timeline lacks one of them.
  */
-export function phaseTimings(machine: Machine, boot: number): PhaseTimings {
-  const span = (
-    of: number,
-    name: string,
-    source: 'kernel' | 'machine',
-  ): TimelineSpan | undefined =>
-    of < 0
-      ? undefined
-      : machine
-          .spans({ boot: of, name })
-          .find((s) => (s.version === 'machine') === (source === 'machine'));
-  const duration = (s: TimelineSpan | undefined): number | null => (s ? s.duration : null);
-  const kernelBoot = span(boot, 'boot', 'kernel');
+export function kexecTimings(machine: Machine, boot: number): KexecTimings {
+  const span = (of: number, name: string, source: 'kernel' | 'machine'): TimelineSpan => {
+    const found = machine
+      .spans({ boot: of, name })
+      .find((s) => (s.version === 'machine') === (source === 'machine'));
+    if (!found) throw new Error(`the timeline has no ${source} span "${name}" of boot ${of}`);
+    return found;
+  };
   const reboot = span(boot - 1, 'reboot', 'kernel');
+  const kernelBoot = span(boot, 'boot', 'kernel');
   const running = machine.timeline.find(
     (e) => e.kind === 'trace' && e.name === 'kernel-running' && e.boot === boot,
   );
+  if (!running) throw new Error(`boot ${boot} never reported running`);
   return {
-    boot,
-    version: kernelBoot?.version ?? '?',
-    rebootNotifiers: duration(span(boot - 1, 'reboot-notifiers', 'kernel')),
-    khoFinalize: duration(span(boot - 1, 'kho-finalize', 'kernel')),
-    kexecHandoff: duration(span(boot - 1, 'kexec-handoff', 'machine')),
-    kernelBoot: duration(kernelBoot),
-    memoryInit: duration(span(boot, 'memory-init', 'kernel')),
-    modulesInit: duration(span(boot, 'modules-init', 'kernel')),
-    blackout: reboot && running ? running.time - reboot.start : null,
+    from: reboot.version,
+    to: kernelBoot.version,
+    rebootStart: reboot.start,
+    running: running.time,
+    phases: {
+      'reboot-notifiers': span(boot - 1, 'reboot-notifiers', 'kernel').duration,
+      'kho-finalize': span(boot - 1, 'kho-finalize', 'kernel').duration,
+      'kexec-handoff': span(boot - 1, 'kexec-handoff', 'machine').duration,
+      boot: kernelBoot.duration,
+      'memory-init': span(boot, 'memory-init', 'kernel').duration,
+      'modules-init': span(boot, 'modules-init', 'kernel').duration,
+    },
   };
 }

@@ -1,0 +1,79 @@
+import { LINUX_REBOOT_CMD_KEXEC, type KernelImage, type Machine } from '@liveupdate/machine';
+import { CacheProcess, type CacheRetrieveTimings } from './cache-process.js';
+import { kexecTimings, type KexecPhases } from './phase-timings.js';
+
+/** Milliseconds of every phase of one live update, kernel side then the new cache's side. */
+export type LiveUpdatePhases = KexecPhases & CacheRetrieveTimings;
+
+/** Phases that follow one another inside the blackout (`memory-init`, `modules-init` are in `boot`). */
+export const BLACKOUT_PHASES = [
+  'reboot-notifiers',
+  'kho-finalize',
+  'kexec-handoff',
+  'boot',
+  'liveupdate-open',
+  'retrieve-session',
+  'retrieve-fd',
+  'finish',
+  'mmap',
+  'first-key',
+] as const satisfies readonly (keyof LiveUpdatePhases)[];
+
+/** What {@link liveUpdateCache} measured. */
+export interface CacheLiveUpdate {
+  readonly from: string;
+  readonly to: string;
+  /** The old kernel's `reboot` span begins → the new cache process answers its first key. */
+  readonly blackoutMs: number;
+  /** The old kernel's `reboot` span begins → the machine sees the new kernel running. */
+  readonly untilKernelRunningMs: number;
+  readonly phases: LiveUpdatePhases;
+  /**
+   * Blackout not covered by {@link BLACKOUT_PHASES}: messages between the kernel workers and the
+   * machine, ending the old processes, spawning the new one.
+   */
+  readonly otherMs: number;
+  /** Before the blackout, while the cache still serves: `PRESERVE_FD` and `kexec_load`. */
+  readonly preserveMs: number;
+  readonly kexecLoadMs: number;
+  /** Whether the first key answered after the update had its value. */
+  readonly firstKeyOk: boolean;
+  /** The cache process of the new kernel, which holds the retrieved memfd. */
+  readonly cacheProcess: CacheProcess;
+}
+
+/**
+ * Live-update the kernel under `cacheProcess` to `next`, the way DESIGN §4 walks it: the cache
+ * preserves its memfd in a LUO session, an updater process loads the next kernel and reboots into
+ * it, and a new cache process retrieves the memfd and answers its first key.
+ */
+export async function liveUpdateCache(
+  machine: Machine,
+  cacheProcess: CacheProcess,
+  next: KernelImage,
+): Promise<CacheLiveUpdate> {
+  const preserveMs = await cacheProcess.preserve();
+  const updater = machine.spawn();
+  const start = performance.now();
+  await updater.kexecLoad(next);
+  const kexecLoadMs = performance.now() - start;
+  // Resolves once the new kernel runs; the updater and the old cache process have ended.
+  await updater.reboot(LINUX_REBOOT_CMD_KEXEC);
+  const retrieved = await CacheProcess.retrieve(machine);
+  const kexec = kexecTimings(machine, machine.bootCount - 1);
+  const phases: LiveUpdatePhases = { ...kexec.phases, ...retrieved.timings };
+  const blackoutMs = retrieved.firstKeyAt - kexec.rebootStart;
+  const covered = BLACKOUT_PHASES.reduce((sum, name) => sum + phases[name], 0);
+  return {
+    from: kexec.from,
+    to: kexec.to,
+    blackoutMs,
+    untilKernelRunningMs: kexec.running - kexec.rebootStart,
+    phases,
+    otherMs: blackoutMs - covered,
+    preserveMs,
+    kexecLoadMs,
+    firstKeyOk: retrieved.firstKeyOk,
+    cacheProcess: retrieved.cacheProcess,
+  };
+}
