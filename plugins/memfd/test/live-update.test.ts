@@ -176,6 +176,7 @@ describe('a memfd across a live update', () => {
     expect((await stats(process)).kho.preservedFolios).toBeGreaterThan(before.kho.preservedFolios);
     await session.close();
     expect(await stats(process)).toEqual(before);
+    expectBytes(await readAll(process, fd, 3 * MiB), pattern(3 * MiB));
     await process.ftruncate(fd, MiB);
     await process.pwrite(fd, pattern(10), 5 * MiB);
     expect(await process.lseek(fd, 0, SEEK_END)).toBe(5 * MiB + 10);
@@ -284,6 +285,27 @@ describe('a memfd across a live update', () => {
       expectBytes(await readAll(next, fd, size), pattern(size, i));
     }
   });
+
+  it('carries one session of 500 memfds, every one with its own bytes', async () => {
+    const { machine, process } = await boot();
+    const device = await LiveUpdateDevice.open(process);
+    const session = await device.createSession('five-hundred');
+    const count = 500;
+    for (let i = 0; i < count; i++) {
+      const fd = await process.memfdCreate(`m${i}`);
+      await process.write(fd, pattern(64 + i, i));
+      await session.preserveFd(fd, BigInt(i));
+      await process.close(fd);
+    }
+    const next = await kexec(machine, process, testImage('6.18.1'));
+    const incoming = await (await LiveUpdateDevice.open(next)).retrieveSession('five-hundred');
+    for (let i = 0; i < count; i++) {
+      const fd = await incoming.retrieveFd(BigInt(i));
+      expectBytes(await next.pread(fd, 64 + i, 0), pattern(64 + i, i));
+      await next.close(fd);
+    }
+    await incoming.finish();
+  }, 60_000);
 
   it('refuses an MFD_HUGETLB memfd with ENOENT: no handler takes it', async () => {
     const { process } = await boot();
