@@ -12,6 +12,11 @@ import { cacheKernelImage } from '../dist/cache-kernel-image.js';
 import { CacheProcess, FIRST_KEY } from '../dist/cache-process.js';
 import { KvCache, planKvCache } from '../dist/kv-cache.js';
 import { BLACKOUT_PHASES, liveUpdateCache } from '../dist/live-update-cache.js';
+import {
+  figureTable,
+  printFigureLines,
+  textTable,
+} from '../../../tooling/scripts/bench-report.mjs';
 
 const MiB = 1024 ** 2;
 // Lazily allocated; the same for every size, so only the memfd's size changes between them.
@@ -214,35 +219,15 @@ const figures = [
   })),
 ];
 
-const table = (header, rows, numeric) => {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells) =>
-    cells.map((c, i) => (numeric(i) ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ');
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-};
-
 console.log(
   `blackout bench: node ${process.version}, ${cpus().length} cpus, RAM ${RAM_BYTES / 1024 ** 3} GiB, ` +
     `memfds of ${SIZES.map((s) => s.label).join(', ')}; medians of ${LUO_RUNS} live updates ` +
     `(after ${LUO_WARMUP} warm-up runs) and ${DISK_RUNS} disk round trips; cache file in ${directory}`,
 );
-console.log(
-  table(
-    ['name', 'value', 'unit', 'baseline', 'baseline value', 'ratio'],
-    figures.map((f) => [
-      f.name,
-      String(f.value),
-      f.unit,
-      f.baseline,
-      String(f.baselineValue),
-      `${(f.value / f.baselineValue).toFixed(2)}×`,
-    ]),
-    (i) => i === 1 || i === 4 || i === 5,
-  ),
-);
+console.log(figureTable(figures));
 console.log('');
 console.log(
-  table(
+  textTable(
     ['phase (median ms)', ...results.map((r) => r.label)],
     [
       ...[
@@ -284,7 +269,7 @@ console.log(
     'phase.*: median of each blackout phase at 1 GiB beside 16 MiB.',
   ].join('\n'),
 );
-for (const f of figures) console.log(JSON.stringify(f));
+printFigureLines(figures);
 const mismatches = results.reduce((n, r) => n + r.luoCheck.mismatches + r.diskCheck.mismatches, 0);
 if (mismatches > 0) {
   console.log(`FAILED: ${mismatches} keys came back wrong`);

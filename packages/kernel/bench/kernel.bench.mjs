@@ -8,6 +8,7 @@ import { cpus } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { createKernelImage } from '@liveupdate/kernel';
 import { LINUX_REBOOT_CMD_KEXEC, Machine } from '@liveupdate/machine';
+import { figureTable, printFigureLines } from '../../../tooling/scripts/bench-report.mjs';
 
 // Large enough for the biggest KHO set plus its copy; untouched frames cost no host memory.
 const RAM_BYTES = 512 * 1024 ** 2;
@@ -181,22 +182,7 @@ console.log(
     `medians of ${KEXEC_RUNS} kexecs, ${BOOT_RUNS} boots, ${WORKER_RUNS} worker starts, ` +
     `${KHO_ROUNDS} KHO rounds of ${sets} folios`,
 );
-const header = ['name', 'value', 'unit', 'baseline', 'baseline value', 'ratio'];
-const rows = figures.map((f) => [
-  f.name,
-  String(f.value),
-  f.unit,
-  f.baseline,
-  String(f.baselineValue),
-  `${(f.value / f.baselineValue).toFixed(2)}×`,
-]);
-const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-const numeric = new Set([1, 4, 5]);
-const line = (cells) =>
-  cells.map((c, i) => (numeric.has(i) ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ');
-console.log(line(header));
-console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-for (const row of rows) console.log(line(row));
+console.log(figureTable(figures));
 console.log(
   [
     'kexec.*: reboot(KEXEC) issued → new kernel running, seen by the caller; "not-preloaded" starts',
@@ -207,4 +193,4 @@ console.log(
     '  folio by folio (memory.view().set()) in the same kernel, as a copying handover would.',
   ].join('\n'),
 );
-for (const f of figures) console.log(JSON.stringify(f));
+printFigureLines(figures);
