@@ -1,3 +1,10 @@
+/**
+ * The Live Update Orchestrator's public API: the file-handler contract, the uAPI and `luo-v1`
+ * ABI codecs, and the typed `/dev/liveupdate` client. The orchestrator itself is the kernel
+ * module `@liveupdate/core/module`.
+ *
+ * @module @liveupdate/core
+ */
 export {
   LIVEUPDATE_HNDL_COMPAT_LENGTH,
   defineHandler,
@@ -5,6 +12,7 @@ export {
   type FileId,
   type FileOpArgs,
 } from './file-handler.js';
+export type { FaultInjector, HandlerOp } from './fault-injector.js';
 export * from './struct-codec.js';
 export {
   LIVEUPDATE_SERVICE,

@@ -13,6 +13,7 @@ import { ERRNO, isErrnoName, type ErrnoName, type PhysicalMemory } from '@liveup
 import { RwLock } from './async-lock.js';
 import type { FileHandler, FileOpArgs } from './file-handler.js';
 import { FileHandlerRegistry } from './file-handler-registry.js';
+import type { FaultInjector } from './fault-injector.js';
 import { callHandler, callVoidHandler } from './handler-call.js';
 import {
   LUO_FDT_KHO_ENTRY_NAME,
@@ -92,7 +93,14 @@ export class LiveUpdateOrchestrator {
   readonly limits: LuoLimits;
   /** The number this kernel hands over: incoming + 1, or 1 after a cold boot. */
   readonly liveupdateNumber: bigint;
+  /**
+   * `liveupdate.fault_injection=on` (default off): {@link setFaultInjector} is allowed. For test
+   * kernels only, like Linux's `CONFIG_FAULT_INJECTION`.
+   */
+  readonly faultInjection: boolean;
   readonly #log: KernelLog;
+  /** The context of every handler call (see `handler-call.ts`). */
+  readonly #calls: { log: KernelLog; faultInjector: FaultInjector | undefined };
   readonly #kho: KexecHandover;
   readonly #memory: PhysicalMemory;
   readonly #vfs: Vfs;
@@ -111,6 +119,7 @@ export class LiveUpdateOrchestrator {
    */
   constructor(ctx: ModuleContext) {
     this.#log = ctx.log;
+    this.#calls = { log: ctx.log, faultInjector: undefined };
     this.#kho = ctx.kho;
     this.#memory = ctx.memory;
     this.#vfs = ctx.vfs;
@@ -123,6 +132,8 @@ export class LiveUpdateOrchestrator {
       maxFilesPerSession:
         ctx.cmdline.size('liveupdate.max_files') ?? DEFAULT_LUO_LIMITS.maxFilesPerSession,
     };
+    this.faultInjection = ctx.cmdline.bool('liveupdate.fault_injection', false);
+    if (this.faultInjection) ctx.log.info('LUO: handler fault injection is available');
     const incoming = this.enabled ? this.#readIncomingRoot(ctx) : null;
     this.#incomingHeader = incoming ? Number(incoming.sessionHeaderPhys) : null;
     this.liveupdateNumber = (incoming?.liveupdateNumber ?? 0n) + 1n;
@@ -136,6 +147,21 @@ export class LiveUpdateOrchestrator {
   /** Whether any session, outgoing or incoming, exists: a live update is in progress. */
   get busy(): boolean {
     return this.#outgoing.size > 0 || this.#incoming.size > 0;
+  }
+
+  /**
+   * Install `injector`, which every handler call then asks first (see {@link FaultInjector}), or
+   * remove it with `undefined`. `EOPNOTSUPP` unless this kernel booted with
+   * `liveupdate.fault_injection=on`.
+   */
+  setFaultInjector(injector: FaultInjector | undefined): void {
+    if (!this.faultInjection) {
+      throw new KernelError(
+        'EOPNOTSUPP',
+        'LUO: fault injection is off (boot with liveupdate.fault_injection=on)',
+      );
+    }
+    this.#calls.faultInjector = injector;
   }
 
   /** Names of the outgoing and the incoming sessions (for diagnostics and tests). */
@@ -393,7 +419,7 @@ export class LiveUpdateOrchestrator {
       try {
         const handler = await this.#handlerFor(file);
         const id = handler.getId
-          ? await callHandler(this.#log, handler, 'getId', () => handler.getId!(file))
+          ? await callHandler(this.#calls, handler, 'getId', () => handler.getId!(file))
           : file;
         if (this.#ids.has(id)) {
           throw new KernelError(
@@ -406,7 +432,7 @@ export class LiveUpdateOrchestrator {
         this.#ids.set(id, luoFile);
         try {
           const args = luoFile.args();
-          await callHandler(this.#log, handler, 'preserve', () => handler.preserve(args));
+          await callHandler(this.#calls, handler, 'preserve', () => handler.preserve(args));
           luoFile.serializedData = checkedData(handler, args.serializedData);
           luoFile.privateData = args.privateData;
         } catch (error) {
@@ -425,7 +451,7 @@ export class LiveUpdateOrchestrator {
   async #handlerFor(file: KernelFile): Promise<FileHandler> {
     for (const handler of this.registry.handlers) {
       if (
-        await callHandler(this.#log, handler, 'canPreserve', () =>
+        await callHandler(this.#calls, handler, 'canPreserve', () =>
           handler.canPreserve(handler, file),
         )
       ) {
@@ -470,7 +496,7 @@ export class LiveUpdateOrchestrator {
     const { handler } = luoFile;
     const args = luoFile.args();
     try {
-      await callHandler(this.#log, handler, 'retrieve', () => handler.retrieve(args));
+      await callHandler(this.#calls, handler, 'retrieve', () => handler.retrieve(args));
       if (!(args.file instanceof KernelFile)) {
         throw new KernelError('EIO', `LUO: ${handler.compatible}: retrieve did not set a file`);
       }
@@ -482,7 +508,7 @@ export class LiveUpdateOrchestrator {
     luoFile.file = file;
     luoFile.retrieveStatus = 1;
     const id = handler.getId
-      ? await callHandler(this.#log, handler, 'getId', () => handler.getId!(file))
+      ? await callHandler(this.#calls, handler, 'getId', () => handler.getId!(file))
       : file;
     luoFile.id = id;
     this.#ids.set(id, luoFile);
@@ -503,7 +529,7 @@ export class LiveUpdateOrchestrator {
       const { handler } = luoFile;
       if (!handler.canFinish) continue;
       const ok = await luoFile.lock.run(() =>
-        callHandler(this.#log, handler, 'canFinish', () => handler.canFinish!(luoFile.args())),
+        callHandler(this.#calls, handler, 'canFinish', () => handler.canFinish!(luoFile.args())),
       );
       if (!ok) {
         throw new KernelError(
@@ -515,7 +541,7 @@ export class LiveUpdateOrchestrator {
     for (const luoFile of [...session.files].reverse()) {
       const { handler } = luoFile;
       await luoFile.lock.run(() =>
-        callVoidHandler(this.#log, handler, 'finish', () => handler.finish(luoFile.args())),
+        callVoidHandler(this.#calls, handler, 'finish', () => handler.finish(luoFile.args())),
       );
       await this.#drop(luoFile);
     }
@@ -536,7 +562,7 @@ export class LiveUpdateOrchestrator {
       await session.mutex.run(async () => {
         for (const luoFile of [...session.files].reverse()) {
           const { handler } = luoFile;
-          await callVoidHandler(this.#log, handler, 'unpreserve', () =>
+          await callVoidHandler(this.#calls, handler, 'unpreserve', () =>
             handler.unpreserve(luoFile.args()),
           );
           await this.#drop(luoFile);
@@ -574,7 +600,7 @@ export class LiveUpdateOrchestrator {
         try {
           await luoFile.lock.run(async () => {
             const args = luoFile.args();
-            await callHandler(this.#log, handler, 'freeze', () => handler.freeze!(args));
+            await callHandler(this.#calls, handler, 'freeze', () => handler.freeze!(args));
             luoFile.serializedData = checkedData(handler, args.serializedData);
           });
         } catch (error) {
@@ -594,7 +620,7 @@ export class LiveUpdateOrchestrator {
       const { handler } = luoFile;
       if (!handler.unfreeze) continue;
       await luoFile.lock.run(() =>
-        callVoidHandler(this.#log, handler, 'unfreeze', () => handler.unfreeze!(luoFile.args())),
+        callVoidHandler(this.#calls, handler, 'unfreeze', () => handler.unfreeze!(luoFile.args())),
       );
     }
   }

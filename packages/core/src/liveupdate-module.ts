@@ -1,5 +1,9 @@
-// The `liveupdate` kernel module: list `@liveupdate/core/module` in a kernel image, before the
-// modules whose file handlers it serves.
+/**
+ * The `liveupdate` kernel module: list `@liveupdate/core/module` in a kernel image, before the
+ * modules whose file handlers it serves.
+ *
+ * @module @liveupdate/core/module
+ */
 import { defineModule } from '@liveupdate/kernel';
 import { LiveUpdateOrchestrator } from './live-update-orchestrator.js';
 import { LIVEUPDATE_SERVICE } from './liveupdate-service.js';

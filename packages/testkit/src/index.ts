@@ -1,8 +1,9 @@
 /**
  * Test harness for Live Update Orchestrator file handlers: boot a simulated machine with LUO on,
- * live-update it, and check what the next kernel receives.
+ * live-update it, and check what the next kernel receives; the conformance suite, the table
+ * tester for a handler's own cases, fault injection and leak accounting.
  *
- * @packageDocumentation
+ * @module @liveupdate/testkit
  */
 export {
   LIVEUPDATE_CMDLINE,
@@ -17,3 +18,52 @@ export {
   type BootForLiveUpdateOptions,
 } from './live-update-harness.js';
 export { twoStage, type TwoStageOptions } from './two-stage.js';
+export {
+  LEAK_STATS,
+  TESTKIT_STAT_NAMES,
+  statsDifferences,
+  testkitStats,
+  type TestkitStat,
+  type TestkitStats,
+} from './testkit-stats.js';
+export {
+  FAULT_OPS,
+  clearFault,
+  faultStatus,
+  injectFault,
+  type FaultKind,
+  type FaultSpec,
+  type FaultStatus,
+  type InjectedFault,
+} from './fault-injection.js';
+export {
+  describeHandler,
+  probeCanPreserve,
+  sameFile,
+  type CanPreserveProbe,
+  type HandlerDescription,
+} from './testkit-probes.js';
+export { HANDLER_MACHINE_RAM_BYTES, type HandlerMachineOptions } from './handler-machine.js';
+export {
+  CONFORMANCE_LAWS,
+  checkConformanceLaw,
+  type ConformanceLaw,
+  type ConformanceLawId,
+  type ConformanceOptions,
+  type ConformanceVerdict,
+} from './conformance-laws.js';
+export { describeConformance } from './describe-conformance.js';
+export {
+  checkHandlerCase,
+  checkHandlerCases,
+  handlerCase,
+  type FailingCase,
+  type HandlerCaseContext,
+  type HandlerCaseEntry,
+  type HandlerCaseKind,
+  type HandlerCaseVerdict,
+  type HandlerCasesOptions,
+  type PreservableCase,
+  type RefusedCase,
+} from './handler-cases.js';
+export { runHandlerCases } from './run-handler-cases.js';

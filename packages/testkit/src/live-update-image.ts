@@ -18,6 +18,12 @@ const LIVEUPDATE_MODULE = pathToFileURL(
   createRequire(import.meta.url).resolve('@liveupdate/core/module'),
 ).href;
 
+/**
+ * The testkit's own kernel module (`@liveupdate/testkit/module`): the `testkit_*` syscalls for
+ * stats, fault injection and probes. Beside this file in `dist/`.
+ */
+const TESTKIT_MODULE = new URL('./testkit-module.js', import.meta.url).href;
+
 /** Options of {@link liveUpdateImage}. */
 export interface LiveUpdateImageOptions {
   /** The kernel version string, e.g. `"6.18.1"`; shown in `dmesg` and `machine.kernelVersion`. */
@@ -31,7 +37,8 @@ export interface LiveUpdateImageOptions {
   /**
    * Extra command-line words, appended to {@link LIVEUPDATE_CMDLINE}. The last occurrence of a
    * key wins, so `"liveupdate=off"` turns LUO off again; `"liveupdate.max_sessions=2"` and
-   * `"liveupdate.max_files=1"` set LUO's limits.
+   * `"liveupdate.max_files=1"` set LUO's limits; `"liveupdate.fault_injection=on"` allows
+   * `injectFault`.
    */
   readonly cmdline?: string;
   /** Where relative and bare module specifiers resolve from; usually `import.meta.url`. */
@@ -39,8 +46,9 @@ export interface LiveUpdateImageOptions {
 }
 
 /**
- * A kernel image with LUO on: the `liveupdate` module (`@liveupdate/core/module`) first, then
- * `modules`, on the command line {@link LIVEUPDATE_CMDLINE} plus `cmdline`.
+ * A kernel image with LUO on: the `liveupdate` module (`@liveupdate/core/module`) first, the
+ * testkit's module (`@liveupdate/testkit/module`) second, then `modules`, on the command line
+ * {@link LIVEUPDATE_CMDLINE} plus `cmdline`.
  *
  * @example
  * ```ts
@@ -55,7 +63,7 @@ export function liveUpdateImage(options: LiveUpdateImageOptions): KernelImage {
   return createKernelImage({
     version: options.version,
     cmdline: options.cmdline ? `${LIVEUPDATE_CMDLINE} ${options.cmdline}` : LIVEUPDATE_CMDLINE,
-    modules: [LIVEUPDATE_MODULE, ...options.modules],
+    modules: [LIVEUPDATE_MODULE, TESTKIT_MODULE, ...options.modules],
     ...(options.moduleBase === undefined ? {} : { moduleBase: options.moduleBase }),
   });
 }

@@ -11,6 +11,7 @@ import type { PhysicalMemory, Process } from '@liveupdate/machine';
 import {
   bootForLiveUpdate,
   type BootForLiveUpdateOptions,
+  type ConformanceOptions,
   type LiveUpdateHarness,
 } from '@liveupdate/testkit';
 
@@ -80,6 +81,22 @@ export async function preserveNote(
   await session.preserveFd(fd, token);
   await session.process.close(fd);
 }
+
+/**
+ * The conformance options of the note handler, as an author would write them; a `note.bug=`
+ * command line turns one of the fixture's bugs on (see fixtures/note-module.js).
+ */
+export const noteConformance: ConformanceOptions = {
+  name: 'note-v1 conformance',
+  handlerCompatible: 'note-v1',
+  modules: [NOTE_MODULE],
+  ramBytes: TEST_RAM,
+  createFile: (process) => createNote(process, 'a note to keep'),
+  readContent: readNote,
+  async mutate(process, fd) {
+    await process.pwrite(fd, new TextEncoder().encode('A NOTE'), 0);
+  },
+};
 
 /** Open `/dev/liveupdate` in `process`. */
 export function openDevice(process: Process): Promise<LiveUpdateDevice> {

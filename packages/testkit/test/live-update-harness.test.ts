@@ -6,7 +6,7 @@ import { LIVEUPDATE_CMDLINE, liveUpdateImage, twoStage } from '@liveupdate/testk
 import { NOTE_MODULE, TEST_RAM, boot, preserveNote, readNote } from './helpers.js';
 
 describe('liveUpdateImage', () => {
-  it('puts the liveupdate module first and appends extra command-line words', () => {
+  it('puts the liveupdate module first, the testkit module second, and appends extra command-line words', () => {
     const image = liveUpdateImage({
       version: '6.18.7',
       modules: [NOTE_MODULE],
@@ -14,9 +14,10 @@ describe('liveUpdateImage', () => {
     });
     expect(image.version).toBe('6.18.7');
     expect(image.cmdline).toBe(`${LIVEUPDATE_CMDLINE} liveupdate.max_files=1`);
-    expect(image.modules).toHaveLength(2);
+    expect(image.modules).toHaveLength(3);
     expect(image.modules[0]).toMatch(/^file:.*\/core\/dist\/liveupdate-module\.js$/);
-    expect(image.modules[1]).toBe(NOTE_MODULE);
+    expect(image.modules[1]).toMatch(/^file:.*\/testkit\/dist\/testkit-module\.js$/);
+    expect(image.modules[2]).toBe(NOTE_MODULE);
   });
 });
 

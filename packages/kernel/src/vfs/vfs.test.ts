@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { KernelError, O_ACCMODE, O_RDONLY, O_RDWR, O_WRONLY } from '@liveupdate/machine';
 import { KernelLog, LOGLEVEL } from '../kernel-log.js';
 import { KernelProcess } from '../process-table.js';
-import type { File, FileOperations, SyscallContext } from './file.js';
+import { File, type FileOperations, type SyscallContext } from './file.js';
 import { Vfs } from './vfs.js';
 import { errnoOf } from '../../test/errno-of.js';
 
@@ -190,6 +190,23 @@ describe('Vfs', () => {
       expect(errnoOf(() => vfs.fget(file))).toBe('EBADF');
       expect(released).toHaveLength(1);
       expect(file.refcount).toBe(0);
+    });
+
+    it('counts open files until their final fput, including files a subsystem made itself', async () => {
+      const { vfs, ctx } = setup();
+      vfs.registerCharDevice('/dev/null', {});
+      const device = await vfs.open('/dev/null', O_RDWR, ctx);
+      const anon = vfs.anonInodeGetFile('a', {}, null);
+      // Like memfd's files: made with `new File`, seen first when installed.
+      const own = new File('/memfd:x', {}, O_RDWR);
+      expect(vfs.openFiles).toBe(2);
+      vfs.installFd(ctx.process, own);
+      vfs.fget(anon);
+      expect(vfs.openFiles).toBe(3);
+      await vfs.fput(anon);
+      expect(vfs.openFiles).toBe(3);
+      await Promise.all([vfs.fput(anon), vfs.fput(device), vfs.fput(own)]);
+      expect(vfs.openFiles).toBe(0);
     });
 
     it('waits for an async release before fput resolves', async () => {

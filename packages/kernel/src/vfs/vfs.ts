@@ -26,10 +26,20 @@ const DEV_PATH = /^\/dev\/[A-Za-z0-9._/-]{1,200}$/;
 @injectable()
 export class Vfs {
   readonly #devices = new Map<string, CharDevice>();
+  readonly #openFiles = new Set<File>();
   readonly #log: KernelLog;
 
   constructor(@inject(KernelLog) log: KernelLog) {
     this.#log = log;
+  }
+
+  /**
+   * Files that hold references: each file the VFS made (`open`, `anonInodeGetFile`) or was
+   * handed (`installFd`, `fget`; a subsystem's own `new File()` counts from then) until its final
+   * `fput`. A count that does not come back down is a reference somebody kept (leak accounting).
+   */
+  get openFiles(): number {
+    return this.#openFiles.size;
   }
 
   /** Register a char device node (`misc_register`). `EEXIST` when the path is taken. */
@@ -68,18 +78,22 @@ export class Vfs {
       device.open--;
       throw error;
     }
+    this.#openFiles.add(file);
     return file;
   }
 
   /** `anon_inode_getfile()`: a file of a subsystem's own kind, with one reference. */
   anonInodeGetFile(name: string, fops: FileOperations, privateData: unknown, flags = O_RDWR): File {
-    return new File(`anon_inode:[${name}]`, fops, flags, privateData);
+    const file = new File(`anon_inode:[${name}]`, fops, flags, privateData);
+    this.#openFiles.add(file);
+    return file;
   }
 
   /** `get_file()`: take another reference on `file`. */
   fget(file: File): File {
     if (file.refs <= 0) throw new KernelError('EBADF', `${file.path}: use after final fput`);
     file.refs++;
+    this.#openFiles.add(file);
     return file;
   }
 
@@ -87,6 +101,7 @@ export class Vfs {
   async fput(file: File): Promise<void> {
     if (file.refs <= 0) throw new KernelError('EBADF', `${file.path}: fput after final fput`);
     if (--file.refs > 0) return;
+    this.#openFiles.delete(file);
     try {
       await file.fops.release?.(file);
     } catch (error) {
@@ -98,6 +113,8 @@ export class Vfs {
 
   /** `fd_install()`: give `file` an fd in `process`; the fd takes over the caller's reference. */
   installFd(process: KernelProcess, file: File, options: { cloexec?: boolean } = {}): number {
-    return process.files.install(file, options.cloexec ?? false);
+    const fd = process.files.install(file, options.cloexec ?? false);
+    this.#openFiles.add(file);
+    return fd;
   }
 }
