@@ -14,7 +14,7 @@ import {
   ringbufRecordHeader,
 } from './ringbuf-uapi.js';
 
-/** The counters of a buffer: what {@link RingBuffer.stats} reports and `ringbuf-v1` carries. */
+/** The counters of a buffer: what the `RINGBUF_IOC_STATS` ioctl reports and `ringbuf-v1` carries. */
 export interface RingBufferCounters {
   /** Producer position: bytes ever appended. */
   head: number;

@@ -20,6 +20,7 @@ export {
   unregisterFileHandler,
 } from './liveupdate-service.js';
 export type { LiveUpdateOrchestrator, LuoLimits } from './live-update-orchestrator.js';
+export type { FileHandlerRegistry } from './file-handler-registry.js';
 export * from './liveupdate-uapi.js';
 export * from './luo-abi.js';
 export { LIVEUPDATE_DEVICE_PATH, LiveUpdateDevice } from './client/live-update-device.js';

@@ -106,8 +106,10 @@ export function strnlen(raw: Uint8Array, max: number): number {
   return nul < 0 ? end : nul;
 }
 
-type FieldList = readonly (readonly [string, FieldType<unknown>])[];
-type ValueOf<F> = F extends FieldType<infer T> ? T : never;
+/** The fields of a struct, in order: `[name, type]` pairs. */
+export type FieldList = readonly (readonly [string, FieldType<unknown>])[];
+/** The value type a {@link FieldType} reads and writes. */
+export type ValueOf<F> = F extends FieldType<infer T> ? T : never;
 /** The object type a field list describes. */
 export type StructValue<F extends FieldList> = {
   -readonly [E in F[number] as E[0]]: ValueOf<E[1]>;

@@ -3,7 +3,7 @@ import 'reflect-metadata';
 export type { BootParams } from './boot-params.js';
 export { CommandLine } from './command-line.js';
 export { createKernelImage, type KernelImageOptions } from './kernel-image.js';
-export { KernelLog, LOGLEVEL, type TraceArgs } from './kernel-log.js';
+export { KernelLog, LOGLEVEL, type KernelOutput, type TraceArgs } from './kernel-log.js';
 export {
   defineModule,
   type KernelModule,
@@ -51,3 +51,6 @@ export {
 export { Vfs, type CharDeviceOptions } from './vfs/vfs.js';
 // The error type and uAPI constants are the machine's; re-exported for module authors.
 export { KernelError, ERRNO, PAGE_SIZE, type ErrnoName } from '@liveupdate/machine';
+export type { FdTable } from './vfs/fd-table.js';
+export type { MemoryLayout } from './memory-layout.js';
+export type { FrameRange, KhoIncoming } from './kho/kho-incoming.js';

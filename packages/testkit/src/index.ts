@@ -67,3 +67,4 @@ export {
   type RefusedCase,
 } from './handler-cases.js';
 export { runHandlerCases } from './run-handler-cases.js';
+export type { CallSite } from './call-site.js';

@@ -425,7 +425,7 @@ export class KexecHandover {
   }
 }
 
-/** `kho=`. A value `kstrtobool` rejects leaves KHO off: the boot warned and planned memory so. */
+/** The pfn of a page-aligned physical address; `EINVAL` otherwise. */
 function toPfn(phys: number): number {
   if (!Number.isSafeInteger(phys) || phys < 0 || phys % PAGE_SIZE !== 0) {
     throw new KernelError('EINVAL', `kho: ${hex(phys)} is not a page-aligned physical address`);

@@ -42,8 +42,8 @@ export const PATH_MAX = 4096;
 const utf8 = new TextEncoder();
 
 /**
- * A path string, else `EFAULT`; `ENAMETOOLONG` past {@link PATH_MAX}, counted in UTF-8 bytes as
- * the kernel copies it; `ENOENT` when empty.
+ * A path string, else `EFAULT`; `ENAMETOOLONG` at `PATH_MAX` (4096) bytes or more, counted in
+ * UTF-8 bytes as the kernel copies it; `ENOENT` when empty.
  */
 export function argPath(value: unknown): string {
   if (typeof value !== 'string') throw new KernelError('EFAULT', 'path is not a string');
