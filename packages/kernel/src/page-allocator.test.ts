@@ -519,4 +519,30 @@ describe('alignedChunks', () => {
       expect(cursor).toBe(pfn + count);
     }
   });
+
+  describe('pinning', () => {
+    it('counts pinned frames, refuses to free a pinned folio, and frees it once every pin is dropped', () => {
+      const { pages } = boot('kho=on');
+      const folio = pages.allocPages(2);
+      pages.pin(folio);
+      pages.pin(folio);
+      expect(pages.pinnedFrames).toBe(4);
+      expect(errnoOf(() => pages.freePages(folio))).toBe('EBUSY');
+      pages.unpin(folio);
+      expect(errnoOf(() => pages.freePages(folio))).toBe('EBUSY');
+      pages.unpin(folio);
+      expect(pages.pinnedFrames).toBe(0);
+      pages.freePages(folio);
+      expect(errnoOf(() => pages.unpin(folio))).toBe('EINVAL');
+    });
+
+    it('pins only allocated folios, with their own order', () => {
+      const { pages } = boot('kho=on');
+      const folio = pages.allocPages(1);
+      expect(errnoOf(() => pages.pin({ pfn: folio.pfn, order: 0 }))).toBe('EINVAL');
+      pages.freePages(folio);
+      expect(errnoOf(() => pages.pin(folio))).toBe('EINVAL');
+      expect(pages.pinnedFrames).toBe(0);
+    });
+  });
 });

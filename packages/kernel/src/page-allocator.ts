@@ -53,6 +53,9 @@ export class PageAllocator {
   readonly #freeLists: Set<number>[] = Array.from({ length: MAX_PAGE_ORDER + 1 }, () => new Set());
   readonly #poison: boolean;
   readonly #scratch: { pfn: number; frames: number } | undefined;
+  /** Pin counts by folio head pfn (`pin_user_pages`, `memfd_pin_folios`). */
+  readonly #pins = new Map<number, { order: number; count: number }>();
+  #pinnedFrames = 0;
   #free = 0;
   #allocated = 0;
   #reserved = 0;
@@ -119,6 +122,46 @@ export class PageAllocator {
     };
   }
 
+  /** Frames of folios pinned at least once (see {@link pin}). */
+  get pinnedFrames(): number {
+    return this.#pinnedFrames;
+  }
+
+  /**
+   * Pin an allocated folio (`memfd_pin_folios`, `pin_user_pages`): it may not be freed until every
+   * pin is dropped with {@link unpin}, so memory handed to a device or to the next kernel cannot be
+   * recycled under it. `EINVAL` unless `folio` is an allocated folio of that order.
+   */
+  pin(folio: Folio): void {
+    if (!this.isAllocated(folio.pfn, folio.order)) {
+      throw new KernelError(
+        'EINVAL',
+        `cannot pin ${hex(folio.pfn * PAGE_SIZE)} order ${folio.order}: not an allocated folio`,
+      );
+    }
+    const pin = this.#pins.get(folio.pfn);
+    if (pin) {
+      pin.count++;
+      return;
+    }
+    this.#pins.set(folio.pfn, { order: folio.order, count: 1 });
+    this.#pinnedFrames += 2 ** folio.order;
+  }
+
+  /** Drop one pin taken with {@link pin}. `EINVAL` when the folio is not pinned. */
+  unpin(folio: Folio): void {
+    const pin = this.#pins.get(folio.pfn);
+    if (!pin || pin.order !== folio.order) {
+      throw new KernelError(
+        'EINVAL',
+        `${hex(folio.pfn * PAGE_SIZE)} order ${folio.order} is not pinned`,
+      );
+    }
+    if (--pin.count > 0) return;
+    this.#pins.delete(folio.pfn);
+    this.#pinnedFrames -= 2 ** folio.order;
+  }
+
   /** Whether `page_poison=on`. */
   get poisoning(): boolean {
     return this.#poison;
@@ -153,6 +196,12 @@ export class PageAllocator {
   /** `__free_pages(folio)`: give back a folio from {@link allocPages} (or a restored KHO folio). */
   freePages(folio: Folio): void {
     const { pfn, order } = folio;
+    if (this.#pins.has(pfn)) {
+      throw new KernelError(
+        'EBUSY',
+        `BUG: freeing ${hex(pfn * PAGE_SIZE)} order ${order} while it is pinned`,
+      );
+    }
     if (
       !this.#memory.isValidPfn(pfn) ||
       this.#flags(pfn) !== PG_HEAD ||

@@ -95,6 +95,7 @@ function stats(ctx: ModuleContext): TestkitStats {
     khoPreservedFrames: kho.preservedFrames,
     khoUnrestoredFolios: kho.unrestoredFolios,
     khoUnrestoredFrames: kho.unrestoredFrames,
+    pinnedFrames: ctx.pages.pinnedFrames,
     openFiles: ctx.vfs.openFiles,
   };
 }

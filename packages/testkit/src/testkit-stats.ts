@@ -2,11 +2,8 @@ import type { Process } from '@liveupdate/machine';
 
 /**
  * What the testkit module (`@liveupdate/testkit/module`) reports of the running kernel through
- * the `testkit_stats` syscall: the counts a leak shows up in. Frame counts are the page
+ * the `testkit_stats` syscall: the counts a leak shows up in. Frame and pin counts are the page
  * allocator's, KHO counts are the kernel's own, open files the VFS's.
- *
- * Pinned pages are not reported: no plugin of this repository exposes a pin count yet (memfd
- * preserves its folios through KHO and pins nothing of its own).
  */
 export interface TestkitStats {
   readonly framesAllocated: number;
@@ -19,6 +16,8 @@ export interface TestkitStats {
   /** Folios (and frames) the previous kernel preserved that nobody restored yet. */
   readonly khoUnrestoredFolios: number;
   readonly khoUnrestoredFrames: number;
+  /** Frames of pinned folios (memfd pins what it preserves, as `memfd_pin_folios` does). */
+  readonly pinnedFrames: number;
   /** Files with references: fds, mappings, and references the kernel holds (LUO's among them). */
   readonly openFiles: number;
 }
@@ -35,12 +34,14 @@ export const TESTKIT_STAT_NAMES: Readonly<Record<TestkitStat, string>> = {
   khoPreservedFrames: 'KHO preserved frames',
   khoUnrestoredFolios: 'KHO unrestored folios',
   khoUnrestoredFrames: 'KHO unrestored frames',
+  pinnedFrames: 'pinned frames',
   openFiles: 'open files',
 };
 
 /**
  * The counts that must come back to where they were when a case leaves nothing behind: frames
- * allocated, KHO preservations and file references. (Free and reserved frames follow from them.)
+ * allocated, KHO preservations, pinned frames and file references. (Free and reserved frames
+ * follow from them.)
  */
 export const LEAK_STATS: readonly TestkitStat[] = [
   'framesAllocated',
@@ -48,6 +49,7 @@ export const LEAK_STATS: readonly TestkitStat[] = [
   'khoPreservedFrames',
   'khoUnrestoredFolios',
   'khoUnrestoredFrames',
+  'pinnedFrames',
   'openFiles',
 ];
 

@@ -210,6 +210,8 @@ export function createMemfdLuoHandler(memfds: MemfdFileSystem): FileHandler {
         const folios = inode.folios(endPage);
         const array = new Uint8Array(folios.length * memfdLuoFolioSer.size);
         folios.forEach(({ index, folio }, i) => {
+          pages.pin(folio);
+          undo.push(() => pages.unpin(folio));
           kho.preserveFolio(folio);
           undo.push(() => kho.unpreserveFolio(folio));
           memfdLuoFolioSer.encodeInto(array, i * memfdLuoFolioSer.size, {
@@ -255,7 +257,10 @@ export function createMemfdLuoHandler(memfds: MemfdFileSystem): FileHandler {
       if (!preservation) throw new KernelError('EINVAL', 'memfd: unpreserve without preserve');
       const { inode, serPhys, folios, vmalloc } = preservation;
       if (vmalloc) khoUnpreserveVmalloc(ctx, vmalloc);
-      for (const folio of folios) kho.unpreserveFolio(folio);
+      for (const folio of folios) {
+        kho.unpreserveFolio(folio);
+        pages.unpin(folio);
+      }
       kho.unpreserveFree(serPhys);
       inode.frozen = false;
       args.privateData = undefined;

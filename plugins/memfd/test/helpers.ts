@@ -71,6 +71,7 @@ export interface Stats {
     unrestoredFolios: number;
     unrestoredFrames: number;
   };
+  pinnedFrames: number;
 }
 
 export interface InodeView {

@@ -172,8 +172,12 @@ describe('a memfd across a live update', () => {
     const fd = await process.memfdCreate('undo');
     await writeAll(process, fd, pattern(3 * MiB));
     const before = await stats(process);
+    expect(before.pinnedFrames).toBe(0);
     const session = await preserve(process, fd);
-    expect((await stats(process)).kho.preservedFolios).toBeGreaterThan(before.kho.preservedFolios);
+    const preserved = await stats(process);
+    expect(preserved.kho.preservedFolios).toBeGreaterThan(before.kho.preservedFolios);
+    // Every frame of the file is pinned while it is preserved, as memfd_pin_folios does.
+    expect(preserved.pinnedFrames).toBe((3 * MiB) / PAGE_SIZE);
     await session.close();
     expect(await stats(process)).toEqual(before);
     expectBytes(await readAll(process, fd, 3 * MiB), pattern(3 * MiB));
