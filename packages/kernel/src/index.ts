@@ -2,6 +2,15 @@
 import 'reflect-metadata';
 export type { BootParams } from './boot-params.js';
 export { CommandLine } from './command-line.js';
+export {
+  IOMMU_HUGE_PAGE_SIZE,
+  IOMMU_MAX_DOMAIN_ID,
+  IOMMU_SERVICE,
+  IommuDriver,
+  type IommuDomain,
+  type IommuProt,
+} from './drivers/iommu-driver.js';
+export { PCI_BUS_SERVICE, PciBus, PciDevice, type PciDriver } from './drivers/pci-bus.js';
 export { createKernelImage, type KernelImageOptions } from './kernel-image.js';
 export { KernelLog, LOGLEVEL, type KernelOutput, type TraceArgs } from './kernel-log.js';
 export {

@@ -23,6 +23,7 @@ export async function runKernelWorker(port: MessagePort, data: KernelWorkerData)
       case 'boot':
         Kernel.boot(
           data.ram,
+          data.mmio,
           {
             version: data.image.version,
             cmdline: data.image.cmdline,

@@ -5,15 +5,20 @@ import {
   LINUX_REBOOT_CMD_HALT,
   LINUX_REBOOT_CMD_POWER_OFF,
   LINUX_REBOOT_CMD_RESTART,
+  IommuRegisters,
   PAGE_SIZE,
+  PciFunction,
   PhysicalMemory,
   validateKernelImage,
   type KernelImage,
   type KernelToMachine,
+  type MachineMmio,
   type WireError,
 } from '@liveupdate/machine';
 import type { BootParams } from './boot-params.js';
 import { CommandLine } from './command-line.js';
+import { IOMMU_SERVICE, IommuDriver } from './drivers/iommu-driver.js';
+import { PCI_BUS_SERVICE, PciBus } from './drivers/pci-bus.js';
 import { KexecHandover } from './kho/kexec-handover.js';
 import { KhoHandoverError, readKhoHandover, type KhoIncoming } from './kho/kho-incoming.js';
 import { KernelLog } from './kernel-log.js';
@@ -69,10 +74,12 @@ export class Kernel {
   /**
    * Boot: parse the command line, read and validate the KHO handover (panicking on corruption),
    * lay out memory, bring up the page allocator (reserving preserved frames, poisoning free ones
-   * under `page_poison=on`), KHO, the VFS and syscalls, then initialize the modules.
+   * under `page_poison=on`), KHO, PCI enumeration and the IOMMU, the VFS and syscalls, then
+   * initialize the modules.
    */
   static async boot(
     ram: SharedArrayBuffer,
+    mmio: MachineMmio,
     params: BootParams,
     modules: ModuleLoader,
     output: Output,
@@ -151,6 +158,19 @@ export class Kernel {
       );
     }
 
+    const pci = new PciBus(mmio, log);
+    const iommu = new IommuDriver(
+      memory,
+      pages,
+      new IommuRegisters(
+        mmio.iommu,
+        mmio.functions.map((buffers) => new PciFunction(buffers)),
+      ),
+      log,
+    );
+    container.register(PciBus, { useValue: pci });
+    container.register(IommuDriver, { useValue: iommu });
+
     const vfs = container.resolve(Vfs);
     vfs.registerCharDevice('/dev/null', nullDeviceOperations);
     const kernel = new Kernel(container, output, modules);
@@ -167,6 +187,8 @@ export class Kernel {
       },
       get: <T>(key: ServiceKey<T>) => provided.get(key) as T | undefined,
     };
+    services.provide(PCI_BUS_SERVICE, pci);
+    services.provide(IOMMU_SERVICE, iommu);
     log.trace('modules-init', 'B');
     await modules.initAll(
       (module): ModuleContext => ({
@@ -294,6 +316,12 @@ export class Kernel {
       } finally {
         log.trace('kho-finalize', 'E');
       }
+      // device_shutdown(): no device the next kernel did not agree to keep may do DMA into
+      // memory it will reuse; then the IOMMU stops translating.
+      log.trace('device-shutdown', 'B');
+      this.container.resolve(PciBus).shutdown();
+      this.container.resolve(IommuDriver).shutdown();
+      log.trace('device-shutdown', 'E');
       log.info(`kexec: starting new kernel ${this.#kexecImage.version}`);
       log.trace('reboot', 'E');
       this.#gone = true;

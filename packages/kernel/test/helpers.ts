@@ -6,6 +6,7 @@ export const PROBE = new URL('./fixtures/kho-probe.js', import.meta.url).href;
 export const TEST_DEVICES = new URL('./fixtures/test-devices.js', import.meta.url).href;
 export const FAILING_INIT = new URL('./fixtures/failing-init.js', import.meta.url).href;
 export const SERVICE_USER = new URL('./fixtures/service-user.js', import.meta.url).href;
+export const DMA_PROBE = new URL('./fixtures/dma-probe.js', import.meta.url).href;
 export const NOT_A_MODULE = new URL('./fixtures/not-a-module.js', import.meta.url).href;
 
 /** Small RAM keeps poisoning at boot cheap. */

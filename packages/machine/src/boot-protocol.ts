@@ -1,9 +1,11 @@
+import type { MachineMmio } from './devices/machine-hardware.js';
 import type { KernelImage } from './kernel-image.js';
 
 /**
  * The messages between the machine and a kernel worker. This is the whole interface: a kernel
- * receives RAM, its image (version, command line, modules) and, at boot, the KHO root FDT's
- * physical address. Nothing else from a previous kernel can reach it.
+ * receives RAM, its image (version, command line, modules), the machine's MMIO (device registers,
+ * which are hardware) and, at boot, the KHO root FDT's physical address. Nothing else from a
+ * previous kernel can reach it.
  *
  * @packageDocumentation
  */
@@ -12,6 +14,7 @@ import type { KernelImage } from './kernel-image.js';
 export interface KernelWorkerData {
   readonly ram: SharedArrayBuffer;
   readonly image: KernelImage;
+  readonly mmio: MachineMmio;
 }
 
 /** An error crossing the worker boundary. */

@@ -17,3 +17,50 @@ export {
 export { Process, type MappedSegment, type MemoryMapping, type SyscallChannel } from './process.js';
 export * from './reboot.js';
 export { pairSpans, type TimelineEvent, type TimelineSpan } from './timeline.js';
+export * from './devices/dma-copy-device.js';
+export { DMA_COUNTER, type DmaCounterName, type DmaCounters } from './devices/dma-counters.js';
+export {
+  MachineHardware,
+  type DeviceKind,
+  type DeviceSpec,
+  type MachineMmio,
+  type MmioFunction,
+} from './devices/machine-hardware.js';
+export {
+  IOMMU_CONTEXT_DID_SHIFT,
+  IOMMU_ENTRY_SIZE,
+  IOMMU_FAULT_LOG_ENTRIES,
+  IOMMU_FAULT_REASON,
+  IOMMU_IOVA_BITS,
+  IOMMU_PT_LEVELS,
+  IOMMU_PTE_PAGE_SIZE,
+  IOMMU_PTE_READ,
+  IOMMU_PTE_WRITE,
+  IOMMU_PTES_PER_TABLE,
+  IommuRegisters,
+  IommuTranslation,
+  type IommuFault,
+  type IommuFaultReason,
+  type TranslationResult,
+} from './devices/iommu.js';
+export {
+  NIC_CTRL_RX_ENABLE,
+  NIC_CTRL_RX_IRQ,
+  NIC_DESC_DONE,
+  NIC_DESC_SIZE,
+  NIC_DEVICE_ID,
+  NIC_PACKET_SIZE,
+  NIC_REG_CTRL,
+  NIC_REG_INT_STATUS,
+  NIC_REG_RX_BASE_HI,
+  NIC_REG_RX_BASE_LO,
+  NIC_REG_RX_DROPS,
+  NIC_REG_RX_HEAD,
+  NIC_REG_RX_PACKETS,
+  NIC_REG_RX_SIZE,
+  NIC_REG_RX_TAIL,
+  NIC_VENDOR_ID,
+  nicPacket,
+  nicPacketChecksum,
+} from './devices/nic-device.js';
+export * from './devices/pci-function.js';

@@ -5,6 +5,8 @@ import type {
   MachineToKernel,
   WireError,
 } from './boot-protocol.js';
+import type { DmaCounters } from './devices/dma-counters.js';
+import { MachineHardware, type DeviceSpec } from './devices/machine-hardware.js';
 import { isErrnoName } from './errno.js';
 import { KernelError } from './kernel-error.js';
 import { validateKernelImage, type KernelImage } from './kernel-image.js';
@@ -28,6 +30,11 @@ export interface MachineOptions {
    * which is what tests use to corrupt a handover on purpose and the demo to show it.
    */
   readonly onHandover?: (handover: HandoverEvent) => void | Promise<void>;
+  /**
+   * PCI devices on the machine's bus, each with its DMA engine in its own worker from `create` to
+   * `shutdown`, across every kexec. Their DMA goes through the machine's IOMMU.
+   */
+  readonly devices?: readonly DeviceSpec[];
 }
 
 /** What {@link MachineOptions.onHandover} receives. */
@@ -95,6 +102,8 @@ interface PendingSyscall {
 export class Machine implements SyscallChannel {
   /** The machine's RAM, shared with every kernel. */
   readonly memory: PhysicalMemory;
+  /** The IOMMU, the PCI functions and their counters. */
+  readonly hardware: MachineHardware;
   readonly #preload: boolean;
   readonly #onHandover: MachineOptions['onHandover'];
   readonly #createdAt = performance.timeOrigin + performance.now();
@@ -111,6 +120,8 @@ export class Machine implements SyscallChannel {
 
   private constructor(memory: PhysicalMemory, options: MachineOptions) {
     this.memory = memory;
+    this.hardware = new MachineHardware(memory, options.devices ?? []);
+    this.hardware.start();
     this.#preload = options.preloadKexecImage ?? true;
     this.#onHandover = options.onHandover;
   }
@@ -153,6 +164,11 @@ export class Machine implements SyscallChannel {
     );
   }
 
+  /** DMA counters of the device at `bdf` (`"00:03.0"`), or summed over every device. */
+  counters(bdf?: string): DmaCounters {
+    return this.hardware.counters(bdf);
+  }
+
   /** Milliseconds since the machine was created. */
   now(): number {
     return performance.timeOrigin + performance.now() - this.#createdAt;
@@ -168,6 +184,7 @@ export class Machine implements SyscallChannel {
     }
     const checked = validateKernelImage(image);
     this.#panicReason = undefined;
+    this.hardware.start();
     const slot = this.#startWorker(checked);
     this.#state = 'booting';
     try {
@@ -197,7 +214,10 @@ export class Machine implements SyscallChannel {
       .join('\n');
   }
 
-  /** Stop every kernel worker; the machine is `'off'` afterwards and can boot again. */
+  /**
+   * Stop every kernel worker and power the devices off (reset, workers ended); the machine is
+   * `'off'` afterwards and can boot again.
+   */
   async shutdown(): Promise<void> {
     const slots = [this.#current, this.#loadedImage?.slot];
     this.#current = undefined;
@@ -205,6 +225,7 @@ export class Machine implements SyscallChannel {
     this.#endProcesses(() => new KernelError('ESRCH', 'the machine was shut down'));
     this.#state = 'off';
     await Promise.all(slots.map((slot) => (slot ? this.#terminate(slot) : undefined)));
+    await this.hardware.stop();
   }
 
   /** @internal {@link SyscallChannel} for processes. */
@@ -241,7 +262,11 @@ export class Machine implements SyscallChannel {
   }
 
   #startWorker(image: KernelImage): KernelSlot {
-    const workerData: KernelWorkerData = { ram: this.memory.buffer, image };
+    const workerData: KernelWorkerData = {
+      ram: this.memory.buffer,
+      image,
+      mmio: this.hardware.mmio,
+    };
     const worker = new Worker(new URL(image.entry), { workerData });
     const slot: KernelSlot = {
       worker,

@@ -1,0 +1,189 @@
+import {
+  KernelError,
+  PCI_COMMAND,
+  PCI_COMMAND_MASTER,
+  PCI_COMMAND_MEMORY,
+  PCI_EXP_DEVCTL,
+  PCI_EXP_DEVCTL_BCR_FLR,
+  PCI_MSIX_FLAGS,
+  PCI_MSIX_FLAGS_ENABLE,
+  PciFunction,
+  formatBdf,
+  parseBdf,
+  type Bdf,
+  type MachineMmio,
+} from '@liveupdate/machine';
+import type { KernelLog } from '../kernel-log.js';
+import type { ServiceKey } from '../kernel-module.js';
+
+/** A driver for PCI devices (`struct pci_driver`), matched by vendor and device id. */
+export interface PciDriver {
+  readonly name: string;
+  readonly ids: readonly { readonly vendor: number; readonly device: number }[];
+  /** Called once per matching unbound device; a throw leaves the device unbound. */
+  probe(device: PciDevice): void;
+  /** Called when the driver is unregistered while bound. */
+  remove?(device: PciDevice): void;
+}
+
+/**
+ * One PCI function as the kernel sees it (`struct pci_dev`): config space, BAR0 registers, bus
+ * mastering, reset, and the driver bound to it.
+ */
+export class PciDevice {
+  readonly bdf: Bdf;
+  /** `0000:bb:dd.f` */
+  readonly name: string;
+  readonly vendor: number;
+  readonly device: number;
+  readonly classCode: number;
+  #driver: PciDriver | undefined;
+  readonly #fn: PciFunction;
+
+  constructor(fn: PciFunction) {
+    this.#fn = fn;
+    this.bdf = fn.bdf;
+    this.name = formatBdf(fn.bdf);
+    this.vendor = fn.vendor;
+    this.device = fn.device;
+    this.classCode = fn.classCode;
+  }
+
+  get driver(): PciDriver | undefined {
+    return this.#driver;
+  }
+
+  /** @internal */
+  set driver(driver: PciDriver | undefined) {
+    this.#driver = driver;
+  }
+
+  /** `pci_enable_device_mem`: turn on memory decode so BAR0 responds. */
+  enableDevice(): void {
+    this.#setCommand(PCI_COMMAND_MEMORY, true);
+  }
+
+  /** `pci_set_master` / `pci_clear_master`. */
+  setMaster(enable: boolean): void {
+    this.#setCommand(PCI_COMMAND_MASTER, enable);
+  }
+
+  get busMaster(): boolean {
+    return this.#fn.busMaster;
+  }
+
+  /** Enable or disable the MSI-X-like interrupt capability. */
+  setInterrupts(enable: boolean): void {
+    this.#fn.writeConfig16(PCI_MSIX_FLAGS, enable ? PCI_MSIX_FLAGS_ENABLE : 0);
+  }
+
+  readConfig16(offset: number): number {
+    return this.#fn.readConfig16(offset);
+  }
+
+  writeConfig16(offset: number, value: number): void {
+    this.#fn.writeConfig16(offset, value);
+  }
+
+  /** `readl` of a BAR0 register. */
+  readRegister(offset: number): number {
+    return this.#fn.readRegister(offset);
+  }
+
+  /** `writel` of a BAR0 register. */
+  writeRegister(offset: number, value: number): void {
+    this.#fn.writeRegister(offset, value);
+  }
+
+  /**
+   * `pcie_flr`: function-level reset. Returns once the function has no DMA in flight and is in
+   * its power-on state (no bus mastering, registers cleared).
+   */
+  reset(): void {
+    this.#fn.writeConfig16(PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR);
+  }
+
+  #setCommand(bit: number, enable: boolean): void {
+    const command = this.#fn.readConfig16(PCI_COMMAND);
+    this.#fn.writeConfig16(PCI_COMMAND, enable ? command | bit : command & ~bit);
+  }
+}
+
+/** The PCI bus of this boot: devices found at enumeration and the drivers bound to them. */
+export class PciBus {
+  readonly devices: readonly PciDevice[];
+  readonly #drivers: PciDriver[] = [];
+  readonly #log: KernelLog;
+
+  /** Enumerate the machine's functions, logging each as Linux does. */
+  constructor(mmio: MachineMmio, log: KernelLog) {
+    this.#log = log;
+    this.devices = mmio.functions.map((buffers) => new PciDevice(new PciFunction(buffers)));
+    for (const dev of this.devices) {
+      log.info(
+        `pci ${dev.name}: [${hex4(dev.vendor)}:${hex4(dev.device)}] type 00 class 0x${dev.classCode.toString(16).padStart(6, '0')}`,
+      );
+    }
+  }
+
+  /** The device at `bdf` (`"00:03.0"` or a packed BDF). `ENODEV` when there is none. */
+  find(bdf: string | Bdf): PciDevice {
+    const wanted = typeof bdf === 'string' ? parseBdf(bdf) : bdf;
+    const dev = this.devices.find((d) => d.bdf === wanted);
+    if (!dev) throw new KernelError('ENODEV', `no PCI device at ${formatBdf(wanted)}`);
+    return dev;
+  }
+
+  /** `pci_register_driver`: bind `driver` to every matching unbound device. */
+  registerDriver(driver: PciDriver): void {
+    if (this.#drivers.some((d) => d.name === driver.name)) {
+      throw new KernelError('EEXIST', `PCI driver ${driver.name} is already registered`);
+    }
+    this.#drivers.push(driver);
+    for (const dev of this.devices) {
+      if (
+        dev.driver ||
+        !driver.ids.some((id) => id.vendor === dev.vendor && id.device === dev.device)
+      )
+        continue;
+      try {
+        driver.probe(dev);
+        dev.driver = driver;
+        this.#log.info(`${driver.name} ${dev.name}: bound`);
+      } catch (error) {
+        this.#log.warn(`${driver.name} ${dev.name}: probe failed: ${(error as Error).message}`);
+      }
+    }
+  }
+
+  /** `pci_unregister_driver`: unbind (calling `remove`) and forget `driver`. */
+  unregisterDriver(driver: PciDriver): void {
+    const index = this.#drivers.indexOf(driver);
+    if (index < 0) return;
+    this.#drivers.splice(index, 1);
+    for (const dev of this.devices) {
+      if (dev.driver !== driver) continue;
+      driver.remove?.(dev);
+      dev.driver = undefined;
+    }
+  }
+
+  /**
+   * `pci_device_shutdown` for kexec: every device stops mastering the bus and is reset, so none
+   * does DMA into memory the next kernel will reuse.
+   */
+  shutdown(): void {
+    for (const dev of this.devices) {
+      dev.setMaster(false);
+      dev.reset();
+      this.#log.info(`pci ${dev.name}: shutdown: bus mastering off, function reset`);
+    }
+  }
+}
+
+function hex4(n: number): string {
+  return n.toString(16).padStart(4, '0');
+}
+
+/** The {@link PciBus} of this boot, in `ctx.services`. */
+export const PCI_BUS_SERVICE: ServiceKey<PciBus> = Symbol.for('liveupdate.kernel.pci-bus');
