@@ -69,9 +69,11 @@ export interface FileHandler {
 
   /**
    * `can_preserve`: whether this handler takes `file`. Called at `PRESERVE_FD` for each handler
-   * in registration order; the first `true` wins. Must be cheap and have no side effects.
+   * in registration order; the first `true` wins. Must be cheap and have no side effects, and it
+   * answers at once (the kernel's is a plain `bool` function): compare the file's operations or
+   * a type tag, do not wait on anything.
    */
-  canPreserve(handler: FileHandler, file: File): boolean | Promise<boolean>;
+  canPreserve(handler: FileHandler, file: File): boolean;
 
   /**
    * `preserve`: save the file's state into KHO-preserved memory and set `args.serializedData`

@@ -92,7 +92,6 @@ class LawSkipped extends Error {
 
 /** How many times the `canPreserve` law asks, and how long one answer may take on average. */
 const CAN_PRESERVE_CALLS = 100;
-const CAN_PRESERVE_BUDGET_MS = 1;
 /** A law that runs longer than this has hung: a handler op or a callback never settled. */
 const LAW_DEADLINE_MS = 30_000;
 const SESSION = 'conformance';
@@ -258,12 +257,7 @@ const LAWS = [
       );
       if (!isDeepStrictEqual(probe.answers, [true])) {
         fail(
-          `canPreserve answered ${probe.answers.map((a) => inspect(a)).join(' and ')} for a file createFile made (${CAN_PRESERVE_CALLS} calls); expected true every time`,
-        );
-      }
-      if (probe.meanMs > CAN_PRESERVE_BUDGET_MS) {
-        fail(
-          `canPreserve took ${probe.meanMs.toFixed(3)} ms per call; it runs for every handler at every PRESERVE_FD and must stay under ${CAN_PRESERVE_BUDGET_MS} ms (compare fops or a type tag, do not walk the file)`,
+          `canPreserve answered ${probe.answers.map((a) => inspect(a)).join(' and ')} for a file createFile made (${CAN_PRESERVE_CALLS} calls); expected true every time, at once (a cheap check compares fops or a type tag and does not wait: no Promise)`,
         );
       }
       expectNoDifference(

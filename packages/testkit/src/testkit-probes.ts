@@ -10,9 +10,11 @@ export interface HandlerDescription {
 
 /** What {@link probeCanPreserve} answers. */
 export interface CanPreserveProbe {
-  /** The distinct answers, in the order first seen; a non-boolean answer as its `typeof`. */
+  /**
+   * The distinct answers, in the order first seen; a non-boolean answer (a Promise: the handler
+   * waited) as its `typeof`.
+   */
   readonly answers: readonly (boolean | string)[];
-  readonly meanMs: number;
 }
 
 /** Whether `fdA` and `fdB` of `process` refer to one open file (Linux: `kcmp(KCMP_FILE)`). */
@@ -30,7 +32,7 @@ export async function describeHandler(
 
 /**
  * Call the handler's `canPreserve` on the file at `fd` `times` times, in the kernel: its distinct
- * answers and the mean time per call.
+ * answers.
  */
 export async function probeCanPreserve(
   process: Process,
