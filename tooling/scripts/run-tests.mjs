@@ -20,11 +20,16 @@ const reportOf = (dir) => join(dir, '.vitest-results.json');
 
 for (const dir of packageDirs) rmSync(reportOf(dir), { force: true });
 
-const turbo = spawnSync('pnpm', ['exec', 'turbo', 'run', 'test', ...process.argv.slice(2)], {
-  cwd: root,
-  stdio: 'inherit',
-  env: { TURBO_TELEMETRY_DISABLED: '1', ...process.env },
-});
+// --continue: one package's failure must not stop the others, or the count would be partial.
+const turbo = spawnSync(
+  'pnpm',
+  ['exec', 'turbo', 'run', 'test', '--continue', ...process.argv.slice(2)],
+  {
+    cwd: root,
+    stdio: 'inherit',
+    env: { TURBO_TELEMETRY_DISABLED: '1', ...process.env },
+  },
+);
 
 let passed = 0;
 let failed = 0;

@@ -63,6 +63,8 @@ export class DmaCopyDevice {
       fn.readRegister(DMA_COPY_REG_BASE_LO) + fn.readRegister(DMA_COPY_REG_BASE_HI) * 2 ** 32;
     const descriptor =
       head < size ? this.#dma.read(base + head * DMA_COPY_DESC_SIZE, DMA_COPY_DESC_SIZE) : null;
+    // Counted before the completion record and the registers publish the copy.
+    this.#dma.count('copies');
     if (descriptor) {
       const view = new DataView(descriptor.buffer);
       const source = Number(view.getBigUint64(0, true));
@@ -86,6 +88,5 @@ export class DmaCopyDevice {
     }
     fn.writeRegister(DMA_COPY_REG_HEAD, (head + 1) % size);
     fn.addRegister(DMA_COPY_REG_COMPLETED, 1);
-    this.#dma.count('copies');
   }
 }

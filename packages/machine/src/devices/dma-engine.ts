@@ -60,16 +60,21 @@ export class DmaEngine {
     return out;
   }
 
-  /** Write `data` at `iova`; `false` after a fault (nothing written). Only inside {@link transaction}. */
-  write(iova: number, data: Uint8Array): boolean {
+  /**
+   * Write `data` at `iova`; `false` after a fault (nothing written). Only inside
+   * {@link transaction}. `beforeLanding` runs once the whole range translated, before any byte
+   * lands: counters it bumps are visible to whoever sees the bytes (a completion record).
+   */
+  write(iova: number, data: Uint8Array, beforeLanding?: () => void): boolean {
     const chunks = this.#translate(iova, data.length, true);
     if (!chunks) return false;
+    this.#count(data.length);
+    beforeLanding?.();
     let at = 0;
     for (const { phys, size } of chunks) {
       this.#memory.write(phys, data.subarray(at, at + size));
       at += size;
     }
-    this.#count(data.length);
     return true;
   }
 

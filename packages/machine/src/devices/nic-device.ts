@@ -119,10 +119,13 @@ export class NicDevice {
       if (!this.#dma.write(buffer, packet)) return;
       view.setUint16(10, NIC_PACKET_SIZE, true);
       view.setUint32(12, NIC_DESC_DONE, true);
-      if (!this.#dma.write(slot + 8, descriptor.subarray(8))) return;
+      // Counted before the descriptor and the head register publish the packet.
+      const published = this.#dma.write(slot + 8, descriptor.subarray(8), () =>
+        this.#dma.count('packets'),
+      );
+      if (!published) return;
       fn.writeRegister(NIC_REG_RX_HEAD, (head + 1) % size);
       fn.addRegister(NIC_REG_RX_PACKETS, 1);
-      this.#dma.count('packets');
       delivered = true;
       if ((fn.readRegister(NIC_REG_CTRL) & NIC_CTRL_RX_IRQ) !== 0 && fn.interruptsEnabled) {
         fn.writeRegister(NIC_REG_INT_STATUS, fn.readRegister(NIC_REG_INT_STATUS) | 1);
