@@ -1,4 +1,10 @@
-import { defineHandler, type FileHandler, type FileOpArgs } from '@liveupdate/core';
+import {
+  defineHandler,
+  type FileHandler,
+  type FileOpArgs,
+  restoreSerializedFolio,
+  serializedDataAddress,
+} from '@liveupdate/core';
 import {
   KernelError,
   PAGE_SIZE,
@@ -73,25 +79,9 @@ export function createRingbufLuoHandler(ctx: ModuleContext): FileHandler {
     return preservation;
   };
 
-  /** `serializedData` as an address: `EINVAL` for 0 or anything but a page of RAM. */
-  const serAddress = (data: bigint): number => {
-    if (data === 0n) throw new KernelError('EINVAL', 'ringbuf: no serialized data');
-    if (data % BigInt(PAGE_SIZE) !== 0n || data >= BigInt(memory.size)) {
-      throw new KernelError('EINVAL', `ringbuf: serialized data ${hex(data)} is not a page of RAM`);
-    }
-    return Number(data);
-  };
-
-  /** Take ownership of the preserved `ringbuf_luo_ser` page; `EINVAL` when there is none. */
-  const restoreSer = (phys: number): Folio => {
-    try {
-      return kho.restoreFolio(phys, SER_ORDER);
-    } catch (error) {
-      throw new KernelError('EINVAL', `ringbuf: ${hex(phys)} is not a preserved ringbuf_luo_ser`, {
-        cause: error,
-      });
-    }
-  };
+  const serAddress = (data: bigint): number => serializedDataAddress(data, memory, 'ringbuf');
+  const restoreSer = (phys: number): Folio =>
+    restoreSerializedFolio(kho, phys, SER_ORDER, 'ringbuf_luo_ser');
 
   /**
    * Check everything a `ringbuf-v1` writer guarantees: `EINVAL` otherwise, and then nothing is

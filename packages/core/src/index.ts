@@ -25,3 +25,4 @@ export * from './liveupdate-uapi.js';
 export * from './luo-abi.js';
 export { LIVEUPDATE_DEVICE_PATH, LiveUpdateDevice } from './client/live-update-device.js';
 export { LiveUpdateSession } from './client/live-update-session.js';
+export { restoreSerializedFolio, serializedDataAddress } from './serialized-data.js';

@@ -1,4 +1,9 @@
-import { defineHandler, type FileHandler } from '@liveupdate/core';
+import {
+  defineHandler,
+  type FileHandler,
+  restoreSerializedFolio,
+  serializedDataAddress,
+} from '@liveupdate/core';
 import {
   KernelError,
   MAX_PAGE_ORDER,
@@ -73,25 +78,9 @@ export function createMemfdLuoHandler(memfds: MemfdFileSystem): FileHandler {
   const writeSer = (phys: number, ser: MemfdLuoSer): void =>
     memfdLuoSer.encodeInto(memory.view(phys, memfdLuoSer.size), 0, ser);
 
-  /** `serialized_data` as an address: `EINVAL` for 0 (a NULL `KHOSER_LOAD_PTR`) or no page of RAM. */
-  const serAddress = (data: bigint): number => {
-    if (data === 0n) throw new KernelError('EINVAL', 'memfd: no serialized data');
-    if (data % BigInt(PAGE_SIZE) !== 0n || data >= BigInt(memory.size)) {
-      throw new KernelError('EINVAL', `memfd: serialized data ${hex(data)} is not a page of RAM`);
-    }
-    return Number(data);
-  };
-
-  /** Take ownership of the preserved `memfd_luo_ser` page; `EINVAL` when there is none. */
-  const restoreSer = (phys: number): Folio => {
-    try {
-      return kho.restoreFolio(phys, SER_ORDER);
-    } catch (error) {
-      throw new KernelError('EINVAL', `memfd: ${hex(phys)} is not a preserved memfd_luo_ser`, {
-        cause: error,
-      });
-    }
-  };
+  const serAddress = (data: bigint): number => serializedDataAddress(data, memory, 'memfd');
+  const restoreSer = (phys: number): Folio =>
+    restoreSerializedFolio(kho, phys, SER_ORDER, 'memfd_luo_ser');
 
   /** `size` and `pos` as numbers; `EINVAL` when they cannot be a preserved memfd's. */
   const geometry = (ser: MemfdLuoSer): { size: number; pos: number } => {
