@@ -154,7 +154,8 @@ function printPhases(updates: readonly CacheLiveUpdate[]): void {
     [
       '',
       "Kernel phases come from the kernels' and the machine's trace spans; those of the new cache",
-      'process (open … first key) are timed by the caller, since LUO emits no spans for them. The',
+      "process (open … first key) are timed by the caller, around each syscall (LUO's own spans,",
+      'luo-deserialize, luo-retrieve and luo-finish, sit inside them, in machine.spans()). The',
       "blackout runs from the old kernel's reboot span to the new cache answering its first key;",
       'the memfd itself is never copied: the new kernel gets its frames by physical address.',
     ].join('\n'),
