@@ -148,6 +148,11 @@ export class PageAllocator {
     this.#pinnedFrames += 2 ** folio.order;
   }
 
+  /** Whether the folio at `pfn` holds at least one pin. */
+  isPinned(pfn: number): boolean {
+    return this.#pins.has(pfn);
+  }
+
   /** Drop one pin taken with {@link pin}. `EINVAL` when the folio is not pinned. */
   unpin(folio: Folio): void {
     const pin = this.#pins.get(folio.pfn);

@@ -170,6 +170,7 @@ export class MemfdInode {
     const old = this.size;
     if (size < old) {
       const keep = pagesFor(size);
+      this.#checkUnpinned((index, folio) => index + pow2(folio.order) > keep);
       for (const { index, folio } of this.folios()) {
         if (index >= keep) {
           this.#folios.delete(index);
@@ -183,6 +184,21 @@ export class MemfdInode {
       this.#zero(old, size);
     }
     this.size = size;
+  }
+
+  /**
+   * `EBUSY`, before anything changes, when a folio `affected` selects is pinned (mapped for DMA
+   * by iommufd, or preserved): its frames must stay the file's.
+   */
+  #checkUnpinned(affected: (index: number, folio: Folio) => boolean): void {
+    for (const { index, folio } of this.folios()) {
+      if (affected(index, folio) && this.#pages.isPinned(folio.pfn)) {
+        throw new KernelError(
+          'EBUSY',
+          `memfd: page ${index} is pinned (mapped for DMA); the file cannot drop it`,
+        );
+      }
+    }
   }
 
   /**
@@ -247,6 +263,10 @@ export class MemfdInode {
    * it partly (`FALLOC_FL_PUNCH_HOLE`).
    */
   punchHole(offset: number, end: number): void {
+    this.#checkUnpinned((index, folio) => {
+      const start = index * PAGE_SIZE;
+      return start < end && start + PAGE_SIZE * pow2(folio.order) > offset;
+    });
     for (const { index, folio } of this.folios()) {
       const start = index * PAGE_SIZE;
       const stop = start + PAGE_SIZE * pow2(folio.order);
