@@ -1,0 +1,221 @@
+import {
+  IOMMU_HUGE_PAGE_SIZE,
+  KernelError,
+  PAGE_SIZE,
+  type File,
+  type PageAllocator,
+  type Vfs,
+} from '@liveupdate/kernel';
+import { IOMMU_IOVA_BITS, hex } from '@liveupdate/machine';
+import type { MemfdFolio, MemfdInode } from '@liveupdate/plugin-memfd';
+
+/** The first IOVA an IOAS can map. */
+export const IOAS_IOVA_START = 0;
+/** The last IOVA an IOAS can map: the machine's IOMMU translates {@link IOMMU_IOVA_BITS} bits. */
+export const IOAS_IOVA_LAST = 2 ** IOMMU_IOVA_BITS - 1;
+
+/**
+ * `struct iopt_area`: one mapping of an IOAS, `[iova, iova + length)` onto bytes
+ * `[start, start + length)` of a memfd. It holds a reference on the file (so the memfd outlives
+ * its fds) and a pin on every folio of the range (so no folio under it is freed) until it is
+ * unmapped.
+ */
+export interface IoptArea {
+  readonly iova: number;
+  readonly length: number;
+  /** The memfd file; the area holds one reference on it. */
+  readonly file: File;
+  readonly inode: MemfdInode;
+  /** Offset of the mapping in the file. */
+  readonly start: number;
+  /** `IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE` bits. */
+  readonly prot: number;
+  /** The folios of the range, each pinned once for this area, in file order. */
+  readonly folios: readonly MemfdFolio[];
+}
+
+/** What an IOAS needs of the kernel. */
+export interface IoasKernel {
+  readonly pages: PageAllocator;
+  readonly vfs: Vfs;
+}
+
+/** What {@link IommufdIoas.mapFile} maps. */
+export interface MapFileRequest {
+  readonly file: File;
+  readonly inode: MemfdInode;
+  readonly start: number;
+  readonly length: number;
+  /** Where to map; `undefined` lets the IOAS pick (`IOMMU_IOAS_MAP_FIXED_IOVA` clear). */
+  readonly iova: number | undefined;
+  readonly prot: number;
+}
+
+/**
+ * `struct iommufd_ioas` with its `io_pagetable`: an IO address space, the IOVA → memfd mappings
+ * that hardware page tables (HWPTs) will follow. Areas never overlap and are kept in IOVA order.
+ *
+ * Errors follow `iommufd/io_pagetable.c`: `EINVAL` for unaligned or out-of-range arguments,
+ * `EEXIST` for an IOVA range that overlaps an area, `ENOSPC` when no free IOVA range is large
+ * enough, `ENOENT` for an unmap that would split an area or hits none.
+ */
+export class IommufdIoas {
+  /** The object id in its iommufd. */
+  readonly id: number;
+  /**
+   * Objects that use this IOAS (HWPTs, once they exist): while non-zero, `IOMMU_DESTROY` of it is
+   * `EBUSY`. Nothing takes a use yet.
+   */
+  users = 0;
+  readonly #areas: IoptArea[] = [];
+  readonly #kernel: IoasKernel;
+
+  constructor(id: number, kernel: IoasKernel) {
+    this.id = id;
+    this.#kernel = kernel;
+  }
+
+  /** The mappings, in IOVA order. */
+  get areas(): readonly IoptArea[] {
+    return this.#areas;
+  }
+
+  /**
+   * `iopt_map_file_pages()`: map bytes `[start, start + length)` of a memfd. The caller checked
+   * that the range lies within the file. Holes in the range are allocated, every folio of the range
+   * is pinned, and the file gets a reference. All or nothing.
+   *
+   * @returns the IOVA the mapping was placed at
+   */
+  mapFile(request: MapFileRequest): number {
+    const { file, inode, start, length } = request;
+    if (length === 0 || length % PAGE_SIZE !== 0 || start % PAGE_SIZE !== 0) {
+      throw new KernelError(
+        'EINVAL',
+        `IOAS ${this.id}: start ${hex(start)} and length ${hex(length)} must be page-aligned and the length non-zero`,
+      );
+    }
+    const iova = request.iova === undefined ? this.#allocIova(length) : request.iova;
+    if (request.iova !== undefined) this.#checkFixedIova(iova, length);
+    inode.segments(start, length);
+    const folios = this.#folios(inode, start, length);
+    const pinned: MemfdFolio[] = [];
+    try {
+      for (const entry of folios) {
+        this.#kernel.pages.pin(entry.folio);
+        pinned.push(entry);
+      }
+    } catch (error) {
+      for (const entry of pinned) this.#kernel.pages.unpin(entry.folio);
+      throw error;
+    }
+    this.#kernel.vfs.fget(file);
+    const area: IoptArea = { iova, length, file, inode, start, prot: request.prot, folios };
+    const at = this.#areas.findIndex((other) => other.iova > iova);
+    this.#areas.splice(at < 0 ? this.#areas.length : at, 0, area);
+    return iova;
+  }
+
+  /**
+   * `iopt_unmap_iova()`: unmap every area inside `[first, last]` (inclusive). An area only partly
+   * inside, or no area at all, is `ENOENT`, and nothing is unmapped then.
+   *
+   * @returns the number of bytes unmapped
+   */
+  async unmapRange(first: number, last: number): Promise<number> {
+    const hit = this.#areas.filter((a) => a.iova <= last && a.iova + a.length - 1 >= first);
+    if (hit.length === 0) {
+      throw new KernelError(
+        'ENOENT',
+        `IOAS ${this.id}: nothing is mapped in ${hex(first)}..${hex(last)}`,
+      );
+    }
+    const partial = hit.find((a) => a.iova < first || a.iova + a.length - 1 > last);
+    if (partial) {
+      throw new KernelError(
+        'ENOENT',
+        `IOAS ${this.id}: the mapping at ${hex(partial.iova)}+${hex(partial.length)} is not wholly inside ${hex(first)}..${hex(last)}; mappings cannot be split`,
+      );
+    }
+    return this.#unmapAreas(hit);
+  }
+
+  /**
+   * `iopt_unmap_all()`: unmap every area; an empty IOAS succeeds with 0.
+   *
+   * @returns the number of bytes unmapped
+   */
+  unmapAll(): Promise<number> {
+    return this.#unmapAreas([...this.#areas]);
+  }
+
+  /**
+   * Take `areas` out, then for each: drop its pins, free folios the memfd let go of while they
+   * were pinned, and drop its file reference (the last one evicts the memfd, pins gone by then).
+   */
+  async #unmapAreas(areas: readonly IoptArea[]): Promise<number> {
+    for (const area of areas) this.#areas.splice(this.#areas.indexOf(area), 1);
+    let unmapped = 0;
+    for (const area of areas) {
+      // The memfd refuses to drop a pinned folio (EBUSY), so each is still the file's.
+      for (const { folio } of area.folios) this.#kernel.pages.unpin(folio);
+      unmapped += area.length;
+      await this.#kernel.vfs.fput(area.file);
+    }
+    return unmapped;
+  }
+
+  /** The folios covering pages of `[start, start + length)`, which are all cached. */
+  #folios(inode: MemfdInode, start: number, length: number): MemfdFolio[] {
+    const folios: MemfdFolio[] = [];
+    const endPage = (start + length) / PAGE_SIZE;
+    for (let page = start / PAGE_SIZE; page < endPage;) {
+      const hit = inode.lookup(page);
+      if (!hit)
+        throw new KernelError('EFAULT', `IOAS ${this.id}: page ${page} of the memfd is missing`);
+      folios.push(hit);
+      page = hit.index + 2 ** hit.folio.order;
+    }
+    return folios;
+  }
+
+  #checkFixedIova(iova: number, length: number): void {
+    if (iova % PAGE_SIZE !== 0) {
+      throw new KernelError('EINVAL', `IOAS ${this.id}: IOVA ${hex(iova)} is not page-aligned`);
+    }
+    if (iova < IOAS_IOVA_START || iova + length - 1 > IOAS_IOVA_LAST) {
+      throw new KernelError(
+        'EINVAL',
+        `IOAS ${this.id}: ${hex(iova)}+${hex(length)} is outside the allowed IOVAs ${hex(IOAS_IOVA_START)}..${hex(IOAS_IOVA_LAST)}`,
+      );
+    }
+    const other = this.#areas.find((a) => a.iova < iova + length && iova < a.iova + a.length);
+    if (other) {
+      throw new KernelError(
+        'EEXIST',
+        `IOAS ${this.id}: ${hex(iova)}+${hex(length)} overlaps the mapping at ${hex(other.iova)}+${hex(other.length)}`,
+      );
+    }
+  }
+
+  /**
+   * `iopt_alloc_iova()`: the lowest free IOVA range of `length` bytes, aligned to the largest power
+   * of two not above `length`, up to 2 MiB, so the IOMMU can use its large leaves.
+   */
+  #allocIova(length: number): number {
+    let align = PAGE_SIZE;
+    while (align * 2 <= Math.min(length, IOMMU_HUGE_PAGE_SIZE)) align *= 2;
+    let candidate = IOAS_IOVA_START;
+    for (const area of this.#areas) {
+      if (candidate + length <= area.iova) break;
+      candidate = Math.max(candidate, Math.ceil((area.iova + area.length) / align) * align);
+    }
+    if (candidate + length - 1 > IOAS_IOVA_LAST) {
+      throw new KernelError(
+        'ENOSPC',
+        `IOAS ${this.id}: no free IOVA range of ${hex(length)} bytes`,
+      );
+    }
+    return candidate;
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * The iommufd uAPI (`include/uapi/linux/iommufd.h`): ioctl numbers and argument structs. Every
+ * argument starts with a `__u32 size`; the kernel accepts a larger struct whose extra bytes are
+ * zero (`E2BIG` otherwise) and refuses a smaller one (`EINVAL`).
+ *
+ * User pointers: the simulated process has no address space to point into, so a pointer field
+ * (`allowed_iovas`, `mappings`) holds a byte offset into the same argument buffer, past the
+ * struct, where the array is read or written (`EFAULT` when it does not fit).
+ */
+import { _IO, defineStruct, s32, u32, u64 } from '@liveupdate/core';
+
+/** The ioctl type byte of iommufd (`';'`). */
+export const IOMMUFD_TYPE = 0x3b;
+
+/** `IOMMUFD_CMD_*`: the command numbers (`nr`) of `/dev/iommu`. */
+export const IOMMUFD_CMD = {
+  DESTROY: 0x80,
+  IOAS_ALLOC: 0x81,
+  IOAS_ALLOW_IOVAS: 0x82,
+  IOAS_COPY: 0x83,
+  IOAS_IOVA_RANGES: 0x84,
+  IOAS_MAP: 0x85,
+  IOAS_UNMAP: 0x86,
+  OPTION: 0x87,
+  VFIO_IOAS: 0x88,
+  HWPT_ALLOC: 0x89,
+  GET_HW_INFO: 0x8a,
+  HWPT_SET_DIRTY_TRACKING: 0x8b,
+  HWPT_GET_DIRTY_BITMAP: 0x8c,
+  HWPT_INVALIDATE: 0x8d,
+  FAULT_QUEUE_ALLOC: 0x8e,
+  IOAS_MAP_FILE: 0x8f,
+  /**
+   * Not upstream: list an IOAS's mappings (see {@link iommuIoasMappings}). Placed far from the
+   * upstream numbers so that new upstream commands never collide with it.
+   */
+  IOAS_MAPPINGS: 0xc0,
+} as const;
+
+/** `IOMMU_DESTROY`: destroy any object by id; argument {@link iommuDestroy}. */
+export const IOMMU_DESTROY = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.DESTROY);
+/** `IOMMU_IOAS_ALLOC`: a new IOAS; argument {@link iommuIoasAlloc}. */
+export const IOMMU_IOAS_ALLOC = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.IOAS_ALLOC);
+/** `IOMMU_IOAS_IOVA_RANGES`: the IOVA ranges that may be mapped; {@link iommuIoasIovaRanges}. */
+export const IOMMU_IOAS_IOVA_RANGES = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.IOAS_IOVA_RANGES);
+/** `IOMMU_IOAS_UNMAP`: unmap whole mappings in a range; argument {@link iommuIoasUnmap}. */
+export const IOMMU_IOAS_UNMAP = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.IOAS_UNMAP);
+/** `IOMMU_IOAS_MAP_FILE`: map part of a memfd; argument {@link iommuIoasMapFile}. */
+export const IOMMU_IOAS_MAP_FILE = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.IOAS_MAP_FILE);
+/** Not upstream: list an IOAS's mappings; argument {@link iommuIoasMappings}. */
+export const IOMMU_IOAS_MAPPINGS = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.IOAS_MAPPINGS);
+
+/** `enum iommufd_ioas_map_flags`: place the mapping at the given `iova`. */
+export const IOMMU_IOAS_MAP_FIXED_IOVA = 1 << 0;
+/** `enum iommufd_ioas_map_flags`: DMA may write. */
+export const IOMMU_IOAS_MAP_WRITEABLE = 1 << 1;
+/** `enum iommufd_ioas_map_flags`: DMA may read. */
+export const IOMMU_IOAS_MAP_READABLE = 1 << 2;
+
+/** `U64_MAX`: with `iova = 0`, the `length` of an {@link IOMMU_IOAS_UNMAP} of everything. */
+export const U64_MAX = 0xffff_ffff_ffff_ffffn;
+
+/** `struct iommu_destroy` (8 bytes): `size` u32 @0, `id` u32 @4 in. */
+export const iommuDestroy = defineStruct('iommu_destroy', [
+  ['size', u32],
+  ['id', u32],
+] as const);
+
+/** `struct iommu_ioas_alloc` (12 bytes): `size` @0, `flags` u32 @4 in (0), `out_ioas_id` @8 out. */
+export const iommuIoasAlloc = defineStruct('iommu_ioas_alloc', [
+  ['size', u32],
+  ['flags', u32],
+  ['out_ioas_id', u32],
+] as const);
+
+/** `struct iommu_iova_range` (16 bytes): `start` u64 @0, `last` u64 @8 (inclusive). */
+export const iommuIovaRange = defineStruct('iommu_iova_range', [
+  ['start', u64],
+  ['last', u64],
+] as const);
+
+/**
+ * `struct iommu_ioas_iova_ranges` (32 bytes): `size` @0, `ioas_id` u32 @4 in, `num_iovas` u32 @8
+ * in/out (room in, total out), `__reserved` u32 @12 (0), `allowed_iovas` u64 @16 in (offset of an
+ * {@link iommuIovaRange} array in the argument buffer), `out_iova_alignment` u64 @24 out.
+ */
+export const iommuIoasIovaRanges = defineStruct('iommu_ioas_iova_ranges', [
+  ['size', u32],
+  ['ioas_id', u32],
+  ['num_iovas', u32],
+  ['__reserved', u32],
+  ['allowed_iovas', u64],
+  ['out_iova_alignment', u64],
+] as const);
+
+/**
+ * `struct iommu_ioas_map_file` (40 bytes): `size` @0, `flags` u32 @4, `ioas_id` u32 @8, `fd` s32
+ * @12, `start` u64 @16, `length` u64 @24, `iova` u64 @32 (in with `FIXED_IOVA`, else out).
+ */
+export const iommuIoasMapFile = defineStruct('iommu_ioas_map_file', [
+  ['size', u32],
+  ['flags', u32],
+  ['ioas_id', u32],
+  ['fd', s32],
+  ['start', u64],
+  ['length', u64],
+  ['iova', u64],
+] as const);
+
+/**
+ * `struct iommu_ioas_unmap` (24 bytes): `size` @0, `ioas_id` u32 @4, `iova` u64 @8, `length` u64
+ * @16 (in: the range; out: the bytes unmapped).
+ */
+export const iommuIoasUnmap = defineStruct('iommu_ioas_unmap', [
+  ['size', u32],
+  ['ioas_id', u32],
+  ['iova', u64],
+  ['length', u64],
+] as const);
+
+/**
+ * Not upstream: `struct iommu_ioas_mappings` (24 bytes), shaped like {@link iommuIoasIovaRanges}:
+ * `size` @0, `ioas_id` u32 @4, `num_mappings` u32 @8 in/out (room in, total out: entries beyond
+ * the room are left out), `__reserved` u32 @12 (0), `mappings` u64 @16 in (offset of an
+ * {@link iommuIoasMapping} array in the argument buffer).
+ */
+export const iommuIoasMappings = defineStruct('iommu_ioas_mappings', [
+  ['size', u32],
+  ['ioas_id', u32],
+  ['num_mappings', u32],
+  ['__reserved', u32],
+  ['mappings', u64],
+] as const);
+
+/**
+ * Not upstream: `struct iommu_ioas_mapping` (32 bytes), one mapping in IOVA order: `iova` u64 @0,
+ * `length` u64 @8, `start` u64 @16 (offset in the file), `flags` u32 @24 (`READABLE`/`WRITEABLE`),
+ * `__reserved` u32 @28.
+ */
+export const iommuIoasMapping = defineStruct('iommu_ioas_mapping', [
+  ['iova', u64],
+  ['length', u64],
+  ['start', u64],
+  ['flags', u32],
+  ['__reserved', u32],
+] as const);
