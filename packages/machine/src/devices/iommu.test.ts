@@ -151,4 +151,29 @@ describe('IOTLB', () => {
     expect(translation.iotlbSize).toBe(0);
     expect(translation.translate(bdf, 0x1000, true)).toEqual({ fault: 'PTE_NOT_PRESENT' });
   });
+
+  it('caches nothing while GCTL bit 1 disables it: every translation walks the tables', () => {
+    const { memory, bdf, registers, attach, map, translation } = setup();
+    attach(bdf, 5);
+    const leaf = map(0x1000, 0x30_0000, RW);
+    const huge = map(0x20_0000, 0x40_0000, RW, 2);
+    registers.setIotlbEnabled(false);
+    expect(registers.iotlbEnabled).toBe(false);
+    translation.sync();
+    expect(translation.translate(bdf, 0x1000, true)).toEqual({ phys: 0x30_0000 });
+    expect(translation.translate(bdf, 0x20_1000, true)).toEqual({ phys: 0x40_1000 });
+    expect(translation.iotlbSize).toBe(0);
+    // No invalidation: only a fresh walk can see the cleared PTEs.
+    memory.writeU32(leaf, 0);
+    memory.writeU32(huge, 0);
+    expect(translation.translate(bdf, 0x1000, true)).toEqual({ fault: 'PTE_NOT_PRESENT' });
+    expect(translation.translate(bdf, 0x20_1000, true)).toEqual({ fault: 'PTE_NOT_PRESENT' });
+    memory.writeU32(leaf, 0x31_0000 | RW);
+    expect(translation.translate(bdf, 0x1000, false)).toEqual({ phys: 0x31_0000 });
+    registers.setIotlbEnabled(true);
+    translation.sync();
+    expect(translation.translate(bdf, 0x1000, false)).toEqual({ phys: 0x31_0000 });
+    expect(translation.iotlbSize).toBe(1);
+    expect(registers.translationEnabled).toBe(true);
+  });
 });

@@ -10,7 +10,7 @@ import type { Bdf, PciFunction } from './pci-function.js';
  */
 
 export const IOMMU_REG_VERSION = 0x00;
-/** Global control and status: bit 0 translation enable. */
+/** Global control and status: bit 0 translation enable, bit 1 IOTLB disable. */
 export const IOMMU_REG_GCTL = 0x04;
 export const IOMMU_REG_RTADDR_LO = 0x08;
 export const IOMMU_REG_RTADDR_HI = 0x0c;
@@ -24,6 +24,8 @@ export const IOMMU_FAULT_LOG_ENTRIES = 16;
 const IOMMU_REGISTER_BYTES = IOMMU_REG_FAULT_LOG + IOMMU_FAULT_LOG_ENTRIES * 16;
 
 export const IOMMU_GCTL_TE = 1 << 0;
+/** Set, the IOTLB caches nothing: every translation walks the tables in RAM (for benchmarks). */
+export const IOMMU_GCTL_IOTLB_DISABLE = 1 << 1;
 export const IOMMU_VERSION = 0x10;
 
 /** Root and context entries: 16 bytes; bit 0 of the low u64 is "present". */
@@ -93,6 +95,18 @@ export class IommuRegisters {
   setTranslationEnabled(enabled: boolean): void {
     if (enabled) Atomics.or(this.#words, IOMMU_REG_GCTL / 4, IOMMU_GCTL_TE);
     else Atomics.and(this.#words, IOMMU_REG_GCTL / 4, ~IOMMU_GCTL_TE);
+    this.invalidateAll();
+  }
+
+  /** Whether devices cache leaf translations (GCTL bit 1 clear, the power-on state). */
+  get iotlbEnabled(): boolean {
+    return (Atomics.load(this.#words, IOMMU_REG_GCTL / 4) & IOMMU_GCTL_IOTLB_DISABLE) === 0;
+  }
+
+  /** Turn the IOTLB on or off; off, every translation walks the tables. Invalidates. */
+  setIotlbEnabled(enabled: boolean): void {
+    if (enabled) Atomics.and(this.#words, IOMMU_REG_GCTL / 4, ~IOMMU_GCTL_IOTLB_DISABLE);
+    else Atomics.or(this.#words, IOMMU_REG_GCTL / 4, IOMMU_GCTL_IOTLB_DISABLE);
     this.invalidateAll();
   }
 
@@ -188,6 +202,7 @@ export class IommuTranslation {
   readonly #iotlb = new Map<number, Translation>();
   #generation = -1;
   #enabled = false;
+  #cache = true;
   #root = 0;
 
   constructor(memory: PhysicalMemory, registers: IommuRegisters) {
@@ -210,6 +225,7 @@ export class IommuTranslation {
       this.#iotlb.clear();
       this.#generation = generation;
       this.#enabled = this.#registers.translationEnabled;
+      this.#cache = this.#registers.iotlbEnabled;
       this.#root = this.#registers.rootTable;
     }
     fn?.acknowledgeInvalidation(generation);
@@ -228,7 +244,7 @@ export class IommuTranslation {
       const walked = this.#walk(bdf, page * PAGE_SIZE);
       if ('fault' in walked) return { fault: walked.fault };
       entry = walked;
-      this.#iotlb.set(key, entry);
+      if (this.#cache) this.#iotlb.set(key, entry);
     }
     if (write ? !entry.write : !entry.read) {
       return { fault: write ? 'WRITE_DENIED' : 'READ_DENIED' };
