@@ -285,12 +285,16 @@ export class MemfdInode {
   segments(offset: number, length: number): MemfdSegment[] {
     const end = offset + length;
     this.allocateRange(Math.floor(offset / PAGE_SIZE), pagesFor(end), pagesFor(this.size));
-    const segments: MemfdSegment[] = [];
+    const segments: { phys: number; length: number }[] = [];
     for (let at = offset; at < end;) {
       const hit = this.lookup(Math.floor(at / PAGE_SIZE))!;
       const start = hit.index * PAGE_SIZE;
       const stop = Math.min(end, start + PAGE_SIZE * pow2(hit.folio.order));
-      segments.push({ phys: hit.folio.pfn * PAGE_SIZE + at - start, length: stop - at });
+      const phys = hit.folio.pfn * PAGE_SIZE + at - start;
+      const last = segments.at(-1);
+      // Folios that follow each other in RAM make one segment: fewer views, less work per map.
+      if (last && last.phys + last.length === phys) last.length += stop - at;
+      else segments.push({ phys, length: stop - at });
       at = stop;
     }
     return segments;

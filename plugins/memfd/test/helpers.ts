@@ -5,10 +5,29 @@ import {
   LINUX_REBOOT_CMD_KEXEC,
   Machine,
   type KernelImage,
+  type MemoryMapping,
   type Process,
 } from '@liveupdate/machine';
 
 export const MiB = 1024 * 1024;
+
+/** The live bytes of a mapping at file offset `offset` (within one segment). */
+export function bytesAt(mapping: MemoryMapping, offset: number, length: number): Uint8Array {
+  const segment = mapping.segments.find(
+    (s) => s.offset <= offset && offset + length <= s.offset + s.bytes.length,
+  );
+  if (!segment) throw new Error(`no segment holds bytes ${offset}+${length}`);
+  return segment.bytes.subarray(offset - segment.offset, offset - segment.offset + length);
+}
+
+/** The physical address a mapping gives file offset `offset`. */
+export function physAt(mapping: MemoryMapping, offset: number): number {
+  const segment = mapping.segments.find(
+    (s) => s.offset <= offset && offset < s.offset + s.bytes.length,
+  );
+  if (!segment) throw new Error(`no segment holds offset ${offset}`);
+  return segment.phys + offset - segment.offset;
+}
 /** Room for a 64 MiB memfd beside the firmware megabyte and the KHO scratch area. */
 export const TEST_RAM = 128 * MiB;
 /** The memfd module, by its package name, as a kernel image lists it. */
