@@ -3,8 +3,7 @@
 // registers (as packages/kernel/test/fixtures/dma-probe.js does) and times their DMA inside the
 // kernel with performance.now(). Beside the copy engine it times the baseline: a plain
 // memory.view().set() copy of the same bytes in the same kernel. Plain JS because the kernel
-// worker imports it directly from this folder; @liveupdate/kernel is not a dependency of this
-// package, so the built kernel is imported by path (`pnpm bench` builds every package first).
+// worker imports it directly from this folder.
 import { setInterval, clearInterval } from 'node:timers';
 import {
   IOMMU_SERVICE,
@@ -26,18 +25,14 @@ import {
   DMA_COPY_REG_SIZE,
   DMA_COPY_REG_TAIL,
   DMA_COPY_STATUS,
-  NIC_CTRL_RX_ENABLE,
-  NIC_DESC_SIZE,
   NIC_PACKET_SIZE,
   NIC_REG_CTRL,
-  NIC_REG_RX_BASE_HI,
-  NIC_REG_RX_BASE_LO,
   NIC_REG_RX_DROPS,
   NIC_REG_RX_HEAD,
   NIC_REG_RX_PACKETS,
-  NIC_REG_RX_SIZE,
   NIC_REG_RX_TAIL,
 } from '@liveupdate/machine';
+import { startNicRing } from '../test/fixtures/nic-ring.js';
 
 export const NIC_BDF = '00:03.0';
 export const COPY_BDF = '00:04.0';
@@ -73,28 +68,18 @@ export default defineModule({
         const dev = pci.find(NIC_BDF);
         const domain = iommu.allocDomain();
         iommu.attachDevice(domain, dev.bdf);
-        const ring = pages.allocPages(getOrder(ringSize * NIC_DESC_SIZE), { zero: true });
-        const buffers = pages.allocPages(getOrder(ringSize * NIC_PACKET_SIZE), { zero: true });
-        iommu.map(domain, NIC_RING_IOVA, phys(ring), PAGE_SIZE * 2 ** ring.order, {
-          read: true,
-          write: true,
+        startNicRing({
+          memory,
+          pages,
+          iommu,
+          dev,
+          domain,
+          ringSize,
+          bufferSize: NIC_PACKET_SIZE,
+          ringIova: NIC_RING_IOVA,
+          buffersIova: NIC_BUFFERS_IOVA,
+          interrupts: false,
         });
-        iommu.map(domain, NIC_BUFFERS_IOVA, phys(buffers), PAGE_SIZE * 2 ** buffers.order, {
-          write: true,
-        });
-        for (let i = 0; i < ringSize; i++) {
-          const at = phys(ring) + i * NIC_DESC_SIZE;
-          memory.writeU64(at, BigInt(NIC_BUFFERS_IOVA + i * NIC_PACKET_SIZE));
-          memory.writeU32(at + 8, NIC_PACKET_SIZE);
-        }
-        dev.writeRegister(NIC_REG_RX_BASE_LO, NIC_RING_IOVA);
-        dev.writeRegister(NIC_REG_RX_BASE_HI, 0);
-        dev.writeRegister(NIC_REG_RX_SIZE, ringSize);
-        dev.writeRegister(NIC_REG_RX_HEAD, 0);
-        dev.writeRegister(NIC_REG_RX_TAIL, 0);
-        dev.enableDevice();
-        dev.setMaster(true);
-        dev.writeRegister(NIC_REG_CTRL, NIC_CTRL_RX_ENABLE);
         const consumer = setInterval(
           () => dev.writeRegister(NIC_REG_RX_TAIL, dev.readRegister(NIC_REG_RX_HEAD)),
           1,
