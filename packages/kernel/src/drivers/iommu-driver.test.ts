@@ -111,6 +111,25 @@ describe('IOMMU driver', () => {
     expect(pages.stats.allocated - allocated).toBe(4);
   });
 
+  it('moves a device to another domain without a moment of missing translation', () => {
+    const { iommu, pages, translate } = setup();
+    const first = iommu.allocDomain();
+    const second = iommu.allocDomain();
+    const frameA = pages.allocPages(0).pfn * PAGE_SIZE;
+    const frameB = pages.allocPages(0).pfn * PAGE_SIZE;
+    iommu.map(first, 0x1000, frameA, PAGE_SIZE, { read: true, write: true });
+    iommu.map(second, 0x1000, frameB, PAGE_SIZE, { read: true, write: true });
+    iommu.attachDevice(first, NIC);
+    expect(translate(NIC, 0x1000, true)).toEqual({ phys: frameA });
+    iommu.replaceDevice(second, NIC);
+    // The IOTLB held the old translation; the replacement invalidated it.
+    expect(translate(NIC, 0x1000, true)).toEqual({ phys: frameB });
+    expect(iommu.domainOf(NIC)?.id).toBe(second.id);
+    // The old domain has no device left and can go.
+    iommu.freeDomain(first);
+    expect(errnoOf(() => iommu.freeDomain(second))).toBe('EBUSY');
+  });
+
   it('turns translation off at shutdown', () => {
     const { iommu, registers } = setup();
     expect(registers.translationEnabled).toBe(true);

@@ -143,14 +143,33 @@ export class IommuDriver {
     if (current !== undefined) {
       throw new KernelError('EBUSY', `${formatBdf(bdf)} is attached to IOMMU domain ${current}`);
     }
-    const entry = this.#contextEntry(bdf);
-    this.#memory.writeU32(entry + 8, state.id << IOMMU_CONTEXT_DID_SHIFT);
-    this.#memory.writeU32(entry + 4, Math.floor(state.pageTableRoot / 2 ** 32));
-    this.#memory.writeU32(entry, (state.pageTableRoot % 2 ** 32) | 1);
+    this.#writeContextEntry(this.#contextEntry(bdf), state);
     this.#registers.invalidateAll();
     state.devices.add(bdf);
     this.#attached.set(bdf, state.id);
     this.#log.info(`DMAR: ${formatBdf(bdf)} attached to domain ${state.id}`);
+  }
+
+  /**
+   * Hitless domain replacement (`iommu_group_replace_domain`): move `bdf` from the domain it is
+   * attached to onto `domain` by rewriting its context entry in place, then invalidate. The
+   * device never sees a missing context entry, so DMA that both domains map keeps flowing. A
+   * device attached nowhere is simply attached.
+   */
+  replaceDevice(domain: IommuDomain, bdf: Bdf): void {
+    const state = this.#state(domain);
+    const current = this.#attached.get(bdf);
+    if (current === state.id) return;
+    if (current === undefined) {
+      this.attachDevice(domain, bdf);
+      return;
+    }
+    this.#writeContextEntry(this.#contextEntry(bdf), state);
+    this.#registers.invalidateAll();
+    this.#domains.get(current)?.devices.delete(bdf);
+    state.devices.add(bdf);
+    this.#attached.set(bdf, state.id);
+    this.#log.info(`DMAR: ${formatBdf(bdf)} moved from domain ${current} to ${state.id}`);
   }
 
   /** `iommu_detach_device`: clear the context entry; the device's DMA faults from now on. */
@@ -272,6 +291,17 @@ export class IommuDriver {
       throw new KernelError('ENOENT', `no IOMMU domain ${domain.id}`);
     }
     return state;
+  }
+
+  /**
+   * Point the context entry at `entry` to `state`: domain id, then the table root's high half,
+   * then its low half with the present bit, so the hardware reads either the old or the new
+   * translation (its IOTLB is invalidated by the caller).
+   */
+  #writeContextEntry(entry: number, state: DomainState): void {
+    this.#memory.writeU32(entry + 8, state.id << IOMMU_CONTEXT_DID_SHIFT);
+    this.#memory.writeU32(entry + 4, Math.floor(state.pageTableRoot / 2 ** 32));
+    this.#memory.writeU32(entry, (state.pageTableRoot % 2 ** 32) | 1);
   }
 
   /** Address of the context entry of `bdf`, allocating the bus's context table if needed. */
