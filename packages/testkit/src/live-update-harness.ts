@@ -30,6 +30,8 @@ export interface BootForLiveUpdateOptions {
    * place to corrupt a handover on purpose.
    */
   readonly onHandover?: MachineOptions['onHandover'];
+  /** PCI devices of the machine (see `Machine.create`), for handlers of device files. */
+  readonly devices?: MachineOptions['devices'];
 }
 
 /**
@@ -112,6 +114,7 @@ export async function bootForLiveUpdate(
   const machine = Machine.create({
     ramBytes: options.ramBytes ?? DEFAULT_HARNESS_RAM_BYTES,
     ...(options.onHandover ? { onHandover: options.onHandover } : {}),
+    ...(options.devices ? { devices: options.devices } : {}),
   });
   const imageFor = (version: string): KernelImage =>
     liveUpdateImage({
