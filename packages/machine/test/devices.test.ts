@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   DMA_COPY_CTRL_ENABLE,
+  DMA_COPY_DESC_INTERRUPT,
   DMA_COPY_REG_BASE_LO,
   DMA_COPY_REG_COMPLETED,
   DMA_COPY_REG_CTRL,
@@ -9,13 +10,24 @@ import {
   DMA_COPY_STATUS,
   Machine,
   NIC_CTRL_RX_ENABLE,
+  NIC_CTRL_RX_IRQ,
+  NIC_DESC_SIZE,
+  NIC_PACKET_SIZE,
   NIC_REG_CTRL,
+  NIC_REG_INT_STATUS,
+  NIC_REG_RX_BASE_LO,
   NIC_REG_RX_DROPS,
+  NIC_REG_RX_HEAD,
+  NIC_REG_RX_PACKETS,
+  NIC_REG_RX_SIZE,
+  NIC_REG_RX_TAIL,
   PCI_COMMAND,
   PCI_COMMAND_MASTER,
   PCI_COMMAND_MEMORY,
   PCI_EXP_DEVCTL,
   PCI_EXP_DEVCTL_BCR_FLR,
+  PCI_MSIX_FLAGS,
+  PCI_MSIX_FLAGS_ENABLE,
 } from '../src/index.js';
 
 const machines: Machine[] = [];
@@ -87,5 +99,70 @@ describe('machine devices', () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(m.counters('00:03.0')).toEqual(after);
     expect(m.counters()).toMatchObject({ drops: after.drops, dmaOps: 0 });
+  });
+
+  it('delivers no NIC interrupt while MSI-X is disabled, and one per packet once it is enabled', async () => {
+    const m = machine();
+    const nic = m.hardware.function('00:03.0');
+    const { memory } = m;
+    // An 8-descriptor ring at 0x10000 (translation off: IOVA = physical address), buffers at 0x20000.
+    const ringSize = 8;
+    for (let i = 0; i < ringSize; i++) {
+      memory.writeU64(0x10000 + i * NIC_DESC_SIZE, BigInt(0x20000 + i * 256));
+      memory.writeU32(0x10000 + i * NIC_DESC_SIZE + 8, 256);
+    }
+    nic.writeRegister(NIC_REG_RX_BASE_LO, 0x10000);
+    nic.writeRegister(NIC_REG_RX_SIZE, ringSize);
+    nic.writeConfig16(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    nic.writeRegister(NIC_REG_CTRL, NIC_CTRL_RX_ENABLE | NIC_CTRL_RX_IRQ);
+    // The ring is full at head + 1 = tail: seven packets land, the rest are dropped.
+    await until(() => nic.readRegister(NIC_REG_RX_PACKETS) === ringSize - 1);
+    expect(memory.readU32(0x20000 + 8)).toBe(NIC_PACKET_SIZE);
+    expect(nic.readRegister(NIC_REG_INT_STATUS) & 1).toBe(1);
+    expect(nic.interruptMessage).toBe(0);
+    expect(m.counters('00:03.0').interrupts).toBe(0);
+
+    nic.writeConfig16(PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
+    const seen = nic.interruptMessage;
+    // Hand four descriptors back: four more packets, four interrupts.
+    nic.writeRegister(NIC_REG_RX_TAIL, 4);
+    await until(() => nic.readRegister(NIC_REG_RX_PACKETS) === ringSize - 1 + 4);
+    await until(() => m.counters('00:03.0').drops > 0);
+    expect(m.counters('00:03.0').interrupts).toBe(4);
+    expect((nic.interruptMessage - seen) >>> 0).toBe(4);
+    expect(nic.readRegister(NIC_REG_RX_HEAD)).toBe(3);
+  });
+
+  it('raises an interrupt for a completed copy descriptor only when it asks for one', async () => {
+    const m = machine();
+    const copy = m.hardware.function('00:04.0');
+    const { memory } = m;
+    // Two descriptors at 0x1000: the first without the interrupt flag, the second with it.
+    memory.fill(0x2000, 64, 0x11);
+    for (let i = 0; i < 2; i++) {
+      const at = 0x1000 + i * 32;
+      memory.writeU64(at, 0x2000n);
+      memory.writeU64(at + 8, BigInt(0x3000 + i * 0x100));
+      memory.writeU32(at + 16, 64);
+      memory.writeU32(at + 20, i === 1 ? DMA_COPY_DESC_INTERRUPT : 0);
+      memory.writeU64(at + 24, BigInt(0x4000 + i * 8));
+    }
+    copy.writeRegister(DMA_COPY_REG_BASE_LO, 0x1000);
+    copy.writeRegister(DMA_COPY_REG_SIZE, 4);
+    copy.writeRegister(DMA_COPY_REG_CTRL, DMA_COPY_CTRL_ENABLE);
+    copy.writeConfig16(PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
+    copy.writeConfig16(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    const woken = copy.waitForInterrupt(copy.interruptMessage);
+    copy.writeRegister(DMA_COPY_REG_TAIL, 1);
+    await until(() => copy.readRegister(DMA_COPY_REG_COMPLETED) === 1);
+    expect(copy.interruptMessage).toBe(0);
+
+    copy.writeRegister(DMA_COPY_REG_TAIL, 2);
+    await woken;
+    // The interrupt follows the completion it announces.
+    expect(copy.readRegister(DMA_COPY_REG_COMPLETED)).toBe(2);
+    expect(memory.readU32(0x4008)).toBe(DMA_COPY_STATUS.SUCCESS);
+    expect(copy.interruptMessage).toBe(1);
+    expect(m.counters('00:04.0')).toMatchObject({ copies: 2, interrupts: 1 });
   });
 });

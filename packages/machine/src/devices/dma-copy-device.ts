@@ -15,9 +15,15 @@ import type { DmaEngine } from './dma-engine.js';
  * | 0x14 | tail (doorbell): descriptors in [head, tail) are queued | driver |
  * | 0x18 | descriptors completed | engine |
  *
- * A descriptor is 32 bytes: u64 source IOVA, u64 destination IOVA, u32 length, u32 flags (0),
- * u64 completion record IOVA. The completion record is 8 bytes: u32 status
+ * A descriptor is 32 bytes: u64 source IOVA, u64 destination IOVA, u32 length, u32 flags, u64
+ * completion record IOVA. Flags: bit 0 {@link DMA_COPY_DESC_INTERRUPT} (interrupt on completion);
+ * other bits are ignored. The completion record is 8 bytes: u32 status
  * ({@link DMA_COPY_STATUS}), u32 bytes copied.
+ *
+ * Interrupt on completion: once a descriptor with {@link DMA_COPY_DESC_INTERRUPT} is complete (its
+ * completion record written, head and completed count advanced, whatever its status), the engine
+ * raises one interrupt, delivered as an MSI-X message while MSI-X is enabled in config space and
+ * lost while it is disabled or masked (`PciFunction.raiseInterrupt`).
  */
 export const DMA_COPY_REG_CTRL = 0x00;
 export const DMA_COPY_REG_BASE_LO = 0x04;
@@ -28,6 +34,8 @@ export const DMA_COPY_REG_TAIL = 0x14;
 export const DMA_COPY_REG_COMPLETED = 0x18;
 export const DMA_COPY_CTRL_ENABLE = 1 << 0;
 export const DMA_COPY_DESC_SIZE = 32;
+/** Descriptor flag: raise an interrupt when this descriptor completes. */
+export const DMA_COPY_DESC_INTERRUPT = 1 << 0;
 export const DMA_COPY_COMPLETION_SIZE = 8;
 /** Longest copy of one descriptor. */
 export const DMA_COPY_MAX_LENGTH = 1 << 20;
@@ -65,12 +73,14 @@ export class DmaCopyDevice {
       head < size ? this.#dma.read(base + head * DMA_COPY_DESC_SIZE, DMA_COPY_DESC_SIZE) : null;
     // Counted before the completion record and the registers publish the copy.
     this.#dma.count('copies');
+    let interrupt = false;
     if (descriptor) {
       const view = new DataView(descriptor.buffer);
       const source = Number(view.getBigUint64(0, true));
       const destination = Number(view.getBigUint64(8, true));
       const length = view.getUint32(16, true);
       const completion = Number(view.getBigUint64(24, true));
+      interrupt = (view.getUint32(20, true) & DMA_COPY_DESC_INTERRUPT) !== 0;
       let status: number = DMA_COPY_STATUS.INVALID;
       let copied = 0;
       if (length <= DMA_COPY_MAX_LENGTH) {
@@ -88,5 +98,6 @@ export class DmaCopyDevice {
     }
     fn.writeRegister(DMA_COPY_REG_HEAD, (head + 1) % size);
     fn.addRegister(DMA_COPY_REG_COMPLETED, 1);
+    if (interrupt) this.#dma.raiseInterrupt();
   }
 }

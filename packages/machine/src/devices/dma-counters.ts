@@ -11,7 +11,10 @@ export const DMA_COUNTER = {
   faults: 2,
   /** Packets a NIC dropped (ring full, no bus mastering, or a fault). */
   drops: 3,
-  /** Interrupts raised. */
+  /**
+   * Interrupts raised and delivered: each one incremented the function's MSI-X message word. An
+   * interrupt raised while MSI-X is disabled or masked is lost and not counted.
+   */
   interrupts: 4,
   /** Packets a NIC delivered into its ring. */
   packets: 5,

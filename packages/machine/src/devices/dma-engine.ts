@@ -78,7 +78,18 @@ export class DmaEngine {
     return true;
   }
 
-  count(name: 'drops' | 'interrupts' | 'packets' | 'copies'): void {
+  /**
+   * Signal an interrupt through the function's MSI-X message ({@link PciFunction.raiseInterrupt});
+   * the `interrupts` counter counts it only when it was delivered. Only inside
+   * {@link transaction}. Returns whether it was delivered.
+   */
+  raiseInterrupt(): boolean {
+    if (!this.fn.raiseInterrupt()) return false;
+    this.#counters.add(this.#index, 'interrupts');
+    return true;
+  }
+
+  count(name: 'drops' | 'packets' | 'copies'): void {
     this.#counters.add(this.#index, name);
   }
 

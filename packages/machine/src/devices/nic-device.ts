@@ -17,6 +17,10 @@ import type { DmaEngine } from './dma-engine.js';
  * | 0x1c | packets dropped | NIC |
  * | 0x20 | interrupt status: bit 0 receive (write 1 to clear) | both |
  *
+ * With CTRL bit 1 set, each packet delivered into the ring sets interrupt status bit 0 and raises
+ * one interrupt, delivered as an MSI-X message while MSI-X is enabled in config space and lost
+ * while it is disabled or masked (`PciFunction.raiseInterrupt`).
+ *
  * A receive descriptor is 16 bytes: u64 buffer IOVA and u16 buffer length (driver), u16 packet
  * length and u32 status (NIC; bit 0 descriptor done). A packet is {@link NIC_PACKET_SIZE} bytes:
  * u64 sequence number, u32 length, u32 checksum ({@link nicPacketChecksum}), then payload.
@@ -127,9 +131,10 @@ export class NicDevice {
       fn.writeRegister(NIC_REG_RX_HEAD, (head + 1) % size);
       fn.addRegister(NIC_REG_RX_PACKETS, 1);
       delivered = true;
-      if ((fn.readRegister(NIC_REG_CTRL) & NIC_CTRL_RX_IRQ) !== 0 && fn.interruptsEnabled) {
+      if ((fn.readRegister(NIC_REG_CTRL) & NIC_CTRL_RX_IRQ) !== 0) {
+        // The cause is latched before the message, so a handler woken by it sees the cause.
         fn.writeRegister(NIC_REG_INT_STATUS, fn.readRegister(NIC_REG_INT_STATUS) | 1);
-        this.#dma.count('interrupts');
+        this.#dma.raiseInterrupt();
       }
     });
     if (!delivered) {

@@ -9,6 +9,7 @@ import {
   PCI_EXP_DEVCTL_BCR_FLR,
   PCI_MSIX_FLAGS,
   PCI_MSIX_FLAGS_ENABLE,
+  PCI_MSIX_FLAGS_MASKALL,
   PCI_VENDOR_ID,
   PciFunction,
   formatBdf,
@@ -60,5 +61,55 @@ describe('PCI function', () => {
     expect(fn.readConfig16(PCI_EXP_DEVCTL)).toBe(0);
     expect(fn.resetGeneration).toBe(generation + 1);
     expect(fn.vendor).toBe(0x8086);
+  });
+
+  it('delivers an interrupt only while MSI-X is enabled and not masked', () => {
+    const fn = PciFunction.create(0x18, identity);
+    expect(fn.raiseInterrupt()).toBe(false);
+    expect(fn.interruptMessage).toBe(0);
+    fn.writeConfig16(PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL);
+    expect(fn.raiseInterrupt()).toBe(false);
+    fn.writeConfig16(PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
+    expect(fn.raiseInterrupt()).toBe(true);
+    expect(fn.raiseInterrupt()).toBe(true);
+    expect(fn.interruptMessage).toBe(2);
+  });
+
+  it('keeps the interrupt message word across a function-level reset, with MSI-X disabled', () => {
+    const fn = PciFunction.create(0x18, identity);
+    fn.writeConfig16(PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
+    fn.raiseInterrupt();
+    fn.raiseInterrupt();
+    fn.functionLevelReset();
+    // A kernel that saw 2 before the reset must compute 0 new interrupts, not a wrapped count.
+    expect(fn.interruptMessage).toBe(2);
+    expect(fn.raiseInterrupt()).toBe(false);
+    fn.writeConfig16(PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
+    fn.raiseInterrupt();
+    expect((fn.interruptMessage - 2) >>> 0).toBe(1);
+  });
+
+  it('wakes an asynchronous waiter when an interrupt is delivered, and not before', async () => {
+    const fn = PciFunction.create(0x18, identity);
+    fn.writeConfig16(PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
+    let woken = false;
+    const waiting = fn.waitForInterrupt(fn.interruptMessage).then(() => {
+      woken = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(woken).toBe(false);
+    fn.raiseInterrupt();
+    await waiting;
+    expect(fn.interruptMessage).toBe(1);
+    // A stale `seen` resolves at once.
+    await fn.waitForInterrupt(0);
+  });
+
+  it('lets the interrupt controller wake its waiter without an interrupt', async () => {
+    const fn = PciFunction.create(0x18, identity);
+    const waiting = fn.waitForInterrupt(fn.interruptMessage);
+    fn.wakeInterruptWaiters();
+    await waiting;
+    expect(fn.interruptMessage).toBe(0);
   });
 });

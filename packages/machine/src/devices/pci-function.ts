@@ -17,6 +17,13 @@
  * | 0x50 | u32 | PCI Express capability: id 0x10 |
  * | 0x58 | u16 | device control: bit 15 initiate function-level reset (self-clearing) |
  *
+ * Interrupts are message-signalled: the function's MSI-X message is a 32-bit word after the config
+ * space (not software-visible config), which the device increments with `Atomics.add` and wakes
+ * waiters on with `Atomics.notify`, as a real MSI is a posted write of a message to an address the
+ * interrupt controller watches. The word only ever grows (modulo 2^32): a function-level reset
+ * disables MSI-X but leaves the word alone, so a kernel that remembers the last value it saw counts
+ * exactly the interrupts raised since, and a reset can never make it see old ones as new.
+ *
  * @packageDocumentation
  */
 
@@ -51,6 +58,8 @@ const INFLIGHT = PCI_CONFIG_SPACE_SIZE / 4;
 const RESET_GENERATION = INFLIGHT + 1;
 /** The IOMMU invalidation generation this function's translations were last flushed at. */
 const IOTLB_ACK = INFLIGHT + 2;
+/** The MSI-X message word: interrupts delivered so far, modulo 2^32 (see the file header). */
+const MSI_MESSAGE = INFLIGHT + 3;
 const FUNCTION_WORDS = INFLIGHT + 4;
 
 /** Size of a BAR0 register window in bytes. */
@@ -239,6 +248,44 @@ export class PciFunction {
     Atomics.store(this.#config, INFLIGHT, 0);
   }
 
+  /**
+   * Device side: signal an interrupt. It is delivered (the MSI-X message word is incremented and
+   * its waiters woken) only while MSI-X is enabled and not masked; otherwise it is lost, as a
+   * message the function is not allowed to send. Returns whether it was delivered. A device calls
+   * this inside its DMA transaction, so a function-level reset that returned has no delivery of
+   * the old configuration still to come.
+   */
+  raiseInterrupt(): boolean {
+    if (!this.interruptsEnabled) return false;
+    Atomics.add(this.#config, MSI_MESSAGE, 1);
+    Atomics.notify(this.#config, MSI_MESSAGE);
+    return true;
+  }
+
+  /**
+   * The MSI-X message word: the number of interrupts this function delivered since power-on,
+   * modulo 2^32 (an unsigned value). It is never reset: the interrupts delivered since a value
+   * `seen` are `(interruptMessage - seen) >>> 0`.
+   */
+  get interruptMessage(): number {
+    return Atomics.load(this.#config, MSI_MESSAGE) >>> 0;
+  }
+
+  /**
+   * Interrupt controller side: resolves once the message word differs from `seen` or
+   * {@link wakeInterruptWaiters} is called (`Atomics.waitAsync`, so the caller's thread keeps
+   * running). Callers re-read {@link interruptMessage}: a wake-up may carry no new interrupt.
+   */
+  waitForInterrupt(seen: number): Promise<void> {
+    const result = AtomicsWaitAsync.waitAsync(this.#config, MSI_MESSAGE, seen | 0);
+    return result.async ? result.value.then(() => undefined) : Promise.resolve();
+  }
+
+  /** Wake every {@link waitForInterrupt} of this function without delivering an interrupt. */
+  wakeInterruptWaiters(): void {
+    Atomics.notify(this.#config, MSI_MESSAGE);
+  }
+
   /** The number of resets so far; a device model resets its state when this moves. */
   get resetGeneration(): number {
     return Atomics.load(this.#config, RESET_GENERATION);
@@ -270,6 +317,15 @@ export class PciFunction {
     }
   }
 }
+
+// `Atomics.waitAsync` is in Node 20 (V8) but in TypeScript's ES2024 lib, above our ES2023 target.
+const AtomicsWaitAsync = Atomics as unknown as {
+  waitAsync(
+    array: Int32Array,
+    index: number,
+    value: number,
+  ): { async: false; value: string } | { async: true; value: Promise<string> };
+};
 
 function checkConfigOffset(offset: number, size: number): void {
   if (!Number.isInteger(offset) || offset < 0 || offset + size > PCI_CONFIG_SPACE_SIZE) {
