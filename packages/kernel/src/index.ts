@@ -10,7 +10,13 @@ export {
   type IommuDomain,
   type IommuProt,
 } from './drivers/iommu-driver.js';
-export { PCI_BUS_SERVICE, PciBus, PciDevice, type PciDriver } from './drivers/pci-bus.js';
+export {
+  PCI_BUS_SERVICE,
+  PciBus,
+  PciDevice,
+  type IrqHandler,
+  type PciDriver,
+} from './drivers/pci-bus.js';
 export { createKernelImage, type KernelImageOptions } from './kernel-image.js';
 export { KernelLog, LOGLEVEL, type KernelOutput, type TraceArgs } from './kernel-log.js';
 export {

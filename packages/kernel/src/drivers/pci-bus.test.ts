@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { MachineHardware, PhysicalMemory } from '@liveupdate/machine';
+import {
+  MachineHardware,
+  PCI_MSIX_FLAGS,
+  PCI_MSIX_FLAGS_ENABLE,
+  PhysicalMemory,
+} from '@liveupdate/machine';
 import { KernelLog } from '../kernel-log.js';
 import { errnoOf } from '../../test/errno-of.js';
 import { PciBus, type PciDevice, type PciDriver } from './pci-bus.js';
@@ -15,8 +20,11 @@ function bus() {
   const log = new KernelLog((message) => {
     if (message.type === 'log') lines.push(message.text);
   }, KernelLog.now());
-  return { pci: new PciBus(hardware.mmio, log), lines };
+  return { pci: new PciBus(hardware.mmio, log), lines, hardware };
 }
+
+/** Let the kernel side's `Atomics.waitAsync` and the handler loop run. */
+const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 20));
 
 describe('PCI bus', () => {
   it('logs every device found at enumeration', () => {
@@ -65,5 +73,121 @@ describe('PCI bus', () => {
       [false, 0],
       [false, 0],
     ]);
+  });
+
+  it('refuses a second irq handler with EBUSY', () => {
+    const { pci } = bus();
+    const dev = pci.find('00:03.0');
+    dev.requestIrq(() => undefined);
+    expect(errnoOf(() => dev.requestIrq(() => undefined))).toBe('EBUSY');
+    dev.freeIrq();
+    dev.requestIrq(() => undefined);
+    dev.freeIrq();
+  });
+
+  it('calls the irq handler with coalesced counts of delivered interrupts only', async () => {
+    const { pci, hardware } = bus();
+    const dev = pci.find('00:03.0');
+    // The test plays the device: it raises interrupts through the same config space.
+    const fn = hardware.function('00:03.0');
+    dev.setInterrupts(true);
+    fn.raiseInterrupt();
+    const counts: number[] = [];
+    dev.requestIrq((count) => counts.push(count));
+    await settle();
+    expect(counts).toEqual([]); // raised before the handler: never delivered
+
+    dev.setInterrupts(false);
+    expect(fn.raiseInterrupt()).toBe(false);
+    await settle();
+    expect(counts).toEqual([]);
+
+    dev.setInterrupts(true);
+    for (let i = 0; i < 3; i++) fn.raiseInterrupt();
+    await settle();
+    fn.raiseInterrupt();
+    await settle();
+    expect(counts).toEqual([3, 1]);
+    dev.freeIrq();
+  });
+
+  it('never calls a handler again once freeIrq returned, nor later for what came meanwhile', async () => {
+    const { pci, hardware } = bus();
+    const dev = pci.find('00:04.0');
+    const fn = hardware.function('00:04.0');
+    dev.setInterrupts(true);
+    const first: number[] = [];
+    dev.requestIrq((count) => first.push(count));
+    fn.raiseInterrupt();
+    // Raised but not yet handled when the handler goes: it is dropped with it.
+    dev.freeIrq();
+    fn.raiseInterrupt();
+    await settle();
+    expect(first).toEqual([]);
+
+    const second: number[] = [];
+    dev.requestIrq((count) => second.push(count));
+    fn.raiseInterrupt();
+    await settle();
+    expect(second).toEqual([1]);
+    dev.freeIrq();
+  });
+
+  it('logs a handler that throws and keeps delivering to it', async () => {
+    const { pci, hardware, lines } = bus();
+    const dev = pci.find('00:03.0');
+    const fn = hardware.function('00:03.0');
+    dev.setInterrupts(true);
+    let calls = 0;
+    dev.requestIrq(() => {
+      calls++;
+      throw new Error('bad handler');
+    });
+    fn.raiseInterrupt();
+    await settle();
+    fn.raiseInterrupt();
+    await settle();
+    expect(calls).toBe(2);
+    expect(lines.filter((l) => l.includes('irq 0000:00:03.0: handler failed: Error: bad handler')))
+      .toHaveLength(2);
+    dev.freeIrq();
+  });
+
+  it('sees no new interrupt after a function-level reset, and counts those after it', async () => {
+    const { pci, hardware } = bus();
+    const dev = pci.find('00:03.0');
+    const fn = hardware.function('00:03.0');
+    dev.setInterrupts(true);
+    for (let i = 0; i < 5; i++) fn.raiseInterrupt();
+    const counts: number[] = [];
+    dev.requestIrq((count) => counts.push(count));
+    dev.reset();
+    await settle();
+    expect(counts).toEqual([]);
+    expect(fn.raiseInterrupt()).toBe(false); // the reset disabled MSI-X
+    dev.setInterrupts(true);
+    fn.raiseInterrupt();
+    await settle();
+    expect(counts).toEqual([1]);
+    dev.freeIrq();
+  });
+
+  it('frees every irq handler at shutdown', async () => {
+    const { pci, hardware } = bus();
+    const counts: number[] = [];
+    for (const dev of pci.devices) {
+      dev.setInterrupts(true);
+      dev.requestIrq((count) => counts.push(count));
+    }
+    pci.shutdown();
+    for (const fn of hardware.functions) {
+      fn.writeConfig16(PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE);
+      expect(fn.raiseInterrupt()).toBe(true);
+    }
+    await settle();
+    expect(counts).toEqual([]);
+    // Free again: a new handler may be installed.
+    pci.devices[0]!.requestIrq(() => undefined);
+    pci.devices[0]!.freeIrq();
   });
 });

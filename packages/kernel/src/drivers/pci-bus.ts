@@ -27,8 +27,22 @@ export interface PciDriver {
 }
 
 /**
+ * An interrupt handler installed with {@link PciDevice.requestIrq}. `count` is the number of
+ * interrupts the device delivered since the previous call (at least 1): interrupts that arrive
+ * while the kernel is busy are coalesced into one call.
+ */
+export type IrqHandler = (count: number) => void;
+
+/** The state of one installed handler; `active` goes false in `freeIrq`. */
+interface IrqAction {
+  readonly handler: IrqHandler;
+  seen: number;
+  active: boolean;
+}
+
+/**
  * One PCI function as the kernel sees it (`struct pci_dev`): config space, BAR0 registers, bus
- * mastering, reset, and the driver bound to it.
+ * mastering, reset, interrupts, and the driver bound to it.
  */
 export class PciDevice {
   readonly bdf: Bdf;
@@ -39,9 +53,13 @@ export class PciDevice {
   readonly classCode: number;
   #driver: PciDriver | undefined;
   readonly #fn: PciFunction;
+  readonly #log: KernelLog;
+  #irq: IrqAction | undefined;
 
-  constructor(fn: PciFunction) {
+  /** @internal Made by {@link PciBus} at enumeration. */
+  constructor(fn: PciFunction, log: KernelLog) {
     this.#fn = fn;
+    this.#log = log;
     this.bdf = fn.bdf;
     this.name = formatBdf(fn.bdf);
     this.vendor = fn.vendor;
@@ -75,6 +93,60 @@ export class PciDevice {
   /** Enable or disable the MSI-X-like interrupt capability. */
   setInterrupts(enable: boolean): void {
     this.#fn.writeConfig16(PCI_MSIX_FLAGS, enable ? PCI_MSIX_FLAGS_ENABLE : 0);
+  }
+
+  /**
+   * `request_irq`: install `handler` for the device's MSI-X interrupt. From now on the kernel
+   * waits on the device's MSI-X message (`Atomics.waitAsync`, so it never blocks the kernel) and
+   * calls `handler` with the number of interrupts delivered since its previous call. Interrupts
+   * delivered before this call, or while no handler was installed, are never passed to a handler.
+   * The device only delivers while MSI-X is enabled ({@link setInterrupts}). A handler that throws
+   * is logged and stays installed. `EBUSY` when a handler is already installed.
+   */
+  requestIrq(handler: IrqHandler): void {
+    if (typeof handler !== 'function') {
+      throw new KernelError('EINVAL', `${this.name}: the irq handler must be a function`);
+    }
+    if (this.#irq) throw new KernelError('EBUSY', `${this.name}: an irq handler is installed`);
+    const action: IrqAction = { handler, seen: this.#fn.interruptMessage, active: true };
+    this.#irq = action;
+    void this.#serveIrq(action);
+  }
+
+  /**
+   * `free_irq`: remove the handler installed with {@link requestIrq}. Once this returns the
+   * handler is never called again; interrupts delivered from now on are dropped. Does nothing when
+   * no handler is installed.
+   */
+  freeIrq(): void {
+    const action = this.#irq;
+    if (!action) return;
+    action.active = false;
+    this.#irq = undefined;
+    // Release the pending wait instead of leaving it until the device's next interrupt.
+    this.#fn.wakeInterruptWaiters();
+  }
+
+  async #serveIrq(action: IrqAction): Promise<void> {
+    while (action.active) {
+      const message = this.#fn.interruptMessage;
+      // The word only grows (mod 2^32), even across a function-level reset.
+      const count = (message - action.seen) >>> 0;
+      if (count === 0) {
+        await this.#fn.waitForInterrupt(action.seen);
+        continue;
+      }
+      action.seen = message;
+      try {
+        action.handler(count);
+      } catch (error) {
+        this.#log.err(
+          `irq ${this.name}: handler failed: ${(error as Error)?.stack ?? String(error)}`,
+        );
+      }
+      // Let the rest of the kernel run between two bursts of a busy device.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
 
   readConfig16(offset: number): number {
@@ -118,7 +190,7 @@ export class PciBus {
   /** Enumerate the machine's functions, logging each as Linux does. */
   constructor(mmio: MachineMmio, log: KernelLog) {
     this.#log = log;
-    this.devices = mmio.functions.map((buffers) => new PciDevice(new PciFunction(buffers)));
+    this.devices = mmio.functions.map((buffers) => new PciDevice(new PciFunction(buffers), log));
     for (const dev of this.devices) {
       log.info(
         `pci ${dev.name}: [${hex4(dev.vendor)}:${hex4(dev.device)}] type 00 class 0x${dev.classCode.toString(16).padStart(6, '0')}`,
@@ -174,6 +246,7 @@ export class PciBus {
    */
   shutdown(): void {
     for (const dev of this.devices) {
+      dev.freeIrq();
       dev.setMaster(false);
       dev.reset();
       this.#log.info(`pci ${dev.name}: shutdown: bus mastering off, function reset`);
