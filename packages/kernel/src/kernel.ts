@@ -30,6 +30,7 @@ import { MAX_PAGE_ORDER, PageAllocator } from './page-allocator.js';
 import { ProcessTable } from './process-table.js';
 import { RebootNotifierChain } from './reboot-notifier-chain.js';
 import { argPath, argUint } from './syscalls/syscall-args.js';
+import { registerEventfdSyscalls } from './syscalls/eventfd-syscalls.js';
 import { registerFileSyscalls, releaseProcessFiles } from './syscalls/file-syscalls.js';
 import { SyscallTable } from './syscalls/syscall-table.js';
 import { BOOT_PARAMS, KHO_INCOMING, MEMORY_LAYOUT, PHYSICAL_MEMORY } from './tokens.js';
@@ -176,6 +177,7 @@ export class Kernel {
     const kernel = new Kernel(container, output, modules);
     const syscalls = container.resolve(SyscallTable);
     registerFileSyscalls(syscalls, vfs, memory);
+    registerEventfdSyscalls(syscalls, vfs);
     kernel.#registerSystemSyscalls();
 
     const provided = new Map<symbol, unknown>();
@@ -273,6 +275,7 @@ export class Kernel {
       return 0;
     });
     this.#syscalls.register('exit', async (ctx) => {
+      ctx.process.markExiting();
       await releaseProcessFiles(ctx.process, vfs);
       this.#processes.remove(ctx.process.pid);
       return 0;

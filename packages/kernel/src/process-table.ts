@@ -18,7 +18,18 @@ export class KernelProcess {
   readonly files = new FdTable();
   /** Mappings by address. */
   readonly mappings = new Map<number, FileMapping>();
+  readonly #exit = new AbortController();
   #nextAddress = MMAP_BASE;
+
+  /** Fires when the process exits: a syscall still waiting on its behalf gives up (`EINTR`). */
+  get exiting(): AbortSignal {
+    return this.#exit.signal;
+  }
+
+  /** @internal The `exit` syscall: wake whatever waits for this process. */
+  markExiting(): void {
+    this.#exit.abort();
+  }
 
   constructor(pid: number) {
     this.pid = pid;

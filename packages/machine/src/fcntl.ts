@@ -42,6 +42,14 @@ export const MFD_CLOEXEC = 0x0001;
 export const MFD_ALLOW_SEALING = 0x0002;
 export const MFD_HUGETLB = 0x0004;
 
+/**
+ * `eventfd2` flags (`<sys/eventfd.h>`): `EFD_SEMAPHORE` makes each read take 1 from the counter
+ * instead of all of it; `EFD_CLOEXEC` and `EFD_NONBLOCK` are `O_CLOEXEC` and `O_NONBLOCK`.
+ */
+export const EFD_SEMAPHORE = 1;
+export const EFD_CLOEXEC = O_CLOEXEC;
+export const EFD_NONBLOCK = O_NONBLOCK;
+
 /** `fallocate` modes (`<linux/falloc.h>`). */
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;

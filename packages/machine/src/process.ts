@@ -135,6 +135,19 @@ export class Process {
   }
 
   /**
+   * `eventfd2(2)`: a new eventfd whose 64-bit counter starts at `initval` (0 to 2^32 - 1), with
+   * `flags` from `EFD_SEMAPHORE`, `EFD_CLOEXEC` and `EFD_NONBLOCK` (any other bit: `EINVAL`).
+   * Returns the new fd. `read` of 8 bytes or more returns the counter as a little-endian u64 and
+   * resets it (with `EFD_SEMAPHORE`: returns 1 and decrements it); `write` of 8 bytes adds a
+   * little-endian u64 to it. A read of a zero counter, or a write that would take the counter past
+   * `0xfffffffffffffffe`, waits until another call or the kernel makes it possible, or fails
+   * with `EAGAIN` under `EFD_NONBLOCK`. A waiting call does not hold up the process's other calls.
+   */
+  async eventfd(initval = 0, flags = 0): Promise<number> {
+    return (await this.syscall('eventfd2', initval, flags)) as number;
+  }
+
+  /**
    * `mmap(2)` of a file that supports it: the returned segments are live views of the RAM frames
    * backing `[offset, offset + length)` of the file, so no byte is copied.
    */

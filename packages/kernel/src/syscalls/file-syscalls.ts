@@ -14,7 +14,7 @@ import {
   type PhysicalMemory,
 } from '@liveupdate/machine';
 import type { KernelProcess } from '../process-table.js';
-import type { File } from '../vfs/file.js';
+import type { File, SyscallContext } from '../vfs/file.js';
 import { NR_OPEN_DEFAULT } from '../vfs/fd-table.js';
 import type { Vfs } from '../vfs/vfs.js';
 import { argBytes, argFd, argInt, argPath, argUint } from './syscall-args.js';
@@ -43,22 +43,32 @@ export function registerFileSyscalls(table: SyscallTable, vfs: Vfs, memory: Phys
     return 0;
   });
 
-  const read = async (file: File, count: unknown, offset: number): Promise<Uint8Array> => {
+  const read = async (
+    ctx: SyscallContext,
+    file: File,
+    count: unknown,
+    offset: number,
+  ): Promise<Uint8Array> => {
     const n = Math.min(argUint(count, 'count'), MAX_RW_COUNT);
     if (!file.readable) throw new KernelError('EBADF', `${file.path} is not open for reading`);
     if (!file.fops.read) throw new KernelError('EINVAL', `${file.path} cannot be read`);
-    const data = await file.fops.read(file, n, offset);
+    const data = await file.fops.read(file, n, offset, ctx);
     if (!(data instanceof Uint8Array) || data.length > n) {
       throw new KernelError('EIO', `${file.path}: read returned a bad buffer`);
     }
     return data;
   };
 
-  const write = async (file: File, buffer: unknown, offset: number): Promise<number> => {
+  const write = async (
+    ctx: SyscallContext,
+    file: File,
+    buffer: unknown,
+    offset: number,
+  ): Promise<number> => {
     const data = argBytes(buffer, 'buffer');
     if (!file.writable) throw new KernelError('EBADF', `${file.path} is not open for writing`);
     if (!file.fops.write) throw new KernelError('EINVAL', `${file.path} cannot be written`);
-    const written = await file.fops.write(file, data.subarray(0, MAX_RW_COUNT), offset);
+    const written = await file.fops.write(file, data.subarray(0, MAX_RW_COUNT), offset, ctx);
     if (!Number.isSafeInteger(written) || written < 0 || written > data.length) {
       throw new KernelError('EIO', `${file.path}: write returned ${String(written)}`);
     }
@@ -74,26 +84,26 @@ export function registerFileSyscalls(table: SyscallTable, vfs: Vfs, memory: Phys
 
   table.register('read', async (ctx, fd, count) => {
     const file = fileOf(ctx.process, fd);
-    const data = await read(file, count, file.pos);
+    const data = await read(ctx, file, count, file.pos);
     file.pos += data.length;
     return data;
   });
 
   table.register('write', async (ctx, fd, buffer) => {
     const file = fileOf(ctx.process, fd);
-    const written = await write(file, buffer, file.pos);
+    const written = await write(ctx, file, buffer, file.pos);
     file.pos += written;
     return written;
   });
 
   table.register('pread', async (ctx, fd, count, offset) => {
     const file = fileOf(ctx.process, fd);
-    return read(file, count, positional(file, offset));
+    return read(ctx, file, count, positional(file, offset));
   });
 
   table.register('pwrite', async (ctx, fd, buffer, offset) => {
     const file = fileOf(ctx.process, fd);
-    return write(file, buffer, positional(file, offset));
+    return write(ctx, file, buffer, positional(file, offset));
   });
 
   table.register('lseek', (ctx, fd, offset, whence) => {

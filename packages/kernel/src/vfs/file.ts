@@ -20,10 +20,23 @@ export interface PhysicalSegment {
 export interface FileOperations {
   /** Called when a char device is opened, before the fd exists; a throw fails the open. */
   open?(file: File, ctx: SyscallContext): void | Promise<void>;
-  /** Read up to `count` bytes at `offset`; return fewer at end of file. */
-  read?(file: File, count: number, offset: number): Uint8Array | Promise<Uint8Array>;
+  /**
+   * Read up to `count` bytes at `offset`; return fewer at end of file. A read that waits (an
+   * eventfd) gives up with `EINTR` when `ctx.process.exiting` fires.
+   */
+  read?(
+    file: File,
+    count: number,
+    offset: number,
+    ctx: SyscallContext,
+  ): Uint8Array | Promise<Uint8Array>;
   /** Write `data` at `offset`; return the number of bytes written. */
-  write?(file: File, data: Uint8Array, offset: number): number | Promise<number>;
+  write?(
+    file: File,
+    data: Uint8Array,
+    offset: number,
+    ctx: SyscallContext,
+  ): number | Promise<number>;
   /** Compute the new position for `lseek`; the VFS stores it. */
   llseek?(file: File, offset: number, whence: number): number;
   /** `arg` is the user's argument struct; changes to it are copied back to the caller. */
