@@ -33,10 +33,9 @@ function nicIrq<T = number>(process: Process, op: string, args: object = {}): Pr
 }
 
 async function booted(): Promise<{ machine: Machine; process: Process }> {
-  const machine = await bootedMachine(
-    testImage('6.18.0', { modules: [PROBE, NIC_IRQ] }),
-    { devices: [{ kind: 'nic', bdf: NIC, packetsPerSecond: 2000 }] },
-  );
+  const machine = await bootedMachine(testImage('6.18.0', { modules: [PROBE, NIC_IRQ] }), {
+    devices: [{ kind: 'nic', bdf: NIC, packetsPerSecond: 2000 }],
+  });
   return { machine, process: machine.spawn() };
 }
 

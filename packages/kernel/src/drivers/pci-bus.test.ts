@@ -148,8 +148,9 @@ describe('PCI bus', () => {
     fn.raiseInterrupt();
     await settle();
     expect(calls).toBe(2);
-    expect(lines.filter((l) => l.includes('irq 0000:00:03.0: handler failed: Error: bad handler')))
-      .toHaveLength(2);
+    expect(
+      lines.filter((l) => l.includes('irq 0000:00:03.0: handler failed: Error: bad handler')),
+    ).toHaveLength(2);
     dev.freeIrq();
   });
 

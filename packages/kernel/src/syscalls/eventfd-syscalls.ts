@@ -1,10 +1,4 @@
-import {
-  EFD_CLOEXEC,
-  EFD_NONBLOCK,
-  EFD_SEMAPHORE,
-  KernelError,
-  O_RDWR,
-} from '@liveupdate/machine';
+import { EFD_CLOEXEC, EFD_NONBLOCK, EFD_SEMAPHORE, KernelError, O_RDWR } from '@liveupdate/machine';
 import { EventFd, eventfdOperations } from '../vfs/event-fd.js';
 import type { Vfs } from '../vfs/vfs.js';
 import { argUint } from './syscall-args.js';

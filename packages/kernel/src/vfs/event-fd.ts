@@ -38,7 +38,10 @@ export class EventFd {
    */
   signal(count = 1): void {
     if (!Number.isSafeInteger(count) || count <= 0) {
-      throw new KernelError('EINVAL', `eventfd signal count must be a positive integer, got ${count}`);
+      throw new KernelError(
+        'EINVAL',
+        `eventfd signal count must be a positive integer, got ${count}`,
+      );
     }
     const next = this.#count + BigInt(count);
     this.#count = next > ULLONG_MAX ? ULLONG_MAX : next;
