@@ -5,7 +5,10 @@ export {
   type IommufdMapping,
   type IovaRange,
 } from './iommufd-device.js';
-export { IommufdContext } from './iommufd-context.js';
+export { IommufdContext, type IommufdObject } from './iommufd-context.js';
+export { iommufdDeviceBind } from './iommufd-device-bind.js';
+export { IommufdDeviceObject, type IommufdBoundDevice } from './iommufd-device-object.js';
+export { IommufdHwptPaging } from './iommufd-hwpt-paging.js';
 export {
   createIommufdFileOperations,
   iommufdContextOf,

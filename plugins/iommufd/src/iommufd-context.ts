@@ -1,65 +1,170 @@
-import { KernelError } from '@liveupdate/kernel';
+import { KernelError, type File, type PciDevice } from '@liveupdate/kernel';
+import { IommufdDeviceObject } from './iommufd-device-object.js';
+import { IommufdHwptPaging } from './iommufd-hwpt-paging.js';
 import { IommufdIoas, type IoasKernel } from './iommufd-ioas.js';
+
+/** An object of an iommufd; `type` tells which (`enum iommufd_object_type`). */
+export type IommufdObject = IommufdIoas | IommufdHwptPaging | IommufdDeviceObject;
 
 /**
  * `struct iommufd_ctx`: what one open of `/dev/iommu` owns, its objects by id. Ids start at 1 and
  * the lowest free one is reused, as the kernel's `xa_alloc` into an `XA_FLAGS_ALLOC1` xarray does.
- * Only IOAS objects exist so far; HWPTs and devices come with vfio.
+ * Objects are IOASes, paging HWPTs (each owning an IOMMU domain that follows its IOAS) and device
+ * objects (bound by vfio through `iommufdDeviceBind`).
  */
 export class IommufdContext {
-  readonly #objects = new Map<number, IommufdIoas>();
-  readonly #kernel: IoasKernel;
+  /** The kernel services the objects use. */
+  readonly kernel: IoasKernel;
+  readonly #objects = new Map<number, IommufdObject>();
 
   constructor(kernel: IoasKernel) {
-    this.#kernel = kernel;
+    this.kernel = kernel;
   }
 
   /** The objects, in id order. */
-  get objects(): IommufdIoas[] {
+  get objects(): IommufdObject[] {
     return [...this.#objects.values()].sort((a, b) => a.id - b.id);
   }
 
   /** `iommufd_ioas_alloc()`: a new, empty IOAS. */
   allocIoas(): IommufdIoas {
-    let id = 1;
-    while (this.#objects.has(id)) id++;
-    const ioas = new IommufdIoas(id, this.#kernel);
-    this.#objects.set(id, ioas);
-    return ioas;
-  }
-
-  /** `iommufd_get_ioas()`: the IOAS with `id`, else `ENOENT`. */
-  getIoas(id: number): IommufdIoas {
-    const ioas = this.#objects.get(id);
-    if (!ioas) throw new KernelError('ENOENT', `iommufd: no IOAS with id ${id}`);
+    const ioas = new IommufdIoas(this.#nextId(), this.kernel);
+    this.#objects.set(ioas.id, ioas);
     return ioas;
   }
 
   /**
-   * `iommufd_object_destroy_user()`: destroy the object `id`. `ENOENT` when there is none, `EBUSY`
-   * while another object uses it. An IOAS is unmapped first, its pins and file references dropped.
+   * `iommufd_hwpt_paging_alloc()`: a paging HWPT on `ioas` with a new IOMMU domain that maps
+   * every area of the IOAS. All or nothing: on failure the domain is freed.
+   */
+  allocHwptPaging(ioas: IommufdIoas, autoDomain: boolean): IommufdHwptPaging {
+    const { iommu } = this.kernel;
+    const domain = iommu.allocDomain();
+    try {
+      ioas.addDomain(domain);
+    } catch (error) {
+      iommu.freeDomain(domain);
+      throw error;
+    }
+    const hwpt = new IommufdHwptPaging(this.#nextId(), ioas, domain, autoDomain);
+    this.#objects.set(hwpt.id, hwpt);
+    return hwpt;
+  }
+
+  /**
+   * The auto domain of `ioas` a device attaching to it joins (`iommufd_device_auto_get_domain()`
+   * reuses one before it allocates another), if there is one.
+   */
+  autoHwptOf(ioas: IommufdIoas): IommufdHwptPaging | undefined {
+    for (const object of this.#objects.values()) {
+      if (object.type === 'hwpt_paging' && object.autoDomain && object.ioas === ioas) return object;
+    }
+    return undefined;
+  }
+
+  /**
+   * `iommufd_device_bind()` after the caller took a reference on `file` (this context's file):
+   * a new device object for `device`. `EBUSY` when an iommufd already owns the device.
+   */
+  addDevice(file: File, device: PciDevice): IommufdDeviceObject {
+    const object = new IommufdDeviceObject(this.#nextId(), this, file, device);
+    this.#objects.set(object.devId, object);
+    return object;
+  }
+
+  /** Forget the device object `object` (its unbind). */
+  removeDevice(object: IommufdDeviceObject): void {
+    if (this.#objects.get(object.devId) === object) this.#objects.delete(object.devId);
+  }
+
+  /** `iommufd_get_object(IOMMUFD_OBJ_ANY)`: the object with `id`, else `ENOENT`. */
+  getObject(id: number): IommufdObject {
+    const object = this.#objects.get(id);
+    if (!object) throw new KernelError('ENOENT', `iommufd: no object with id ${id}`);
+    return object;
+  }
+
+  /** `iommufd_get_ioas()`: the IOAS with `id`; `ENOENT` when there is none or it is no IOAS. */
+  getIoas(id: number): IommufdIoas {
+    const object = this.#objects.get(id);
+    if (object?.type !== 'ioas') throw new KernelError('ENOENT', `iommufd: no IOAS with id ${id}`);
+    return object;
+  }
+
+  /**
+   * `iommufd_get_device()`: the device object with `id`; `ENOENT` when there is none or it is not
+   * a device (`iommufd_get_object()` does not tell a wrong type from a missing id).
+   */
+  getDevice(id: number): IommufdDeviceObject {
+    const object = this.#objects.get(id);
+    if (object?.type !== 'device') {
+      throw new KernelError('ENOENT', `iommufd: no device object with id ${id}`);
+    }
+    return object;
+  }
+
+  /**
+   * Destroy a HWPT that no device uses: stop its IOAS updating the domain, unmap and free it.
+   * The IOAS loses a user.
+   */
+  destroyHwpt(hwpt: IommufdHwptPaging): void {
+    this.#objects.delete(hwpt.id);
+    hwpt.ioas.removeDomain(hwpt.domain);
+    this.kernel.iommu.freeDomain(hwpt.domain);
+  }
+
+  /**
+   * `iommufd_object_destroy_user()`: destroy the object `id`. `ENOENT` when there is none;
+   * `EBUSY` for a device object (its owner holds it), a HWPT with attached devices, or an IOAS
+   * with HWPTs. A HWPT's domain is freed; an IOAS is unmapped, its pins and file references
+   * dropped.
    */
   async destroy(id: number): Promise<void> {
-    const ioas = this.#objects.get(id);
-    if (!ioas) throw new KernelError('ENOENT', `iommufd: no object with id ${id}`);
-    if (ioas.users > 0) {
-      throw new KernelError(
-        'EBUSY',
-        `iommufd: object ${id} is used by ${ioas.users} other objects`,
-      );
+    const object = this.getObject(id);
+    switch (object.type) {
+      case 'device':
+        throw new KernelError('EBUSY', `iommufd: device object ${id} is held by its driver`);
+      case 'hwpt_paging':
+        if (object.devices.size > 0) {
+          throw new KernelError(
+            'EBUSY',
+            `iommufd: HWPT ${id} has ${object.devices.size} attached devices`,
+          );
+        }
+        this.destroyHwpt(object);
+        return;
+      case 'ioas':
+        if (object.users > 0) {
+          throw new KernelError('EBUSY', `iommufd: IOAS ${id} is used by ${object.users} HWPTs`);
+        }
+        this.#objects.delete(id);
+        await object.unmapAll();
     }
-    this.#objects.delete(id);
-    await ioas.unmapAll();
   }
 
   /**
-   * `iommufd_fops_release()`: the file is gone; destroy every object, users before the objects
-   * they use (newest first: an object only uses older ones), each IOAS unmapped.
+   * `iommufd_fops_release()`: the file is gone; destroy every object, users before what they
+   * use: devices are detached and dropped (a binding holds the file, so normally none is left),
+   * then HWPTs free their domains, then each IOAS is unmapped.
    */
   async release(): Promise<void> {
-    for (const ioas of this.objects.reverse()) {
-      this.#objects.delete(ioas.id);
-      await ioas.unmapAll();
+    const objects = this.objects;
+    for (const object of objects) {
+      if (object.type === 'device') object.detach();
     }
+    for (const object of objects) {
+      if (object.type === 'hwpt_paging' && this.#objects.has(object.id)) this.destroyHwpt(object);
+    }
+    this.#objects.clear();
+    for (const object of objects) {
+      if (object.type === 'ioas') await object.unmapAll();
+    }
+  }
+
+  /** The lowest free id, from 1. */
+  #nextId(): number {
+    let id = 1;
+    while (this.#objects.has(id)) id++;
+    return id;
   }
 }

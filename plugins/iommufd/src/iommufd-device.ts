@@ -2,6 +2,8 @@ import { O_RDWR, type Process } from '@liveupdate/machine';
 import { IOMMUFD_DEVICE_PATH } from './iommufd-module.js';
 import {
   IOMMU_DESTROY,
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_DATA_NONE,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAPPINGS,
@@ -12,6 +14,7 @@ import {
   IOMMU_IOAS_UNMAP,
   U64_MAX,
   iommuDestroy,
+  iommuHwptAlloc,
   iommuIoasAlloc,
   iommuIoasIovaRanges,
   iommuIoasMapFile,
@@ -90,7 +93,33 @@ export class IommufdDevice {
     return iommuIoasAlloc.decode(arg).out_ioas_id;
   }
 
-  /** `IOMMU_DESTROY`: destroy the object `id` (an IOAS is unmapped first). */
+  /**
+   * `IOMMU_HWPT_ALLOC`: a paging HWPT on the IOAS `ioasId` for the device object `devId` (as
+   * vfio's bind returned it), owning a new IOMMU domain that maps what the IOAS maps. Returns
+   * the HWPT's id; the IOAS cannot be destroyed while the HWPT exists.
+   */
+  async hwptAlloc(devId: number, ioasId: number): Promise<number> {
+    const arg = iommuHwptAlloc.encode({
+      size: iommuHwptAlloc.size,
+      flags: 0,
+      dev_id: devId,
+      pt_id: ioasId,
+      out_hwpt_id: 0,
+      __reserved: 0,
+      data_type: IOMMU_HWPT_DATA_NONE,
+      data_len: 0,
+      data_uptr: 0n,
+      fault_id: 0,
+      __reserved2: 0,
+    });
+    await this.process.ioctl(this.fd, IOMMU_HWPT_ALLOC, arg);
+    return iommuHwptAlloc.decode(arg).out_hwpt_id;
+  }
+
+  /**
+   * `IOMMU_DESTROY`: destroy the object `id` (an IOAS is unmapped first, a HWPT's domain freed).
+   * `EBUSY` for a device object, a HWPT with attached devices or an IOAS with HWPTs.
+   */
   async destroy(id: number): Promise<void> {
     await this.process.ioctl(this.fd, IOMMU_DESTROY, iommuDestroy.encode({ size: 8, id }));
   }

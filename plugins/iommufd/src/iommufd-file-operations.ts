@@ -13,6 +13,8 @@ import { IommufdContext } from './iommufd-context.js';
 import { IOAS_IOVA_LAST, IOAS_IOVA_START, type IoasKernel } from './iommufd-ioas.js';
 import {
   IOMMU_DESTROY,
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_DATA_NONE,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAPPINGS,
@@ -23,6 +25,7 @@ import {
   IOMMU_IOAS_UNMAP,
   U64_MAX,
   iommuDestroy,
+  iommuHwptAlloc,
   iommuIoasAlloc,
   iommuIoasIovaRanges,
   iommuIoasMapFile,
@@ -56,12 +59,13 @@ export function iommufdContextOf(file: File): IommufdContext {
 
 /**
  * The `file_operations` of `/dev/iommu`: each open is a new {@link IommufdContext}; the ioctls are
- * iommufd's (`IOMMU_*`, see `iommufd-uapi.ts`), any other command is `ENOTTY`; the last close
- * destroys every object of the context, unmapping each IOAS.
+ * iommufd's (`IOMMU_*`, see `iommufd-uapi.ts`), any other command is `ENOTTY`; the last reference
+ * (fds and device bindings) destroys every object of the context, HWPTs before IOASes.
  */
 export function createIommufdFileOperations(kernel: IommufdKernel): FileOperations {
   const ioctls = new Map<number, IoctlHandler>([
     [IOMMU_DESTROY, destroy],
+    [IOMMU_HWPT_ALLOC, hwptAlloc],
     [IOMMU_IOAS_ALLOC, ioasAlloc],
     [IOMMU_IOAS_IOVA_RANGES, ioasIovaRanges],
     [IOMMU_IOAS_MAP_FILE, (ictx, arg, sys) => ioasMapFile(kernel, ictx, arg, sys)],
@@ -87,6 +91,47 @@ export function createIommufdFileOperations(kernel: IommufdKernel): FileOperatio
 async function destroy(ictx: IommufdContext, arg: Uint8Array | null): Promise<number> {
   const cmd = copyStructFromUser(iommuDestroy, arg);
   await ictx.destroy(cmd.id);
+  return 0;
+}
+
+/**
+ * `IOMMU_HWPT_ALLOC`: a paging HWPT on the IOAS `pt_id` for the device object `dev_id`, with a
+ * new IOMMU domain filled with the IOAS's mappings. Checked in the order of `iommufd_hwpt_alloc()`:
+ * non-zero reserved fields `EOPNOTSUPP`; `data_len` without a `data_type` `EINVAL`; `dev_id` not
+ * a device object `ENOENT`; `pt_id` unknown `ENOENT`, a paging HWPT (a nested HWPT's parent)
+ * `EOPNOTSUPP`, any other non-IOAS `EINVAL`; any `flags`, or a `data_type` other than
+ * `IOMMU_HWPT_DATA_NONE`, `EOPNOTSUPP` (the machine's IOMMU has no nesting, dirty tracking,
+ * PASIDs or fault queues).
+ */
+function hwptAlloc(ictx: IommufdContext, arg: Uint8Array | null): number {
+  const cmd = copyStructFromUser(iommuHwptAlloc, arg);
+  checkReserved(cmd.__reserved);
+  checkReserved(cmd.__reserved2);
+  if ((cmd.data_type === IOMMU_HWPT_DATA_NONE) !== (cmd.data_len === 0)) {
+    throw new KernelError(
+      'EINVAL',
+      `iommufd: HWPT data type ${cmd.data_type} with ${cmd.data_len} bytes of data`,
+    );
+  }
+  ictx.getDevice(cmd.dev_id);
+  const pt = ictx.getObject(cmd.pt_id);
+  if (pt.type === 'hwpt_paging') {
+    throw new KernelError(
+      'EOPNOTSUPP',
+      `iommufd: nested HWPTs (parent ${cmd.pt_id}) are not supported`,
+    );
+  }
+  if (pt.type !== 'ioas') {
+    throw new KernelError('EINVAL', `iommufd: object ${cmd.pt_id} is not an IOAS`);
+  }
+  if (cmd.flags !== 0) {
+    throw new KernelError('EOPNOTSUPP', `iommufd: HWPT alloc flags ${hex(cmd.flags)}`);
+  }
+  if (cmd.data_type !== IOMMU_HWPT_DATA_NONE) {
+    throw new KernelError('EOPNOTSUPP', `iommufd: HWPT data type ${cmd.data_type}`);
+  }
+  const hwpt = ictx.allocHwptPaging(pt, false);
+  copyStructToUser(iommuHwptAlloc, arg!, { ...cmd, out_hwpt_id: hwpt.id });
   return 0;
 }
 

@@ -3,11 +3,15 @@ import {
   KernelError,
   PAGE_SIZE,
   type File,
+  type IommuDomain,
+  type IommuDriver,
+  type IommuProt,
   type PageAllocator,
   type Vfs,
 } from '@liveupdate/kernel';
 import { IOMMU_IOVA_BITS, hex } from '@liveupdate/machine';
-import type { MemfdFolio, MemfdInode } from '@liveupdate/plugin-memfd';
+import type { MemfdFolio, MemfdInode, MemfdSegment } from '@liveupdate/plugin-memfd';
+import { IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE } from './iommufd-uapi.js';
 
 /** The first IOVA an IOAS can map. */
 export const IOAS_IOVA_START = 0;
@@ -32,12 +36,16 @@ export interface IoptArea {
   readonly prot: number;
   /** The folios of the range, each pinned once for this area, in file order. */
   readonly folios: readonly MemfdFolio[];
+  /** The RAM under the range, in IOVA order: what each IOMMU domain of the IOAS maps. */
+  readonly segments: readonly MemfdSegment[];
 }
 
 /** What an IOAS needs of the kernel. */
 export interface IoasKernel {
   readonly pages: PageAllocator;
   readonly vfs: Vfs;
+  /** The IOMMU driver whose domains the HWPTs of the IOAS own. */
+  readonly iommu: IommuDriver;
 }
 
 /** What {@link IommufdIoas.mapFile} maps. */
@@ -53,21 +61,22 @@ export interface MapFileRequest {
 
 /**
  * `struct iommufd_ioas` with its `io_pagetable`: an IO address space, the IOVA → memfd mappings
- * that hardware page tables (HWPTs) will follow. Areas never overlap and are kept in IOVA order.
+ * that hardware page tables (HWPTs) follow. Areas never overlap and are kept in IOVA order. Every
+ * IOMMU domain added to the IOAS (one per paging HWPT) maps exactly the IOAS's areas: a map
+ * reaches all of them or none, an unmap leaves all of them before the pins go.
  *
  * Errors follow `iommufd/io_pagetable.c`: `EINVAL` for unaligned or out-of-range arguments,
  * `EEXIST` for an IOVA range that overlaps an area, `ENOSPC` when no free IOVA range is large
  * enough, `ENOENT` for an unmap that would split an area or hits none.
  */
 export class IommufdIoas {
+  /** `IOMMUFD_OBJ_IOAS`. */
+  readonly type = 'ioas';
   /** The object id in its iommufd. */
   readonly id: number;
-  /**
-   * Objects that use this IOAS (HWPTs, once they exist): while non-zero, `IOMMU_DESTROY` of it is
-   * `EBUSY`. Nothing takes a use yet.
-   */
-  users = 0;
   readonly #areas: IoptArea[] = [];
+  /** `iopt->domains`: the domains of the HWPTs built on this IOAS, by domain id. */
+  readonly #domains = new Map<number, IommuDomain>();
   readonly #kernel: IoasKernel;
 
   constructor(id: number, kernel: IoasKernel) {
@@ -81,9 +90,43 @@ export class IommufdIoas {
   }
 
   /**
+   * Objects that use this IOAS: its paging HWPTs, one per domain. While non-zero,
+   * `IOMMU_DESTROY` of the IOAS is `EBUSY`.
+   */
+  get users(): number {
+    return this.#domains.size;
+  }
+
+  /**
+   * `iopt_table_add_domain()`: fill `domain` with every area, then keep it in step with the IOAS.
+   * All or nothing: on failure the domain is left empty and not added.
+   */
+  addDomain(domain: IommuDomain): void {
+    const mapped: IoptArea[] = [];
+    try {
+      for (const area of this.#areas) {
+        this.#mapArea(domain, area);
+        mapped.push(area);
+      }
+    } catch (error) {
+      for (const area of mapped) this.#kernel.iommu.unmap(domain, area.iova, area.length);
+      throw error;
+    }
+    this.#domains.set(domain.id, domain);
+  }
+
+  /** `iopt_table_remove_domain()`: unmap every area from `domain` and stop updating it. */
+  removeDomain(domain: IommuDomain): void {
+    if (!this.#domains.delete(domain.id)) return;
+    for (const area of this.#areas) this.#kernel.iommu.unmap(domain, area.iova, area.length);
+  }
+
+  /**
    * `iopt_map_file_pages()`: map bytes `[start, start + length)` of a memfd. The caller checked
    * that the range lies within the file. Holes in the range are allocated, every folio of the range
-   * is pinned, and the file gets a reference. All or nothing.
+   * is pinned, the range is mapped into every domain of the IOAS with the request's permissions,
+   * and the file gets a reference. All or nothing: on failure no domain maps any of it and no
+   * folio stays pinned.
    *
    * @returns the IOVA the mapping was placed at
    */
@@ -97,20 +140,35 @@ export class IommufdIoas {
     }
     const iova = request.iova === undefined ? this.#allocIova(length) : request.iova;
     if (request.iova !== undefined) this.#checkFixedIova(iova, length);
-    inode.segments(start, length);
+    const segments = inode.segments(start, length);
     const folios = this.#folios(inode, start, length);
+    const area: IoptArea = {
+      iova,
+      length,
+      file,
+      inode,
+      start,
+      prot: request.prot,
+      folios,
+      segments,
+    };
     const pinned: MemfdFolio[] = [];
+    const mapped: IommuDomain[] = [];
     try {
       for (const entry of folios) {
         this.#kernel.pages.pin(entry.folio);
         pinned.push(entry);
       }
+      for (const domain of this.#domains.values()) {
+        this.#mapArea(domain, area);
+        mapped.push(domain);
+      }
     } catch (error) {
+      for (const domain of mapped) this.#kernel.iommu.unmap(domain, iova, length);
       for (const entry of pinned) this.#kernel.pages.unpin(entry.folio);
       throw error;
     }
     this.#kernel.vfs.fget(file);
-    const area: IoptArea = { iova, length, file, inode, start, prot: request.prot, folios };
     const at = this.#areas.findIndex((other) => other.iova > iova);
     this.#areas.splice(at < 0 ? this.#areas.length : at, 0, area);
     return iova;
@@ -150,11 +208,17 @@ export class IommufdIoas {
   }
 
   /**
-   * Take `areas` out, then for each: drop its pins, free folios the memfd let go of while they
-   * were pinned, and drop its file reference (the last one evicts the memfd, pins gone by then).
+   * Take `areas` out, then for each: unmap it from every domain (the driver invalidates the
+   * IOTLB before it returns, so no device reaches its frames any more), drop its pins, and drop
+   * its file reference (the last one evicts the memfd, pins gone by then).
    */
   async #unmapAreas(areas: readonly IoptArea[]): Promise<number> {
     for (const area of areas) this.#areas.splice(this.#areas.indexOf(area), 1);
+    for (const area of areas) {
+      for (const domain of this.#domains.values()) {
+        this.#kernel.iommu.unmap(domain, area.iova, area.length);
+      }
+    }
     let unmapped = 0;
     for (const area of areas) {
       // The memfd refuses to drop a pinned folio (EBUSY), so each is still the file's.
@@ -163,6 +227,27 @@ export class IommufdIoas {
       await this.#kernel.vfs.fput(area.file);
     }
     return unmapped;
+  }
+
+  /**
+   * Map `area` into `domain`, segment by segment, with the area's permissions. All or nothing:
+   * on failure what was mapped of it is unmapped again.
+   */
+  #mapArea(domain: IommuDomain, area: IoptArea): void {
+    const prot: IommuProt = {
+      read: (area.prot & IOMMU_IOAS_MAP_READABLE) !== 0,
+      write: (area.prot & IOMMU_IOAS_MAP_WRITEABLE) !== 0,
+    };
+    let iova = area.iova;
+    try {
+      for (const segment of area.segments) {
+        this.#kernel.iommu.map(domain, iova, segment.phys, segment.length, prot);
+        iova += segment.length;
+      }
+    } catch (error) {
+      if (iova > area.iova) this.#kernel.iommu.unmap(domain, area.iova, iova - area.iova);
+      throw error;
+    }
   }
 
   /** The folios covering pages of `[start, start + length)`, which are all cached. */

@@ -3,11 +3,13 @@ import {
   IOMMUFD_CMD,
   IOMMUFD_TYPE,
   IOMMU_DESTROY,
+  IOMMU_HWPT_ALLOC,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAP_FILE,
   IOMMU_IOAS_UNMAP,
   iommuDestroy,
+  iommuHwptAlloc,
   iommuIoasAlloc,
   iommuIoasIovaRanges,
   iommuIoasMapFile,
@@ -26,6 +28,7 @@ describe('the iommufd uAPI', () => {
     expect(IOMMU_IOAS_UNMAP).toBe(0x3b86);
     expect(IOMMU_IOAS_MAP_FILE).toBe(0x3b8f);
     expect(IOMMUFD_CMD.HWPT_ALLOC).toBe(0x89);
+    expect(IOMMU_HWPT_ALLOC).toBe(0x3b89);
   });
 
   it('lays out the argument structs as the kernel header does', () => {
@@ -89,4 +92,38 @@ it('lays out the non-upstream mapping list like the IOVA ranges query', () => {
     __reserved: 28,
   });
   expect(iommuIoasMapping.size).toBe(32);
+});
+
+it('lays out iommu_hwpt_alloc in 48 bytes as the kernel header does', () => {
+  expect(iommuHwptAlloc.size).toBe(48);
+  expect(iommuHwptAlloc.offsets).toEqual({
+    size: 0,
+    flags: 4,
+    dev_id: 8,
+    pt_id: 12,
+    out_hwpt_id: 16,
+    __reserved: 20,
+    data_type: 24,
+    data_len: 28,
+    data_uptr: 32,
+    fault_id: 40,
+    __reserved2: 44,
+  });
+  const bytes = iommuHwptAlloc.encode({
+    size: 48,
+    flags: 0,
+    dev_id: 2,
+    pt_id: 1,
+    out_hwpt_id: 0,
+    __reserved: 0,
+    data_type: 0,
+    data_len: 0,
+    data_uptr: 0x1_0000_0000n,
+    fault_id: 9,
+    __reserved2: 0,
+  });
+  const view = new DataView(bytes.buffer);
+  expect(view.getUint32(8, true)).toBe(2);
+  expect(view.getUint32(36, true)).toBe(1);
+  expect(view.getUint32(40, true)).toBe(9);
 });

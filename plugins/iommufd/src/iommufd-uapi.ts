@@ -47,6 +47,8 @@ export const IOMMU_IOAS_IOVA_RANGES = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.IOAS_IOVA_RA
 export const IOMMU_IOAS_UNMAP = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.IOAS_UNMAP);
 /** `IOMMU_IOAS_MAP_FILE`: map part of a memfd; argument {@link iommuIoasMapFile}. */
 export const IOMMU_IOAS_MAP_FILE = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.IOAS_MAP_FILE);
+/** `IOMMU_HWPT_ALLOC`: a paging HWPT on an IOAS; argument {@link iommuHwptAlloc}. */
+export const IOMMU_HWPT_ALLOC = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.HWPT_ALLOC);
 /** Not upstream: list an IOAS's mappings; argument {@link iommuIoasMappings}. */
 export const IOMMU_IOAS_MAPPINGS = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.IOAS_MAPPINGS);
 
@@ -56,6 +58,9 @@ export const IOMMU_IOAS_MAP_FIXED_IOVA = 1 << 0;
 export const IOMMU_IOAS_MAP_WRITEABLE = 1 << 1;
 /** `enum iommufd_ioas_map_flags`: DMA may read. */
 export const IOMMU_IOAS_MAP_READABLE = 1 << 2;
+
+/** `enum iommu_hwpt_data_type`: no driver-specific data (a plain paging HWPT). */
+export const IOMMU_HWPT_DATA_NONE = 0;
 
 /** `U64_MAX`: with `iova = 0`, the `length` of an {@link IOMMU_IOAS_UNMAP} of everything. */
 export const U64_MAX = 0xffff_ffff_ffff_ffffn;
@@ -116,6 +121,26 @@ export const iommuIoasUnmap = defineStruct('iommu_ioas_unmap', [
   ['ioas_id', u32],
   ['iova', u64],
   ['length', u64],
+] as const);
+
+/**
+ * `struct iommu_hwpt_alloc` (48 bytes): `size` @0, `flags` u32 @4 (`enum iommufd_hwpt_alloc_flags`;
+ * none supported here), `dev_id` u32 @8, `pt_id` u32 @12 (an IOAS), `out_hwpt_id` u32 @16 out,
+ * `__reserved` u32 @20 (0), `data_type` u32 @24 (`IOMMU_HWPT_DATA_NONE`), `data_len` u32 @28,
+ * `data_uptr` u64 @32, `fault_id` u32 @40, `__reserved2` u8[4] @44 (read as one u32, 0).
+ */
+export const iommuHwptAlloc = defineStruct('iommu_hwpt_alloc', [
+  ['size', u32],
+  ['flags', u32],
+  ['dev_id', u32],
+  ['pt_id', u32],
+  ['out_hwpt_id', u32],
+  ['__reserved', u32],
+  ['data_type', u32],
+  ['data_len', u32],
+  ['data_uptr', u64],
+  ['fault_id', u32],
+  ['__reserved2', u32],
 ] as const);
 
 /**

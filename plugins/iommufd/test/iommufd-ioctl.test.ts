@@ -81,7 +81,7 @@ describe('/dev/iommu ioctl argument rules', () => {
     const fd = await process.open('/dev/iommu', O_RDWR);
     const arg = new Uint8Array(64);
     new DataView(arg.buffer).setUint32(0, 64, true);
-    for (const cmd of [0x3b89, 0x3b8a, 0x3b7f, 0x3bff, 0xba00]) {
+    for (const cmd of [0x3b8b, 0x3b8a, 0x3b7f, 0x3bff, 0xba00]) {
       expect(await errnoOf(process.ioctl(fd, cmd, arg)), `ioctl ${cmd.toString(16)}`).toBe(
         'ENOTTY',
       );

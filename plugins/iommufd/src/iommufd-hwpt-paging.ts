@@ -1,0 +1,30 @@
+import type { IommuDomain } from '@liveupdate/kernel';
+import type { IommufdIoas } from './iommufd-ioas.js';
+
+/**
+ * `struct iommufd_hwpt_paging` (`IOMMUFD_OBJ_HWPT_PAGING`): a hardware page table, an IOMMU
+ * domain that maps exactly what its IOAS maps. Made by `IOMMU_HWPT_ALLOC`, or automatically when
+ * a device attaches to an IOAS (an "auto domain", destroyed when its last device leaves). It is a
+ * user of its IOAS until it is destroyed; devices attached to it keep it from being destroyed.
+ */
+export class IommufdHwptPaging {
+  /** `IOMMUFD_OBJ_HWPT_PAGING`. */
+  readonly type = 'hwpt_paging';
+  /** The object id in its iommufd. */
+  readonly id: number;
+  /** The IOAS whose mappings the domain follows. */
+  readonly ioas: IommufdIoas;
+  /** The IOMMU domain this HWPT owns. */
+  readonly domain: IommuDomain;
+  /** Made by an attach to the IOAS, not by `IOMMU_HWPT_ALLOC`. */
+  readonly autoDomain: boolean;
+  /** Ids of the device objects attached to it. */
+  readonly devices = new Set<number>();
+
+  constructor(id: number, ioas: IommufdIoas, domain: IommuDomain, autoDomain: boolean) {
+    this.id = id;
+    this.ioas = ioas;
+    this.domain = domain;
+    this.autoDomain = autoDomain;
+  }
+}
