@@ -3,11 +3,9 @@ import type { IommufdContext } from './iommufd-context.js';
 import type { IommufdHwptPaging } from './iommufd-hwpt-paging.js';
 
 /**
- * A PCI device bound to an iommufd (what {@link iommufdDeviceBind} returns): the kernel side of a
- * vfio device cdev bound with `VFIO_DEVICE_BIND_IOMMUFD`. The binding holds a reference on the
- * iommufd file until {@link IommufdBoundDevice.unbind}.
- *
- * {@link iommufdDeviceBind}: ./iommufd-device-bind.ts
+ * A PCI device bound to an iommufd (what `iommufdDeviceBind` returns): the kernel side of a vfio
+ * device cdev bound with `VFIO_DEVICE_BIND_IOMMUFD`. The binding holds a reference on the iommufd
+ * file until {@link IommufdBoundDevice.unbind}.
  */
 export interface IommufdBoundDevice {
   /** The device object's id (vfio returns it as `out_devid`). */
@@ -18,7 +16,7 @@ export interface IommufdBoundDevice {
    * `iommufd_device_attach()`/`_replace()`: attach to an IOAS (auto domain) or a paging HWPT by
    * id; when already attached, replace hitlessly. Returns the HWPT id now in use. `ENOENT` for an
    * unknown id, `EINVAL` for an id that is neither an IOAS nor a paging HWPT, `ENODEV` after
-   * {@link unbind}; a failure leaves the device where it was.
+   * {@link IommufdBoundDevice.unbind}; a failure leaves the device where it was.
    */
   attach(ptId: number): number;
   /** `iommufd_device_detach()`; a no-op when not attached. The device's DMA faults from then on. */
@@ -35,7 +33,7 @@ const dmaOwned = new WeakSet<PciDevice>();
 
 /**
  * `struct iommufd_device` (`IOMMUFD_OBJ_DEVICE`): a device object of an iommufd. Its owner (vfio)
- * holds it, so `IOMMU_DESTROY` of it is `EBUSY`; it goes with {@link unbind}.
+ * holds it, so `IOMMU_DESTROY` of it is `EBUSY`; it goes with {@link IommufdDeviceObject.unbind}.
  */
 export class IommufdDeviceObject implements IommufdBoundDevice {
   /** `IOMMUFD_OBJ_DEVICE`. */
@@ -52,7 +50,7 @@ export class IommufdDeviceObject implements IommufdBoundDevice {
 
   /**
    * Claim DMA ownership of `device` (`EBUSY` when an iommufd already owns it). The caller holds a
-   * reference on `file` for the object, which {@link unbind} drops.
+   * reference on `file` for the object, which {@link IommufdDeviceObject.unbind} drops.
    */
   constructor(id: number, ictx: IommufdContext, file: File, device: PciDevice) {
     if (dmaOwned.has(device)) {
