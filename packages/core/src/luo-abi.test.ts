@@ -11,8 +11,14 @@ import {
 } from '@liveupdate/fdt';
 import { PhysicalMemory } from '@liveupdate/machine';
 import {
+  LIVEUPDATE_FLB_COMPAT_LENGTH,
   LUO_FDT_COMPATIBLE,
+  LUO_FDT_FLB_COMPATIBLE,
+  LUO_FDT_FLB_HEADER,
+  LUO_FDT_FLB_NODE_NAME,
   LUO_FDT_KHO_ENTRY_NAME,
+  LUO_FLB_MAX,
+  LUO_FLB_TABLE_SIZE,
   LUO_FDT_LIVEUPDATE_NUM,
   LUO_FDT_SESSION_COMPATIBLE,
   LUO_FDT_SESSION_HEADER,
@@ -22,14 +28,19 @@ import {
   encodeLuoFdt,
   luoFileSer,
   luoFileTableSize,
+  luoFlbHeaderSer,
+  luoFlbSer,
   luoSessionHeaderSer,
   luoSessionSer,
   luoSessionTableSize,
   readLuoFileTable,
+  readLuoFlbTable,
   readLuoSessionTable,
   writeLuoFileTable,
+  writeLuoFlbTable,
   writeLuoSessionTable,
   type LuoFileSer,
+  type LuoFlbSer,
   type LuoSessionSer,
 } from './luo-abi.js';
 
@@ -56,6 +67,15 @@ describe('luo-v1 ABI constants', () => {
     expect(LUO_FDT_SESSION_NODE_NAME).toBe('luo-session');
     expect(LUO_FDT_SESSION_COMPATIBLE).toBe('luo-session-v1');
     expect(LUO_FDT_SESSION_HEADER).toBe('luo-session-header');
+    expect(LUO_FDT_FLB_NODE_NAME).toBe('luo-flb');
+    expect(LUO_FDT_FLB_COMPATIBLE).toBe('luo-flb-v1');
+    expect(LUO_FDT_FLB_HEADER).toBe('luo-flb-header');
+  });
+
+  it('fit LUO_FLB_MAX = (4096 - 16) / 64 = 63 FLBs in the one page of the FLB table', () => {
+    expect(LIVEUPDATE_FLB_COMPAT_LENGTH).toBe(48);
+    expect(LUO_FLB_TABLE_SIZE).toBe(4096);
+    expect(LUO_FLB_MAX).toBe(63);
   });
 });
 
@@ -65,6 +85,8 @@ describe('luo-v1 serialized structs', () => {
     ['luo_session_header_ser', luoSessionHeaderSer, 8, { count: 0 }],
     ['luo_session_ser', luoSessionSer, 80, { name: 0, files: 64, count: 72 }],
     ['luo_file_ser', luoFileSer, 64, { compatible: 0, data: 48, token: 56 }],
+    ['luo_flb_header_ser', luoFlbHeaderSer, 16, { pgcnt: 0, count: 8 }],
+    ['luo_flb_ser', luoFlbSer, 64, { name: 0, data: 48, count: 56 }],
   ] as const)('struct %s has the documented size and offsets', (name, codec, size, offsets) => {
     expect(codec.name).toBe(name);
     expect(codec.size).toBe(size);
@@ -103,11 +125,15 @@ describe('luo-v1 serialized structs', () => {
 });
 
 describe('the LUO FDT', () => {
-  const fdt = { liveupdateNumber: 3n, sessionHeaderPhys: 0x1234000n };
+  const fdt = { liveupdateNumber: 3n, sessionHeaderPhys: 0x1234000n, flbHeaderPhys: 0x5678000n };
 
   it('round-trips through encodeLuoFdt and decodeLuoFdt', () => {
     expect(decodeLuoFdt(encodeLuoFdt(fdt))).toEqual(fdt);
-    const extremes = { liveupdateNumber: 0n, sessionHeaderPhys: 0xffff_ffff_ffff_ffffn };
+    const extremes = {
+      liveupdateNumber: 0n,
+      sessionHeaderPhys: 0xffff_ffff_ffff_ffffn,
+      flbHeaderPhys: 0n,
+    };
     expect(decodeLuoFdt(encodeLuoFdt(extremes))).toEqual(extremes);
   });
 
@@ -117,12 +143,15 @@ describe('the LUO FDT', () => {
     const { root } = decodeFdt(blob);
     expect(getProperty(root, 'compatible')).toEqual(ascii('luo-v1\0'));
     expect([...getProperty(root, 'liveupdate-number')!]).toEqual([3, 0, 0, 0, 0, 0, 0, 0]);
-    expect(root.children.map((c) => c.name)).toEqual(['luo-session']);
+    expect(root.children.map((c) => c.name)).toEqual(['luo-session', 'luo-flb']);
     const session = root.children[0]!;
     expect(getProperty(session, 'compatible')).toEqual(ascii('luo-session-v1\0'));
     expect([...getProperty(session, 'luo-session-header')!]).toEqual([
       0x00, 0x40, 0x23, 0x01, 0, 0, 0, 0,
     ]);
+    const flb = root.children[1]!;
+    expect(getProperty(flb, 'compatible')).toEqual(ascii('luo-flb-v1\0'));
+    expect([...getProperty(flb, 'luo-flb-header')!]).toEqual([0x00, 0x80, 0x67, 0x05, 0, 0, 0, 0]);
   });
 
   it.skipIf(!hasDtc)('is read by dtc and survives a round trip through its source form', () => {
@@ -133,6 +162,8 @@ describe('the LUO FDT', () => {
     expect(dts).toContain('liveupdate-number = <0x3000000 0x00>;');
     expect(dts).toMatch(/luo-session \{\s*compatible = "luo-session-v1";/);
     expect(dts).toContain('luo-session-header = <0x402301 0x00>;');
+    expect(dts).toMatch(/luo-flb \{\s*compatible = "luo-flb-v1";/);
+    expect(dts).toContain('luo-flb-header = <0x806705 0x00>;');
     const back = execFileSync('dtc', ['-q', '-I', 'dts', '-O', 'dtb'], { input: dts });
     expect(decodeLuoFdt(new Uint8Array(back))).toEqual(fdt);
   });
@@ -142,6 +173,7 @@ describe('the LUO FDT', () => {
     change: {
       root?: Record<string, Uint8Array | null>;
       session?: Record<string, Uint8Array | null> | null;
+      flb?: Record<string, Uint8Array | null> | null;
     } = {},
   ): Uint8Array {
     const le = (v: bigint) => fdtValue.u64(v, { littleEndian: true });
@@ -156,21 +188,29 @@ describe('the LUO FDT', () => {
       }
       return out;
     };
-    const children: FdtNode[] =
-      change.session === null
-        ? []
-        : [
-            fdtNode(
-              'luo-session',
-              props(
-                {
-                  compatible: fdtValue.string('luo-session-v1'),
-                  'luo-session-header': le(0x2000n),
-                },
-                change.session,
-              ),
-            ),
-          ];
+    const children: FdtNode[] = [];
+    if (change.session !== null) {
+      children.push(
+        fdtNode(
+          'luo-session',
+          props(
+            { compatible: fdtValue.string('luo-session-v1'), 'luo-session-header': le(0x2000n) },
+            change.session,
+          ),
+        ),
+      );
+    }
+    if (change.flb !== null) {
+      children.push(
+        fdtNode(
+          'luo-flb',
+          props(
+            { compatible: fdtValue.string('luo-flb-v1'), 'luo-flb-header': le(0x3000n) },
+            change.flb,
+          ),
+        ),
+      );
+    }
     return encodeFdt(
       fdtNode(
         '',
@@ -181,7 +221,11 @@ describe('the LUO FDT', () => {
   }
 
   it('accepts a hand-built tree, and a compatible list that holds ours', () => {
-    expect(decodeLuoFdt(luoFdt())).toEqual({ liveupdateNumber: 1n, sessionHeaderPhys: 0x2000n });
+    expect(decodeLuoFdt(luoFdt())).toEqual({
+      liveupdateNumber: 1n,
+      sessionHeaderPhys: 0x2000n,
+      flbHeaderPhys: 0x3000n,
+    });
     const listed = luoFdt({ root: { compatible: fdtValue.stringList(['acme,luo', 'luo-v1']) } });
     expect(decodeLuoFdt(listed).liveupdateNumber).toBe(1n);
   });
@@ -225,6 +269,18 @@ describe('the LUO FDT', () => {
       'a 16-byte luo-session-header',
       () => luoFdt({ session: { 'luo-session-header': new Uint8Array(16) } }),
       /"luo-session-header".*16 bytes/,
+    ],
+    ['no luo-flb node', () => luoFdt({ flb: null }), /no node \/luo-flb/],
+    [
+      'another FLB compatible',
+      () => luoFdt({ flb: { compatible: fdtValue.string('luo-flb-v2') } }),
+      /node \/luo-flb is not compatible with "luo-flb-v1".*luo-flb-v2/,
+    ],
+    ['no luo-flb-header', () => luoFdt({ flb: { 'luo-flb-header': null } }), /"luo-flb-header"/],
+    [
+      'a 4-byte luo-flb-header',
+      () => luoFdt({ flb: { 'luo-flb-header': fdtValue.u32(1) } }),
+      /"luo-flb-header".*4 bytes/,
     ],
   ])('refuses %s with a LuoAbiError naming it', (_what, blob, message) => {
     expect(abiErrorOf(() => decodeLuoFdt(blob()))).toMatch(message);
@@ -405,6 +461,86 @@ describe('the file table', () => {
       expect(abiErrorOf(() => writeLuoFileTable(memory, 0x2000, table))).toMatch(message);
     }
     expect(abiErrorOf(() => writeLuoFileTable(memory, RAM - 64, files))).toMatch(/outside RAM/);
+    expect(memory.read(0, RAM).every((b) => b === 0)).toBe(true);
+  });
+});
+
+describe('the FLB table', () => {
+  const RAM = 64 * 1024;
+  const flbs: LuoFlbSer[] = [
+    { name: 'iommu-v1', data: 0x7000n, count: 3n },
+    { name: 'pci-v2', data: 0xffff_ffff_ffff_ffffn, count: 1n },
+  ];
+
+  it('is luo_flb_header_ser { pgcnt = 1, count } then luo_flb_ser[], little-endian', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    memory.fill(0x2000, 4096, 0xee);
+    writeLuoFlbTable(memory, 0x2000, flbs);
+    expect(memory.readU64(0x2000)).toBe(1n);
+    expect(memory.readU64(0x2008)).toBe(2n);
+    expect(memory.read(0x2010, 9)).toEqual(ascii('iommu-v1\0'));
+    expect(memory.readU64(0x2010 + 48)).toBe(0x7000n);
+    expect(memory.readU64(0x2010 + 56)).toBe(3n);
+    expect(memory.read(0x2050, 7)).toEqual(ascii('pci-v2\0'));
+    expect(memory.readU64(0x2050 + 56)).toBe(1n);
+    // The rest of the page is zeroed, not left as it was.
+    expect(memory.read(0x2090, 4096 - 0x90).every((b) => b === 0)).toBe(true);
+    expect(readLuoFlbTable(memory, 0x2000)).toEqual(flbs);
+  });
+
+  it('holds up to 63 FLBs and refuses to write a 64th', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const many = Array.from({ length: 63 }, (_, i) => ({ name: `flb-${i}`, data: 0n, count: 1n }));
+    writeLuoFlbTable(memory, 0x2000, many);
+    expect(readLuoFlbTable(memory, 0x2000)).toHaveLength(63);
+    const tooMany = [...many, { name: 'flb-63', data: 0n, count: 1n }];
+    expect(abiErrorOf(() => writeLuoFlbTable(memory, 0x2000, tooMany))).toMatch(/64 FLBs.*63/);
+  });
+
+  it.each([
+    ['pgcnt is not 1', (m: PhysicalMemory) => m.writeU64(0x2000, 2n), /pgcnt 2 is not 1/],
+    ['count is above 63', (m: PhysicalMemory) => m.writeU64(0x2008, 64n), /count 64 .* 63/],
+    [
+      'a name has no NUL',
+      (m: PhysicalMemory) => m.fill(0x2050, 48, 0x41),
+      /luo_flb_ser\[1\]: name has no NUL/,
+    ],
+    [
+      'one entry more than written',
+      (m: PhysicalMemory) => m.writeU64(0x2008, 3n),
+      /luo_flb_ser\[2\]: name is empty/,
+    ],
+    [
+      'a name appears twice',
+      (m: PhysicalMemory) => m.write(0x2050, ascii('iommu-v1\0')),
+      /luo_flb_ser\[1\]: name "iommu-v1" appears twice/,
+    ],
+    ['a count is 0', (m: PhysicalMemory) => m.writeU64(0x2010 + 56, 0n), /\[0\]: count is 0/],
+  ])('refuses a table where %s', (_what, corrupt, message) => {
+    const memory = PhysicalMemory.allocate(RAM);
+    writeLuoFlbTable(memory, 0x2000, flbs);
+    corrupt(memory);
+    expect(abiErrorOf(() => readLuoFlbTable(memory, 0x2000))).toMatch(message);
+  });
+
+  it('refuses a table at address 0 or running outside RAM', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    expect(abiErrorOf(() => readLuoFlbTable(memory, 0))).toMatch(/outside RAM/);
+    expect(abiErrorOf(() => readLuoFlbTable(memory, RAM - 64))).toMatch(/outside RAM/);
+  });
+
+  it('refuses to write what it would not read, and writes nothing then', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const cases: [LuoFlbSer[], RegExp][] = [
+      [[{ name: '', data: 0n, count: 1n }], /name is empty/],
+      [[flbs[0]!, { ...flbs[1]!, name: 'iommu-v1' }], /name appears twice/],
+      [[{ name: 'unused', data: 0n, count: 0n }], /count is 0/],
+      [[{ name: 'z'.repeat(48), data: 0n, count: 1n }], /does not fit/],
+    ];
+    for (const [table, message] of cases) {
+      expect(abiErrorOf(() => writeLuoFlbTable(memory, 0x2000, table))).toMatch(message);
+    }
+    expect(abiErrorOf(() => writeLuoFlbTable(memory, RAM - 64, flbs))).toMatch(/outside RAM/);
     expect(memory.read(0, RAM).every((b) => b === 0)).toBe(true);
   });
 });

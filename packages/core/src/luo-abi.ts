@@ -12,10 +12,16 @@
  *         compatible = "luo-session-v1";
  *         luo-session-header = <u64>;       // phys of luo_session_header_ser
  *     };
+ *     luo-flb {
+ *         compatible = "luo-flb-v1";
+ *         luo-flb-header = <u64>;           // phys of luo_flb_header_ser (one page)
+ *     };
  * };
  * luo_session_header_ser { count }, then luo_session_ser[count]
  *     luo_session_ser.files → luo_file_ser[luo_session_ser.count]
  *         luo_file_ser.data → the handler's own preserved data
+ * luo_flb_header_ser { pgcnt = 1, count }, then luo_flb_ser[count]
+ *     luo_flb_ser.data → the FLB's own preserved data
  * ```
  *
  * Unlike G1, the arrays are sized to what they hold; the caps are the caller's configuration.
@@ -50,6 +56,21 @@ export const LUO_FDT_SESSION_COMPATIBLE = 'luo-session-v1';
 /** Session node property: physical address of `luo_session_header_ser`, a native-endian u64. */
 export const LUO_FDT_SESSION_HEADER = 'luo-session-header';
 
+/** The node describing the FLBs (file-lifecycle-bound objects). */
+export const LUO_FDT_FLB_NODE_NAME = 'luo-flb';
+/** `compatible` of the FLB node: the version of the FLB structs below. */
+export const LUO_FDT_FLB_COMPATIBLE = 'luo-flb-v1';
+/** FLB node property: physical address of `luo_flb_header_ser`, a native-endian u64. */
+export const LUO_FDT_FLB_HEADER = 'luo-flb-header';
+/** Size of `name` in `luo_flb_ser`, including the NUL (`LIVEUPDATE_FLB_COMPAT_LENGTH`). */
+export const LIVEUPDATE_FLB_COMPAT_LENGTH = 48;
+/** Pages of the FLB table: `luo_flb_header_ser.pgcnt` is always 1. */
+export const LUO_FLB_PGCNT = 1;
+/** Bytes of the FLB table: one page. */
+export const LUO_FLB_TABLE_SIZE = LUO_FLB_PGCNT * 4096;
+/** `LUO_FLB_MAX`: the FLBs that fit in one page after the header, (4096 − 16) / 64 = 63. */
+export const LUO_FLB_MAX = Math.floor((LUO_FLB_TABLE_SIZE - 16) / 64);
+
 /** `struct luo_session_header_ser`: heads the session array. */
 export interface LuoSessionHeaderSer {
   /** Number of `luo_session_ser` entries right after the header. */
@@ -75,6 +96,37 @@ export interface LuoFileSer {
   /** The user's token for the file. */
   token: bigint;
 }
+
+/** `struct luo_flb_header_ser`: heads the FLB array. */
+export interface LuoFlbHeaderSer {
+  /** Pages of the table, header included: always {@link LUO_FLB_PGCNT}. */
+  pgcnt: bigint;
+  /** Number of `luo_flb_ser` entries right after the header. */
+  count: bigint;
+}
+
+/** `struct luo_flb_ser`: one FLB preserved by at least one file. */
+export interface LuoFlbSer {
+  /** The FLB's compatible string, 1..47 bytes. */
+  name: string;
+  /** The FLB's handle to its preserved data (set by its `preserve`). */
+  data: bigint;
+  /** The outgoing refcount: how many preserved files depend on the FLB (at least 1). */
+  count: bigint;
+}
+
+/** `struct luo_flb_header_ser` (16 bytes): `pgcnt` u64 @0, `count` u64 @8. */
+export const luoFlbHeaderSer: StructCodec<LuoFlbHeaderSer> = defineStruct('luo_flb_header_ser', [
+  ['pgcnt', u64],
+  ['count', u64],
+] as const);
+
+/** `struct luo_flb_ser` (64 bytes): `name` char[48] @0, `data` u64 @48, `count` u64 @56. */
+export const luoFlbSer: StructCodec<LuoFlbSer> = defineStruct('luo_flb_ser', [
+  ['name', cstring(LIVEUPDATE_FLB_COMPAT_LENGTH)],
+  ['data', u64],
+  ['count', u64],
+] as const);
 
 /** `struct luo_session_header_ser` (8 bytes): `count` u64 @0. */
 export const luoSessionHeaderSer: StructCodec<LuoSessionHeaderSer> = defineStruct(
@@ -125,6 +177,8 @@ export interface LuoFdt {
   liveupdateNumber: bigint;
   /** `luo-session/luo-session-header`: physical address of `luo_session_header_ser`. */
   sessionHeaderPhys: bigint;
+  /** `luo-flb/luo-flb-header`: physical address of `luo_flb_header_ser`. */
+  flbHeaderPhys: bigint;
 }
 
 const NATIVE_ENDIAN = { littleEndian: true };
@@ -142,6 +196,10 @@ export function encodeLuoFdt(fdt: LuoFdt): Uint8Array {
         fdtNode(LUO_FDT_SESSION_NODE_NAME, {
           compatible: fdtValue.string(LUO_FDT_SESSION_COMPATIBLE),
           [LUO_FDT_SESSION_HEADER]: fdtValue.u64(fdt.sessionHeaderPhys, NATIVE_ENDIAN),
+        }),
+        fdtNode(LUO_FDT_FLB_NODE_NAME, {
+          compatible: fdtValue.string(LUO_FDT_FLB_COMPATIBLE),
+          [LUO_FDT_FLB_HEADER]: fdtValue.u64(fdt.flbHeaderPhys, NATIVE_ENDIAN),
         }),
       ],
     ),
@@ -161,14 +219,28 @@ export function decodeLuoFdt(blob: Uint8Array): LuoFdt {
   const liveupdateNumber = fdtOrThrow('LUO FDT', () =>
     readU64(root, LUO_FDT_LIVEUPDATE_NUM, NATIVE_ENDIAN),
   );
-  const path = `/${LUO_FDT_SESSION_NODE_NAME}`;
-  const sessionNode = findNode(root, path);
-  if (sessionNode === undefined) throw new LuoAbiError(`LUO FDT has no node ${path}`);
-  checkCompatible(sessionNode, path, LUO_FDT_SESSION_COMPATIBLE);
-  const sessionHeaderPhys = fdtOrThrow('LUO FDT', () =>
-    readU64(sessionNode, LUO_FDT_SESSION_HEADER, NATIVE_ENDIAN),
+  const sessionHeaderPhys = readChildU64(
+    root,
+    LUO_FDT_SESSION_NODE_NAME,
+    LUO_FDT_SESSION_COMPATIBLE,
+    LUO_FDT_SESSION_HEADER,
   );
-  return { liveupdateNumber, sessionHeaderPhys };
+  const flbHeaderPhys = readChildU64(
+    root,
+    LUO_FDT_FLB_NODE_NAME,
+    LUO_FDT_FLB_COMPATIBLE,
+    LUO_FDT_FLB_HEADER,
+  );
+  return { liveupdateNumber, sessionHeaderPhys, flbHeaderPhys };
+}
+
+/** The u64 `property` of the root's child `name`, which must be `compatible`. */
+function readChildU64(root: FdtNode, name: string, compatible: string, property: string): bigint {
+  const path = `/${name}`;
+  const node = findNode(root, path);
+  if (node === undefined) throw new LuoAbiError(`LUO FDT has no node ${path}`);
+  checkCompatible(node, path, compatible);
+  return fdtOrThrow('LUO FDT', () => readU64(node, property, NATIVE_ENDIAN));
 }
 
 function checkCompatible(node: FdtNode, path: string, expected: string): void {
@@ -364,4 +436,85 @@ function writeOrThrow(memory: PhysicalMemory, phys: number, bytes: Uint8Array, w
     throw new LuoAbiError(`${where}: ${bytes.length} bytes run outside RAM`);
   }
   memory.write(phys, bytes);
+}
+
+/**
+ * Read and validate the FLB table at `headerPhys`: the page lies in RAM, `pgcnt` is 1, `count` ≤
+ * {@link LUO_FLB_MAX}, and every name is 1..47 bytes, NUL-terminated and unique, with a count of
+ * at least 1 (only FLBs some file depends on are written).
+ *
+ * @throws LuoAbiError on the first problem, naming the entry
+ */
+export function readLuoFlbTable(memory: PhysicalMemory, headerPhys: number): LuoFlbSer[] {
+  const where = `luo_flb_header_ser at ${hex(headerPhys)}`;
+  if (headerPhys === 0 || !memory.contains(headerPhys, LUO_FLB_TABLE_SIZE)) {
+    throw new LuoAbiError(`${where} is outside RAM`);
+  }
+  const raw = memory.read(headerPhys, LUO_FLB_TABLE_SIZE);
+  const { pgcnt, count } = luoFlbHeaderSer.decode(raw);
+  if (pgcnt !== BigInt(LUO_FLB_PGCNT)) {
+    throw new LuoAbiError(`${where}: pgcnt ${pgcnt} is not ${LUO_FLB_PGCNT}`);
+  }
+  if (count > BigInt(LUO_FLB_MAX)) {
+    throw new LuoAbiError(`${where}: count ${count} is more than the ${LUO_FLB_MAX} that fit`);
+  }
+  const flbs: LuoFlbSer[] = [];
+  const names = new Set<string>();
+  for (let i = 0; i < Number(count); i++) {
+    const offset = luoFlbHeaderSer.size + i * luoFlbSer.size;
+    const entry = `${where}: luo_flb_ser[${i}]`;
+    const length = strnlen(
+      raw.subarray(offset, offset + LIVEUPDATE_FLB_COMPAT_LENGTH),
+      LIVEUPDATE_FLB_COMPAT_LENGTH,
+    );
+    if (length === LIVEUPDATE_FLB_COMPAT_LENGTH) {
+      throw new LuoAbiError(
+        `${entry}: name has no NUL within ${LIVEUPDATE_FLB_COMPAT_LENGTH} bytes`,
+      );
+    }
+    if (length === 0) throw new LuoAbiError(`${entry}: name is empty`);
+    const flb = luoFlbSer.decode(raw, offset);
+    if (names.has(flb.name)) {
+      throw new LuoAbiError(`${entry}: name ${JSON.stringify(flb.name)} appears twice`);
+    }
+    if (flb.count === 0n) throw new LuoAbiError(`${entry}: count is 0`);
+    names.add(flb.name);
+    flbs.push(flb);
+  }
+  return flbs;
+}
+
+/**
+ * Write the FLB table ({@link LUO_FLB_TABLE_SIZE} bytes: header, array, zeros) at `phys`.
+ * Refuses, before writing a byte, what {@link readLuoFlbTable} would refuse.
+ *
+ * @throws LuoAbiError for more than {@link LUO_FLB_MAX} entries, an empty, too long or repeated
+ *   name, a count of 0, or a range outside RAM
+ */
+export function writeLuoFlbTable(
+  memory: PhysicalMemory,
+  phys: number,
+  flbs: readonly LuoFlbSer[],
+): void {
+  const where = `FLB table at ${hex(phys)}`;
+  if (flbs.length > LUO_FLB_MAX) {
+    throw new LuoAbiError(`${where}: ${flbs.length} FLBs, but ${LUO_FLB_MAX} fit`);
+  }
+  const out = new Uint8Array(LUO_FLB_TABLE_SIZE);
+  luoFlbHeaderSer.encodeInto(out, 0, {
+    pgcnt: BigInt(LUO_FLB_PGCNT),
+    count: BigInt(flbs.length),
+  });
+  const names = new Set<string>();
+  flbs.forEach((flb, i) => {
+    const entry = `${where}: FLB ${i} ${JSON.stringify(flb.name)}`;
+    if (flb.name === '') throw new LuoAbiError(`${entry}: name is empty`);
+    if (names.has(flb.name)) throw new LuoAbiError(`${entry}: name appears twice`);
+    if (flb.count === 0n) throw new LuoAbiError(`${entry}: count is 0`);
+    names.add(flb.name);
+    encodeOrThrow(entry, () =>
+      luoFlbSer.encodeInto(out, luoFlbHeaderSer.size + i * luoFlbSer.size, flb),
+    );
+  });
+  writeOrThrow(memory, phys, out, where);
 }
