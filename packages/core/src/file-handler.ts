@@ -13,12 +13,50 @@ export const LIVEUPDATE_HNDL_COMPAT_LENGTH = 48;
 export type FileId = unknown;
 
 /**
+ * The session a handler op runs in (kernel: `args->session`), for files that depend on other files
+ * of the same session — a vfio device on its iommufd, an iommufd on the memfds it maps. Valid only
+ * during the op it was given to.
+ */
+export interface LiveUpdateFileSession {
+  /** The session's name. */
+  readonly name: string;
+  /** Whether the session came from the previous kernel (incoming) or is being preserved. */
+  readonly incoming: boolean;
+  /**
+   * `liveupdate_get_token_outgoing()`: the token under which `file` is preserved in this
+   * (outgoing) session. A file counts as preserved when a handler that takes it (`canPreserve`)
+   * gives it the same identity (`getId`) as a preserved file, as for the double-preservation check:
+   * a `dup`ed fd or a reopened memfd is the same file. `ENOENT` when it is not preserved in this
+   * session (in another session, not at all, or this session is incoming).
+   *
+   * Use it in `preserve` (a dependency preserved earlier) or in `freeze` (order-independent).
+   */
+  getTokenOutgoing(file: File): bigint;
+  /**
+   * `liveupdate_get_file_incoming()`: in the new kernel, the file of `token` in this (incoming)
+   * session, retrieving it now (its handler's `retrieve`) if nobody has. `ENOENT` for a token the
+   * session does not have (or an outgoing session), the sticky errno of a failed retrieve, and
+   * `EDEADLK` when files ask for each other in a cycle from their `retrieve`.
+   *
+   * Safe from inside another file's `retrieve`, `canFinish` or `finish`: it takes only that
+   * file's lock, not the session's. The file is LUO's reference, valid until the session finishes;
+   * take your own (`vfs.fget`) to keep it longer.
+   */
+  getFileIncoming(token: bigint): Promise<File>;
+}
+
+/**
  * The arguments of every handler op (kernel: `struct liveupdate_file_op_args`). One object per
  * call; ops read their inputs from it and write their outputs into it.
  */
 export interface FileOpArgs {
   /** The handler being called. */
   readonly handler: FileHandler;
+  /**
+   * The session of the file (kernel: `args->session`); see {@link LiveUpdateFileSession}. Given
+   * to every op but `canPreserve` and `getId`.
+   */
+  readonly session: LiveUpdateFileSession;
   /**
    * The file. Input to `preserve`, `unpreserve`, `freeze`, `unfreeze`, `canFinish` and `finish`
    * (`null` in the last two when the file was never retrieved). Output of `retrieve`, which sets

@@ -2,6 +2,7 @@ import { KernelError } from '@liveupdate/machine';
 import { KernelPanic, type KernelLog } from '@liveupdate/kernel';
 import type { FaultInjector, HandlerOp } from './fault-injector.js';
 import type { FileHandler } from './file-handler.js';
+import type { FlbOp, LiveUpdateFlb } from './liveupdate-flb.js';
 
 /** What every handler call needs from the orchestrator. */
 export interface HandlerCallContext {
@@ -21,20 +22,55 @@ export async function callHandler<T>(
   op: HandlerOp,
   call: () => T | Promise<T>,
 ): Promise<T> {
-  try {
+  return guard(context, handler.compatible, op, async () => {
     const injector = context.faultInjector;
     if (injector) await injector.beforeCall(handler, op);
+    return call();
+  });
+}
+
+/**
+ * {@link callHandler} for an FLB op (`preserve`, `retrieve`): the same error handling. The fault
+ * injector is not asked: its contract names file handlers and their ops only.
+ */
+export function callFlb<T>(
+  context: HandlerCallContext,
+  flb: LiveUpdateFlb,
+  op: FlbOp,
+  call: () => T | Promise<T>,
+): Promise<T> {
+  return guard(context, `FLB ${flb.compatible}`, op, call);
+}
+
+/** {@link callVoidHandler} for an FLB op that returns nothing (`unpreserve`, `finish`). */
+export async function callVoidFlb(
+  context: HandlerCallContext,
+  flb: LiveUpdateFlb,
+  op: FlbOp,
+  call: () => unknown,
+): Promise<void> {
+  try {
+    await call();
+  } catch (error) {
+    if (KernelPanic.isInstance(error)) throw error;
+    context.log.warn(`LUO: FLB ${flb.compatible}: ${op} threw ${describe(error)}; continuing`);
+  }
+}
+
+async function guard<T>(
+  context: HandlerCallContext,
+  who: string,
+  op: string,
+  call: () => T | Promise<T>,
+): Promise<T> {
+  try {
     return await call();
   } catch (error) {
     if (KernelPanic.isInstance(error) || KernelError.isInstance(error)) throw error;
-    context.log.err(`LUO: ${handler.compatible}: ${op} threw ${describe(error)}`);
-    throw new KernelError(
-      'EIO',
-      `${handler.compatible}: ${op} failed: ${(error as Error)?.message ?? String(error)}`,
-      {
-        cause: error,
-      },
-    );
+    context.log.err(`LUO: ${who}: ${op} threw ${describe(error)}`);
+    throw new KernelError('EIO', `${who}: ${op} failed: ${(error as Error)?.message ?? String(error)}`, {
+      cause: error,
+    });
   }
 }
 

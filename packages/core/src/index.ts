@@ -11,12 +11,23 @@ export {
   type FileHandler,
   type FileId,
   type FileOpArgs,
+  type LiveUpdateFileSession,
 } from './file-handler.js';
+export {
+  defineFlb,
+  type FlbOp,
+  type FlbOpArgs,
+  type LiveUpdateFlb,
+} from './liveupdate-flb.js';
+export type { FlbRegistry } from './flb-registry.js';
 export type { FaultInjector, HandlerOp } from './fault-injector.js';
 export * from './struct-codec.js';
 export {
   LIVEUPDATE_SERVICE,
+  flbGetIncoming,
+  flbGetOutgoing,
   registerFileHandler,
+  registerFlb,
   unregisterFileHandler,
 } from './liveupdate-service.js';
 export type { LiveUpdateOrchestrator, LuoLimits } from './live-update-orchestrator.js';

@@ -11,21 +11,26 @@ import {
 } from '@liveupdate/kernel';
 import { ERRNO, isErrnoName, type ErrnoName, type PhysicalMemory } from '@liveupdate/machine';
 import { RwLock } from './async-lock.js';
-import type { FileHandler, FileOpArgs } from './file-handler.js';
+import type { FileHandler, FileOpArgs, LiveUpdateFileSession } from './file-handler.js';
 import { FileHandlerRegistry } from './file-handler-registry.js';
+import { FlbRegistry } from './flb-registry.js';
 import type { FaultInjector } from './fault-injector.js';
 import { callHandler, callVoidHandler } from './handler-call.js';
 import {
   LUO_FDT_KHO_ENTRY_NAME,
+  LUO_FLB_TABLE_SIZE,
   LuoAbiError,
   decodeLuoFdt,
   encodeLuoFdt,
   luoFileTableSize,
   luoSessionTableSize,
   readLuoFileTable,
+  readLuoFlbTable,
   readLuoSessionTable,
   writeLuoFileTable,
+  writeLuoFlbTable,
   writeLuoSessionTable,
+  type LuoFlbSer,
 } from './luo-abi.js';
 import {
   LIVEUPDATE_IOCTL_CREATE_SESSION,
@@ -90,6 +95,8 @@ export class LiveUpdateOrchestrator {
   /** `liveupdate=on` and KHO on. */
   readonly enabled: boolean;
   readonly registry = new FileHandlerRegistry();
+  /** The FLBs linked to handlers, with their outgoing and incoming refcounts. */
+  readonly flbs: FlbRegistry;
   readonly limits: LuoLimits;
   /** The number this kernel hands over: incoming + 1, or 1 after a cold boot. */
   readonly liveupdateNumber: bigint;
@@ -120,6 +127,7 @@ export class LiveUpdateOrchestrator {
   constructor(ctx: ModuleContext) {
     this.#log = ctx.log;
     this.#calls = { log: ctx.log, faultInjector: undefined };
+    this.flbs = new FlbRegistry(this.#calls, ctx.log);
     this.#kho = ctx.kho;
     this.#memory = ctx.memory;
     this.#vfs = ctx.vfs;
@@ -136,6 +144,7 @@ export class LiveUpdateOrchestrator {
     if (this.faultInjection) ctx.log.info('LUO: handler fault injection is available');
     const incoming = this.enabled ? this.#readIncomingRoot(ctx) : null;
     this.#incomingHeader = incoming ? Number(incoming.sessionHeaderPhys) : null;
+    if (incoming) this.flbs.setIncoming(incoming.flbs);
     this.liveupdateNumber = (incoming?.liveupdateNumber ?? 0n) + 1n;
     if (this.enabled) {
       ctx.log.info(
@@ -258,7 +267,7 @@ export class LiveUpdateOrchestrator {
 
   #readIncomingRoot(
     ctx: ModuleContext,
-  ): { liveupdateNumber: bigint; sessionHeaderPhys: bigint } | null {
+  ): { liveupdateNumber: bigint; sessionHeaderPhys: bigint; flbs: LuoFlbSer[] } | null {
     let subtree;
     try {
       subtree = ctx.kho.retrieveSubtree(LUO_FDT_KHO_ENTRY_NAME);
@@ -269,18 +278,28 @@ export class LiveUpdateOrchestrator {
       );
     }
     let root;
+    let flbs;
     try {
       root = decodeLuoFdt(ctx.memory.read(subtree.phys, subtree.size));
+      // luo_flb_setup_incoming(): like the FDT, a bad FLB table is fatal at boot.
+      flbs = readLuoFlbTable(ctx.memory, Number(root.flbHeaderPhys));
     } catch (error) {
       if (error instanceof LuoAbiError) return ctx.panic(`LUO: ${error.message}`);
       throw error;
+    }
+    try {
+      ctx.kho.restoreFree(Number(root.flbHeaderPhys));
+    } catch (error) {
+      return ctx.panic(
+        `LUO: the FLB table at ${root.flbHeaderPhys} is not a preserved block: ${(error as Error).message}`,
+      );
     }
     try {
       ctx.kho.restoreFree(subtree.phys);
     } catch (error) {
       ctx.log.warn(`LUO: could not free the incoming LUO FDT: ${(error as Error).message}`);
     }
-    return root;
+    return { ...root, flbs };
   }
 
   /** `luo_session_deserialize()`: once, at the first open. A failure makes every open `EIO`. */
@@ -297,12 +316,13 @@ export class LiveUpdateOrchestrator {
       this.#deserialized = 'done';
       return;
     }
+    this.flbs.logUnclaimed();
     this.#log.trace('luo-deserialize', 'B');
     try {
       const blobs = [header];
       const sessions = readLuoSessionTable(this.#memory, header, this.limits.maxSessions).map(
         (entry) => {
-          const session = new LuoSession(entry.name, true);
+          const session = this.#newSession(entry.name, true);
           if (entry.count > 0n) {
             const table = readLuoFileTable(
               this.#memory,
@@ -318,7 +338,7 @@ export class LiveUpdateOrchestrator {
                   `session "${entry.name}" token ${f.token}: no file handler registered for compatible "${f.compatible}"`,
                 );
               }
-              return new LuoFile(handler, f.token, null, f.data);
+              return new LuoFile(session.handle, handler, f.token, null, f.data);
             });
           }
           return session;
@@ -350,7 +370,7 @@ export class LiveUpdateOrchestrator {
       }
       if (this.#outgoing.has(name))
         throw new KernelError('EEXIST', `LUO: session "${name}" already exists`);
-      const session = new LuoSession(name, false);
+      const session = this.#newSession(name, false);
       this.#outgoing.set(name, session);
       copyStructToUser(createSessionArg, arg!, { ...request, fd });
       return this.#sessionFile(session);
@@ -427,14 +447,21 @@ export class LiveUpdateOrchestrator {
             `LUO: ${file.path} is already preserved, or retrieved and not finished`,
           );
         }
-        const luoFile = new LuoFile(handler, request.token, file, 0n);
+        const luoFile = new LuoFile(session.handle, handler, request.token, file, 0n);
         luoFile.id = id;
         this.#ids.set(id, luoFile);
         try {
-          const args = luoFile.args();
-          await callHandler(this.#calls, handler, 'preserve', () => handler.preserve(args));
-          luoFile.serializedData = checkedData(handler, args.serializedData);
-          luoFile.privateData = args.privateData;
+          // luo_flb_file_preserve() first, so the file's preserve finds its FLBs preserved.
+          await this.flbs.filePreserve(handler);
+          try {
+            const args = luoFile.args();
+            await callHandler(this.#calls, handler, 'preserve', () => handler.preserve(args));
+            luoFile.serializedData = checkedData(handler, args.serializedData);
+            luoFile.privateData = args.privateData;
+          } catch (error) {
+            await this.flbs.fileUnpreserve(handler);
+            throw error;
+          }
         } catch (error) {
           this.#ids.delete(id);
           throw error;
@@ -472,29 +499,40 @@ export class LiveUpdateOrchestrator {
             'ENOENT',
             `LUO: no token ${request.token} in session "${session.name}"`,
           );
-        const file = await luoFile.lock.run(async () => {
-          if (luoFile.retrieveStatus < 0) {
-            throw new KernelError(
-              errnoName(-luoFile.retrieveStatus),
-              `LUO: token ${luoFile.token} failed to retrieve before`,
-            );
-          }
-          if (luoFile.retrieveStatus === 0) {
-            await this.#log.span('luo-retrieve', () => this.#retrieveOnce(luoFile), {
-              compatible: luoFile.handler.compatible,
-            });
-          }
-          return luoFile.file!;
-        });
+        const file = await this.#retrieveLocked(luoFile);
         copyStructToUser(retrieveFdArg, arg!, { ...request, fd });
         return this.#vfs.fget(file);
       }),
     );
   }
 
+  /**
+   * The file of `luoFile`, retrieving it under its lock the first time (RETRIEVE_FD and
+   * `getFileIncoming`); the errno of a failed retrieve is sticky.
+   */
+  #retrieveLocked(luoFile: LuoFile): Promise<KernelFile> {
+    return luoFile.lock.run(async () => {
+      if (luoFile.retrieveStatus < 0) {
+        throw new KernelError(
+          errnoName(-luoFile.retrieveStatus),
+          `LUO: token ${luoFile.token} failed to retrieve before`,
+        );
+      }
+      if (luoFile.retrieveStatus === 0) {
+        await this.#log.span('luo-retrieve', () => this.#retrieveOnce(luoFile), {
+          compatible: luoFile.handler.compatible,
+        });
+      }
+      if (!luoFile.file)
+        throw new KernelError('ENOENT', `LUO: token ${luoFile.token} has finished`);
+      return luoFile.file;
+    });
+  }
+
   async #retrieveOnce(luoFile: LuoFile): Promise<void> {
     const { handler } = luoFile;
     const args = luoFile.args();
+    luoFile.retrieving = true;
     try {
       await callHandler(this.#calls, handler, 'retrieve', () => handler.retrieve(args));
       if (!(args.file instanceof KernelFile)) {
@@ -503,6 +541,8 @@ export class LiveUpdateOrchestrator {
     } catch (error) {
       luoFile.retrieveStatus = -(KernelError.isInstance(error) ? error.errno : ERRNO.EIO);
       throw error;
+    } finally {
+      luoFile.retrieving = false;
     }
     const file = args.file;
     luoFile.file = file;
@@ -543,6 +583,7 @@ export class LiveUpdateOrchestrator {
       await luoFile.lock.run(() =>
         callVoidHandler(this.#calls, handler, 'finish', () => handler.finish(luoFile.args())),
       );
+      await this.flbs.fileFinish(handler);
       await this.#drop(luoFile);
     }
     session.files = [];
@@ -565,6 +606,7 @@ export class LiveUpdateOrchestrator {
           await callVoidHandler(this.#calls, handler, 'unpreserve', () =>
             handler.unpreserve(luoFile.args()),
           );
+          await this.flbs.fileUnpreserve(handler);
           await this.#drop(luoFile);
         }
         session.files = [];
@@ -580,6 +622,69 @@ export class LiveUpdateOrchestrator {
         `LUO: closing session "${session.name}" could not finish it (${(error as Error).message}); it stays until the next reboot`,
       );
     }
+  }
+
+  #newSession(name: string, incoming: boolean): LuoSession {
+    return new LuoSession(name, incoming, (session) => this.#fileSession(session));
+  }
+
+  /** The `args.session` of `session`'s files: the cross-file lookups. */
+  #fileSession(session: LuoSession): LiveUpdateFileSession {
+    return {
+      name: session.name,
+      incoming: session.incoming,
+      getTokenOutgoing: (file) => {
+        const luoFile = session.incoming ? undefined : this.#outgoingFileOf(session, file);
+        if (!luoFile) {
+          throw new KernelError(
+            'ENOENT',
+            `LUO: ${file.path} is not preserved in session "${session.name}"`,
+          );
+        }
+        return luoFile.token;
+      },
+      getFileIncoming: async (token) => {
+        const luoFile = session.incoming ? session.fileByToken(token) : undefined;
+        if (!luoFile) {
+          throw new KernelError(
+            'ENOENT',
+            `LUO: no incoming token ${token} in session "${session.name}"`,
+          );
+        }
+        // Every retrieve runs under the session mutex, so a file being retrieved that is asked
+        // for again is in the same chain of retrieves: waiting on its lock would never end.
+        if (luoFile.retrieving) {
+          throw new KernelError(
+            'EDEADLK',
+            `LUO: token ${token} in session "${session.name}" is being retrieved; the files depend on each other in a cycle`,
+          );
+        }
+        return this.#retrieveLocked(luoFile);
+      },
+    };
+  }
+
+  /**
+   * The file of `session` that `file` is, by identity as the double-preservation check: a
+   * handler that takes `file` and gives it the id of a preserved file of this session.
+   */
+  #outgoingFileOf(session: LuoSession, file: KernelFile): LuoFile | undefined {
+    for (const luoFile of session.files) {
+      if (luoFile.file === file) return luoFile;
+      const { handler } = luoFile;
+      if (!handler.getId || luoFile.id === undefined) continue;
+      let id;
+      try {
+        if (!handler.canPreserve(handler, file)) continue;
+        id = handler.getId(file);
+      } catch (error) {
+        if (KernelError.isInstance(error)) throw error;
+        this.#log.err(`LUO: ${handler.compatible}: getId threw ${(error as Error)?.message}`);
+        throw new KernelError('EIO', `${handler.compatible}: getId failed`, { cause: error });
+      }
+      if (id === luoFile.id) return luoFile;
+    }
+    return undefined;
   }
 
   /** Forget a file: its identity and LUO's reference. */
@@ -653,9 +758,12 @@ export class LiveUpdateOrchestrator {
       });
       const header = preserve(luoSessionTableSize(table.length));
       writeLuoSessionTable(this.#memory, header, table);
+      const flbHeader = preserve(LUO_FLB_TABLE_SIZE);
+      writeLuoFlbTable(this.#memory, flbHeader, this.flbs.outgoingTable());
       const fdt = encodeLuoFdt({
         liveupdateNumber: this.liveupdateNumber,
         sessionHeaderPhys: BigInt(header),
+        flbHeaderPhys: BigInt(flbHeader),
       });
       const fdtPhys = preserve(fdt.length);
       this.#memory.write(fdtPhys, fdt);

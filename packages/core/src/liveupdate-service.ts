@@ -1,6 +1,7 @@
 import type { ModuleContext, ServiceKey } from '@liveupdate/kernel';
 import { KernelError } from '@liveupdate/machine';
 import type { FileHandler } from './file-handler.js';
+import type { LiveUpdateFlb } from './liveupdate-flb.js';
 import type { LiveUpdateOrchestrator } from './live-update-orchestrator.js';
 
 /** The key under which the `liveupdate` module provides this boot's orchestrator. */
@@ -39,5 +40,48 @@ export function registerFileHandler(ctx: ModuleContext, handler: FileHandler): v
 export function unregisterFileHandler(ctx: ModuleContext, handler: FileHandler): void {
   const luo = orchestrator(ctx);
   if (luo.busy) throw new KernelError('EBUSY', 'LUO: sessions exist; a live update is in progress');
+  if (luo.flbs.linked(handler)) {
+    throw new KernelError('EBUSY', `LUO: file handler "${handler.compatible}" has FLBs linked`);
+  }
   luo.registry.unregister(handler);
+}
+
+/**
+ * `liveupdate_register_flb()`: link `flb` to `handler`, which must be registered already. Call it
+ * from a module's `init`, in every kernel (the next kernel finds an incoming FLB by its
+ * `compatible` only when it is registered there too). One FLB may be linked to several handlers;
+ * see {@link LiveUpdateFlb} for its refcounts. Throws `EOPNOTSUPP` as {@link registerFileHandler},
+ * `EBUSY` while a live update is in progress, `ENOENT` when `handler` is not registered, `EINVAL`
+ * for a malformed FLB, `EEXIST` when it is linked to `handler` already or its `compatible` is
+ * another FLB's, and `ENOSPC` past 63 FLBs (what one page of `luo_flb_ser` holds).
+ */
+export function registerFlb(ctx: ModuleContext, handler: FileHandler, flb: LiveUpdateFlb): void {
+  const luo = orchestrator(ctx);
+  if (luo.busy) throw new KernelError('EBUSY', 'LUO: sessions exist; a live update is in progress');
+  if (!luo.registry.handlers.includes(handler)) {
+    throw new KernelError(
+      'ENOENT',
+      `LUO: file handler "${String(handler?.compatible)}" is not registered; register it before its FLBs`,
+    );
+  }
+  luo.flbs.register(handler, flb);
+}
+
+/**
+ * `liveupdate_flb_get_outgoing()`: the object `flb`'s `preserve` set (`args.obj`), while at least
+ * one file of a linked handler is preserved; `ENOENT` otherwise. Handlers call it from their ops
+ * (a file's `preserve` runs after its FLBs' `preserve`).
+ */
+export function flbGetOutgoing(ctx: ModuleContext, flb: LiveUpdateFlb): unknown {
+  return orchestrator(ctx).flbs.getOutgoing(flb);
+}
+
+/**
+ * `liveupdate_flb_get_incoming()`: in the new kernel, the object `flb`'s `retrieve` set, calling
+ * `retrieve` on first use. `ENOENT` when `flb` is not registered, the previous kernel handed
+ * nothing over for it, or it has finished; a failed `retrieve`'s errno (the next call tries
+ * again). Never call it for an FLB from inside that FLB's own ops: they hold its lock.
+ */
+export function flbGetIncoming(ctx: ModuleContext, flb: LiveUpdateFlb): Promise<unknown> {
+  return orchestrator(ctx).flbs.getIncoming(flb);
 }

@@ -1,6 +1,11 @@
 import type { File } from '@liveupdate/kernel';
 import { Mutex } from './async-lock.js';
-import type { FileHandler, FileId, FileOpArgs } from './file-handler.js';
+import type {
+  FileHandler,
+  FileId,
+  FileOpArgs,
+  LiveUpdateFileSession,
+} from './file-handler.js';
 
 /**
  * One preserved file (kernel: `struct luo_file`): outgoing, from `PRESERVE_FD` to the reboot; or
@@ -19,8 +24,19 @@ export class LuoFile {
   id: FileId | undefined;
   /** The per-file lock around freeze, unfreeze, retrieve, canFinish and finish. */
   readonly lock = new Mutex();
+  /** Its `retrieve` is running: asking for this file again from inside it is a cycle. */
+  retrieving = false;
+  /** The session's handle given to every op of this file. */
+  readonly session: LiveUpdateFileSession;
 
-  constructor(handler: FileHandler, token: bigint, file: File | null, serializedData: bigint) {
+  constructor(
+    session: LiveUpdateFileSession,
+    handler: FileHandler,
+    token: bigint,
+    file: File | null,
+    serializedData: bigint,
+  ) {
+    this.session = session;
     this.handler = handler;
     this.token = token;
     this.file = file;
@@ -31,6 +47,7 @@ export class LuoFile {
   args(): FileOpArgs {
     return {
       handler: this.handler,
+      session: this.session,
       file: this.file,
       serializedData: this.serializedData,
       privateData: this.privateData,
@@ -52,10 +69,17 @@ export class LuoSession {
   retrieved = false;
   /** The session mutex, around preserve, unpreserve, retrieve and finish. */
   readonly mutex = new Mutex();
+  /** What handler ops get as `args.session`. */
+  readonly handle: LiveUpdateFileSession;
 
-  constructor(name: string, incoming: boolean) {
+  constructor(
+    name: string,
+    incoming: boolean,
+    handle: (session: LuoSession) => LiveUpdateFileSession,
+  ) {
     this.name = name;
     this.incoming = incoming;
+    this.handle = handle(this);
   }
 
   fileByToken(token: bigint): LuoFile | undefined {
