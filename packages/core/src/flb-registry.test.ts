@@ -78,9 +78,7 @@ describe('FLB registration', () => {
     expect(() => flbs.register(h, noFinish)).toThrow(/must implement finish\(\)/);
     expect(await codeOf(() => flbs.register(h, recordingFlb('', [])))).toBe('EINVAL');
     expect(await codeOf(() => flbs.register(h, recordingFlb('x'.repeat(48), [])))).toBe('EINVAL');
-    expect(await codeOf(() => flbs.register(h, recordingFlb('x'.repeat(47), [])))).toBe(
-      'no error',
-    );
+    expect(await codeOf(() => flbs.register(h, recordingFlb('x'.repeat(47), [])))).toBe('no error');
   });
 
   it('holds 63 distinct FLBs and refuses the 64th with ENOSPC', async () => {
@@ -112,7 +110,10 @@ describe('the outgoing refcount', () => {
     await flbs.fileUnpreserve(b);
     expect(calls).toEqual(['shared-v1 preserve']);
     await flbs.fileUnpreserve(a);
-    expect(calls).toEqual(['shared-v1 preserve', 'shared-v1 unpreserve data=4096 obj=shared-v1 out 1']);
+    expect(calls).toEqual([
+      'shared-v1 preserve',
+      'shared-v1 unpreserve data=4096 obj=shared-v1 out 1',
+    ]);
     expect(flbs.outgoingTable()).toEqual([]);
     expect(await codeOf(() => flbs.getOutgoing(flb))).toBe('ENOENT');
     // Preserved again from zero: a new preserve.
@@ -140,7 +141,10 @@ describe('the outgoing refcount', () => {
   it('turns a plain throw from preserve into EIO, logged', async () => {
     const { flbs, lines } = registry();
     const h = fileHandler('a-v1');
-    flbs.register(h, recordingFlb('bad-v1', [], () => new Error('boom')));
+    flbs.register(
+      h,
+      recordingFlb('bad-v1', [], () => new Error('boom')),
+    );
     expect(await codeOf(flbs.filePreserve(h))).toBe('EIO');
     expect(lines.join('\n')).toMatch(/LUO: FLB bad-v1: preserve threw Error: boom/);
   });

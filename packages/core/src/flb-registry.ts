@@ -189,9 +189,7 @@ export class FlbRegistry {
           }
         }
         const args = this.#args(registered.flb, incoming.data, incoming.obj);
-        await callVoidFlb(this.#calls, registered.flb, 'finish', () =>
-          registered.flb.finish(args),
-        );
+        await callVoidFlb(this.#calls, registered.flb, 'finish', () => registered.flb.finish(args));
         incoming.obj = undefined;
       });
     }

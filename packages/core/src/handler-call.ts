@@ -68,9 +68,13 @@ async function guard<T>(
   } catch (error) {
     if (KernelPanic.isInstance(error) || KernelError.isInstance(error)) throw error;
     context.log.err(`LUO: ${who}: ${op} threw ${describe(error)}`);
-    throw new KernelError('EIO', `${who}: ${op} failed: ${(error as Error)?.message ?? String(error)}`, {
-      cause: error,
-    });
+    throw new KernelError(
+      'EIO',
+      `${who}: ${op} failed: ${(error as Error)?.message ?? String(error)}`,
+      {
+        cause: error,
+      },
+    );
   }
 }
 

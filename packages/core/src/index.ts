@@ -13,12 +13,7 @@ export {
   type FileOpArgs,
   type LiveUpdateFileSession,
 } from './file-handler.js';
-export {
-  defineFlb,
-  type FlbOp,
-  type FlbOpArgs,
-  type LiveUpdateFlb,
-} from './liveupdate-flb.js';
+export { defineFlb, type FlbOp, type FlbOpArgs, type LiveUpdateFlb } from './liveupdate-flb.js';
 export type { FlbRegistry } from './flb-registry.js';
 export type { FaultInjector, HandlerOp } from './fault-injector.js';
 export * from './struct-codec.js';

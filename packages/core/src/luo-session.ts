@@ -1,11 +1,6 @@
 import type { File } from '@liveupdate/kernel';
 import { Mutex } from './async-lock.js';
-import type {
-  FileHandler,
-  FileId,
-  FileOpArgs,
-  LiveUpdateFileSession,
-} from './file-handler.js';
+import type { FileHandler, FileId, FileOpArgs, LiveUpdateFileSession } from './file-handler.js';
 
 /**
  * One preserved file (kernel: `struct luo_file`): outgoing, from `PRESERVE_FD` to the reboot; or

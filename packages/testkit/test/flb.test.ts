@@ -222,7 +222,12 @@ describe('FLBs across a live update', () => {
         memory.writeU64(Number(readLuoFdt(memory, khoFdtPhys!).flbHeaderPhys), 2n);
       },
     });
-    await preserveItem(await (await openDevice(harness.process)).createSession('s'), 1n, 'red', 'r');
+    await preserveItem(
+      await (await openDevice(harness.process)).createSession('s'),
+      1n,
+      'red',
+      'r',
+    );
     const outcome = await harness.liveUpdate().catch((error: unknown) => error);
     expect(MachineHaltedError.isInstance(outcome)).toBe(true);
     expect(harness.machine.panicReason).toMatch(/^LUO: luo_flb_header_ser at .*: pgcnt 2 is not 1/);
@@ -230,7 +235,12 @@ describe('FLBs across a live update', () => {
 
   it('never retrieves an FLB no handler of the new kernel registers, and logs the leak', async () => {
     const harness = await bootItems();
-    await preserveItem(await (await openDevice(harness.process)).createSession('s'), 1n, 'red', 'r');
+    await preserveItem(
+      await (await openDevice(harness.process)).createSession('s'),
+      1n,
+      'red',
+      'r',
+    );
     const next = await harness.liveUpdate(liveUpdateImage({ version: '6.18.1', modules: [] }));
     await expect(openDevice(next)).rejects.toMatchObject({ code: 'EIO' });
     const dmesg = harness.machine.dmesg();
