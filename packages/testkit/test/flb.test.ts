@@ -3,7 +3,9 @@
 // handlers share shared-flb-v1, red-v1 also has red-flb-v1, and an item may depend on another.
 import { describe, expect, it } from 'vitest';
 import {
+  readLuoFileTable,
   readLuoFlbTable,
+  readLuoSessionTable,
   type LiveUpdateDevice,
   type LiveUpdateSession,
   type LuoFlbSer,
@@ -353,6 +355,36 @@ describe('getFileIncoming', () => {
     await expect(incoming.retrieveFd(2n)).rejects.toMatchObject({ code: 'EIO' });
     await expect(incoming.retrieveFd(1n)).rejects.toMatchObject({ code: 'EIO' });
     await expect(incoming.retrieveFd(2n)).rejects.toMatchObject({ code: 'EIO' });
+    expect(await itemCalls(next)).toEqual([
+      'retrieve red:child (begin)',
+      'retrieve blue:parent (begin)',
+    ]);
+  });
+
+  it('answers EDEADLK, not a hang, when two files ask for each other from retrieve', async () => {
+    // Preserving cannot build a cycle (a dependency must be preserved first), so the handover is
+    // edited: the parent's page is made to depend on the child (token 2).
+    const harness = await bootItems({
+      onHandover: ({ memory, khoFdtPhys }) => {
+        const [session] = readLuoSessionTable(
+          memory,
+          Number(readLuoFdt(memory, khoFdtPhys!).sessionHeaderPhys),
+          10,
+        );
+        const files = readLuoFileTable(memory, Number(session!.files), Number(session!.count), 10);
+        const parentPhys = Number(files.find((f) => f.token === 1n)!.data);
+        memory.writeU32(parentPhys + 2048, 1);
+        memory.writeU64(parentPhys + 2056, 2n);
+      },
+    });
+    const session = await (await openDevice(harness.process)).createSession('s');
+    const parent = await createItem(harness.process, 'blue', 'parent');
+    await session.preserveFd(parent, 1n);
+    await session.preserveFd(await createItem(harness.process, 'red', 'child', parent), 2n);
+
+    const next = await harness.liveUpdate();
+    const incoming = await (await openDevice(next)).retrieveSession('s');
+    await expect(incoming.retrieveFd(2n)).rejects.toMatchObject({ code: 'EDEADLK' });
     expect(await itemCalls(next)).toEqual([
       'retrieve red:child (begin)',
       'retrieve blue:parent (begin)',
