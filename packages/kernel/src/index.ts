@@ -11,12 +11,35 @@ export {
   type IommuProt,
 } from './drivers/iommu-driver.js';
 export {
+  IOMMU_LU_COMPATIBLE,
+  IOMMU_LU_CONTEXT_SIZE,
+  IOMMU_LU_DEVICE_SIZE,
+  IOMMU_LU_DOMAIN_SIZE,
+  IOMMU_LU_HEADER_SIZE,
+  IOMMU_LU_SUBTREE,
+  IommuHandoverError,
+  decodeIommuHandover,
+  encodeIommuHandover,
+  type IommuHandoverDomain,
+  type IommuHandoverState,
+} from './drivers/iommu-handover.js';
+export {
   PCI_BUS_SERVICE,
   PciBus,
   PciDevice,
   type IrqHandler,
   type PciDriver,
+  type PciLiveUpdate,
 } from './drivers/pci-bus.js';
+export {
+  PCI_DEV_SER_SIZE,
+  PCI_LU_SUBTREE,
+  PCI_SER_HEADER_SIZE,
+  PciHandoverError,
+  decodePciSer,
+  encodePciSer,
+  type PciDevSer,
+} from './drivers/pci-handover.js';
 export { createKernelImage, type KernelImageOptions } from './kernel-image.js';
 export { KernelLog, LOGLEVEL, type KernelOutput, type TraceArgs } from './kernel-log.js';
 export {

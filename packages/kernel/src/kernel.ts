@@ -18,7 +18,9 @@ import {
 import type { BootParams } from './boot-params.js';
 import { CommandLine } from './command-line.js';
 import { IOMMU_SERVICE, IommuDriver } from './drivers/iommu-driver.js';
+import { IommuHandoverError } from './drivers/iommu-handover.js';
 import { PCI_BUS_SERVICE, PciBus } from './drivers/pci-bus.js';
+import { PciHandoverError } from './drivers/pci-handover.js';
 import { KexecHandover } from './kho/kexec-handover.js';
 import { KhoHandoverError, readKhoHandover, type KhoIncoming } from './kho/kho-incoming.js';
 import { KernelLog } from './kernel-log.js';
@@ -159,16 +161,31 @@ export class Kernel {
       );
     }
 
-    const pci = new PciBus(mmio, log);
-    const iommu = new IommuDriver(
-      memory,
-      pages,
-      new IommuRegisters(
-        mmio.iommu,
-        mmio.functions.map((buffers) => new PciFunction(buffers)),
-      ),
-      log,
-    );
+    // Devices and the IOMMU adopt what the previous kernel preserved before anything else can
+    // allocate; a malformed handover is fatal, as DMA may already have written through it.
+    let pci: PciBus;
+    let iommu: IommuDriver;
+    try {
+      pci = new PciBus(mmio, log, { kho, memory });
+      iommu = new IommuDriver(
+        memory,
+        pages,
+        new IommuRegisters(
+          mmio.iommu,
+          mmio.functions.map((buffers) => new PciFunction(buffers)),
+        ),
+        log,
+        kho,
+      );
+    } catch (error) {
+      if (error instanceof PciHandoverError) {
+        return panic(`PCI: Failed to restore PCI Live Update FLB: ${error.message}`);
+      }
+      if (error instanceof IommuHandoverError) {
+        return panic(`DMAR: Failed to restore IOMMU Live Update FLB: ${error.message}`);
+      }
+      throw error;
+    }
     container.register(PciBus, { useValue: pci });
     container.register(IommuDriver, { useValue: iommu });
 
@@ -320,7 +337,8 @@ export class Kernel {
         log.trace('kho-finalize', 'E');
       }
       // device_shutdown(): no device the next kernel did not agree to keep may do DMA into
-      // memory it will reuse; then the IOMMU stops translating.
+      // memory it will reuse; then the IOMMU stops translating, or, with preserved devices,
+      // keeps translating for them alone.
       log.trace('device-shutdown', 'B');
       this.container.resolve(PciBus).shutdown();
       this.container.resolve(IommuDriver).shutdown();

@@ -18,7 +18,15 @@ import {
 } from '@liveupdate/machine';
 import type { KernelLog } from '../kernel-log.js';
 import type { ServiceKey } from '../kernel-module.js';
+import type { KexecHandover } from '../kho/kexec-handover.js';
 import type { Folio, PageAllocator } from '../page-allocator.js';
+import {
+  IOMMU_LU_SUBTREE,
+  IommuHandoverError,
+  decodeIommuHandover,
+  encodeIommuHandover,
+  type IommuHandoverState,
+} from './iommu-handover.js';
 
 /** Size of a large IOMMU mapping (a leaf at level 2). */
 export const IOMMU_HUGE_PAGE_SIZE = 2 * 1024 * 1024;
@@ -45,6 +53,10 @@ interface DomainState extends IommuDomain {
   /** Every page-table frame of the domain, the root included. */
   readonly tables: Folio[];
   readonly devices: Set<Bdf>;
+  /** KHO-preserved for the next kernel: its tables are immutable. */
+  preserved: boolean;
+  /** Adopted from the previous kernel: its tables are immutable and it cannot be preserved again. */
+  readonly restored: boolean;
 }
 
 const LEVEL_SHIFT = (level: number): number => 12 + 9 * (level - 1);
@@ -66,26 +78,50 @@ export class IommuDriver {
   readonly #pages: PageAllocator;
   readonly #registers: IommuRegisters;
   readonly #log: KernelLog;
+  readonly #kho: KexecHandover | undefined;
   readonly #root: Folio;
   readonly #contextTables = new Map<number, Folio>();
   readonly #domains = new Map<number, DomainState>();
   readonly #attached = new Map<Bdf, number>();
+  /** Devices preserved for the next kernel, with the id of their domain. */
+  readonly #preservedDevices = new Map<Bdf, number>();
+  /** Devices the previous kernel preserved, with the id of their restored domain. */
+  readonly #restoredDevices = new Map<Bdf, number>();
+  /** The handover blob currently published in KHO, if anything is preserved. */
+  #handover: { phys: number } | undefined;
 
   /**
-   * `init_dmars`: translation left on by a previous kernel is turned off (this is not a live
-   * update), a fresh root table is installed and translation is enabled: a device no domain
-   * claims has no context entry, so its DMA faults.
+   * `init_dmars`. On a cold boot (or without incoming IOMMU state): translation left on by a
+   * previous kernel is turned off, a fresh root table is installed and translation is enabled: a
+   * device no domain claims has no context entry, so its DMA faults.
+   *
+   * When `kho` holds an incoming {@link IOMMU_LU_SUBTREE} subtree, the previous kernel preserved
+   * devices that may still be doing DMA: translation stays on, the root table, context tables and
+   * the preserved domains' page tables are restored from KHO (so the allocator never hands them
+   * out), their domain ids are reserved, context entries of devices that were not preserved are
+   * cleared, and each preserved device gets its restored domain ({@link restoredDomainOf}).
+   * Malformed state throws {@link IommuHandoverError}: the kernel panics, as DMA may already have
+   * written through tables it cannot trust.
+   *
+   * Without `kho`, nothing can be preserved (the preserve methods fail with `EINVAL`).
    */
   constructor(
     memory: PhysicalMemory,
     pages: PageAllocator,
     registers: IommuRegisters,
     log: KernelLog,
+    kho?: KexecHandover,
   ) {
     this.#memory = memory;
     this.#pages = pages;
     this.#registers = registers;
     this.#log = log;
+    this.#kho = kho;
+    const incoming = this.#incomingState();
+    if (incoming) {
+      this.#root = this.#restore(incoming);
+      return;
+    }
     if (registers.translationEnabled) {
       log.warn('DMAR: translation was enabled at boot; disabling it');
       registers.setTranslationEnabled(false);
@@ -116,20 +152,31 @@ export class IommuDriver {
       pageTableRoot: root.pfn * PAGE_SIZE,
       tables: [root],
       devices: new Set(),
+      preserved: false,
+      restored: false,
     };
     this.#domains.set(id, state);
     return { id, pageTableRoot: state.pageTableRoot };
   }
 
-  /** `iommu_domain_free`: frees the page-table frames. `EBUSY` while devices are attached. */
+  /**
+   * `iommu_domain_free`: frees the page-table frames (a restored domain's too: they go back to
+   * the allocator). `EBUSY` while devices are attached or while the domain is preserved.
+   */
   freeDomain(domain: IommuDomain): void {
     const state = this.#state(domain);
+    if (state.preserved) {
+      throw new KernelError('EBUSY', `IOMMU domain ${state.id} is preserved for live update`);
+    }
     if (state.devices.size > 0) {
       throw new KernelError('EBUSY', `IOMMU domain ${state.id} has attached devices`);
     }
     this.#domains.delete(state.id);
     this.#registers.invalidateAll();
     for (const table of state.tables) this.#pages.freePages(table);
+    for (const [bdf, id] of this.#restoredDevices) {
+      if (id === state.id) this.#restoredDevices.delete(bdf);
+    }
   }
 
   /**
@@ -154,12 +201,14 @@ export class IommuDriver {
    * Hitless domain replacement (`iommu_group_replace_domain`): move `bdf` from the domain it is
    * attached to onto `domain` by rewriting its context entry in place, then invalidate. The
    * device never sees a missing context entry, so DMA that both domains map keeps flowing. A
-   * device attached nowhere is simply attached.
+   * device attached nowhere is simply attached. This is how a device leaves its restored domain
+   * after a live update. `EBUSY` while the device is preserved ({@link preserveDevice}).
    */
   replaceDevice(domain: IommuDomain, bdf: Bdf): void {
     const state = this.#state(domain);
     const current = this.#attached.get(bdf);
     if (current === state.id) return;
+    this.#checkNotPreserved(bdf);
     if (current === undefined) {
       this.attachDevice(domain, bdf);
       return;
@@ -172,17 +221,15 @@ export class IommuDriver {
     this.#log.info(`DMAR: ${formatBdf(bdf)} moved from domain ${current} to ${state.id}`);
   }
 
-  /** `iommu_detach_device`: clear the context entry; the device's DMA faults from now on. */
+  /**
+   * `iommu_detach_device`: clear the context entry; the device's DMA faults from now on. `EBUSY`
+   * while the device is preserved ({@link preserveDevice}).
+   */
   detachDevice(bdf: Bdf): void {
     const id = this.#attached.get(bdf);
     if (id === undefined) return;
-    const table = this.#contextTables.get(bdf >> 8);
-    const entry = table ? table.pfn * PAGE_SIZE + (bdf & 0xff) * IOMMU_ENTRY_SIZE : null;
-    if (entry !== null) {
-      this.#memory.writeU32(entry, 0);
-      this.#registers.invalidateAll();
-      this.#memory.fill(entry, IOMMU_ENTRY_SIZE, 0);
-    }
+    this.#checkNotPreserved(bdf);
+    this.#clearContextEntry(bdf);
     this.#domains.get(id)?.devices.delete(bdf);
     this.#attached.delete(bdf);
   }
@@ -197,10 +244,11 @@ export class IommuDriver {
   /**
    * `iommu_map`: map `[iova, iova + length)` to `[phys, phys + length)`. All three must be
    * page-aligned; 2 MiB leaves are used where IOVA, address and remaining length allow. `EEXIST`
-   * if any page is already mapped (nothing is mapped then), `EINVAL` for bad arguments.
+   * if any page is already mapped (nothing is mapped then), `EINVAL` for bad arguments, `EBUSY`
+   * on a preserved or restored domain (its tables are immutable).
    */
   map(domain: IommuDomain, iova: number, phys: number, length: number, prot: IommuProt): void {
-    const state = this.#state(domain);
+    const state = this.#mutableState(domain);
     checkRange(iova, length);
     if (
       !Number.isSafeInteger(phys) ||
@@ -235,10 +283,11 @@ export class IommuDriver {
 
   /**
    * `iommu_unmap`: remove every mapping in `[iova, iova + length)` and invalidate. A 2 MiB leaf
-   * must be unmapped whole (`EINVAL` otherwise). Returns the number of bytes unmapped.
+   * must be unmapped whole (`EINVAL` otherwise). Returns the number of bytes unmapped. `EBUSY` on
+   * a preserved or restored domain.
    */
   unmap(domain: IommuDomain, iova: number, length: number): number {
-    const state = this.#state(domain);
+    const state = this.#mutableState(domain);
     checkRange(iova, length);
     const leaves: { pte: number; size: number }[] = [];
     let off = 0;
@@ -279,10 +328,363 @@ export class IommuDriver {
     return this.#registers.faults();
   }
 
-  /** At kexec, after the devices are reset: turn translation off, as Linux does without KHO. */
+  /**
+   * At kexec, after the PCI bus has reset the devices it does not keep. With no preserved
+   * device, translation is turned off, as Linux does without KHO. Otherwise translation and the
+   * root table stay, and the context entries of every device that is not preserved are cleared
+   * (then invalidated), so only preserved devices can still DMA, through their preserved domains.
+   */
   shutdown(): void {
-    this.#registers.setTranslationEnabled(false);
-    this.#log.info('DMAR: translation disabled');
+    if (this.#preservedDevices.size === 0) {
+      this.#registers.setTranslationEnabled(false);
+      this.#log.info('DMAR: translation disabled');
+      return;
+    }
+    for (const bdf of this.#attached.keys()) {
+      if (!this.#preservedDevices.has(bdf)) this.#memory.writeU32(this.#contextEntryAt(bdf)!, 0);
+    }
+    this.#registers.invalidateAll();
+    this.#log.info(
+      `DMAR: live update: translation kept for ${this.#preservedDevices.size} preserved devices`,
+    );
+  }
+
+  /**
+   * `iommu_preserve_domain`: KHO-preserve every page-table frame of `domain` (not the pages it
+   * maps: their owner preserves those) and publish it for the next kernel. From now on `map`,
+   * `unmap` and `freeDomain` on it fail with `EBUSY`, so the preserved set stays exact.
+   * `EBUSY` if it is already preserved; `EINVAL` for a restored domain (move the device to a
+   * fresh domain first) or when KHO is off; `ENOENT` for an unknown domain.
+   */
+  preserveDomain(domain: IommuDomain): void {
+    const state = this.#state(domain);
+    if (state.restored) {
+      throw new KernelError(
+        'EINVAL',
+        `IOMMU domain ${state.id} was restored from the previous kernel and cannot be preserved again`,
+      );
+    }
+    if (state.preserved) {
+      throw new KernelError('EBUSY', `IOMMU domain ${state.id} is already preserved`);
+    }
+    const kho = this.#requireKho();
+    this.#preserveAll(kho, state.tables);
+    state.preserved = true;
+    try {
+      this.#publish();
+    } catch (error) {
+      state.preserved = false;
+      for (const table of state.tables) kho.unpreserveFolio(table);
+      throw error;
+    }
+    this.#log.info(`DMAR: domain ${state.id} preserved (${state.tables.length} table frames)`);
+  }
+
+  /**
+   * `iommu_unpreserve_domain`: undo {@link preserveDomain}. `ENOENT` if the domain is not
+   * preserved, `EBUSY` while a preserved device points at it.
+   */
+  unpreserveDomain(domain: IommuDomain): void {
+    const state = this.#state(domain);
+    if (!state.preserved) {
+      throw new KernelError('ENOENT', `IOMMU domain ${state.id} is not preserved`);
+    }
+    for (const [bdf, id] of this.#preservedDevices) {
+      if (id === state.id) {
+        throw new KernelError(
+          'EBUSY',
+          `${formatBdf(bdf)} is preserved on IOMMU domain ${state.id}`,
+        );
+      }
+    }
+    const kho = this.#requireKho();
+    state.preserved = false;
+    this.#publish();
+    for (const table of state.tables) kho.unpreserveFolio(table);
+  }
+
+  /**
+   * `iommu_preserve_device`: keep `bdf` translated through `domain` across the kexec. The first
+   * preserved device also preserves the root table and every context table (the hardware unit,
+   * refcounted across devices); a context table allocated later while devices are preserved is
+   * preserved too. `EINVAL` unless `domain` is preserved and `bdf` attached to it; `EBUSY` if
+   * `bdf` is already preserved. While preserved, the device cannot be detached or replaced.
+   */
+  preserveDevice(bdf: Bdf, domain: IommuDomain): void {
+    const state = this.#state(domain);
+    if (!state.preserved) {
+      throw new KernelError('EINVAL', `IOMMU domain ${state.id} is not preserved`);
+    }
+    if (this.#attached.get(bdf) !== state.id) {
+      throw new KernelError(
+        'EINVAL',
+        `${formatBdf(bdf)} is not attached to IOMMU domain ${state.id}`,
+      );
+    }
+    if (this.#preservedDevices.has(bdf)) {
+      throw new KernelError('EBUSY', `${formatBdf(bdf)} is already preserved`);
+    }
+    const kho = this.#requireKho();
+    const unit = this.#preservedDevices.size === 0 ? this.#hardwareTables() : [];
+    this.#preserveAll(kho, unit);
+    this.#preservedDevices.set(bdf, state.id);
+    try {
+      this.#publish();
+    } catch (error) {
+      this.#preservedDevices.delete(bdf);
+      for (const table of unit) kho.unpreserveFolio(table);
+      throw error;
+    }
+    this.#log.info(`DMAR: ${formatBdf(bdf)} preserved on domain ${state.id}`);
+  }
+
+  /**
+   * `iommu_unpreserve_device`: undo {@link preserveDevice}; the last one also unpreserves the
+   * root and context tables. `ENOENT` if `bdf` is not preserved.
+   */
+  unpreserveDevice(bdf: Bdf): void {
+    if (!this.#preservedDevices.has(bdf)) {
+      throw new KernelError('ENOENT', `${formatBdf(bdf)} is not preserved`);
+    }
+    const kho = this.#requireKho();
+    this.#preservedDevices.delete(bdf);
+    this.#publish();
+    if (this.#preservedDevices.size === 0) {
+      for (const table of this.#hardwareTables()) kho.unpreserveFolio(table);
+    }
+  }
+
+  /**
+   * The domain the previous kernel kept `bdf` translated through, restored at boot, while that
+   * domain lives (until {@link freeDomain}). Such a domain can be attached, replaced, detached
+   * and freed like any other, but `map`/`unmap` on it fail with `EBUSY` and it cannot be
+   * preserved again; its id is never handed out while it lives.
+   */
+  restoredDomainOf(bdf: Bdf): IommuDomain | undefined {
+    const id = this.#restoredDevices.get(bdf);
+    const state = id === undefined ? undefined : this.#domains.get(id);
+    return state ? { id: state.id, pageTableRoot: state.pageTableRoot } : undefined;
+  }
+
+  /** Whether `bdf` is preserved for the next kernel ({@link preserveDevice}). */
+  isDevicePreserved(bdf: Bdf): boolean {
+    return this.#preservedDevices.has(bdf);
+  }
+
+  #requireKho(): KexecHandover {
+    if (!this.#kho) throw new KernelError('EINVAL', 'DMAR: live update needs KHO');
+    return this.#kho;
+  }
+
+  /** Preserve `folios` all or none. */
+  #preserveAll(kho: KexecHandover, folios: readonly Folio[]): void {
+    const done: Folio[] = [];
+    try {
+      for (const folio of folios) {
+        kho.preserveFolio(folio);
+        done.push(folio);
+      }
+    } catch (error) {
+      for (const folio of done) kho.unpreserveFolio(folio);
+      throw error;
+    }
+  }
+
+  /** The root table and every context table. */
+  #hardwareTables(): Folio[] {
+    return [this.#root, ...this.#contextTables.values()];
+  }
+
+  /**
+   * Rewrite the handover blob from the current preserved state, kept current at every preserve
+   * and unpreserve (so a reboot notifier needs no IOMMU step): the new blob is allocated first,
+   * so a failure leaves the old one published.
+   */
+  #publish(): void {
+    const kho = this.#requireKho();
+    const domains = [...this.#domains.values()].filter((d) => d.preserved);
+    let next: { phys: number; size: number } | undefined;
+    if (domains.length > 0) {
+      const bytes = encodeIommuHandover({
+        rootTable: this.#root.pfn * PAGE_SIZE,
+        contextTables:
+          this.#preservedDevices.size === 0
+            ? []
+            : [...this.#contextTables].map(([bus, t]) => ({ bus, phys: t.pfn * PAGE_SIZE })),
+        domains: domains.map((d) => ({
+          id: d.id,
+          pageTableRoot: d.pageTableRoot,
+          tables: d.tables.map((t) => t.pfn * PAGE_SIZE),
+        })),
+        devices: [...this.#preservedDevices].map(([bdf, domainId]) => ({ bdf, domainId })),
+      });
+      next = { phys: kho.allocPreserve(bytes.length), size: bytes.length };
+      this.#memory.write(next.phys, bytes);
+    }
+    if (this.#handover) {
+      kho.removeSubtree(this.#handover.phys);
+      kho.unpreserveFree(this.#handover.phys);
+      this.#handover = undefined;
+    }
+    if (next) {
+      kho.addSubtree(IOMMU_LU_SUBTREE, next.phys, next.size);
+      this.#handover = { phys: next.phys };
+    }
+  }
+
+  /** The incoming state, read and freed, or `undefined` when there is none. */
+  #incomingState(): IommuHandoverState | undefined {
+    const kho = this.#kho;
+    if (!kho?.isKhoBoot) return undefined;
+    let blob;
+    try {
+      blob = kho.retrieveSubtree(IOMMU_LU_SUBTREE);
+    } catch (error) {
+      if (KernelError.isInstance(error) && error.code === 'ENOENT') return undefined;
+      throw new IommuHandoverError((error as Error).message);
+    }
+    const state = decodeIommuHandover(this.#memory.read(blob.phys, blob.size));
+    try {
+      kho.restoreFree(blob.phys);
+    } catch (error) {
+      throw new IommuHandoverError(`blob ${hex(blob.phys)}: ${(error as Error).message}`);
+    }
+    return state;
+  }
+
+  /**
+   * Adopt the previous kernel's translation: check that the hardware and the tables in RAM agree
+   * with the handover, restore every frame from KHO, then drop the context entries of devices
+   * that were not preserved. Returns the root table.
+   */
+  #restore(state: IommuHandoverState): Folio {
+    const fail = (reason: string): never => {
+      throw new IommuHandoverError(reason);
+    };
+    const registers = this.#registers;
+    if (!registers.translationEnabled || registers.rootTable !== state.rootTable) {
+      fail(
+        `root table ${hex(state.rootTable)} is not the one the IOMMU translates with (${registers.translationEnabled ? hex(registers.rootTable) : 'translation off'})`,
+      );
+    }
+    const memory = this.#memory;
+    const contextByBus = new Map(state.contextTables.map((t) => [t.bus, t.phys]));
+    for (let bus = 0; bus < 256; bus++) {
+      const at = state.rootTable + bus * IOMMU_ENTRY_SIZE;
+      const present = (memory.readU32(at) & 1) === 1;
+      const table = contextByBus.get(bus);
+      if (present !== (table !== undefined) || (present && entryAddress(memory, at) !== table)) {
+        fail(`root entry of bus ${bus} does not match the handover's context tables`);
+      }
+    }
+    const domains = new Map(state.domains.map((d) => [d.id, d]));
+    for (const device of state.devices) {
+      const at = contextByBus.get(device.bdf >> 8)! + (device.bdf & 0xff) * IOMMU_ENTRY_SIZE;
+      const domain = domains.get(device.domainId)!;
+      const did = (memory.readU32(at + 8) >>> IOMMU_CONTEXT_DID_SHIFT) & 0xffff;
+      if (
+        (memory.readU32(at) & 1) !== 1 ||
+        entryAddress(memory, at) !== domain.pageTableRoot ||
+        did !== domain.id
+      ) {
+        fail(`context entry of ${formatBdf(device.bdf)} does not point at domain ${domain.id}`);
+      }
+    }
+    const kho = this.#kho!;
+    const restore = (phys: number, what: string): Folio => {
+      try {
+        return kho.restoreFolio(phys, 0);
+      } catch (error) {
+        return fail(`${what} ${hex(phys)}: ${(error as Error).message}`);
+      }
+    };
+    const root = restore(state.rootTable, 'root table');
+    for (const { bus, phys } of state.contextTables) {
+      this.#contextTables.set(bus, restore(phys, 'context table'));
+    }
+    for (const domain of state.domains) {
+      this.#domains.set(domain.id, {
+        id: domain.id,
+        pageTableRoot: domain.pageTableRoot,
+        tables: domain.tables.map((phys) => restore(phys, `domain ${domain.id} table`)),
+        devices: new Set(),
+        preserved: false,
+        restored: true,
+      });
+    }
+    const preserved = new Set(state.devices.map((d) => d.bdf));
+    let cleared = 0;
+    for (const [bus, table] of this.#contextTables) {
+      for (let devfn = 0; devfn < 256; devfn++) {
+        const at = table.pfn * PAGE_SIZE + devfn * IOMMU_ENTRY_SIZE;
+        if ((memory.readU32(at) & 1) === 1 && !preserved.has((bus << 8) | devfn)) {
+          memory.writeU32(at, 0);
+          cleared++;
+        }
+      }
+    }
+    registers.invalidateAll();
+    for (const { bdf, domainId } of state.devices) {
+      this.#domains.get(domainId)!.devices.add(bdf);
+      this.#attached.set(bdf, domainId);
+      this.#restoredDevices.set(bdf, domainId);
+    }
+    this.#log.info(
+      `DMAR: live update: root table at ${hex(state.rootTable)} kept, translation left on; restored ${state.domains.length} domains for ${state.devices.length} devices, cleared ${cleared} stale context entries`,
+    );
+    return root;
+  }
+
+  #preserveContextTable(bus: number, table: Folio): void {
+    const kho = this.#kho!;
+    try {
+      kho.preserveFolio(table);
+    } catch (error) {
+      this.#pages.freePages(table);
+      throw error;
+    }
+    this.#contextTables.set(bus, table);
+    try {
+      this.#publish();
+    } catch (error) {
+      this.#contextTables.delete(bus);
+      kho.unpreserveFolio(table);
+      this.#pages.freePages(table);
+      throw error;
+    }
+  }
+
+  #checkNotPreserved(bdf: Bdf): void {
+    if (this.#preservedDevices.has(bdf)) {
+      throw new KernelError('EBUSY', `${formatBdf(bdf)} is preserved for live update`);
+    }
+  }
+
+  /** The domain, if its tables may change. */
+  #mutableState(domain: IommuDomain): DomainState {
+    const state = this.#state(domain);
+    if (state.preserved || state.restored) {
+      throw new KernelError(
+        'EBUSY',
+        `IOMMU domain ${state.id} is ${state.preserved ? 'preserved for live update' : 'restored from the previous kernel'}; its mappings are immutable`,
+      );
+    }
+    return state;
+  }
+
+  /** Clear the context entry of `bdf` (present bit first), invalidate, then zero the rest. */
+  #clearContextEntry(bdf: Bdf): void {
+    const entry = this.#contextEntryAt(bdf);
+    if (entry === null) return;
+    this.#memory.writeU32(entry, 0);
+    this.#registers.invalidateAll();
+    this.#memory.fill(entry, IOMMU_ENTRY_SIZE, 0);
+  }
+
+  /** Address of the context entry of `bdf`, or `null` when its bus has no context table. */
+  #contextEntryAt(bdf: Bdf): number | null {
+    const table = this.#contextTables.get(bdf >> 8);
+    return table ? table.pfn * PAGE_SIZE + (bdf & 0xff) * IOMMU_ENTRY_SIZE : null;
   }
 
   #state(domain: IommuDomain): DomainState {
@@ -310,6 +712,8 @@ export class IommuDriver {
     let table = this.#contextTables.get(bus);
     if (!table) {
       table = this.#pages.allocPages(0, { zero: true });
+      // A new bus while the hardware unit is preserved: its context table crosses too.
+      if (this.#preservedDevices.size > 0) this.#preserveContextTable(bus, table);
       this.#contextTables.set(bus, table);
       writeEntry(
         this.#memory,

@@ -12,9 +12,12 @@ import {
   parseBdf,
   type Bdf,
   type MachineMmio,
+  type PhysicalMemory,
 } from '@liveupdate/machine';
 import type { KernelLog } from '../kernel-log.js';
 import type { ServiceKey } from '../kernel-module.js';
+import type { KexecHandover } from '../kho/kexec-handover.js';
+import { PCI_LU_SUBTREE, PciHandoverError, decodePciSer, encodePciSer } from './pci-handover.js';
 
 /** A driver for PCI devices (`struct pci_driver`), matched by vendor and device id. */
 export interface PciDriver {
@@ -52,6 +55,7 @@ export class PciDevice {
   readonly device: number;
   readonly classCode: number;
   #driver: PciDriver | undefined;
+  #incoming = false;
   readonly #fn: PciFunction;
   readonly #log: KernelLog;
   #irq: IrqAction | undefined;
@@ -74,6 +78,19 @@ export class PciDevice {
   /** @internal */
   set driver(driver: PciDriver | undefined) {
     this.#driver = driver;
+  }
+
+  /**
+   * The previous kernel preserved this device for a live update and it may still be doing DMA:
+   * enumeration did not reset it. Cleared by {@link PciBus.finishIncoming}.
+   */
+  get incoming(): boolean {
+    return this.#incoming;
+  }
+
+  /** @internal */
+  set incoming(incoming: boolean) {
+    this.#incoming = incoming;
   }
 
   /** `pci_enable_device_mem`: turn on memory decode so BAR0 responds. */
@@ -181,20 +198,141 @@ export class PciDevice {
   }
 }
 
+/** What {@link PciBus} needs to hand preserved devices over: KHO and the RAM its blob lives in. */
+export interface PciLiveUpdate {
+  readonly kho: KexecHandover;
+  readonly memory: PhysicalMemory;
+}
+
 /** The PCI bus of this boot: devices found at enumeration and the drivers bound to them. */
 export class PciBus {
   readonly devices: readonly PciDevice[];
   readonly #drivers: PciDriver[] = [];
   readonly #log: KernelLog;
+  readonly #liveUpdate: PciLiveUpdate | undefined;
+  /** Preservation refcounts by bdf (`pci_liveupdate_preserve`). */
+  readonly #preserved = new Map<Bdf, number>();
+  #handoverPhys: number | undefined;
 
-  /** Enumerate the machine's functions, logging each as Linux does. */
-  constructor(mmio: MachineMmio, log: KernelLog) {
+  /**
+   * Enumerate the machine's functions, logging each as Linux does. With `liveUpdate` on a KHO boot,
+   * devices listed in the incoming {@link PCI_LU_SUBTREE} subtree are marked
+   * {@link PciDevice.incoming}; a malformed subtree throws `PciHandoverError` (the kernel
+   * panics). Without it, {@link preserve} fails with `EINVAL`.
+   */
+  constructor(mmio: MachineMmio, log: KernelLog, liveUpdate?: PciLiveUpdate) {
     this.#log = log;
+    this.#liveUpdate = liveUpdate;
     this.devices = mmio.functions.map((buffers) => new PciDevice(new PciFunction(buffers), log));
     for (const dev of this.devices) {
       log.info(
         `pci ${dev.name}: [${hex4(dev.vendor)}:${hex4(dev.device)}] type 00 class 0x${dev.classCode.toString(16).padStart(6, '0')}`,
       );
+    }
+    this.#readIncoming();
+  }
+
+  /**
+   * `pci_liveupdate_preserve`: keep the device at `bdf` running across the next kexec (bus
+   * mastering on, no reset). Refcounted; the set crosses in KHO as `pci_ser`. `ENODEV` for no
+   * such device, `EINVAL` when KHO is off, `EOVERFLOW` past 65535 references.
+   */
+  preserve(bdf: Bdf): void {
+    const dev = this.find(bdf);
+    const count = this.#preserved.get(dev.bdf) ?? 0;
+    if (count === 0xffff) {
+      throw new KernelError('EOVERFLOW', `pci ${dev.name}: too many preservations`);
+    }
+    this.#preserved.set(dev.bdf, count + 1);
+    try {
+      this.#publish();
+    } catch (error) {
+      if (count === 0) this.#preserved.delete(dev.bdf);
+      else this.#preserved.set(dev.bdf, count);
+      throw error;
+    }
+  }
+
+  /**
+   * `pci_liveupdate_unpreserve`: drop one {@link preserve} reference. `ENODEV` for no such
+   * device, `EINVAL` when it is not preserved.
+   */
+  unpreserve(bdf: Bdf): void {
+    const dev = this.find(bdf);
+    const count = this.#preserved.get(dev.bdf);
+    if (count === undefined) {
+      throw new KernelError('EINVAL', `pci ${dev.name}: not preserved`);
+    }
+    if (count === 1) this.#preserved.delete(dev.bdf);
+    else this.#preserved.set(dev.bdf, count - 1);
+    this.#publish();
+  }
+
+  /** The {@link preserve} refcount of the device at `bdf` (0 when not preserved). */
+  preserveCount(bdf: Bdf): number {
+    return this.#preserved.get(this.find(bdf).bdf) ?? 0;
+  }
+
+  /**
+   * `pci_liveupdate_finish`: the device the previous kernel preserved is adopted; clears
+   * {@link PciDevice.incoming}. `ENODEV` for no such device, `EINVAL` when it is not incoming.
+   */
+  finishIncoming(bdf: Bdf): void {
+    const dev = this.find(bdf);
+    if (!dev.incoming) throw new KernelError('EINVAL', `pci ${dev.name}: not an incoming device`);
+    dev.incoming = false;
+  }
+
+  /** Rewrite the `pci_ser` blob in KHO (new one first, so a failure keeps the old one). */
+  #publish(): void {
+    if (!this.#liveUpdate) throw new KernelError('EINVAL', 'pci: live update needs KHO');
+    const { kho, memory } = this.#liveUpdate;
+    let next: { phys: number; size: number } | undefined;
+    if (this.#preserved.size > 0) {
+      const bytes = encodePciSer(
+        this.devices.length,
+        [...this.#preserved].map(([bdf, refcount]) => ({ domain: 0, bdf, refcount })),
+      );
+      next = { phys: kho.allocPreserve(bytes.length), size: bytes.length };
+      memory.write(next.phys, bytes);
+    }
+    if (this.#handoverPhys !== undefined) {
+      kho.removeSubtree(this.#handoverPhys);
+      kho.unpreserveFree(this.#handoverPhys);
+      this.#handoverPhys = undefined;
+    }
+    if (next) {
+      kho.addSubtree(PCI_LU_SUBTREE, next.phys, next.size);
+      this.#handoverPhys = next.phys;
+    }
+  }
+
+  #readIncoming(): void {
+    if (!this.#liveUpdate?.kho.isKhoBoot) return;
+    const { kho, memory } = this.#liveUpdate;
+    let blob;
+    try {
+      blob = kho.retrieveSubtree(PCI_LU_SUBTREE);
+    } catch (error) {
+      if (KernelError.isInstance(error) && error.code === 'ENOENT') return;
+      throw new PciHandoverError((error as Error).message);
+    }
+    const devices = decodePciSer(memory.read(blob.phys, blob.size));
+    try {
+      kho.restoreFree(blob.phys);
+    } catch (error) {
+      throw new PciHandoverError(
+        `blob at 0x${blob.phys.toString(16)}: ${(error as Error).message}`,
+      );
+    }
+    for (const { domain, bdf } of devices) {
+      const dev = this.devices.find((d) => d.bdf === bdf);
+      if (domain !== 0 || !dev) {
+        this.#log.warn(`pci ${domain}:${formatBdf(bdf)}: preserved device is gone`);
+        continue;
+      }
+      dev.incoming = true;
+      this.#log.info(`pci ${dev.name}: preserved by the previous kernel, not reset`);
     }
   }
 
@@ -242,11 +380,16 @@ export class PciBus {
 
   /**
    * `pci_device_shutdown` for kexec: every device stops mastering the bus and is reset, so none
-   * does DMA into memory the next kernel will reuse.
+   * does DMA into memory the next kernel will reuse — except the devices preserved for a live
+   * update ({@link preserve}), which keep bus mastering and are not reset.
    */
   shutdown(): void {
     for (const dev of this.devices) {
       dev.freeIrq();
+      if (this.#preserved.has(dev.bdf)) {
+        this.#log.info(`pci ${dev.name}: shutdown: preserved for live update, left running`);
+        continue;
+      }
       dev.setMaster(false);
       dev.reset();
       this.#log.info(`pci ${dev.name}: shutdown: bus mastering off, function reset`);
