@@ -1,0 +1,223 @@
+import { describe, expect, it } from 'vitest';
+import { decodeFdt, readFdtHeader, readU64 } from '@liveupdate/fdt';
+import {
+  MachineHaltedError,
+  type IommuFault,
+  type Machine,
+  type MachineOptions,
+  type PhysicalMemory,
+  type Process,
+} from '@liveupdate/machine';
+import { PROBE, bootedMachine, kexec, testImage } from './helpers.js';
+
+const NIC_LU = new URL('./fixtures/nic-live-update.js', import.meta.url).href;
+const KEPT = '00:03.0';
+const DROPPED = '00:05.0';
+const POISON = 0xaa;
+/** 1024 descriptors at 1000 packets/s: about a second before the ring fills. */
+const RING_SIZE = 1024;
+
+interface Started {
+  domainId: number;
+  frames: { phys: number; length: number }[];
+}
+interface Ring {
+  head: number;
+  drops: number;
+  packets: { done: boolean; sequence: number; checksumOk: boolean }[];
+}
+interface State {
+  incoming: boolean;
+  busMaster: boolean;
+  restored: { id: number; pageTableRoot: number } | null;
+  attached: { id: number; pageTableRoot: number } | null;
+  domains: number[];
+  translationEnabled: boolean;
+}
+interface Replaced {
+  restoredId: number;
+  restoredRoot: number;
+  freshId: number;
+  freeBefore: number;
+  freeAfter: number;
+}
+
+const image = (version: string) => testImage(version, { modules: [PROBE, NIC_LU] });
+const nic = <T>(process: Process, op: string, args: object = {}): Promise<T> =>
+  process.syscall('nic_lu', op, args) as Promise<T>;
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > end) throw new Error('timed out waiting for the devices');
+    await sleep(5);
+  }
+}
+
+interface AtHandover {
+  translation: boolean;
+  busMaster: boolean[];
+  keptPackets: number;
+  droppedPackets: number;
+}
+
+/** Boot with two NICs, start both, preserve the first; `corrupt` may damage RAM at the handover. */
+async function startAndPreserve(
+  onHandover?: (memory: PhysicalMemory, khoFdtPhys: number) => void,
+): Promise<{
+  machine: Machine;
+  process: Process;
+  dropped: Started;
+  at: () => AtHandover | undefined;
+}> {
+  let at: AtHandover | undefined;
+  const options: MachineOptions = {
+    devices: [
+      { kind: 'nic', bdf: KEPT, packetsPerSecond: 1000 },
+      { kind: 'nic', bdf: DROPPED, packetsPerSecond: 1000 },
+    ],
+    onHandover: ({ memory, khoFdtPhys }) => {
+      at = {
+        translation: machine.hardware.iommu.translationEnabled,
+        busMaster: machine.hardware.functions.map((f) => f.busMaster),
+        keptPackets: machine.counters(KEPT).packets,
+        droppedPackets: machine.counters(DROPPED).packets,
+      };
+      onHandover?.(memory, khoFdtPhys!);
+    },
+  };
+  const machine = await bootedMachine(image('6.18.0'), options);
+  const process = machine.spawn();
+  const dropped = await nic<Started>(process, 'start', { bdf: DROPPED, ringSize: RING_SIZE });
+  await nic<Started>(process, 'start', { bdf: KEPT, ringSize: RING_SIZE });
+  await until(() => machine.counters(KEPT).packets >= 20);
+  await nic(process, 'preserve');
+  return { machine, process, dropped, at: () => at };
+}
+
+function expectInSequence(ring: Ring): void {
+  expect(ring.drops).toBe(0);
+  expect(ring.packets.map((p) => p.sequence)).toEqual([...Array(ring.head).keys()]);
+  expect(ring.packets.every((p) => p.done && p.checksumOk)).toBe(true);
+}
+
+describe('a device live update', () => {
+  it('keeps a preserved NIC delivering through the kexec with no fault while the other NIC is reset', async () => {
+    const { machine, process, dropped, at } = await startAndPreserve();
+    const next = await kexec(machine, process, image('6.18.1'));
+    const handover = at()!;
+    expect(handover).toMatchObject({ translation: true, busMaster: [true, false] });
+
+    // The kept NIC delivers after the handover, in sequence, into the same frames.
+    await until(() => machine.counters(KEPT).packets >= handover.keptPackets + 30);
+    const ring = await nic<Ring>(next, 'ring');
+    expect(ring.head).toBeGreaterThanOrEqual(handover.keptPackets + 30);
+    expectInSequence(ring);
+    expect(machine.counters(KEPT).faults).toBe(0);
+    expect(await nic<IommuFault[]>(next, 'faults')).toEqual([]);
+
+    // The other NIC was reset: it delivers nothing more, and its frames stay poisoned.
+    expect(machine.counters(DROPPED).packets).toBe(handover.droppedPackets);
+    for (const frame of dropped.frames) {
+      const bytes = await nic<Uint8Array>(next, 'readPhys', frame);
+      expect(bytes.every((b) => b === POISON)).toBe(true);
+    }
+    expect(machine.dmesg(0)).toContain(
+      'pci 0000:00:03.0: shutdown: preserved for live update, left running',
+    );
+    expect(machine.dmesg(0)).toContain(
+      'pci 0000:00:05.0: shutdown: bus mastering off, function reset',
+    );
+    expect(machine.dmesg(1)).toMatch(/DMAR: live update: root table at 0x[0-9a-f]+ kept/);
+  });
+
+  it('lets the new kernel find the restored domain, replace it hitlessly, free it and keep ids unique', async () => {
+    const { machine, process } = await startAndPreserve();
+    const next = await kexec(machine, process, image('6.18.1'));
+    const state = await nic<State>(next, 'state');
+    expect(state).toMatchObject({ incoming: true, busMaster: true, translationEnabled: true });
+    expect(state.restored).not.toBeNull();
+    expect(state.attached).toEqual(state.restored);
+    expect(state.domains).toEqual([state.restored!.id]);
+    // Ids handed out while the restored domain lives skip its id.
+    const ids = await nic<number[]>(next, 'allocDomains', { count: 3 });
+    expect(ids).not.toContain(state.restored!.id);
+
+    const replaced = await nic<Replaced>(next, 'replace');
+    expect(replaced.freshId).not.toBe(replaced.restoredId);
+    // The restored domain's table frames (4 levels for the ring and buffers) went back.
+    expect(replaced.freeAfter - replaced.freeBefore).toBeGreaterThanOrEqual(4);
+    const root = await nic<Uint8Array>(next, 'readPhys', {
+      phys: replaced.restoredRoot,
+      length: 4096,
+    });
+    expect(root.every((b) => b === POISON)).toBe(true);
+    const after = await nic<State>(next, 'state');
+    expect(after).toMatchObject({ incoming: false, restored: null });
+    expect(after.attached!.id).toBe(replaced.freshId);
+
+    const packets = machine.counters(KEPT).packets;
+    await until(() => machine.counters(KEPT).packets >= packets + 20);
+    expectInSequence(await nic<Ring>(next, 'ring'));
+    expect(machine.counters(KEPT).faults).toBe(0);
+  });
+
+  it('works a second time in a row: the new domain is preserved and restored in the third kernel', async () => {
+    const { machine, process } = await startAndPreserve();
+    const second = await kexec(machine, process, image('6.18.1'));
+    const replaced = await nic<Replaced>(second, 'replace');
+    await nic(second, 'preserve');
+    const third = await kexec(machine, second, image('6.18.2'));
+    const state = await nic<State>(third, 'state');
+    expect(state.restored!.id).toBe(replaced.freshId);
+    expect(state.incoming).toBe(true);
+    const packets = machine.counters(KEPT).packets;
+    await until(() => machine.counters(KEPT).packets >= packets + 20);
+    expectInSequence(await nic<Ring>(third, 'ring'));
+    expect(machine.counters(KEPT).faults).toBe(0);
+  });
+
+  const corruptions: [string, (memory: PhysicalMemory, blob: number) => void, RegExp][] = [
+    [
+      'another compatible',
+      (memory, blob) => memory.write(blob + 18, new Uint8Array([0x39])),
+      /^DMAR: Failed to restore IOMMU Live Update FLB: compatible "iommu-liveupdate-v9"/,
+    ],
+    [
+      'a device count past the blob',
+      (memory, blob) => memory.writeU32(blob + 48, 1000),
+      /^DMAR: Failed to restore IOMMU Live Update FLB: counts .* need \d+ bytes/,
+    ],
+    [
+      'a page-table frame that was not preserved',
+      (memory, blob) => {
+        // The last u64 of the blob is the domain's last table frame: point it at the firmware area.
+        const size = 56 + 16 + 16 + 8 + memory.readU32(blob + 52) * 8;
+        memory.writeU64(blob + size - 8, 0x1000n);
+      },
+      /^DMAR: Failed to restore IOMMU Live Update FLB: domain \d+ table 0x1000: EINVAL: kho: 0x1000 was not preserved/,
+    ],
+  ];
+  it.each(corruptions)(
+    'makes the new kernel panic on a corrupted IOMMU handover: %s',
+    async (_name, corrupt, reason) => {
+      const { machine, process } = await startAndPreserve((memory, fdt) =>
+        corrupt(memory, iommuBlob(memory, fdt)),
+      );
+      await process.kexecLoad(image('6.18.1'));
+      const error = await process.reboot(0x45584543).catch((e: unknown) => e);
+      expect(MachineHaltedError.isInstance(error)).toBe(true);
+      expect(machine.panicReason).toMatch(reason);
+      expect(machine.dmesg(1)).not.toMatch(/Run \/sbin\/init/);
+    },
+  );
+});
+
+/** The IOMMU blob's address, found as the next kernel finds it: through the KHO root FDT. */
+function iommuBlob(memory: PhysicalMemory, fdtPhys: number): number {
+  const header = readFdtHeader(memory.read(fdtPhys, 40));
+  const root = decodeFdt(memory.read(fdtPhys, header.totalSize)).root;
+  const node = root.children.find((child) => child.name === 'iommu')!;
+  return Number(readU64(node, 'preserved-data', { littleEndian: true }));
+}
