@@ -328,7 +328,7 @@ export class PciBus {
     for (const { domain, bdf } of devices) {
       const dev = this.devices.find((d) => d.bdf === bdf);
       if (domain !== 0 || !dev) {
-        this.#log.warn(`pci ${domain}:${formatBdf(bdf)}: preserved device is gone`);
+        this.#log.warn(`pci ${formatBdf(bdf)} (segment ${domain}): preserved device is gone`);
         continue;
       }
       dev.incoming = true;
