@@ -118,18 +118,19 @@ export class IommuDriver {
     this.#log = log;
     this.#kho = kho;
     const incoming = this.#incomingState();
-    if (incoming) {
-      this.#root = this.#restore(incoming);
-      return;
+    if (incoming && incoming.devices.length > 0) {
+      this.#root = this.#adoptHardware(incoming);
+    } else {
+      if (registers.translationEnabled) {
+        log.warn('DMAR: translation was enabled at boot; disabling it');
+        registers.setTranslationEnabled(false);
+      }
+      this.#root = pages.allocPages(0, { zero: true });
+      registers.setRootTable(this.#root.pfn * PAGE_SIZE);
+      registers.setTranslationEnabled(true);
+      log.info(`DMAR: root table at ${hex(this.#root.pfn * PAGE_SIZE)}, translation enabled`);
     }
-    if (registers.translationEnabled) {
-      log.warn('DMAR: translation was enabled at boot; disabling it');
-      registers.setTranslationEnabled(false);
-    }
-    this.#root = pages.allocPages(0, { zero: true });
-    registers.setRootTable(this.#root.pfn * PAGE_SIZE);
-    registers.setTranslationEnabled(true);
-    log.info(`DMAR: root table at ${hex(this.#root.pfn * PAGE_SIZE)}, translation enabled`);
+    if (incoming) this.#restoreDomains(incoming);
   }
 
   get translationEnabled(): boolean {
@@ -506,7 +507,7 @@ export class IommuDriver {
     let next: { phys: number; size: number } | undefined;
     if (domains.length > 0) {
       const bytes = encodeIommuHandover({
-        rootTable: this.#root.pfn * PAGE_SIZE,
+        rootTable: this.#preservedDevices.size === 0 ? 0 : this.#root.pfn * PAGE_SIZE,
         contextTables:
           this.#preservedDevices.size === 0
             ? []
@@ -553,17 +554,14 @@ export class IommuDriver {
   }
 
   /**
-   * Adopt the previous kernel's translation: check that the hardware and the tables in RAM agree
-   * with the handover, restore every frame from KHO, then drop the context entries of devices
-   * that were not preserved. Returns the root table.
+   * Adopt the previous kernel's translation for its preserved devices: check that the hardware
+   * and the tables in RAM agree with the handover, restore the root and context tables from KHO,
+   * then drop the context entries of devices that were not preserved. Returns the root table.
    */
-  #restore(state: IommuHandoverState): Folio {
-    const fail = (reason: string): never => {
-      throw new IommuHandoverError(reason);
-    };
+  #adoptHardware(state: IommuHandoverState): Folio {
     const registers = this.#registers;
     if (!registers.translationEnabled || registers.rootTable !== state.rootTable) {
-      fail(
+      throw new IommuHandoverError(
         `root table ${hex(state.rootTable)} is not the one the IOMMU translates with (${registers.translationEnabled ? hex(registers.rootTable) : 'translation off'})`,
       );
     }
@@ -574,7 +572,9 @@ export class IommuDriver {
       const present = (memory.readU32(at) & 1) === 1;
       const table = contextByBus.get(bus);
       if (present !== (table !== undefined) || (present && entryAddress(memory, at) !== table)) {
-        fail(`root entry of bus ${bus} does not match the handover's context tables`);
+        throw new IommuHandoverError(
+          `root entry of bus ${bus} does not match the handover's context tables`,
+        );
       }
     }
     const domains = new Map(state.domains.map((d) => [d.id, d]));
@@ -587,30 +587,14 @@ export class IommuDriver {
         entryAddress(memory, at) !== domain.pageTableRoot ||
         did !== domain.id
       ) {
-        fail(`context entry of ${formatBdf(device.bdf)} does not point at domain ${domain.id}`);
+        throw new IommuHandoverError(
+          `context entry of ${formatBdf(device.bdf)} does not point at domain ${domain.id}`,
+        );
       }
     }
-    const kho = this.#kho!;
-    const restore = (phys: number, what: string): Folio => {
-      try {
-        return kho.restoreFolio(phys, 0);
-      } catch (error) {
-        return fail(`${what} ${hex(phys)}: ${(error as Error).message}`);
-      }
-    };
-    const root = restore(state.rootTable, 'root table');
+    const root = this.#restoreFrame(state.rootTable, 'root table');
     for (const { bus, phys } of state.contextTables) {
-      this.#contextTables.set(bus, restore(phys, 'context table'));
-    }
-    for (const domain of state.domains) {
-      this.#domains.set(domain.id, {
-        id: domain.id,
-        pageTableRoot: domain.pageTableRoot,
-        tables: domain.tables.map((phys) => restore(phys, `domain ${domain.id} table`)),
-        devices: new Set(),
-        preserved: false,
-        restored: true,
-      });
+      this.#contextTables.set(bus, this.#restoreFrame(phys, 'context table'));
     }
     const preserved = new Set(state.devices.map((d) => d.bdf));
     let cleared = 0;
@@ -624,15 +608,43 @@ export class IommuDriver {
       }
     }
     registers.invalidateAll();
+    this.#log.info(
+      `DMAR: live update: root table at ${hex(state.rootTable)} kept, translation left on, ${cleared} stale context entries cleared`,
+    );
+    return root;
+  }
+
+  /**
+   * Restore the preserved domains' table frames from KHO and take their ids; each preserved
+   * device is attached to its restored domain.
+   */
+  #restoreDomains(state: IommuHandoverState): void {
+    for (const domain of state.domains) {
+      this.#domains.set(domain.id, {
+        id: domain.id,
+        pageTableRoot: domain.pageTableRoot,
+        tables: domain.tables.map((phys) => this.#restoreFrame(phys, `domain ${domain.id} table`)),
+        devices: new Set(),
+        preserved: false,
+        restored: true,
+      });
+    }
     for (const { bdf, domainId } of state.devices) {
       this.#domains.get(domainId)!.devices.add(bdf);
       this.#attached.set(bdf, domainId);
       this.#restoredDevices.set(bdf, domainId);
     }
     this.#log.info(
-      `DMAR: live update: root table at ${hex(state.rootTable)} kept, translation left on; restored ${state.domains.length} domains for ${state.devices.length} devices, cleared ${cleared} stale context entries`,
+      `DMAR: live update: restored ${state.domains.length} domains for ${state.devices.length} devices`,
     );
-    return root;
+  }
+
+  #restoreFrame(phys: number, what: string): Folio {
+    try {
+      return this.#kho!.restoreFolio(phys, 0);
+    } catch (error) {
+      throw new IommuHandoverError(`${what} ${hex(phys)}: ${(error as Error).message}`);
+    }
   }
 
   #preserveContextTable(bus: number, table: Folio): void {

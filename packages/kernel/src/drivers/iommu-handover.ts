@@ -27,6 +27,7 @@ export interface IommuHandoverDomain {
 
 /** The IOMMU state one kernel hands to the next (documented in `docs/device-live-update.md`). */
 export interface IommuHandoverState {
+  /** 0, with no context tables, when no device is preserved (domains alone cross). */
   readonly rootTable: number;
   readonly contextTables: readonly { readonly bus: number; readonly phys: number }[];
   readonly domains: readonly IommuHandoverDomain[];
@@ -140,7 +141,12 @@ export function decodeIommuHandover(bytes: Uint8Array): IommuHandoverState {
       `counts (${nrContext} context tables, ${nrDomains} domains, ${nrDevices} devices, ${nrFrames} table frames) need ${expected} bytes, the blob has ${bytes.length}`,
     );
   }
-  const seenFrames = new Set<number>([rootTable]);
+  if ((rootTable === 0) !== (nrDevices === 0) || (nrDevices === 0 && nrContext > 0)) {
+    fail(
+      `root table ${hex(rootTable)} with ${nrContext} context tables and ${nrDevices} devices: the hardware unit crosses with the devices, or not at all`,
+    );
+  }
+  const seenFrames = new Set<number>(rootTable === 0 ? [] : [rootTable]);
   const frame = (phys: number, what: string): number => {
     if (seenFrames.has(phys)) fail(`${what} ${hex(phys)} is listed twice`);
     seenFrames.add(phys);

@@ -200,6 +200,24 @@ describe('IOMMU live update', () => {
     expect(k2.translate(NIC, IOVA)).toEqual({ fault: 'ROOT_NOT_PRESENT' });
   });
 
+  it('hands over a preserved domain with no device without keeping translation on', () => {
+    const k1 = coldBoot();
+    const domain = k1.iommu.allocDomain();
+    const data = k1.pages.allocPages(0).pfn * PAGE_SIZE;
+    k1.iommu.map(domain, IOVA, data, PAGE_SIZE, { read: true });
+    k1.iommu.preserveDomain(domain);
+    const fdt = k1.kho.finalize();
+    k1.iommu.shutdown();
+    expect(k1.regs.translationEnabled).toBe(false);
+    const k2 = boot(k1.memory, k1.registers, fdt);
+    expect(k2.iommu.domains).toEqual([domain]);
+    expect(k2.iommu.iovaToPhys(domain, IOVA)).toBe(data);
+    expect(k2.iommu.allocDomain().id).not.toBe(domain.id);
+    const free = k2.pages.stats.free;
+    k2.iommu.freeDomain(domain);
+    expect(k2.pages.stats.free - free).toBe(4);
+  });
+
   it('makes a preserved domain immutable and refuses to free it until unpreserved', () => {
     const k = coldBoot();
     const domain = k.iommu.allocDomain();
@@ -336,6 +354,11 @@ describe('IOMMU handover blob', () => {
     ['a count past the blob', (v) => v.setUint32(48, 9, true), /need \d+ bytes, the blob has 112/],
     ['an unaligned root', (v) => v.setBigUint64(32, 0x20_0010n, true), /root table 0x200010/],
     ['domain id 0', (v) => v.setUint32(80, 0, true), /id 0 is out of range/],
+    [
+      'devices without a root table',
+      (v) => v.setBigUint64(32, 0n, true),
+      /crosses with the devices/,
+    ],
     ['a device on a missing domain', (v) => v.setUint32(92, 4, true), /domain 4, which is not/],
     ['a frame listed twice', (v) => v.setBigUint64(104, 0x20_1000n, true), /listed twice/],
     [
