@@ -14,8 +14,8 @@ const NIC_LU = new URL('./fixtures/nic-live-update.js', import.meta.url).href;
 const KEPT = '00:03.0';
 const DROPPED = '00:05.0';
 const POISON = 0xaa;
-/** 1024 descriptors at 1000 packets/s: about a second before the ring fills. */
-const RING_SIZE = 1024;
+/** 2048 descriptors at 500 packets/s: about four seconds before the ring fills and drops. */
+const RING_SIZE = 2048;
 
 interface Started {
   domainId: number;
@@ -74,8 +74,8 @@ async function startAndPreserve(
   let at: AtHandover | undefined;
   const options: MachineOptions = {
     devices: [
-      { kind: 'nic', bdf: KEPT, packetsPerSecond: 1000 },
-      { kind: 'nic', bdf: DROPPED, packetsPerSecond: 1000 },
+      { kind: 'nic', bdf: KEPT, packetsPerSecond: 500 },
+      { kind: 'nic', bdf: DROPPED, packetsPerSecond: 500 },
     ],
     onHandover: ({ memory, khoFdtPhys }) => {
       at = {
