@@ -1,0 +1,85 @@
+import {
+  PCI_BUS_SERVICE,
+  defineModule,
+  type PciDevice,
+  type PciDriver,
+  type ServiceKey,
+} from '@liveupdate/kernel';
+import { KernelError } from '@liveupdate/machine';
+import { createVfioFileOperations } from './vfio-file-operations.js';
+import { VfioPciDevice } from './vfio-pci-device.js';
+
+/**
+ * The vfio-pci devices of this boot, in `ctx.services` under {@link VFIO_SERVICE}: the live-update
+ * handler and tests find a device's cdev through it.
+ */
+export class VfioDevices {
+  readonly #devices: VfioPciDevice[] = [];
+
+  /** Every device vfio-pci drives, by minor number. */
+  get devices(): readonly VfioPciDevice[] {
+    return this.#devices;
+  }
+
+  /** @internal */
+  add(device: VfioPciDevice): void {
+    this.#devices.push(device);
+  }
+
+  /** The vfio device of the PCI function `pci`, if vfio-pci drives it. */
+  of(pci: PciDevice): VfioPciDevice | undefined {
+    return this.#devices.find((d) => d.pci === pci);
+  }
+}
+
+/** The key of this boot's {@link VfioDevices}. */
+export const VFIO_SERVICE: ServiceKey<VfioDevices> = Symbol.for('liveupdate.plugin-vfio.devices');
+
+/**
+ * Parse `vfio-pci.ids=vvvv:dddd[,vvvv:dddd…]` (hex vendor and device ids), the module parameter
+ * that names the devices vfio-pci claims. `EINVAL` for a malformed list.
+ */
+export function parseVfioPciIds(text: string): { vendor: number; device: number }[] {
+  return text.split(',').map((entry) => {
+    const match = /^([0-9a-f]{4}):([0-9a-f]{4})$/i.exec(entry.trim());
+    if (!match) throw new KernelError('EINVAL', `vfio-pci.ids: bad entry ${JSON.stringify(entry)}`);
+    return { vendor: Number.parseInt(match[1]!, 16), device: Number.parseInt(match[2]!, 16) };
+  });
+}
+
+/**
+ * The vfio-pci kernel module: binds the vfio-pci driver to PCI functions and gives each a cdev,
+ * `/dev/vfio/devices/vfioN`, numbered from 0 in bus order. It claims the functions listed in
+ * `vfio-pci.ids=` on the kernel command line, or, without it, every function no driver loaded
+ * before it has bound (the machine's devices are there to be passed through). Needs the iommufd
+ * module (`@liveupdate/plugin-iommufd`) loaded before it to be of use: a device is driven only
+ * once bound to an iommufd.
+ */
+export const vfioModule = defineModule({
+  name: 'vfio-pci',
+  init(ctx) {
+    const bus = ctx.services.get(PCI_BUS_SERVICE);
+    const vfio = new VfioDevices();
+    ctx.services.provide(VFIO_SERVICE, vfio);
+    if (!bus) {
+      ctx.log.info('vfio-pci: no PCI bus');
+      return;
+    }
+    const param = ctx.cmdline.get('vfio-pci.ids');
+    const ids =
+      param === undefined
+        ? bus.devices.filter((d) => !d.driver).map((d) => ({ vendor: d.vendor, device: d.device }))
+        : parseVfioPciIds(param);
+    const driver: PciDriver = {
+      name: 'vfio-pci',
+      ids,
+      probe(pci) {
+        const device = new VfioPciDevice(vfio.devices.length, pci, ctx);
+        ctx.vfs.registerCharDevice(device.path, createVfioFileOperations(device));
+        vfio.add(device);
+        ctx.log.info(`vfio-pci ${pci.name}: ${device.path}`);
+      },
+    };
+    bus.registerDriver(driver);
+  },
+});
