@@ -1,0 +1,280 @@
+// A small VMM for the tests: guest RAM in a sealed memfd mapped 1:1 (IOVA = guest-physical
+// address) into an IOAS, passthrough devices bound to the iommufd, and the guest-side drivers of
+// the NIC and the copy engine programmed through vfio's BAR0 region.
+import {
+  DMA_COPY_COMPLETION_SIZE,
+  DMA_COPY_CTRL_ENABLE,
+  DMA_COPY_DESC_SIZE,
+  DMA_COPY_REG_BASE_HI,
+  DMA_COPY_REG_BASE_LO,
+  DMA_COPY_REG_COMPLETED,
+  DMA_COPY_REG_CTRL,
+  DMA_COPY_REG_HEAD,
+  DMA_COPY_REG_SIZE,
+  DMA_COPY_REG_TAIL,
+  F_ADD_SEALS,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  MFD_ALLOW_SEALING,
+  NIC_CTRL_RX_ENABLE,
+  NIC_CTRL_RX_IRQ,
+  NIC_DESC_DONE,
+  NIC_DESC_SIZE,
+  NIC_PACKET_SIZE,
+  NIC_REG_CTRL,
+  NIC_REG_RX_BASE_HI,
+  NIC_REG_RX_BASE_LO,
+  NIC_REG_RX_HEAD,
+  NIC_REG_RX_SIZE,
+  NIC_REG_RX_TAIL,
+  PCI_COMMAND,
+  PCI_COMMAND_MASTER,
+  PCI_COMMAND_MEMORY,
+  nicPacketChecksum,
+  type MemoryMapping,
+  type Process,
+} from '@liveupdate/machine';
+import { IommufdDevice } from '@liveupdate/plugin-iommufd';
+import { VfioDevice } from '../src/index.js';
+
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+
+/** Guest RAM: a memfd sealed against growing and shrinking, and the VMM's mapping of it. */
+export class GuestRam {
+  readonly process: Process;
+  readonly fd: number;
+  readonly size: number;
+  readonly mapping: MemoryMapping;
+
+  private constructor(process: Process, fd: number, size: number, mapping: MemoryMapping) {
+    this.process = process;
+    this.fd = fd;
+    this.size = size;
+    this.mapping = mapping;
+  }
+
+  static async create(process: Process, size: number): Promise<GuestRam> {
+    const fd = await process.memfdCreate('guest-ram', MFD_ALLOW_SEALING);
+    await process.ftruncate(fd, size);
+    await process.fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
+    return new GuestRam(process, fd, size, await process.mmap(fd, size));
+  }
+
+  /** The bytes at guest-physical `gpa` (a copy). */
+  read(gpa: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    for (let done = 0; done < length;) {
+      const { bytes, at } = this.#segment(gpa + done);
+      const n = Math.min(length - done, bytes.length - at);
+      out.set(bytes.subarray(at, at + n), done);
+      done += n;
+    }
+    return out;
+  }
+
+  write(gpa: number, data: Uint8Array): void {
+    for (let done = 0; done < data.length;) {
+      const { bytes, at } = this.#segment(gpa + done);
+      const n = Math.min(data.length - done, bytes.length - at);
+      bytes.set(data.subarray(done, done + n), at);
+      done += n;
+    }
+  }
+
+  view(gpa: number, length: number): DataView {
+    const bytes = this.read(gpa, length);
+    return new DataView(bytes.buffer);
+  }
+
+  /** The physical frames behind `[gpa, gpa + length)`, for observing RAM after the VMM is gone. */
+  physical(gpa: number, length: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (let done = 0; done < length;) {
+      const { bytes, at } = this.#segment(gpa + done);
+      const n = Math.min(length - done, bytes.length - at);
+      out.push(bytes.subarray(at, at + n));
+      done += n;
+    }
+    return out;
+  }
+
+  #segment(gpa: number): { bytes: Uint8Array; at: number } {
+    const segment = this.mapping.segments.find(
+      (s) => gpa >= s.offset && gpa < s.offset + s.bytes.length,
+    );
+    if (!segment) throw new RangeError(`guest-physical ${gpa} is outside guest RAM`);
+    return { bytes: segment.bytes, at: gpa - segment.offset };
+  }
+}
+
+/** One received packet as the guest sees it in its ring. */
+export interface ReceivedPacket {
+  readonly sequence: number;
+  readonly length: number;
+  readonly checksumOk: boolean;
+}
+
+/** The guest's NIC driver: a receive ring in guest RAM, programmed through vfio. */
+export class GuestNic {
+  readonly device: VfioDevice;
+  readonly ram: GuestRam;
+  readonly ringGpa: number;
+  readonly buffersGpa: number;
+  readonly ringSize: number;
+
+  constructor(
+    device: VfioDevice,
+    ram: GuestRam,
+    layout: { ringGpa: number; buffersGpa: number; ringSize: number },
+  ) {
+    this.device = device;
+    this.ram = ram;
+    this.ringGpa = layout.ringGpa;
+    this.buffersGpa = layout.buffersGpa;
+    this.ringSize = layout.ringSize;
+  }
+
+  bufferGpa(i: number): number {
+    return this.buffersGpa + i * NIC_PACKET_SIZE;
+  }
+
+  /** Write the descriptors, program the ring, turn on memory decode, bus mastering and receive. */
+  async start(options: { interrupts?: boolean } = {}): Promise<void> {
+    const desc = new Uint8Array(NIC_DESC_SIZE);
+    const view = new DataView(desc.buffer);
+    for (let i = 0; i < this.ringSize; i++) {
+      view.setBigUint64(0, BigInt(this.bufferGpa(i)), true);
+      view.setUint16(8, NIC_PACKET_SIZE, true);
+      this.ram.write(this.ringGpa + i * NIC_DESC_SIZE, desc);
+    }
+    const { device } = this;
+    await device.writeConfig16(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    await device.writeRegister(NIC_REG_RX_BASE_LO, this.ringGpa);
+    await device.writeRegister(NIC_REG_RX_BASE_HI, 0);
+    await device.writeRegister(NIC_REG_RX_SIZE, this.ringSize);
+    await device.writeRegister(NIC_REG_RX_HEAD, 0);
+    await device.writeRegister(NIC_REG_RX_TAIL, 0);
+    await device.writeRegister(
+      NIC_REG_CTRL,
+      NIC_CTRL_RX_ENABLE | (options.interrupts ? NIC_CTRL_RX_IRQ : 0),
+    );
+  }
+
+  async stop(): Promise<void> {
+    await this.device.writeRegister(NIC_REG_CTRL, 0);
+  }
+
+  async head(): Promise<number> {
+    return this.device.readRegister(NIC_REG_RX_HEAD);
+  }
+
+  /** The packets in descriptors `[0, count)`, read from guest RAM. */
+  packets(count: number): ReceivedPacket[] {
+    return Array.from({ length: count }, (_, i) => {
+      const desc = this.ram.view(this.ringGpa + i * NIC_DESC_SIZE, NIC_DESC_SIZE);
+      if ((desc.getUint32(12, true) & NIC_DESC_DONE) === 0) {
+        return { sequence: -1, length: 0, checksumOk: false };
+      }
+      const packet = this.ram.read(this.bufferGpa(i), NIC_PACKET_SIZE);
+      const view = new DataView(packet.buffer);
+      return {
+        sequence: Number(view.getBigUint64(0, true)),
+        length: desc.getUint16(10, true),
+        checksumOk: view.getUint32(12, true) === nicPacketChecksum(packet),
+      };
+    });
+  }
+}
+
+/** The guest's copy-engine driver: a descriptor ring and completion records in guest RAM. */
+export class GuestCopyEngine {
+  readonly device: VfioDevice;
+  readonly ram: GuestRam;
+  readonly ringGpa: number;
+  readonly completionsGpa: number;
+  readonly ringSize: number;
+  #tail = 0;
+
+  constructor(
+    device: VfioDevice,
+    ram: GuestRam,
+    layout: { ringGpa: number; completionsGpa: number; ringSize: number },
+  ) {
+    this.device = device;
+    this.ram = ram;
+    this.ringGpa = layout.ringGpa;
+    this.completionsGpa = layout.completionsGpa;
+    this.ringSize = layout.ringSize;
+  }
+
+  async start(): Promise<void> {
+    const { device } = this;
+    await device.writeConfig16(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    await device.writeRegister(DMA_COPY_REG_BASE_LO, this.ringGpa);
+    await device.writeRegister(DMA_COPY_REG_BASE_HI, 0);
+    await device.writeRegister(DMA_COPY_REG_SIZE, this.ringSize);
+    await device.writeRegister(DMA_COPY_REG_HEAD, 0);
+    await device.writeRegister(DMA_COPY_REG_TAIL, 0);
+    await device.writeRegister(DMA_COPY_REG_CTRL, DMA_COPY_CTRL_ENABLE);
+  }
+
+  /** Queue one copy of `length` bytes from IOVA `src` to IOVA `dst`; its descriptor index. */
+  async copy(src: number, dst: number, length: number): Promise<number> {
+    const index = this.#tail % this.ringSize;
+    const desc = new Uint8Array(DMA_COPY_DESC_SIZE);
+    const view = new DataView(desc.buffer);
+    view.setBigUint64(0, BigInt(src), true);
+    view.setBigUint64(8, BigInt(dst), true);
+    view.setUint32(16, length, true);
+    view.setBigUint64(24, BigInt(this.completionGpa(index)), true);
+    this.ram.write(this.completionGpa(index), new Uint8Array(DMA_COPY_COMPLETION_SIZE));
+    this.ram.write(this.ringGpa + index * DMA_COPY_DESC_SIZE, desc);
+    this.#tail++;
+    await this.device.writeRegister(DMA_COPY_REG_TAIL, this.#tail % this.ringSize);
+    return index;
+  }
+
+  completionGpa(index: number): number {
+    return this.completionsGpa + index * DMA_COPY_COMPLETION_SIZE;
+  }
+
+  async completed(): Promise<number> {
+    return this.device.readRegister(DMA_COPY_REG_COMPLETED);
+  }
+
+  /** The completion record of descriptor `index`: status and bytes copied. */
+  completion(index: number): { status: number; copied: number } {
+    const view = this.ram.view(this.completionGpa(index), DMA_COPY_COMPLETION_SIZE);
+    return { status: view.getUint32(0, true), copied: view.getUint32(4, true) };
+  }
+}
+
+/** The VMM's iommufd side: one iommufd, one IOAS, guest RAM mapped at IOVA 0. */
+export async function vmmMemory(
+  process: Process,
+  ramSize: number,
+): Promise<{ iommufd: IommufdDevice; ioas: number; ram: GuestRam }> {
+  const ram = await GuestRam.create(process, ramSize);
+  const iommufd = await IommufdDevice.open(process);
+  const ioas = await iommufd.allocIoas();
+  await iommufd.mapFile(ioas, { fd: ram.fd, length: ramSize, iova: 0 });
+  return { iommufd, ioas, ram };
+}
+
+export const sleep = (ms: number): Promise<void> =>
+  new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Poll `condition` every 5 ms; fail after `timeoutMs`. */
+export async function until(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 5000,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
