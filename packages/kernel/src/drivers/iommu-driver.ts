@@ -467,6 +467,27 @@ export class IommuDriver {
     return state ? { id: state.id, pageTableRoot: state.pageTableRoot } : undefined;
   }
 
+  /**
+   * The domains restored from the previous kernel that still live (not yet freed), in id order,
+   * whether or not a device still translates through them. The owner of the live-update state
+   * (iommufd's IOMMU FLB) walks them to free those nobody reclaimed.
+   */
+  restoredDomains(): IommuDomain[] {
+    return [...this.#domains.values()]
+      .filter((state) => state.restored)
+      .sort((a, b) => a.id - b.id)
+      .map(({ id, pageTableRoot }) => ({ id, pageTableRoot }));
+  }
+
+  /**
+   * `iommu_domain_has_attachments()`: whether any device is attached to `domain` (a restored
+   * domain counts the preserved devices the new kernel adopted on it). `ENOENT` for an unknown
+   * domain.
+   */
+  hasAttachments(domain: IommuDomain): boolean {
+    return this.#state(domain).devices.size > 0;
+  }
+
   /** Whether `bdf` is preserved for the next kernel ({@link preserveDevice}). */
   isDevicePreserved(bdf: Bdf): boolean {
     return this.#preservedDevices.has(bdf);

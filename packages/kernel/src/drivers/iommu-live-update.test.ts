@@ -166,6 +166,28 @@ describe('IOMMU live update', () => {
     expect(k2.translate(NIC, IOVA, true)).toEqual({ phys: data.pfn * PAGE_SIZE });
   });
 
+  it('lists the restored domains that live and tells which still have devices attached', () => {
+    const k1 = coldBoot();
+    const { domain: nicDomain, data } = preservedNic(k1);
+    const lone = k1.iommu.allocDomain();
+    k1.iommu.preserveDomain(lone);
+    const k2 = kexec(k1);
+    k2.kho.restoreFolio(data.pfn * PAGE_SIZE, 0);
+    const fresh = k2.iommu.allocDomain();
+    expect(k2.iommu.restoredDomains()).toEqual([nicDomain, lone]);
+    expect(k2.iommu.hasAttachments(nicDomain)).toBe(true);
+    expect(k2.iommu.hasAttachments(lone)).toBe(false);
+    expect(k2.iommu.hasAttachments(fresh)).toBe(false);
+
+    k2.iommu.map(fresh, IOVA, data.pfn * PAGE_SIZE, PAGE_SIZE, { read: true, write: true });
+    k2.iommu.replaceDevice(fresh, NIC);
+    expect(k2.iommu.hasAttachments(nicDomain)).toBe(false);
+    expect(k2.iommu.hasAttachments(fresh)).toBe(true);
+    k2.iommu.freeDomain(lone);
+    expect(k2.iommu.restoredDomains()).toEqual([nicDomain]);
+    expect(errnoOf(() => k2.iommu.hasAttachments(lone))).toBe('ENOENT');
+  });
+
   it('survives a second live update in a row with a newly preserved domain', () => {
     const k1 = coldBoot();
     const { data } = preservedNic(k1);
