@@ -5,7 +5,27 @@ export {
   type IommufdMapping,
   type IovaRange,
 } from './iommufd-device.js';
-export { IommufdContext, type IommufdObject } from './iommufd-context.js';
+export {
+  IommufdContext,
+  restoredDomainsInUse,
+  type IommufdLuIncoming,
+  type IommufdObject,
+} from './iommufd-context.js';
+export { IOMMU_FLB, bindIommuFlb } from './iommu-flb.js';
+export {
+  IOMMUFD_LU_REQUIRED_SEALS,
+  createIommufdLuoHandler,
+  type IommufdLuoKernel,
+} from './iommufd-luo-handler.js';
+export {
+  IOMMUFD_LUO_COMPATIBLE,
+  IOMMU_FLB_COMPATIBLE,
+  IOMMU_LU_FLB_VERSION,
+  iommufdHwptLu,
+  iommufdLu,
+  iommufdLuSize,
+  iommuLuFlbSer,
+} from './iommufd-lu-abi.js';
 export { iommufdDeviceBind } from './iommufd-device-bind.js';
 export { IommufdDeviceObject, type IommufdBoundDevice } from './iommufd-device-object.js';
 export { IommufdHwptPaging } from './iommufd-hwpt-paging.js';

@@ -1,7 +1,31 @@
-import { KernelError, type File, type PciDevice } from '@liveupdate/kernel';
+import { KernelError, type File, type IommuDomain, type PciDevice } from '@liveupdate/kernel';
 import { IommufdDeviceObject } from './iommufd-device-object.js';
 import { IommufdHwptPaging } from './iommufd-hwpt-paging.js';
 import { IommufdIoas, type IoasKernel } from './iommufd-ioas.js';
+
+/**
+ * The live-update state of an iommufd retrieved from a LUO session (upstream `ictx->lu`): the
+ * preserved HWPTs by token, which `IOMMU_HWPT_LU_RESTORE` reclaims one at a time.
+ */
+export interface IommufdLuIncoming {
+  /**
+   * Reclaim the HWPT preserved under `token`: record it reclaimed in the handed-over data and
+   * return its restored domain. `ENOENT` for a token that was not preserved, or was reclaimed
+   * already, or once the session finished.
+   */
+  reclaim(token: number): IommuDomain;
+}
+
+/**
+ * Domain ids of the restored domains a restored HWPT wraps, per IOMMU driver (one per kernel):
+ * what the IOMMU FLB's `finish` must leave alone.
+ */
+const restoredHwptDomains = new WeakMap<object, Set<number>>();
+
+/** The ids of the restored domains that restored HWPTs of any iommufd of this kernel wrap. */
+export function restoredDomainsInUse(iommu: object): ReadonlySet<number> {
+  return restoredHwptDomains.get(iommu) ?? new Set();
+}
 
 /** An object of an iommufd; `type` tells which (`enum iommufd_object_type`). */
 export type IommufdObject = IommufdIoas | IommufdHwptPaging | IommufdDeviceObject;
@@ -16,9 +40,76 @@ export class IommufdContext {
   /** The kernel services the objects use. */
   readonly kernel: IoasKernel;
   readonly #objects = new Map<number, IommufdObject>();
+  /**
+   * Preserved in a LUO session by `iommufd-v1` (until it is unpreserved): marking HWPTs is
+   * `EBUSY`, marked HWPTs cannot be destroyed, their IOASes are immutable.
+   */
+  luPreserved = false;
+  /** Set when this iommufd was retrieved from a LUO session: what `IOMMU_HWPT_LU_RESTORE` uses. */
+  lu: IommufdLuIncoming | undefined;
 
   constructor(kernel: IoasKernel) {
     this.kernel = kernel;
+  }
+
+  /** The paging HWPTs marked with `IOMMU_HWPT_LU_SET_PRESERVE`, in id order. */
+  get markedHwpts(): IommufdHwptPaging[] {
+    return this.objects.filter(
+      (object): object is IommufdHwptPaging =>
+        object.type === 'hwpt_paging' && !object.restored && object.luToken !== undefined,
+    );
+  }
+
+  /**
+   * `IOMMU_HWPT_LU_SET_PRESERVE`: mark the paging HWPT `hwptId` to be preserved under `token`
+   * (marking it again moves it to the new token). `EBUSY` once this iommufd is preserved,
+   * `ENOENT` for an unknown id, `EINVAL` for an object that is not a paging HWPT of an IOAS (a
+   * restored HWPT cannot be preserved again), `EADDRINUSE` when another HWPT has the token.
+   */
+  setHwptLuPreserve(hwptId: number, token: number): void {
+    if (this.luPreserved) {
+      throw new KernelError('EBUSY', 'iommufd: preserved for live update; HWPT marks are fixed');
+    }
+    const hwpt = this.getObject(hwptId);
+    if (hwpt.type !== 'hwpt_paging' || hwpt.restored) {
+      throw new KernelError('EINVAL', `iommufd: object ${hwptId} is not a paging HWPT`);
+    }
+    const other = this.markedHwpts.find((h) => h.luToken === token && h !== hwpt);
+    if (other) {
+      throw new KernelError('EADDRINUSE', `iommufd: token ${token} already marks HWPT ${other.id}`);
+    }
+    hwpt.luToken = token;
+  }
+
+  /**
+   * `IOMMU_HWPT_LU_RESTORE`: a HWPT around the restored domain preserved under `token`. `EINVAL`
+   * when this iommufd was not retrieved from a session; `ENOENT` for an unknown or reclaimed
+   * token. Bound devices the IOMMU translates through that domain count as attached to it.
+   */
+  restoreHwpt(token: number): IommufdHwptPaging {
+    if (!this.lu) {
+      throw new KernelError('EINVAL', 'iommufd: not retrieved from a live-update session');
+    }
+    const domain = this.lu.reclaim(token);
+    const hwpt = new IommufdHwptPaging(this.#nextId(), undefined, domain, false, token);
+    this.#objects.set(hwpt.id, hwpt);
+    let inUse = restoredHwptDomains.get(this.kernel.iommu);
+    if (!inUse) restoredHwptDomains.set(this.kernel.iommu, (inUse = new Set()));
+    inUse.add(domain.id);
+    for (const object of this.#objects.values()) {
+      if (object.type === 'device') object.adoptRestored(hwpt);
+    }
+    return hwpt;
+  }
+
+  /** The restored HWPT of this iommufd on `domain`, if there is one. */
+  restoredHwptOn(domain: IommuDomain): IommufdHwptPaging | undefined {
+    for (const object of this.#objects.values()) {
+      if (object.type === 'hwpt_paging' && object.restored && object.domain.id === domain.id) {
+        return object;
+      }
+    }
+    return undefined;
   }
 
   /** The objects, in id order. */
@@ -69,6 +160,9 @@ export class IommufdContext {
   addDevice(file: File, device: PciDevice): IommufdDeviceObject {
     const object = new IommufdDeviceObject(this.#nextId(), this, file, device);
     this.#objects.set(object.devId, object);
+    const domain = this.kernel.iommu.domainOf(device.bdf);
+    const restored = domain && this.restoredHwptOn(domain);
+    if (restored) object.adoptRestored(restored);
     return object;
   }
 
@@ -105,12 +199,28 @@ export class IommufdContext {
 
   /**
    * Destroy a HWPT that no device uses: stop its IOAS updating the domain, unmap and free it.
-   * The IOAS loses a user.
+   * The IOAS loses a user. A restored HWPT frees its restored domain (`EBUSY`, and it stays, while
+   * the IOMMU still translates a device through it). `EBUSY` for a HWPT preserved for a live
+   * update.
    */
   destroyHwpt(hwpt: IommufdHwptPaging): void {
+    if (this.isLuPreserved(hwpt)) {
+      throw new KernelError('EBUSY', `iommufd: HWPT ${hwpt.id} is preserved for live update`);
+    }
+    if (!hwpt.ioas) {
+      this.kernel.iommu.freeDomain(hwpt.domain);
+      this.#objects.delete(hwpt.id);
+      restoredHwptDomains.get(this.kernel.iommu)?.delete(hwpt.domain.id);
+      return;
+    }
     this.#objects.delete(hwpt.id);
     hwpt.ioas.removeDomain(hwpt.domain);
     this.kernel.iommu.freeDomain(hwpt.domain);
+  }
+
+  /** Whether `hwpt` is marked and this iommufd is preserved: its domain is preserved. */
+  isLuPreserved(hwpt: IommufdHwptPaging): boolean {
+    return this.luPreserved && !hwpt.restored && hwpt.luToken !== undefined;
   }
 
   /**
@@ -153,7 +263,16 @@ export class IommufdContext {
       if (object.type === 'device') object.detach();
     }
     for (const object of objects) {
-      if (object.type === 'hwpt_paging' && this.#objects.has(object.id)) this.destroyHwpt(object);
+      if (object.type !== 'hwpt_paging' || !this.#objects.has(object.id)) continue;
+      try {
+        this.destroyHwpt(object);
+      } catch (error) {
+        // A restored domain a device still translates through stays for the IOMMU FLB's finish.
+        if (!object.restored || !KernelError.isInstance(error) || error.code !== 'EBUSY') {
+          throw error;
+        }
+        restoredHwptDomains.get(this.kernel.iommu)?.delete(object.domain.id);
+      }
     }
     this.#objects.clear();
     for (const object of objects) {

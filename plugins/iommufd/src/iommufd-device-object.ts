@@ -1,4 +1,4 @@
-import { KernelError, type File, type PciDevice } from '@liveupdate/kernel';
+import { KernelError, type File, type IommuDomain, type PciDevice } from '@liveupdate/kernel';
 import type { IommufdContext } from './iommufd-context.js';
 import type { IommufdHwptPaging } from './iommufd-hwpt-paging.js';
 
@@ -12,11 +12,23 @@ export interface IommufdBoundDevice {
   readonly devId: number;
   /** The HWPT the device is attached to, if any. */
   readonly hwptId: number | undefined;
+  /** The iommufd file the device is bound to (the binding holds a reference on it). */
+  readonly iommufdFile: File;
+  /**
+   * The attached HWPT's live-update token and domain when that HWPT is marked for preservation
+   * (`IOMMU_HWPT_LU_SET_PRESERVE`); `undefined` otherwise (not attached, not marked, or a restored
+   * HWPT). What vfio-pci-v1 preserves the device on.
+   */
+  preservedHwpt(): { token: number; domain: IommuDomain } | undefined;
   /**
    * `iommufd_device_attach()`/`_replace()`: attach to an IOAS (auto domain) or a paging HWPT by
    * id; when already attached, replace hitlessly. Returns the HWPT id now in use. `ENOENT` for an
    * unknown id, `EINVAL` for an id that is neither an IOAS nor a paging HWPT, `ENODEV` after
    * {@link IommufdBoundDevice.unbind}; a failure leaves the device where it was.
+   *
+   * After a live update, a device the IOMMU still translates through a restored domain is moved
+   * with the driver's hitless replace, never detached first: it may be doing DMA. Once the
+   * domain's HWPT is restored (`IOMMU_HWPT_LU_RESTORE`) the device counts as attached to it.
    */
   attach(ptId: number): number;
   /** `iommufd_device_detach()`; a no-op when not attached. The device's DMA faults from then on. */
@@ -44,7 +56,7 @@ export class IommufdDeviceObject implements IommufdBoundDevice {
   /** The PCI device. */
   readonly device: PciDevice;
   readonly #ictx: IommufdContext;
-  readonly #file: File;
+  readonly iommufdFile: File;
   #hwpt: IommufdHwptPaging | undefined;
   #bound = true;
 
@@ -61,11 +73,28 @@ export class IommufdDeviceObject implements IommufdBoundDevice {
     this.devId = id;
     this.device = device;
     this.#ictx = ictx;
-    this.#file = file;
+    this.iommufdFile = file;
   }
 
   get hwptId(): number | undefined {
     return this.#hwpt?.id;
+  }
+
+  preservedHwpt(): { token: number; domain: IommuDomain } | undefined {
+    const hwpt = this.#hwpt;
+    if (!hwpt || hwpt.restored || hwpt.luToken === undefined) return undefined;
+    return { token: hwpt.luToken, domain: hwpt.domain };
+  }
+
+  /**
+   * The device is attached to `hwpt`, a restored HWPT, if the IOMMU translates it through that
+   * HWPT's domain and it is attached to nothing else here.
+   */
+  adoptRestored(hwpt: IommufdHwptPaging): void {
+    if (!this.#bound || this.#hwpt) return;
+    if (this.#ictx.kernel.iommu.domainOf(this.device.bdf)?.id !== hwpt.domain.id) return;
+    hwpt.devices.add(this.devId);
+    this.#hwpt = hwpt;
   }
 
   attach(ptId: number): number {
@@ -86,7 +115,8 @@ export class IommufdDeviceObject implements IommufdBoundDevice {
     if (hwpt === old) return hwpt.id;
     const { iommu } = this.#ictx.kernel;
     try {
-      if (old) iommu.replaceDevice(hwpt.domain, this.device.bdf);
+      // A device left on a restored domain without its HWPT is moved hitlessly as well.
+      if (old || iommu.domainOf(this.device.bdf)) iommu.replaceDevice(hwpt.domain, this.device.bdf);
       else iommu.attachDevice(hwpt.domain, this.device.bdf);
     } catch (error) {
       if (created) this.#ictx.destroyHwpt(hwpt);
@@ -112,12 +142,14 @@ export class IommufdDeviceObject implements IommufdBoundDevice {
     this.#bound = false;
     this.#ictx.removeDevice(this);
     dmaOwned.delete(this.device);
-    await this.#ictx.kernel.vfs.fput(this.#file);
+    await this.#ictx.kernel.vfs.fput(this.iommufdFile);
   }
 
   /** The device is no longer on `hwpt`; an auto domain goes with its last device. */
   #leave(hwpt: IommufdHwptPaging): void {
     hwpt.devices.delete(this.devId);
-    if (hwpt.autoDomain && hwpt.devices.size === 0) this.#ictx.destroyHwpt(hwpt);
+    if (hwpt.autoDomain && hwpt.devices.size === 0 && !this.#ictx.isLuPreserved(hwpt)) {
+      this.#ictx.destroyHwpt(hwpt);
+    }
   }
 }

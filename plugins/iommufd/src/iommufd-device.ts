@@ -4,6 +4,8 @@ import {
   IOMMU_DESTROY,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_DATA_NONE,
+  IOMMU_HWPT_LU_RESTORE,
+  IOMMU_HWPT_LU_SET_PRESERVE,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAPPINGS,
@@ -15,6 +17,8 @@ import {
   U64_MAX,
   iommuDestroy,
   iommuHwptAlloc,
+  iommuHwptLuRestore,
+  iommuHwptLuSetPreserve,
   iommuIoasAlloc,
   iommuIoasIovaRanges,
   iommuIoasMapFile,
@@ -84,6 +88,46 @@ export class IommufdDevice {
   /** Open `/dev/iommu`: a new iommufd context. `ENOENT` when the iommufd module is not loaded. */
   static async open(process: Process): Promise<IommufdDevice> {
     return new IommufdDevice(process, await process.open(IOMMUFD_DEVICE_PATH, O_RDWR));
+  }
+
+  /**
+   * Wrap an iommufd fd the process already holds: one retrieved from a LUO session
+   * (`LiveUpdateSession.retrieveFd`), or a `dup` of another. No ioctl is issued.
+   */
+  static fromFd(process: Process, fd: number): IommufdDevice {
+    return new IommufdDevice(process, fd);
+  }
+
+  /**
+   * `IOMMU_HWPT_LU_SET_PRESERVE`: mark the paging HWPT `hwptId` to be preserved under `token`
+   * when this iommufd is preserved in a LUO session. `EADDRINUSE` for a token another HWPT of
+   * this iommufd has, `ENOENT` for an unknown id, `EINVAL` for an object that is not a paging
+   * HWPT, `EBUSY` once the iommufd is preserved.
+   */
+  async hwptLuSetPreserve(hwptId: number, token: number): Promise<void> {
+    const arg = iommuHwptLuSetPreserve.encode({
+      size: iommuHwptLuSetPreserve.size,
+      hwpt_id: hwptId,
+      hwpt_token: token,
+    });
+    await this.process.ioctl(this.fd, IOMMU_HWPT_LU_SET_PRESERVE, arg);
+  }
+
+  /**
+   * `IOMMU_HWPT_LU_RESTORE`: on an iommufd retrieved from a LUO session, a HWPT wrapping the
+   * restored domain preserved under `token`; returns its id. The HWPT has no IOAS and cannot be
+   * changed; destroy it once no device is attached (that frees the restored domain). `ENOENT`
+   * for an unknown or already-restored token, `EINVAL` on an iommufd that was not retrieved.
+   */
+  async hwptLuRestore(token: number): Promise<number> {
+    const arg = iommuHwptLuRestore.encode({
+      size: iommuHwptLuRestore.size,
+      hwpt_token: token,
+      hwpt_alloc_flags: 0,
+      out_pt_id: 0,
+    });
+    await this.process.ioctl(this.fd, IOMMU_HWPT_LU_RESTORE, arg);
+    return iommuHwptLuRestore.decode(arg).out_pt_id;
   }
 
   /** `IOMMU_IOAS_ALLOC`: a new, empty IOAS; returns its id. */

@@ -15,6 +15,8 @@ import {
   IOMMU_DESTROY,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_DATA_NONE,
+  IOMMU_HWPT_LU_RESTORE,
+  IOMMU_HWPT_LU_SET_PRESERVE,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAPPINGS,
@@ -26,6 +28,8 @@ import {
   U64_MAX,
   iommuDestroy,
   iommuHwptAlloc,
+  iommuHwptLuRestore,
+  iommuHwptLuSetPreserve,
   iommuIoasAlloc,
   iommuIoasIovaRanges,
   iommuIoasMapFile,
@@ -66,6 +70,8 @@ export function createIommufdFileOperations(kernel: IommufdKernel): FileOperatio
   const ioctls = new Map<number, IoctlHandler>([
     [IOMMU_DESTROY, destroy],
     [IOMMU_HWPT_ALLOC, hwptAlloc],
+    [IOMMU_HWPT_LU_SET_PRESERVE, hwptLuSetPreserve],
+    [IOMMU_HWPT_LU_RESTORE, hwptLuRestore],
     [IOMMU_IOAS_ALLOC, ioasAlloc],
     [IOMMU_IOAS_IOVA_RANGES, ioasIovaRanges],
     [IOMMU_IOAS_MAP_FILE, (ictx, arg, sys) => ioasMapFile(kernel, ictx, arg, sys)],
@@ -132,6 +138,32 @@ function hwptAlloc(ictx: IommufdContext, arg: Uint8Array | null): number {
   }
   const hwpt = ictx.allocHwptPaging(pt, false);
   copyStructToUser(iommuHwptAlloc, arg!, { ...cmd, out_hwpt_id: hwpt.id });
+  return 0;
+}
+
+/**
+ * `IOMMU_HWPT_LU_SET_PRESERVE`: mark a paging HWPT for preservation under a token unique in this
+ * iommufd. `ENOENT` unknown id, `EINVAL` not a paging HWPT, `EADDRINUSE` token in use, `EBUSY`
+ * once the iommufd is preserved.
+ */
+function hwptLuSetPreserve(ictx: IommufdContext, arg: Uint8Array | null): number {
+  const cmd = copyStructFromUser(iommuHwptLuSetPreserve, arg);
+  ictx.setHwptLuPreserve(cmd.hwpt_id, cmd.hwpt_token);
+  return 0;
+}
+
+/**
+ * `IOMMU_HWPT_LU_RESTORE`: a HWPT object around the restored domain of `hwpt_token`, its id in
+ * `out_pt_id`. `EOPNOTSUPP` for any `hwpt_alloc_flags`, `EINVAL` on an iommufd that was not
+ * retrieved from a session, `ENOENT` for an unknown or already-restored token.
+ */
+function hwptLuRestore(ictx: IommufdContext, arg: Uint8Array | null): number {
+  const cmd = copyStructFromUser(iommuHwptLuRestore, arg);
+  if (cmd.hwpt_alloc_flags !== 0) {
+    throw new KernelError('EOPNOTSUPP', `iommufd: HWPT alloc flags ${hex(cmd.hwpt_alloc_flags)}`);
+  }
+  const hwpt = ictx.restoreHwpt(cmd.hwpt_token);
+  copyStructToUser(iommuHwptLuRestore, arg!, { ...cmd, out_pt_id: hwpt.id });
   return 0;
 }
 

@@ -34,6 +34,12 @@ export interface IoptArea {
   readonly start: number;
   /** `IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE` bits. */
   readonly prot: number;
+  /**
+   * The memfd's seals (`F_SEAL_*`) when it was mapped (upstream's `iopt_pages->seals`): live
+   * update requires `F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_SHRINK` here, so the file could not have
+   * shrunk under pinned pages between the mapping and its preservation.
+   */
+  readonly seals: number;
   /** The folios of the range, each pinned once for this area, in file order. */
   readonly folios: readonly MemfdFolio[];
   /** The RAM under the range, in IOVA order: what each IOMMU domain of the IOAS maps. */
@@ -78,6 +84,11 @@ export class IommufdIoas {
   /** `iopt->domains`: the domains of the HWPTs built on this IOAS, by domain id. */
   readonly #domains = new Map<number, IommuDomain>();
   readonly #kernel: IoasKernel;
+  /**
+   * `iopt.lu_map_immutable`: set while a HWPT of this IOAS is preserved for a live update, so the
+   * preserved domain stays exactly what the IOAS maps: map and unmap fail with `EBUSY`.
+   */
+  luImmutable = false;
 
   constructor(id: number, kernel: IoasKernel) {
     this.id = id;
@@ -132,6 +143,7 @@ export class IommufdIoas {
    */
   mapFile(request: MapFileRequest): number {
     const { file, inode, start, length } = request;
+    this.#checkMutable();
     if (length === 0 || length % PAGE_SIZE !== 0 || start % PAGE_SIZE !== 0) {
       throw new KernelError(
         'EINVAL',
@@ -149,6 +161,7 @@ export class IommufdIoas {
       inode,
       start,
       prot: request.prot,
+      seals: inode.seals,
       folios,
       segments,
     };
@@ -181,6 +194,7 @@ export class IommufdIoas {
    * @returns the number of bytes unmapped
    */
   async unmapRange(first: number, last: number): Promise<number> {
+    this.#checkMutable();
     const hit = this.#areas.filter((a) => a.iova <= last && a.iova + a.length - 1 >= first);
     if (hit.length === 0) {
       throw new KernelError(
@@ -204,6 +218,7 @@ export class IommufdIoas {
    * @returns the number of bytes unmapped
    */
   unmapAll(): Promise<number> {
+    this.#checkMutable();
     return this.#unmapAreas([...this.#areas]);
   }
 
@@ -262,6 +277,16 @@ export class IommufdIoas {
       page = hit.index + 2 ** hit.folio.order;
     }
     return folios;
+  }
+
+  /** `EBUSY` while the IOAS is immutable for a live update. */
+  #checkMutable(): void {
+    if (this.luImmutable) {
+      throw new KernelError(
+        'EBUSY',
+        `IOAS ${this.id}: a HWPT on it is preserved for live update; its mappings are immutable`,
+      );
+    }
   }
 
   #checkFixedIova(iova: number, length: number): void {

@@ -1,6 +1,9 @@
-import { IOMMU_SERVICE, defineModule } from '@liveupdate/kernel';
+import { registerFileHandler, registerFlb } from '@liveupdate/core';
+import { IOMMU_SERVICE, KernelError, defineModule } from '@liveupdate/kernel';
 import { MEMFD_SERVICE } from '@liveupdate/plugin-memfd';
+import { IOMMU_FLB, bindIommuFlb } from './iommu-flb.js';
 import { createIommufdFileOperations } from './iommufd-file-operations.js';
+import { createIommufdLuoHandler } from './iommufd-luo-handler.js';
 
 /** The path of the iommufd char device. */
 export const IOMMUFD_DEVICE_PATH = '/dev/iommu';
@@ -11,6 +14,10 @@ export const IOMMUFD_DEVICE_PATH = '/dev/iommu';
  * domains (from the kernel's `IOMMU_SERVICE`) that follow them. List it after the memfd module
  * (`@liveupdate/plugin-memfd`) in the kernel image: without it every file is "not a memfd" and
  * `IOMMU_IOAS_MAP_FILE` fails with `EINVAL`.
+ *
+ * With LUO enabled it also registers the `"iommufd-v1"` file handler and links the
+ * {@link IOMMU_FLB} to it; without LUO (not loaded, or `liveupdate=off`) iommufds work and cannot
+ * be preserved.
  */
 export const iommufdModule = defineModule({
   name: 'iommufd',
@@ -19,9 +26,26 @@ export const iommufdModule = defineModule({
     if (!iommu) throw new Error('iommufd: the kernel provides no IOMMU driver (IOMMU_SERVICE)');
     const memfds = ctx.services.get(MEMFD_SERVICE);
     if (!memfds) ctx.log.info('iommufd: no memfd module; nothing can be mapped');
-    ctx.vfs.registerCharDevice(
-      IOMMUFD_DEVICE_PATH,
-      createIommufdFileOperations({ pages: ctx.pages, vfs: ctx.vfs, iommu, memfds }),
-    );
+    const kernel = {
+      pages: ctx.pages,
+      vfs: ctx.vfs,
+      iommu,
+      memfds,
+      memory: ctx.memory,
+      kho: ctx.kho,
+      log: ctx.log,
+    };
+    const fops = createIommufdFileOperations(kernel);
+    ctx.vfs.registerCharDevice(IOMMUFD_DEVICE_PATH, fops);
+    bindIommuFlb(kernel);
+    const handler = createIommufdLuoHandler(kernel, fops);
+    try {
+      registerFileHandler(ctx, handler);
+    } catch (error) {
+      if (!KernelError.isInstance(error) || error.code !== 'EOPNOTSUPP') throw error;
+      ctx.log.info('iommufd: live update is not available; iommufds cannot be preserved');
+      return;
+    }
+    registerFlb(ctx, handler, IOMMU_FLB);
   },
 });

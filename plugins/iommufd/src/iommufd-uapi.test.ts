@@ -4,12 +4,16 @@ import {
   IOMMUFD_TYPE,
   IOMMU_DESTROY,
   IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_LU_RESTORE,
+  IOMMU_HWPT_LU_SET_PRESERVE,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAP_FILE,
   IOMMU_IOAS_UNMAP,
   iommuDestroy,
   iommuHwptAlloc,
+  iommuHwptLuRestore,
+  iommuHwptLuSetPreserve,
   iommuIoasAlloc,
   iommuIoasIovaRanges,
   iommuIoasMapFile,
@@ -29,6 +33,23 @@ describe('the iommufd uAPI', () => {
     expect(IOMMU_IOAS_MAP_FILE).toBe(0x3b8f);
     expect(IOMMUFD_CMD.HWPT_ALLOC).toBe(0x89);
     expect(IOMMU_HWPT_ALLOC).toBe(0x3b89);
+  });
+
+  it('numbers the live-update ioctls 0x95 and 0x96, as the upstream series snapshot does', () => {
+    expect(IOMMU_HWPT_LU_SET_PRESERVE).toBe(0x3b95);
+    expect(IOMMU_HWPT_LU_RESTORE).toBe(0x3b96);
+  });
+
+  it('lays out the live-update argument structs as the series header does', () => {
+    expect(iommuHwptLuSetPreserve.offsets).toEqual({ size: 0, hwpt_id: 4, hwpt_token: 8 });
+    expect(iommuHwptLuSetPreserve.size).toBe(12);
+    expect(iommuHwptLuRestore.offsets).toEqual({
+      size: 0,
+      hwpt_token: 4,
+      hwpt_alloc_flags: 8,
+      out_pt_id: 12,
+    });
+    expect(iommuHwptLuRestore.size).toBe(16);
   });
 
   it('lays out the argument structs as the kernel header does', () => {

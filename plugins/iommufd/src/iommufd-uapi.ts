@@ -31,6 +31,13 @@ export const IOMMUFD_CMD = {
   FAULT_QUEUE_ALLOC: 0x8e,
   IOAS_MAP_FILE: 0x8f,
   /**
+   * Live update, from the upstream series' snapshot (`samikhawaja/linux`); not merged upstream,
+   * so these numbers and layouts are not final there.
+   */
+  HWPT_LU_SET_PRESERVE: 0x95,
+  /** Live update, as {@link IOMMUFD_CMD.HWPT_LU_SET_PRESERVE}: not final upstream. */
+  HWPT_LU_RESTORE: 0x96,
+  /**
    * Not upstream: list an IOAS's mappings (see {@link iommuIoasMappings}). Placed far from the
    * upstream numbers so that new upstream commands never collide with it.
    */
@@ -49,6 +56,18 @@ export const IOMMU_IOAS_UNMAP = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.IOAS_UNMAP);
 export const IOMMU_IOAS_MAP_FILE = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.IOAS_MAP_FILE);
 /** `IOMMU_HWPT_ALLOC`: a paging HWPT on an IOAS; argument {@link iommuHwptAlloc}. */
 export const IOMMU_HWPT_ALLOC = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.HWPT_ALLOC);
+/**
+ * `IOMMU_HWPT_LU_SET_PRESERVE`: mark a paging HWPT to be preserved, under a token, when its
+ * iommufd is preserved in a LUO session; argument {@link iommuHwptLuSetPreserve}. From the
+ * upstream series' snapshot: the number is not final upstream.
+ */
+export const IOMMU_HWPT_LU_SET_PRESERVE = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.HWPT_LU_SET_PRESERVE);
+/**
+ * `IOMMU_HWPT_LU_RESTORE`: on an iommufd retrieved from a LUO session, a HWPT wrapping the
+ * restored domain of a token; argument {@link iommuHwptLuRestore}. From the upstream series'
+ * snapshot: the number is not final upstream.
+ */
+export const IOMMU_HWPT_LU_RESTORE = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.HWPT_LU_RESTORE);
 /** Not upstream: list an IOAS's mappings; argument {@link iommuIoasMappings}. */
 export const IOMMU_IOAS_MAPPINGS = _IO(IOMMUFD_TYPE, IOMMUFD_CMD.IOAS_MAPPINGS);
 
@@ -168,4 +187,25 @@ export const iommuIoasMapping = defineStruct('iommu_ioas_mapping', [
   ['start', u64],
   ['flags', u32],
   ['__reserved', u32],
+] as const);
+
+/**
+ * `struct iommu_hwpt_lu_set_preserve` (12 bytes): `size` u32 @0, `hwpt_id` u32 @4 (a paging HWPT),
+ * `hwpt_token` u32 @8 (unique in the iommufd; the new kernel restores the HWPT by it).
+ */
+export const iommuHwptLuSetPreserve = defineStruct('iommu_hwpt_lu_set_preserve', [
+  ['size', u32],
+  ['hwpt_id', u32],
+  ['hwpt_token', u32],
+] as const);
+
+/**
+ * `struct iommu_hwpt_lu_restore` (16 bytes): `size` u32 @0, `hwpt_token` u32 @4 in,
+ * `hwpt_alloc_flags` u32 @8 in (0), `out_pt_id` u32 @12 out (the new HWPT's id).
+ */
+export const iommuHwptLuRestore = defineStruct('iommu_hwpt_lu_restore', [
+  ['size', u32],
+  ['hwpt_token', u32],
+  ['hwpt_alloc_flags', u32],
+  ['out_pt_id', u32],
 ] as const);
