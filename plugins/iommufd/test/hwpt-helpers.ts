@@ -13,6 +13,9 @@ const TEST_UNBIND = 0x7404;
 const TEST_STATE = 0x7405;
 const TEST_IOVA_TO_PHYS = 0x7406;
 const TEST_COPY = 0x7407;
+const TEST_LU_PRESERVE = 0x7408;
+const TEST_LU_UNPRESERVE = 0x7409;
+const TEST_FAULTS = 0x740a;
 
 /** The fixture module that binds PCI devices to an iommufd from inside the kernel. */
 export const TEST_DEVICE_MODULE = new URL('./fixtures/iommufd-test-device.js', import.meta.url)
@@ -77,13 +80,23 @@ export class TestDevice {
   readonly fd: number;
   #copies = 0;
 
-  private constructor(process: Process, fd: number) {
+  private constructor(process: Process, fd: number, copies: number) {
     this.process = process;
     this.fd = fd;
+    this.#copies = copies;
   }
 
-  static async open(process: Process): Promise<TestDevice> {
-    return new TestDevice(process, await process.open(TEST_DEVICE_PATH, O_RDWR));
+  /**
+   * Open the test device. `copiesDone`: descriptors the copy engine already completed (in a
+   * previous kernel), so this client writes the next descriptor where the engine will look.
+   */
+  static async open(process: Process, copiesDone = 0): Promise<TestDevice> {
+    return new TestDevice(process, await process.open(TEST_DEVICE_PATH, O_RDWR), copiesDone);
+  }
+
+  /** Copies made through this device so far (with the `copiesDone` it was opened with). */
+  get copies(): number {
+    return this.#copies;
   }
 
   /** `iommufdDeviceBind(file of iommufdFd, pci.find(bdf))`: the device object's id. */
@@ -174,6 +187,28 @@ export class TestDevice {
     );
     const recordView = new DataView(record.buffer, record.byteOffset);
     return { status: recordView.getUint32(0, true), copied: recordView.getUint32(4, true) };
+  }
+
+  /**
+   * Preserve the bound device (IOMMU and PCI) on its attached HWPT, which must be marked; as
+   * vfio-pci-v1 would. Returns the HWPT's token.
+   */
+  async luPreserve(): Promise<number> {
+    const arg = new Uint8Array(4);
+    await this.process.ioctl(this.fd, TEST_LU_PRESERVE, arg);
+    return new DataView(arg.buffer).getUint32(0, true);
+  }
+
+  /** Undo {@link luPreserve}. */
+  async luUnpreserve(): Promise<void> {
+    await this.process.ioctl(this.fd, TEST_LU_UNPRESERVE);
+  }
+
+  /** Faults in the IOMMU's fault log. */
+  async faults(): Promise<number> {
+    const arg = new Uint8Array(4);
+    await this.process.ioctl(this.fd, TEST_FAULTS, arg);
+    return new DataView(arg.buffer).getUint32(0, true);
   }
 
   async close(): Promise<void> {
