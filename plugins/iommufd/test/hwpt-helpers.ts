@@ -16,6 +16,7 @@ const TEST_COPY = 0x7407;
 const TEST_LU_PRESERVE = 0x7408;
 const TEST_LU_UNPRESERVE = 0x7409;
 const TEST_FAULTS = 0x740a;
+const TEST_LU_LONE_DOMAIN = 0x740b;
 
 /** The fixture module that binds PCI devices to an iommufd from inside the kernel. */
 export const TEST_DEVICE_MODULE = new URL('./fixtures/iommufd-test-device.js', import.meta.url)
@@ -202,6 +203,13 @@ export class TestDevice {
   /** Undo {@link luPreserve}. */
   async luUnpreserve(): Promise<void> {
     await this.process.ioctl(this.fd, TEST_LU_UNPRESERVE);
+  }
+
+  /** A new, empty IOMMU domain preserved on its own (no iommufd names it); returns its id. */
+  async luLoneDomain(): Promise<number> {
+    const arg = new Uint8Array(4);
+    await this.process.ioctl(this.fd, TEST_LU_LONE_DOMAIN, arg);
+    return new DataView(arg.buffer).getUint32(0, true);
   }
 
   /** Faults in the IOMMU's fault log. */

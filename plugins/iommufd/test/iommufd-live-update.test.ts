@@ -260,4 +260,32 @@ describe('the IOMMU FLB', () => {
     expect(finished()).toBe(true);
     expect((await testkitStats(next)).khoUnrestoredFolios).toBe(0);
   });
+
+  it('frees at its finish a restored domain nobody reclaimed, and leaves one a HWPT wraps', async () => {
+    const harness = await bootWithDevices();
+    const vmm = await vmmSetup(harness.process);
+    await preserveVmm(vmm);
+    await vmm.device.luLoneDomain();
+    const process = await harness.liveUpdate();
+    const session = await retrieveSession(process);
+    const iommufd = IommufdDevice.fromFd(process, await session.retrieveFd(IOMMUFD_TOKEN));
+    const ring = { memfd: await session.retrieveFd(MEMFD_TOKEN), iova: GUEST_IOVA };
+    const device = await TestDevice.open(process, vmm.device.copies);
+    await device.bind(iommufd.fd, COPY_ENGINE);
+    const restored = await iommufd.hwptLuRestore(HWPT_TOKEN);
+    const ioas = await iommufd.allocIoas();
+    await iommufd.mapFile(ioas, { fd: ring.memfd, length: GUEST_BYTES, iova: GUEST_IOVA });
+    await device.attach(ioas);
+    // The HWPT's restored domain, the lone one, and the new auto domain.
+    expect((await device.state()).domains).toBe(3);
+    const allocated = (await testkitStats(process)).framesAllocated;
+    await session.finish();
+    expect(harness.machine.dmesg()).toContain('IOMMU FLB: finished; freed 1 unreclaimed');
+    expect((await device.state()).domains).toBe(2);
+    // The lone domain's root table and the iommufd_lu folio went back to the allocator.
+    expect((await testkitStats(process)).framesAllocated).toBe(allocated - 2);
+    await iommufd.destroy(restored);
+    expect((await device.state()).domains).toBe(1);
+    expect(await copyWorks(device, ring)).toBe(true);
+  });
 });
