@@ -5,13 +5,8 @@ export {
   type IommufdMapping,
   type IovaRange,
 } from './iommufd-device.js';
-export {
-  IommufdContext,
-  restoredDomainsInUse,
-  type IommufdLuIncoming,
-  type IommufdObject,
-} from './iommufd-context.js';
-export { IOMMU_FLB, bindIommuFlb } from './iommu-flb.js';
+export { IommufdContext, type IommufdLuIncoming, type IommufdObject } from './iommufd-context.js';
+export { IOMMU_FLB } from './iommu-flb.js';
 export {
   IOMMUFD_LU_REQUIRED_SEALS,
   createIommufdLuoHandler,
