@@ -76,6 +76,15 @@ export class VfioDevice {
     return new VfioDevice(process, await process.open(path, O_RDWR));
   }
 
+  /**
+   * A client over a device fd the process already has, e.g. one `LIVEUPDATE_SESSION_RETRIEVE_FD`
+   * returned after a live update (such a file is not reset; it still needs
+   * {@link VfioDevice.bindIommufd}).
+   */
+  static fromFd(process: Process, fd: number): VfioDevice {
+    return new VfioDevice(process, fd);
+  }
+
   /** `VFIO_DEVICE_BIND_IOMMUFD`: the device's object id in the iommufd. */
   async bindIommufd(iommufdFd: number): Promise<number> {
     const arg = await this.#ioctl(VFIO_DEVICE_BIND_IOMMUFD, vfioDeviceBindIommufd, {

@@ -1,13 +1,17 @@
+import { registerFileHandler, registerFlb } from '@liveupdate/core';
 import {
   PCI_BUS_SERVICE,
   defineModule,
+  type ModuleContext,
   type PciDevice,
   type PciDriver,
   type ServiceKey,
 } from '@liveupdate/kernel';
 import { KernelError } from '@liveupdate/machine';
+import { IOMMU_FLB } from '@liveupdate/plugin-iommufd';
 import { createVfioFileOperations } from './vfio-file-operations.js';
 import { VfioPciDevice } from './vfio-pci-device.js';
+import { createVfioPciLuoHandler } from './vfio-pci-luo-handler.js';
 
 /**
  * The vfio-pci devices of this boot, in `ctx.services` under {@link VFIO_SERVICE}: the live-update
@@ -54,6 +58,11 @@ export function parseVfioPciIds(text: string): { vendor: number; device: number 
  * before it has bound (the machine's devices are there to be passed through). Needs the iommufd
  * module (`@liveupdate/plugin-iommufd`) loaded before it to be of use: a device is driven only
  * once bound to an iommufd.
+ *
+ * With LUO (`@liveupdate/core/module` listed before it and `liveupdate` on), it registers the
+ * `"vfio-pci-v1"` file handler and links the iommufd's `IOMMU_FLB` to it; without LUO, devices
+ * work and cannot be preserved. After a live update, devices the previous kernel preserved are
+ * claimed for their session: their cdev opens with `EBUSY` until the session finishes.
  */
 export const vfioModule = defineModule({
   name: 'vfio-pci',
@@ -81,5 +90,19 @@ export const vfioModule = defineModule({
       },
     };
     bus.registerDriver(driver);
+    registerLiveUpdate(ctx, vfio);
   },
 });
+
+/** Register `vfio-pci-v1` and link `IOMMU_FLB` to it; skipped when LUO is absent or off. */
+function registerLiveUpdate(ctx: ModuleContext, vfio: VfioDevices): void {
+  const handler = createVfioPciLuoHandler(ctx, vfio);
+  try {
+    registerFileHandler(ctx, handler);
+  } catch (error) {
+    if (!KernelError.isInstance(error) || error.code !== 'EOPNOTSUPP') throw error;
+    ctx.log.info('vfio-pci: live update is not available; devices cannot be preserved');
+    return;
+  }
+  registerFlb(ctx, handler, IOMMU_FLB);
+}

@@ -42,6 +42,12 @@ export class VfioPciDevice {
   #openFiles = 0;
   #owner: File | undefined;
   #binding: IommufdBoundDevice | undefined;
+  /**
+   * After a live update, the iommufd file the previous kernel's binding is preserved in (the
+   * session's file for the token in `vfio_pci_core_device_ser`): the retrieved cdev binds only to
+   * it, where the restored HWPT is. Cleared when the session finishes.
+   */
+  #incomingIommufd: File | undefined;
   /** The MSI-X vector's trigger (`VFIO_PCI_NUM_IRQS` vectors: one here), when MSI-X is on. */
   #msix: { trigger: { file: File; eventfd: EventFd } | undefined } | undefined;
 
@@ -67,20 +73,55 @@ export class VfioPciDevice {
     return this.#owner === file;
   }
 
-  /** A cdev file was opened: the first open resets the function and enables memory decode. */
+  /**
+   * A cdev file was opened: the first open resets the function and enables memory decode.
+   * `EBUSY` while the device is claimed by a live-update session of the previous kernel
+   * ({@link PciDevice.incoming}): only that session's `RETRIEVE_FD` opens it
+   * ({@link openRetrieved}) until the session finishes.
+   */
   open(): void {
+    if (this.pci.incoming) {
+      throw new KernelError(
+        'EBUSY',
+        `vfio ${this.pci.name}: preserved by the previous kernel; retrieve it from its live-update session`,
+      );
+    }
     if (this.#openFiles++ === 0) this.#enable();
   }
 
   /**
+   * `vfio_device_liveupdate_cdev_open()`: the open of the cdev file a live-update `retrieve`
+   * returns. The device is still doing DMA for the guest, so nothing is reset and its
+   * configuration (memory decode, bus mastering) stays as the previous kernel left it; like any
+   * open, the file must `VFIO_DEVICE_BIND_IOMMUFD`, and only to `iommufd`, the file the previous
+   * binding was preserved in (`EINVAL` otherwise).
+   */
+  openRetrieved(iommufd: File): void {
+    this.#openFiles++;
+    this.#incomingIommufd = iommufd;
+  }
+
+  /** The session finished: the device is an ordinary one again (and so is its binding). */
+  finishIncoming(): void {
+    this.#incomingIommufd = undefined;
+  }
+
+  /**
    * `VFIO_DEVICE_BIND_IOMMUFD` by `file`: `EINVAL` when the device is already bound (by this file
-   * or another: a cdev device is never shared), `EBADFD`/`EBUSY` from iommufd.
+   * or another: a cdev device is never shared) or, retrieved after a live update, to an iommufd
+   * other than the one retrieved with it; `EBADFD`/`EBUSY` from iommufd.
    */
   bind(file: File, iommufd: File): number {
     if (this.#owner) {
       throw new KernelError(
         'EINVAL',
         `vfio ${this.pci.name}: already bound to an iommufd${this.#owner === file ? '' : ' by another open file'}`,
+      );
+    }
+    if (this.#incomingIommufd && this.#incomingIommufd !== iommufd) {
+      throw new KernelError(
+        'EINVAL',
+        `vfio ${this.pci.name}: a retrieved device binds to the iommufd retrieved with it, where its translation is`,
       );
     }
     this.#binding = iommufdDeviceBind(iommufd, this.pci);
