@@ -2,7 +2,12 @@ import { afterEach } from 'vitest';
 import { KernelError, type Process } from '@liveupdate/machine';
 import { IommufdDevice } from '@liveupdate/plugin-iommufd';
 import { VfioDevice } from '../src/index.js';
-import { bootForLiveUpdate, testkitStats, type LiveUpdateHarness } from '@liveupdate/testkit';
+import {
+  bootForLiveUpdate,
+  testkitStats,
+  type BootForLiveUpdateOptions,
+  type LiveUpdateHarness,
+} from '@liveupdate/testkit';
 
 export const NIC_BDF = '00:03.0';
 export const COPY_BDF = '00:04.0';
@@ -18,12 +23,19 @@ afterEach(async () => {
 
 /** A kernel with LUO, memfd, iommufd and vfio-pci, a NIC and a copy engine; shut down after the test. */
 export async function bootVfio(
-  options: { packetsPerSecond?: number; ramBytes?: number } = {},
+  options: {
+    packetsPerSecond?: number;
+    ramBytes?: number;
+    cmdline?: string;
+    onHandover?: BootForLiveUpdateOptions['onHandover'];
+  } = {},
 ): Promise<LiveUpdateHarness> {
   const harness = await bootForLiveUpdate({
     modules: ['@liveupdate/plugin-memfd', '@liveupdate/plugin-iommufd', '@liveupdate/plugin-vfio'],
     moduleBase: import.meta.url,
     ...(options.ramBytes === undefined ? {} : { ramBytes: options.ramBytes }),
+    ...(options.cmdline === undefined ? {} : { cmdline: options.cmdline }),
+    ...(options.onHandover === undefined ? {} : { onHandover: options.onHandover }),
     devices: [
       { kind: 'nic', bdf: NIC_BDF, packetsPerSecond: options.packetsPerSecond ?? 2000 },
       { kind: 'dma-copy', bdf: COPY_BDF },

@@ -35,6 +35,7 @@ import {
   type MemoryMapping,
   type Process,
 } from '@liveupdate/machine';
+import { LiveUpdateDevice, type LiveUpdateSession } from '@liveupdate/core';
 import { IommufdDevice } from '@liveupdate/plugin-iommufd';
 import { VfioDevice } from '../src/index.js';
 
@@ -59,6 +60,11 @@ export class GuestRam {
     const fd = await process.memfdCreate('guest-ram', MFD_ALLOW_SEALING);
     await process.ftruncate(fd, size);
     await process.fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
+    return GuestRam.fromFd(process, fd, size);
+  }
+
+  /** Guest RAM in a memfd the process already has (e.g. retrieved after a live update). */
+  static async fromFd(process: Process, fd: number, size: number): Promise<GuestRam> {
     return new GuestRam(process, fd, size, await process.mmap(fd, size));
   }
 
@@ -195,18 +201,25 @@ export class GuestCopyEngine {
   readonly ringGpa: number;
   readonly completionsGpa: number;
   readonly ringSize: number;
-  #tail = 0;
+  #tail: number;
 
+  /** `layout.tail`: descriptors already queued, for a driver taking over a running engine. */
   constructor(
     device: VfioDevice,
     ram: GuestRam,
-    layout: { ringGpa: number; completionsGpa: number; ringSize: number },
+    layout: { ringGpa: number; completionsGpa: number; ringSize: number; tail?: number },
   ) {
     this.device = device;
     this.ram = ram;
     this.ringGpa = layout.ringGpa;
     this.completionsGpa = layout.completionsGpa;
     this.ringSize = layout.ringSize;
+    this.#tail = layout.tail ?? 0;
+  }
+
+  /** Descriptors queued so far. */
+  get tail(): number {
+    return this.#tail;
   }
 
   async start(): Promise<void> {
@@ -222,18 +235,30 @@ export class GuestCopyEngine {
 
   /** Queue one copy of `length` bytes from IOVA `src` to IOVA `dst`; its descriptor index. */
   async copy(src: number, dst: number, length: number): Promise<number> {
-    const index = this.#tail % this.ringSize;
+    const [index] = await this.queue([{ src, dst, length }]);
+    return index!;
+  }
+
+  /**
+   * Queue several copies with one doorbell (fewer than `ringSize` pending at a time); their
+   * descriptor indexes.
+   */
+  async queue(copies: readonly { src: number; dst: number; length: number }[]): Promise<number[]> {
     const desc = new Uint8Array(DMA_COPY_DESC_SIZE);
     const view = new DataView(desc.buffer);
-    view.setBigUint64(0, BigInt(src), true);
-    view.setBigUint64(8, BigInt(dst), true);
-    view.setUint32(16, length, true);
-    view.setBigUint64(24, BigInt(this.completionGpa(index)), true);
-    this.ram.write(this.completionGpa(index), new Uint8Array(DMA_COPY_COMPLETION_SIZE));
-    this.ram.write(this.ringGpa + index * DMA_COPY_DESC_SIZE, desc);
-    this.#tail++;
+    const indexes = copies.map(({ src, dst, length }) => {
+      const index = this.#tail % this.ringSize;
+      view.setBigUint64(0, BigInt(src), true);
+      view.setBigUint64(8, BigInt(dst), true);
+      view.setUint32(16, length, true);
+      view.setBigUint64(24, BigInt(this.completionGpa(index)), true);
+      this.ram.write(this.completionGpa(index), new Uint8Array(DMA_COPY_COMPLETION_SIZE));
+      this.ram.write(this.ringGpa + index * DMA_COPY_DESC_SIZE, desc);
+      this.#tail++;
+      return index;
+    });
     await this.device.writeRegister(DMA_COPY_REG_TAIL, this.#tail % this.ringSize);
-    return index;
+    return indexes;
   }
 
   completionGpa(index: number): number {
@@ -277,4 +302,184 @@ export async function until(
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(5);
   }
+}
+
+/** Where the guest's drivers keep their rings and buffers, as guest-physical addresses. */
+export interface VmLayout {
+  readonly ramSize: number;
+  readonly nic: {
+    readonly ringGpa: number;
+    readonly buffersGpa: number;
+    readonly ringSize: number;
+  };
+  readonly copier: {
+    readonly ringGpa: number;
+    readonly completionsGpa: number;
+    readonly ringSize: number;
+  };
+  /** Extra IOAS mappings of guest RAM: `[iova, iova + length)` → `[gpa, gpa + length)`. */
+  readonly aliases?: readonly {
+    readonly iova: number;
+    readonly gpa: number;
+    readonly length: number;
+  }[];
+}
+
+/** LUO tokens of the VM's files in its session. */
+export const VM_TOKENS = { memfd: 1n, iommufd: 2n, nic: 3n, copier: 4n } as const;
+
+/**
+ * A running VM as its VMM holds it: guest RAM, the iommufd with one IOAS and one paging HWPT on
+ * it that both passthrough devices are attached to, and the guest's drivers.
+ */
+export interface Vm {
+  readonly process: Process;
+  readonly layout: VmLayout;
+  readonly iommufd: IommufdDevice;
+  readonly ioas: number;
+  readonly hwpt: number;
+  readonly ram: GuestRam;
+  readonly nic: GuestNic;
+  readonly copier: GuestCopyEngine;
+  /** The VMM's `/dev/liveupdate` (exclusive: one open at a time), once it opened it. */
+  luo?: LiveUpdateDevice;
+}
+
+/** The IOAS of a VM: guest RAM at IOVA 0, and its aliases. */
+async function mapGuestRam(
+  iommufd: IommufdDevice,
+  ram: GuestRam,
+  layout: VmLayout,
+): Promise<number> {
+  const ioas = await iommufd.allocIoas();
+  await iommufd.mapFile(ioas, { fd: ram.fd, length: ram.size, iova: 0 });
+  for (const alias of layout.aliases ?? []) {
+    await iommufd.mapFile(ioas, {
+      fd: ram.fd,
+      start: alias.gpa,
+      length: alias.length,
+      iova: alias.iova,
+    });
+  }
+  return ioas;
+}
+
+/**
+ * Step 1 of the VMM's walk: guest RAM in a memfd sealed before it is mapped, an iommufd and an
+ * IOAS mapping it, both devices bound and attached to one `IOMMU_HWPT_ALLOC` HWPT, that HWPT
+ * marked for preservation under `hwptToken`. The devices are not started.
+ */
+export async function createVm(
+  process: Process,
+  layout: VmLayout,
+  options: { hwptToken?: number; ram?: GuestRam } = {},
+): Promise<Vm> {
+  const ram = options.ram ?? (await GuestRam.create(process, layout.ramSize));
+  const iommufd = await IommufdDevice.open(process);
+  const ioas = await mapGuestRam(iommufd, ram, layout);
+  const nicDevice = await VfioDevice.open(process, '/dev/vfio/devices/vfio0');
+  const copyDevice = await VfioDevice.open(process, '/dev/vfio/devices/vfio1');
+  const nicDevId = await nicDevice.bindIommufd(iommufd.fd);
+  await copyDevice.bindIommufd(iommufd.fd);
+  const hwpt = await iommufd.hwptAlloc(nicDevId, ioas);
+  await nicDevice.attach(hwpt);
+  await copyDevice.attach(hwpt);
+  if (options.hwptToken !== undefined) await iommufd.hwptLuSetPreserve(hwpt, options.hwptToken);
+  return {
+    process,
+    layout,
+    iommufd,
+    ioas,
+    hwpt,
+    ram,
+    nic: new GuestNic(nicDevice, ram, layout.nic),
+    copier: new GuestCopyEngine(copyDevice, ram, layout.copier),
+  };
+}
+
+/**
+ * Step 2: guest RAM, the iommufd and both devices preserved in `session` (or a new session of that
+ * name), in that order; then interrupts off.
+ */
+export async function preserveVm(
+  vm: Vm,
+  session: LiveUpdateSession | string,
+): Promise<LiveUpdateSession> {
+  if (typeof session === 'string') {
+    vm.luo ??= await LiveUpdateDevice.open(vm.process);
+    session = await vm.luo.createSession(session);
+  }
+  await session.preserveFd(vm.ram.fd, VM_TOKENS.memfd);
+  await session.preserveFd(vm.iommufd.fd, VM_TOKENS.iommufd);
+  await session.preserveFd(vm.nic.device.fd, VM_TOKENS.nic);
+  await session.preserveFd(vm.copier.device.fd, VM_TOKENS.copier);
+  await vm.nic.device.disableInterrupts();
+  await vm.copier.device.disableInterrupts();
+  return session;
+}
+
+/** Which of the VM's files {@link restoreVm} retrieves first, second, … */
+export type VmFile = keyof typeof VM_TOKENS;
+
+/**
+ * Step 3, in the new kernel's process: retrieve the session and its files in `order`, restore the
+ * HWPT of `hwptToken`, bind the devices to the retrieved iommufd, map the retrieved guest RAM into
+ * a new IOAS and HWPT, move both devices there without stopping them, destroy the restored HWPT,
+ * then (unless `finish` is false) finish the session. With `nextHwptToken` the new HWPT is marked
+ * for the following live update. `copierTail` is how many copies the guest had queued.
+ */
+export async function restoreVm(
+  process: Process,
+  layout: VmLayout,
+  options: {
+    sessionName: string;
+    hwptToken: number;
+    order?: readonly VmFile[];
+    nextHwptToken?: number;
+    copierTail?: number;
+    finish?: boolean;
+    /** The process's `/dev/liveupdate`, when it has it open already. */
+    luo?: LiveUpdateDevice;
+    /** The session, when the process retrieved it already. */
+    session?: LiveUpdateSession;
+  },
+): Promise<Vm & { session: LiveUpdateSession; restoredHwpt: number }> {
+  const luo = options.luo ?? (await LiveUpdateDevice.open(process));
+  const session = options.session ?? (await luo.retrieveSession(options.sessionName));
+  const fds: Partial<Record<VmFile, number>> = {};
+  for (const file of options.order ?? (['memfd', 'iommufd', 'nic', 'copier'] as const)) {
+    fds[file] = await session.retrieveFd(VM_TOKENS[file]);
+  }
+  const iommufd = IommufdDevice.fromFd(process, fds.iommufd!);
+  const restoredHwpt = await iommufd.hwptLuRestore(options.hwptToken);
+  const nicDevice = VfioDevice.fromFd(process, fds.nic!);
+  const copyDevice = VfioDevice.fromFd(process, fds.copier!);
+  const nicDevId = await nicDevice.bindIommufd(iommufd.fd);
+  await copyDevice.bindIommufd(iommufd.fd);
+  const ram = await GuestRam.fromFd(process, fds.memfd!, layout.ramSize);
+  const ioas = await mapGuestRam(iommufd, ram, layout);
+  const hwpt = await iommufd.hwptAlloc(nicDevId, ioas);
+  await nicDevice.attach(hwpt);
+  await copyDevice.attach(hwpt);
+  await iommufd.destroy(restoredHwpt);
+  if (options.nextHwptToken !== undefined) {
+    await iommufd.hwptLuSetPreserve(hwpt, options.nextHwptToken);
+  }
+  if (options.finish ?? true) await session.finish();
+  return {
+    process,
+    layout,
+    iommufd,
+    ioas,
+    hwpt,
+    ram,
+    nic: new GuestNic(nicDevice, ram, layout.nic),
+    copier: new GuestCopyEngine(copyDevice, ram, {
+      ...layout.copier,
+      ...(options.copierTail === undefined ? {} : { tail: options.copierTail }),
+    }),
+    luo,
+    session,
+    restoredHwpt,
+  };
 }
