@@ -66,17 +66,6 @@ export function record(n: number, length = 0): string {
   return text.padEnd(Math.max(length, text.length), String(n % 10));
 }
 
-/** The errno name a call rejects with, or `undefined` when it resolves. */
-export async function errnoOf(promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise;
-    return undefined;
-  } catch (error) {
-    if (KernelError.isInstance(error)) return error.code;
-    throw error;
-  }
-}
-
 /** Create session `name` and preserve `fd` in it under token 1. */
 export async function preserveIn(
   device: LiveUpdateDevice,
@@ -145,3 +134,5 @@ export async function readRingContent(process: Process, fd: number): Promise<unk
     await process.munmap(mapping);
   }
 }
+
+export { errnoOf } from '@liveupdate/testkit';

@@ -17,6 +17,7 @@ export {
   bootForLiveUpdate,
   type BootForLiveUpdateOptions,
 } from './live-update-harness.js';
+export { errnoOf } from './errno-of.js';
 export { twoStage, type TwoStageOptions } from './two-stage.js';
 export {
   LEAK_STATS,

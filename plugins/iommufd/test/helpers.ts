@@ -1,6 +1,6 @@
 import { afterEach } from 'vitest';
 import type { StructCodec } from '@liveupdate/core';
-import { KernelError, type Process } from '@liveupdate/machine';
+import type { Process } from '@liveupdate/machine';
 import { bootForLiveUpdate, testkitStats, type LiveUpdateHarness } from '@liveupdate/testkit';
 import {
   IOMMU_DESTROY,
@@ -42,17 +42,6 @@ export async function bootHarness(): Promise<LiveUpdateHarness> {
 /** The first process of {@link bootHarness}. */
 export async function bootIommufd(): Promise<Process> {
   return (await bootHarness()).process;
-}
-
-/** The errno name a call rejects with, or `undefined` when it resolves. */
-export async function errnoOf(promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise;
-    return undefined;
-  } catch (error) {
-    if (KernelError.isInstance(error)) return error.code;
-    throw error;
-  }
 }
 
 /** `value` encoded as `codec`, with `size` set to the struct's size. */
@@ -156,3 +145,5 @@ export async function memfdOf(process: Process, size: number, fill?: number): Pr
 }
 
 export { testkitStats };
+
+export { errnoOf } from '@liveupdate/testkit';

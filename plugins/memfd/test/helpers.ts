@@ -1,7 +1,6 @@
 import { afterEach, expect } from 'vitest';
 import { createKernelImage, type PageStats } from '@liveupdate/kernel';
 import {
-  KernelError,
   LINUX_REBOOT_CMD_KEXEC,
   Machine,
   type KernelImage,
@@ -71,17 +70,6 @@ export async function kexec(
   return machine.spawn();
 }
 
-/** The errno name a syscall rejects with, or `undefined` when it resolves. */
-export async function errnoOf(promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise;
-    return undefined;
-  } catch (error) {
-    if (KernelError.isInstance(error)) return error.code;
-    throw error;
-  }
-}
-
 export interface Stats {
   pages: PageStats;
   kho: {
@@ -149,3 +137,5 @@ export async function writeAll(
     expect(await process.pwrite(fd, piece, offset + at)).toBe(piece.length);
   }
 }
+
+export { errnoOf } from '@liveupdate/testkit';

@@ -45,17 +45,6 @@ export async function bootVfio(
   return harness;
 }
 
-/** The errno name a call rejects with, or `undefined` when it resolves. */
-export async function errnoOf(promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise;
-    return undefined;
-  } catch (error) {
-    if (KernelError.isInstance(error)) return error.code;
-    throw error;
-  }
-}
-
 /**
  * The IOMMU driver allocates a bus's context table at the first attach there and keeps it for the
  * life of the kernel, as VT-d does. Attach once, then close everything, so a test's baseline of
@@ -83,3 +72,5 @@ export async function readEventfd(process: Process, fd: number): Promise<number>
 
 export { testkitStats };
 export type { Process };
+
+export { errnoOf } from '@liveupdate/testkit';
