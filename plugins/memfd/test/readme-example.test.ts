@@ -1,19 +1,6 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
+import { runReadmeExample } from '@liveupdate/vitest-config/readme-example';
 
 it('runs the README example: a sealed memfd comes back after a live update', () => {
-  const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
-  const [main] = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
-  // Inside the package, so that `@liveupdate/plugin-memfd` resolves to it by self-reference.
-  const dir = mkdtempSync(fileURLToPath(new URL('./readme-', import.meta.url)));
-  try {
-    writeFileSync(join(dir, 'main.mjs'), main!);
-    const output = execFileSync(process.execPath, ['main.mjs'], { cwd: dir, encoding: 'utf8' });
-    expect(output.trim()).toBe('hello, next kernel true');
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  expect(runReadmeExample(import.meta.url)).toBe('hello, next kernel true');
 });
