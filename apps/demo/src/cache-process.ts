@@ -37,28 +37,19 @@ export interface CacheRetrieveTimings {
 
 /**
  * The cache service: a process whose key-value table lives in a memfd it has mapped. Across a
- * live update it keeps `/dev/liveupdate` and its session fd open, so the kernel hands the memfd
- * over; the next kernel's cache process retrieves it and answers from the same frames.
+ * live update it keeps its session fd open, so the kernel hands the memfd over; the next kernel's cache process retrieves it and answers from the same frames.
  */
 export class CacheProcess {
   readonly process: Process;
   readonly memfd: number;
   readonly mapping: MemoryMapping;
   readonly cache: KvCache;
-  #device: LiveUpdateDevice | undefined;
 
-  private constructor(
-    process: Process,
-    memfd: number,
-    mapping: MemoryMapping,
-    cache: KvCache,
-    device?: LiveUpdateDevice,
-  ) {
+  private constructor(process: Process, memfd: number, mapping: MemoryMapping, cache: KvCache) {
     this.process = process;
     this.memfd = memfd;
     this.mapping = mapping;
     this.cache = cache;
-    this.#device = device;
   }
 
   /** Start a cache process on `machine` and build a table of `layout.keys` keys in a new memfd. */
@@ -112,8 +103,10 @@ export class CacheProcess {
     const firstKeyAt = machine.now();
     // Its files are retrieved and finished; closing the incoming session just drops it.
     await session.close();
+    // `/dev/liveupdate` opens exclusively: other services (the VMM) retrieve their sessions next.
+    await device.close();
     return {
-      cacheProcess: new CacheProcess(process, memfd, mapping, cache, device),
+      cacheProcess: new CacheProcess(process, memfd, mapping, cache),
       timings: {
         'liveupdate-open': open,
         'retrieve-session': retrieveSession,
@@ -128,15 +121,17 @@ export class CacheProcess {
   }
 
   /**
-   * Hand the memfd to the next kernel: open `/dev/liveupdate` (kept open), create the session and
-   * preserve the memfd in it. The heavy step, done while the cache still serves. The session fd is
-   * never closed: the process holds it until it ends at the kexec, after LUO has serialized it.
-   * Returns the milliseconds it took.
+   * Hand the memfd to the next kernel: open `/dev/liveupdate`, create the session, close the
+   * device (it opens exclusively, and other services need it too) and preserve the memfd in the
+   * session. The heavy step, done while the cache still serves. The session fd is never closed:
+   * the process holds it until it ends at the kexec, after LUO has serialized it. Returns the
+   * milliseconds it took.
    */
   async preserve(): Promise<number> {
     const start = performance.now();
-    this.#device ??= await LiveUpdateDevice.open(this.process);
-    const session = await this.#device.createSession(CACHE_SESSION);
+    const device = await LiveUpdateDevice.open(this.process);
+    const session = await device.createSession(CACHE_SESSION);
+    await device.close();
     await session.preserveFd(this.memfd, CACHE_TOKEN);
     return performance.now() - start;
   }

@@ -1,6 +1,7 @@
-import { LINUX_REBOOT_CMD_KEXEC, type KernelImage, type Machine } from '@liveupdate/machine';
-import { CacheProcess, type CacheRetrieveTimings } from './cache-process.js';
-import { kexecTimings, type KexecPhases } from './phase-timings.js';
+import type { KernelImage, Machine } from '@liveupdate/machine';
+import type { CacheProcess, CacheRetrieveTimings } from './cache-process.js';
+import { liveUpdateHost, type HostLiveUpdate } from './live-update-host.js';
+import type { KexecPhases } from './phase-timings.js';
 
 /** Milliseconds of every phase of one live update, kernel side then the new cache's side. */
 export type LiveUpdatePhases = KexecPhases & CacheRetrieveTimings;
@@ -52,28 +53,25 @@ export async function liveUpdateCache(
   cacheProcess: CacheProcess,
   next: KernelImage,
 ): Promise<CacheLiveUpdate> {
-  const preserveMs = await cacheProcess.preserve();
-  const updater = machine.spawn();
-  const start = performance.now();
-  await updater.kexecLoad(next);
-  const kexecLoadMs = performance.now() - start;
-  // Resolves once the new kernel runs; the updater and the old cache process have ended.
-  await updater.reboot(LINUX_REBOOT_CMD_KEXEC);
-  const retrieved = await CacheProcess.retrieve(machine);
-  const kexec = kexecTimings(machine, machine.bootCount - 1);
-  const phases: LiveUpdatePhases = { ...kexec.phases, ...retrieved.timings };
-  const blackoutMs = retrieved.firstKeyAt - kexec.rebootStart;
+  return cacheLiveUpdateOf(await liveUpdateHost(machine, { cache: cacheProcess }, next));
+}
+
+/** The cache's view of a host live update that carried a cache. */
+export function cacheLiveUpdateOf(update: HostLiveUpdate): CacheLiveUpdate {
+  const { cache } = update;
+  if (!cache) throw new Error(`the live update ${update.from} → ${update.to} carried no cache`);
+  const phases: LiveUpdatePhases = { ...update.kernelPhases, ...cache.phases };
   const covered = BLACKOUT_PHASES.reduce((sum, name) => sum + phases[name], 0);
   return {
-    from: kexec.from,
-    to: kexec.to,
-    blackoutMs,
-    untilKernelRunningMs: kexec.running - kexec.rebootStart,
+    from: update.from,
+    to: update.to,
+    blackoutMs: cache.blackoutMs,
+    untilKernelRunningMs: update.untilKernelRunningMs,
     phases,
-    otherMs: blackoutMs - covered,
-    preserveMs,
-    kexecLoadMs,
-    firstKeyOk: retrieved.firstKeyOk,
-    cacheProcess: retrieved.cacheProcess,
+    otherMs: cache.blackoutMs - covered,
+    preserveMs: cache.preserveMs,
+    kexecLoadMs: update.kexecLoadMs,
+    firstKeyOk: cache.firstKeyOk,
+    cacheProcess: cache.cacheProcess,
   };
 }

@@ -1,22 +1,31 @@
-// `pnpm demo`: a key-value cache keeps a million keys in a memfd while the kernel under it is
-// live-updated (6.18.0 → 6.18.1, or further with --updates). The cache preserves its memfd in a
-// LUO session; after the kexec a new cache process retrieves it, maps it and answers every key
-// from the same RAM frames. Prints each phase of the blackout and how long it took, or with
-// --json only a report. Exits 1 if any key comes back wrong.
+// `pnpm demo`: the host the LUO document has in mind. A key-value cache keeps a million keys in a
+// memfd, and a VM keeps its guest RAM in a sealed memfd with a passthrough NIC (vfio, iommufd)
+// streaming packets into a ring there, while the kernel under them is live-updated (6.18.0 →
+// 6.18.1, or further with --updates). Each preserves its files in a LUO session; after the kexec
+// new processes retrieve them: the cache answers every key from the same RAM frames, the VMM
+// moves the still-running NIC onto a new IOAS and its guest takes up the ring where it left it.
+// Prints each phase of the blackout, what the NIC did during it, and the checks; with --json only
+// a report. Exits 1 if any check fails.
 import { Machine } from '@liveupdate/machine';
-import { cacheKernelImage } from './cache-kernel-image.js';
 import { CacheProcess, CACHE_SESSION, CACHE_TOKEN, FIRST_KEY } from './cache-process.js';
 import { DEMO_USAGE, parseDemoOptions, type DemoOptions } from './demo-options.js';
+import { hostKernelImage } from './host-kernel-image.js';
 import { planKvCache, type KvCacheCheck, type KvCacheLayout } from './kv-cache.js';
 import {
-  liveUpdateCache,
+  cacheLiveUpdateOf,
   type CacheLiveUpdate,
   type LiveUpdatePhases,
 } from './live-update-cache.js';
+import { liveUpdateHost, type VmDmaReport, type VmLiveUpdate } from './live-update-host.js';
 import { textTable } from './text-table.js';
+import { checkGuestRing, type GuestRingCheck } from './vm-ring-check.js';
+import { NIC_BDF, VM_SESSION, VmmProcess, type VmRestoreTimings } from './vm-process.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
+/** The NIC's packet rate and the guest's ring: 4,095 packets of room, about 400 ms at this rate. */
+const NIC_PACKETS_PER_SECOND = 10_000;
+const RING_SIZE = 4096;
 
 /** One live update in the JSON report. */
 interface LiveUpdateReport {
@@ -26,6 +35,23 @@ interface LiveUpdateReport {
   readonly untilKernelRunningMs: number;
   readonly phases: Readonly<Record<keyof LiveUpdatePhases | 'other', number>>;
   readonly cache: { readonly keys: number; readonly verified: number; readonly mismatches: number };
+  readonly vm: {
+    readonly blackoutMs: number;
+    readonly guestPausedMs: number;
+    readonly preserveMs: number;
+    readonly phases: Readonly<Record<keyof VmRestoreTimings, number>>;
+    readonly ring: GuestRingCheck;
+  };
+  readonly dma: VmDmaReport;
+}
+
+/** One live update as the demo saw it: both services' sides and the checks made after it. */
+interface UpdateSeen {
+  readonly update: CacheLiveUpdate;
+  readonly vm: VmLiveUpdate;
+  readonly check: KvCacheCheck;
+  readonly verifyMs: number;
+  readonly ring: GuestRingCheck;
 }
 
 const ms = (value: number): number => Number(value.toFixed(3));
@@ -40,25 +66,31 @@ function storyLines(machine: Machine, boot: number): string {
   return machine
     .dmesg(boot)
     .split('\n')
-    .filter((line) => /LUO|KHO|memfd|kexec|reboot|Linux version/.test(line))
+    .filter((line) => /LUO|KHO|memfd|iommufd|vfio|DMAR|kexec|reboot|Linux version/.test(line))
     .map((line) => `  ${line}`)
     .join('\n');
 }
 
 async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean> {
   const say = options.json ? () => undefined : console.log;
+  const guestBytes = options.guestMib * MiB;
   // Allocated lazily: only frames the kernels touch cost host memory.
-  const ramBytes = Math.max(2, Math.ceil(layout.fileBytes / GiB) + 1) * GiB;
+  const ramBytes = Math.max(2, Math.ceil((layout.fileBytes + guestBytes) / GiB) + 1) * GiB;
   const versions = Array.from({ length: options.updates + 1 }, (_, n) => `6.18.${n}`);
-  const machine = Machine.create({ ramBytes });
-  const updates: { update: CacheLiveUpdate; check: KvCacheCheck; verifyMs: number }[] = [];
+  const machine = Machine.create({
+    ramBytes,
+    devices: [{ kind: 'nic', bdf: NIC_BDF, packetsPerSecond: NIC_PACKETS_PER_SECOND }],
+  });
+  const seen: UpdateSeen[] = [];
+  let vmm: VmmProcess | undefined;
   try {
     say(
       `liveupdate demo: ${ramBytes / GiB} GiB machine, kernels ${versions.join(' → ')}, ` +
-        `cache of ${count(options.keys)} keys in a ${options.mib} MiB memfd`,
+        `cache of ${count(options.keys)} keys in a ${options.mib} MiB memfd, ` +
+        `VM with ${options.guestMib} MiB of guest RAM and a passthrough NIC at ${NIC_BDF}`,
     );
     let start = performance.now();
-    await machine.boot(cacheKernelImage(versions[0]!));
+    await machine.boot(hostKernelImage(versions[0]!));
     say(`\n${versions[0]} cold boot: ${fixed(performance.now() - start)} ms`);
     const created = await CacheProcess.create(machine, layout);
     let cacheProcess = created.cacheProcess;
@@ -70,24 +102,48 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
       `  built ${count(layout.keys)} keys in ${count(layout.slots)} slots of ${layout.recordBytes} B ` +
         `(load ${(layout.keys / layout.slots).toFixed(2)}) through the mapping: ${fixed(created.timings.build)} ms`,
     );
+    start = performance.now();
+    vmm = await VmmProcess.create(machine, { guestBytes, ringSize: RING_SIZE });
+    say(
+      `VMM pid ${vmm.process.pid}: guest RAM memfd of ${options.guestMib} MiB (sealed grow/shrink/seal), ` +
+        `iommufd IOAS ${vmm.ioas} mapping it at IOVA 0, NIC ${NIC_BDF} bound through vfio and ` +
+        `attached to HWPT ${vmm.hwpt} (marked for preservation): ${fixed(performance.now() - start)} ms`,
+    );
+    say(
+      `  the guest polls a ring of ${count(RING_SIZE)} descriptors in guest RAM; the NIC sends ` +
+        `${count(NIC_PACKETS_PER_SECOND)} packets/s, so the ring holds ` +
+        `${fixed(((RING_SIZE - 1) / NIC_PACKETS_PER_SECOND) * 1000)} ms of traffic`,
+    );
 
     for (const next of versions.slice(1)) {
-      const update = await liveUpdateCache(machine, cacheProcess, cacheKernelImage(next));
+      const host = await liveUpdateHost(
+        machine,
+        { cache: cacheProcess, vmm },
+        hostKernelImage(next),
+      );
+      const update = cacheLiveUpdateOf(host);
+      const vm = host.vm!;
       cacheProcess = update.cacheProcess;
+      vmm = vm.vmm;
       start = performance.now();
-      const check = cacheProcess.cache.verifyAll();
+      // Yields between slices, so the guest loop keeps draining its ring meanwhile.
+      const check = await cacheProcess.cache.verifyAllYielding();
       const verifyMs = performance.now() - start;
-      updates.push({ update, check, verifyMs });
+      const ring = await checkGuestRing(vmm.guest, vm.ring);
+      seen.push({ update, vm, check, verifyMs, ring });
 
       say(heading(`live update ${update.from} → ${update.to}`));
-      say('before the blackout, while the cache serves:');
+      say('before the blackout, while the cache serves and the NIC streams into the guest:');
       say(
         `  PRESERVE_FD of the memfd as token ${CACHE_TOKEN} in session "${CACHE_SESSION}": ${fixed(update.preserveMs)} ms`,
       );
       say(
+        `  PRESERVE_FD of guest RAM, the iommufd and the NIC's vfio cdev in session "${VM_SESSION}": ${fixed(vm.preserveMs)} ms`,
+      );
+      say(
         `  kexec_load ${update.to} (its worker starts and imports its modules): ${fixed(update.kexecLoadMs)} ms`,
       );
-      say(`then reboot(LINUX_REBOOT_CMD_KEXEC); from the kernels' logs:`);
+      say(`then the guest pauses and reboot(LINUX_REBOOT_CMD_KEXEC); from the kernels' logs:`);
       say(storyLines(machine, machine.bootCount - 2));
       say(storyLines(machine, machine.bootCount - 1));
       say(
@@ -96,36 +152,81 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
           `${update.firstKeyOk ? 'right value' : 'WRONG VALUE'}`,
       );
       say(
+        `new VMM pid ${vmm.process.pid}: retrieved "${VM_SESSION}", restored HWPT, bound the NIC, ` +
+          `moved it onto IOAS ${vmm.ioas} without stopping it, finished; the guest resumed its ring`,
+      );
+      say(
         `verified every key: ${count(check.verified)} of ${count(layout.keys)} right, ` +
           `${count(check.mismatches)} mismatches (${fixed(verifyMs)} ms)`,
       );
+      say(nicLines(vm.dma));
+      say(ringLine(ring));
     }
 
     if (options.json) {
-      const liveUpdates: LiveUpdateReport[] = updates.map(({ update, check }) => ({
+      const liveUpdates: LiveUpdateReport[] = seen.map(({ update, vm, check, ring }) => ({
         from: update.from,
         to: update.to,
         blackoutMs: ms(update.blackoutMs),
         untilKernelRunningMs: ms(update.untilKernelRunningMs),
-        phases: Object.fromEntries(
-          Object.entries({ ...update.phases, other: update.otherMs }).map(([name, value]) => [
-            name,
-            ms(value),
-          ]),
-        ) as LiveUpdateReport['phases'],
+        phases: msRecord({ ...update.phases, other: update.otherMs }),
         cache: { keys: layout.keys, verified: check.verified, mismatches: check.mismatches },
+        vm: {
+          blackoutMs: ms(vm.blackoutMs),
+          guestPausedMs: ms(vm.guestPausedMs),
+          preserveMs: ms(vm.preserveMs),
+          phases: msRecord(vm.phases),
+          ring,
+        },
+        dma: vm.dma,
       }));
       console.log(JSON.stringify({ liveUpdates }, null, 2));
     } else {
-      printPhases(updates.map((u) => u.update));
+      printPhases(seen);
     }
   } finally {
+    // The guest loop issues syscalls; stop it before the machine goes.
+    await vmm?.guest.pause().catch(() => undefined);
     await machine.shutdown();
   }
-  return updates.every(({ update, check }) => update.firstKeyOk && check.mismatches === 0);
+  return seen.every(
+    ({ update, vm, check, ring }) =>
+      update.firstKeyOk &&
+      check.mismatches === 0 &&
+      ring.ok &&
+      vm.dma.iommuFaults === 0 &&
+      vm.dma.packetsDropped === 0,
+  );
 }
 
-function printPhases(updates: readonly CacheLiveUpdate[]): void {
+function msRecord<K extends string>(record: Readonly<Record<K, number>>): Record<K, number> {
+  return Object.fromEntries(
+    Object.entries<number>(record).map(([name, value]) => [name, ms(value)]),
+  ) as Record<K, number>;
+}
+
+function nicLines(dma: VmDmaReport): string {
+  return [
+    `the NIC during the update (PRESERVE_FD of the VM → new VMM done): ${count(dma.packetsSent)} sent, ` +
+      `${count(dma.packetsDelivered)} delivered, ${count(dma.packetsDropped)} dropped, ` +
+      `${count(dma.iommuFaults)} IOMMU faults`,
+    `  ${count(dma.deliveredDuringBlackout)} delivered into guest RAM while the guest was paused; ` +
+      `most waiting in the ring at one poll: ${count(dma.maxRingOccupancy)} of ${count(RING_SIZE - 1)}`,
+  ].join('\n');
+}
+
+function ringLine(ring: GuestRingCheck): string {
+  return (
+    `the guest's ring since the VM booted: sequence numbers 0…${count(ring.sequences - 1)}, ` +
+    `${count(ring.missing)} missing, ${count(ring.outOfOrder)} out of order, ` +
+    `${count(ring.badChecksum)} bad checksums; ${count(ring.takenAfterResume)} packets taken after ` +
+    `resuming: ${ring.ok ? 'ring intact' : 'RING BROKEN'}`
+  );
+}
+
+function printPhases(seen: readonly UpdateSeen[]): void {
+  const updates = seen.map((s) => s.update);
+  const columns = ['phase', ...updates.map((u) => `${u.from} → ${u.to}`)];
   console.log(heading('the blackout, phase by phase (ms)'));
   const rows: [string, (u: CacheLiveUpdate) => number][] = [
     ['reboot notifiers (LUO freeze, serialize)', (u) => u.phases['reboot-notifiers']],
@@ -146,18 +247,47 @@ function printPhases(updates: readonly CacheLiveUpdate[]): void {
   ];
   console.log(
     textTable(
-      ['phase', ...updates.map((u) => `${u.from} → ${u.to}`)],
+      columns,
       rows.map(([label, pick]) => [label, ...updates.map((u) => fixed(pick(u)))]),
+    ),
+  );
+
+  console.log(heading("the VM's blackout, after the cache's (ms)"));
+  const vmRows: [string, (s: UpdateSeen) => number][] = [
+    ['reboot → first key answered (the cache first)', (s) => s.update.blackoutMs],
+    ['new VMM: retrieve session', (s) => s.vm.phases['retrieve-session']],
+    ['retrieve fds (NIC, guest RAM, iommufd)', (s) => s.vm.phases['retrieve-fds']],
+    ['IOMMU_HWPT_LU_RESTORE', (s) => s.vm.phases['hwpt-restore']],
+    ['bind the NIC to the iommufd', (s) => s.vm.phases.bind],
+    ['new IOAS, map guest RAM, hitless attach', (s) => s.vm.phases['new-ioas']],
+    ['destroy restored HWPT, finish session', (s) => s.vm.phases.finish],
+    ['mmap guest RAM, guest polls its ring', (s) => s.vm.phases.resume],
+    [
+      'other (process spawn, messages)',
+      (s) =>
+        s.vm.blackoutMs -
+        s.update.blackoutMs -
+        Object.values<number>({ ...s.vm.phases }).reduce((sum, value) => sum + value, 0),
+    ],
+    ['VM blackout: reboot → guest polls', (s) => s.vm.blackoutMs],
+    ['guest paused (before reboot → polls again)', (s) => s.vm.guestPausedMs],
+  ];
+  console.log(
+    textTable(
+      columns,
+      vmRows.map(([label, pick]) => [label, ...seen.map((s) => fixed(pick(s)))]),
     ),
   );
   console.log(
     [
       '',
       "Kernel phases come from the kernels' and the machine's trace spans; those of the new cache",
-      "process (open … first key) are timed by the caller, around each syscall (LUO's own spans,",
-      'luo-deserialize, luo-retrieve and luo-finish, sit inside them, in machine.spans()). The',
-      "blackout runs from the old kernel's reboot span to the new cache answering its first key;",
-      'the memfd itself is never copied: the new kernel gets its frames by physical address.',
+      'process (open … first key) and the new VMM are timed by the caller, around each syscall',
+      "(LUO's own spans, luo-deserialize, luo-retrieve and luo-finish, sit inside them, in",
+      "machine.spans()). The cache's blackout runs from the old kernel's reboot span to the new",
+      "cache answering its first key, the VM's to the guest's first poll of its ring; the NIC",
+      'never stopped, and neither memfd was copied: the new kernel gets their frames by physical',
+      'address, and the IOMMU kept translating through the page tables the old kernel left.',
     ].join('\n'),
   );
 }

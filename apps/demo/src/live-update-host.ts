@@ -1,0 +1,135 @@
+import { LINUX_REBOOT_CMD_KEXEC, type KernelImage, type Machine } from '@liveupdate/machine';
+import { CacheProcess, type CacheRetrieveTimings } from './cache-process.js';
+import { kexecTimings, type KexecPhases } from './phase-timings.js';
+import type { GuestNicState } from './vm-guest-nic.js';
+import { NIC_BDF, VmmProcess, type VmRestoreTimings } from './vm-process.js';
+
+/** The services running on the host that a live update carries over. Either may be absent. */
+export interface HostServices {
+  readonly cache?: CacheProcess;
+  readonly vmm?: VmmProcess;
+}
+
+/** What the NIC did during one live update, from the machine's DMA counters and the guest's ring. */
+export interface VmDmaReport {
+  /** Packets the NIC's source produced: delivered + dropped (`machine.counters()`). */
+  readonly packetsSent: number;
+  /** Packets the NIC wrote into the ring in guest RAM (`packets` counter). */
+  readonly packetsDelivered: number;
+  /** Packets the NIC dropped: ring full, bus mastering off or a fault (`drops` counter). */
+  readonly packetsDropped: number;
+  /** NIC DMA transactions the IOMMU blocked (`faults` counter). */
+  readonly iommuFaults: number;
+  /** Most packets the guest found waiting in its ring at one poll (read from the ring). */
+  readonly maxRingOccupancy: number;
+  /** Packets delivered while the guest was paused: its last poll before the reboot → its first after. */
+  readonly deliveredDuringBlackout: number;
+}
+
+/** The VM's side of one live update. */
+export interface VmLiveUpdate {
+  /** The old kernel's `reboot` span begins → the new VMM's guest has polled its ring. */
+  readonly blackoutMs: number;
+  /** The guest paused (just before the reboot) → the guest polled again: its own downtime. */
+  readonly guestPausedMs: number;
+  /** `PRESERVE_FD` of guest RAM, iommufd and NIC, before the blackout. */
+  readonly preserveMs: number;
+  /** The new VMM's steps, in order. */
+  readonly phases: VmRestoreTimings;
+  /** Counted from the VMM's first step of the update (`PRESERVE_FD`) to the new VMM being done. */
+  readonly dma: VmDmaReport;
+  /** The guest's driver state (cumulative since the VM booted) right after it resumed. */
+  readonly ring: GuestNicState;
+  /** The VMM of the new kernel. */
+  readonly vmm: VmmProcess;
+}
+
+/** The cache's side of one live update. */
+export interface CacheUpdateSide {
+  /** The old kernel's `reboot` span begins → the new cache process answers its first key. */
+  readonly blackoutMs: number;
+  readonly preserveMs: number;
+  readonly phases: CacheRetrieveTimings;
+  readonly firstKeyOk: boolean;
+  readonly cacheProcess: CacheProcess;
+}
+
+/** What {@link liveUpdateHost} measured. */
+export interface HostLiveUpdate {
+  readonly from: string;
+  readonly to: string;
+  /** Machine time at which the old kernel's `reboot` span began. */
+  readonly rebootStart: number;
+  /** The old kernel's `reboot` span begins → the machine sees the new kernel running. */
+  readonly untilKernelRunningMs: number;
+  readonly kernelPhases: KexecPhases;
+  /** `kexec_load` of the next kernel, before the blackout. */
+  readonly kexecLoadMs: number;
+  readonly cache?: CacheUpdateSide;
+  readonly vm?: VmLiveUpdate;
+}
+
+/**
+ * Live-update the kernel under the host's services to `next` (DESIGN §4): each service preserves
+ * its files in its own LUO session while it runs, an updater process loads the next kernel, the
+ * guest pauses, the updater reboots; in the new kernel the cache takes its memfd back first, then
+ * the VMM its VM.
+ */
+export async function liveUpdateHost(
+  machine: Machine,
+  services: HostServices,
+  next: KernelImage,
+): Promise<HostLiveUpdate> {
+  const { vmm } = services;
+  const atStart = machine.counters(NIC_BDF);
+  vmm?.guest.clearMaxOccupancy();
+  const cachePreserveMs = await services.cache?.preserve();
+  const vmPreserveMs = await vmm?.preserve();
+  const updater = machine.spawn();
+  const start = performance.now();
+  await updater.kexecLoad(next);
+  const kexecLoadMs = performance.now() - start;
+  await vmm?.guest.pause();
+  const pausedAt = machine.now();
+  const atPause = machine.counters(NIC_BDF);
+  // Resolves once the new kernel runs; the updater and the old service processes have ended.
+  await updater.reboot(LINUX_REBOOT_CMD_KEXEC);
+  const cacheRetrieved = services.cache ? await CacheProcess.retrieve(machine) : undefined;
+  const vmRetrieved = vmm ? await VmmProcess.retrieve(machine) : undefined;
+  const atResume = machine.counters(NIC_BDF);
+  const kexec = kexecTimings(machine, machine.bootCount - 1);
+
+  const cache: CacheUpdateSide | undefined = cacheRetrieved && {
+    blackoutMs: cacheRetrieved.firstKeyAt - kexec.rebootStart,
+    preserveMs: cachePreserveMs!,
+    phases: cacheRetrieved.timings,
+    firstKeyOk: cacheRetrieved.firstKeyOk,
+    cacheProcess: cacheRetrieved.cacheProcess,
+  };
+  const vm: VmLiveUpdate | undefined = vmRetrieved && {
+    blackoutMs: vmRetrieved.resumedAt - kexec.rebootStart,
+    guestPausedMs: vmRetrieved.resumedAt - pausedAt,
+    preserveMs: vmPreserveMs!,
+    phases: vmRetrieved.timings,
+    dma: {
+      packetsSent: atResume.packets + atResume.drops - (atStart.packets + atStart.drops),
+      packetsDelivered: atResume.packets - atStart.packets,
+      packetsDropped: atResume.drops - atStart.drops,
+      iommuFaults: atResume.faults - atStart.faults,
+      maxRingOccupancy: vmRetrieved.vmm.guest.state.maxOccupancy,
+      deliveredDuringBlackout: atResume.packets - atPause.packets,
+    },
+    ring: vmRetrieved.vmm.guest.state,
+    vmm: vmRetrieved.vmm,
+  };
+  return {
+    from: kexec.from,
+    to: kexec.to,
+    rebootStart: kexec.rebootStart,
+    untilKernelRunningMs: kexec.running - kexec.rebootStart,
+    kernelPhases: kexec.phases,
+    kexecLoadMs,
+    ...(cache && { cache }),
+    ...(vm && { vm }),
+  };
+}
