@@ -81,7 +81,8 @@ export async function liveUpdateHost(
   next: KernelImage,
 ): Promise<HostLiveUpdate> {
   const { vmm } = services;
-  const atStart = machine.counters(NIC_BDF);
+  const nicCounters = () => (vmm ? machine.counters(NIC_BDF) : undefined);
+  const atStart = nicCounters();
   vmm?.guest.clearMaxOccupancy();
   const cachePreserveMs = await services.cache?.preserve();
   const vmPreserveMs = await vmm?.preserve();
@@ -91,12 +92,12 @@ export async function liveUpdateHost(
   const kexecLoadMs = performance.now() - start;
   await vmm?.guest.pause();
   const pausedAt = machine.now();
-  const atPause = machine.counters(NIC_BDF);
+  const atPause = nicCounters();
   // Resolves once the new kernel runs; the updater and the old service processes have ended.
   await updater.reboot(LINUX_REBOOT_CMD_KEXEC);
   const cacheRetrieved = services.cache ? await CacheProcess.retrieve(machine) : undefined;
   const vmRetrieved = vmm ? await VmmProcess.retrieve(machine) : undefined;
-  const atResume = machine.counters(NIC_BDF);
+  const atResume = nicCounters();
   const kexec = kexecTimings(machine, machine.bootCount - 1);
 
   const cache: CacheUpdateSide | undefined = cacheRetrieved && {
@@ -106,22 +107,25 @@ export async function liveUpdateHost(
     firstKeyOk: cacheRetrieved.firstKeyOk,
     cacheProcess: cacheRetrieved.cacheProcess,
   };
-  const vm: VmLiveUpdate | undefined = vmRetrieved && {
-    blackoutMs: vmRetrieved.resumedAt - kexec.rebootStart,
-    guestPausedMs: vmRetrieved.resumedAt - pausedAt,
-    preserveMs: vmPreserveMs!,
-    phases: vmRetrieved.timings,
-    dma: {
-      packetsSent: atResume.packets + atResume.drops - (atStart.packets + atStart.drops),
-      packetsDelivered: atResume.packets - atStart.packets,
-      packetsDropped: atResume.drops - atStart.drops,
-      iommuFaults: atResume.faults - atStart.faults,
-      maxRingOccupancy: vmRetrieved.vmm.guest.state.maxOccupancy,
-      deliveredDuringBlackout: atResume.packets - atPause.packets,
-    },
-    ring: vmRetrieved.vmm.guest.state,
-    vmm: vmRetrieved.vmm,
-  };
+  const vm: VmLiveUpdate | undefined = vmRetrieved &&
+    atStart &&
+    atPause &&
+    atResume && {
+      blackoutMs: vmRetrieved.resumedAt - kexec.rebootStart,
+      guestPausedMs: vmRetrieved.resumedAt - pausedAt,
+      preserveMs: vmPreserveMs!,
+      phases: vmRetrieved.timings,
+      dma: {
+        packetsSent: atResume.packets + atResume.drops - (atStart.packets + atStart.drops),
+        packetsDelivered: atResume.packets - atStart.packets,
+        packetsDropped: atResume.drops - atStart.drops,
+        iommuFaults: atResume.faults - atStart.faults,
+        maxRingOccupancy: vmRetrieved.vmm.guest.state.maxOccupancy,
+        deliveredDuringBlackout: atResume.packets - atPause.packets,
+      },
+      ring: vmRetrieved.vmm.guest.state,
+      vmm: vmRetrieved.vmm,
+    };
   return {
     from: kexec.from,
     to: kexec.to,
