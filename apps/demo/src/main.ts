@@ -259,7 +259,7 @@ function printPhases(seen: readonly UpdateSeen[]): void {
     ['retrieve fds (NIC, guest RAM, iommufd)', (s) => s.vm.phases['retrieve-fds']],
     ['IOMMU_HWPT_LU_RESTORE', (s) => s.vm.phases['hwpt-restore']],
     ['bind the NIC to the iommufd', (s) => s.vm.phases.bind],
-    ['new IOAS, map guest RAM, hitless attach', (s) => s.vm.phases['new-ioas']],
+    ['new IOAS, map guest RAM, HWPT, hitless attach', (s) => s.vm.phases['new-ioas']],
     ['destroy restored HWPT, finish session', (s) => s.vm.phases.finish],
     ['mmap guest RAM, guest polls its ring', (s) => s.vm.phases.resume],
     [

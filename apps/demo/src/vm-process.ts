@@ -31,7 +31,10 @@ export interface VmRestoreTimings {
   readonly 'hwpt-restore': number;
   /** `VFIO_DEVICE_BIND_IOMMUFD` of the retrieved cdev to the retrieved iommufd. */
   readonly bind: number;
-  /** A new IOAS, `IOMMU_IOAS_MAP_FILE` of guest RAM, then the hitless attach of the NIC to it. */
+  /**
+   * A new IOAS, `IOMMU_IOAS_MAP_FILE` of guest RAM, a HWPT on it, then the hitless attach of the
+   * NIC to that HWPT.
+   */
   readonly 'new-ioas': number;
   /** `IOMMU_DESTROY` of the restored HWPT, then `SESSION_FINISH`. */
   readonly finish: number;
@@ -131,7 +134,8 @@ export class VmmProcess {
    * files (device first, to show the order does not matter), restore the HWPT, bind the NIC to
    * the retrieved iommufd, map guest RAM into a new IOAS and move the NIC onto it without
    * stopping it, destroy the restored HWPT, finish; then map guest RAM and resume the guest.
-   * `resumedAt` is the machine time of the guest's first poll.
+   * `resumedAt` is the machine time of the guest's first poll. Last, the new HWPT is marked for
+   * preservation, so the VM is ready for the next update.
    */
   static async retrieve(
     machine: Machine,
@@ -148,12 +152,13 @@ export class VmmProcess {
     const retrieveFds = lap();
     const restored = await luClient(iommufd).hwptLuRestore(VM_HWPT_TOKEN);
     const hwptRestore = lap();
-    await nic.bindIommufd(iommufd.fd);
+    const devId = await nic.bindIommufd(iommufd.fd);
     const bind = lap();
     const ioas = await iommufd.allocIoas();
     const size = await process.lseek(ramFd, 0, SEEK_END);
     await iommufd.mapFile(ioas, { fd: ramFd, length: size, iova: 0 });
-    const hwpt = await nic.attach(ioas);
+    const hwpt = await iommufd.hwptAlloc(devId, ioas);
+    await nic.attach(hwpt);
     const newIoas = lap();
     await iommufd.destroy(restored);
     await session.finish();
@@ -165,6 +170,8 @@ export class VmmProcess {
     const resumedAt = machine.now();
     guest.run();
     await session.close();
+    // Ready for the next update, after the blackout: the new HWPT is the one to hand over.
+    await luClient(iommufd).hwptLuSetPreserve(hwpt, VM_HWPT_TOKEN);
     return {
       vmm: new VmmProcess({ process, ram, iommufd, nic, guest, ioas, hwpt }),
       timings: {
