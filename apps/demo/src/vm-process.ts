@@ -42,16 +42,7 @@ export interface VmRestoreTimings {
   readonly resume: number;
 }
 
-// The issue 5 contract's iommufd client methods; typed here until plugin-iommufd ships them.
-interface IommufdLiveUpdateClient {
-  hwptLuSetPreserve(hwptId: number, token: number): Promise<void>;
-  hwptLuRestore(token: number): Promise<number>;
-}
-const luClient = (iommufd: IommufdDevice): IommufdLiveUpdateClient =>
-  iommufd as unknown as IommufdLiveUpdateClient;
-// Wrapping an fd retrieved from a session (the clients only open device nodes so far).
-const wrapIommufd = (process: Process, fd: number): IommufdDevice =>
-  new (IommufdDevice as unknown as new (p: Process, fd: number) => IommufdDevice)(process, fd);
+// Wrapping a vfio cdev fd retrieved from a session; typed here until plugin-vfio ships its own.
 const wrapVfio = (process: Process, fd: number): VfioDevice =>
   new (VfioDevice as unknown as new (p: Process, fd: number) => VfioDevice)(process, fd);
 
@@ -105,7 +96,7 @@ export class VmmProcess {
     const devId = await nic.bindIommufd(iommufd.fd);
     const hwpt = await iommufd.hwptAlloc(devId, ioas);
     await nic.attach(hwpt);
-    await luClient(iommufd).hwptLuSetPreserve(hwpt, VM_HWPT_TOKEN);
+    await iommufd.hwptLuSetPreserve(hwpt, VM_HWPT_TOKEN);
     const guest = await GuestNic.boot(nic, ram, layout.ringSize);
     guest.run();
     return new VmmProcess({ process, ram, iommufd, nic, guest, ioas, hwpt });
@@ -148,9 +139,9 @@ export class VmmProcess {
     const retrieveSession = lap();
     const nic = wrapVfio(process, await session.retrieveFd(VM_TOKENS.nic));
     const ramFd = await session.retrieveFd(VM_TOKENS.guestRam);
-    const iommufd = wrapIommufd(process, await session.retrieveFd(VM_TOKENS.iommufd));
+    const iommufd = IommufdDevice.fromFd(process, await session.retrieveFd(VM_TOKENS.iommufd));
     const retrieveFds = lap();
-    const restored = await luClient(iommufd).hwptLuRestore(VM_HWPT_TOKEN);
+    const restored = await iommufd.hwptLuRestore(VM_HWPT_TOKEN);
     const hwptRestore = lap();
     const devId = await nic.bindIommufd(iommufd.fd);
     const bind = lap();
@@ -171,7 +162,7 @@ export class VmmProcess {
     guest.run();
     await session.close();
     // Ready for the next update, after the blackout: the new HWPT is the one to hand over.
-    await luClient(iommufd).hwptLuSetPreserve(hwpt, VM_HWPT_TOKEN);
+    await iommufd.hwptLuSetPreserve(hwpt, VM_HWPT_TOKEN);
     return {
       vmm: new VmmProcess({ process, ram, iommufd, nic, guest, ioas, hwpt }),
       timings: {
