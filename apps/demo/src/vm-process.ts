@@ -42,10 +42,6 @@ export interface VmRestoreTimings {
   readonly resume: number;
 }
 
-// Wrapping a vfio cdev fd retrieved from a session; typed here until plugin-vfio ships its own.
-const wrapVfio = (process: Process, fd: number): VfioDevice =>
-  new (VfioDevice as unknown as new (p: Process, fd: number) => VfioDevice)(process, fd);
-
 /**
  * The VMM: a process holding a VM's guest RAM (a sealed memfd), an iommufd with one IOAS mapping
  * guest RAM at IOVA 0, and a passthrough NIC bound to it whose receive ring lives in guest RAM.
@@ -137,7 +133,7 @@ export class VmmProcess {
     const session = await device.retrieveSession(VM_SESSION);
     await device.close();
     const retrieveSession = lap();
-    const nic = wrapVfio(process, await session.retrieveFd(VM_TOKENS.nic));
+    const nic = VfioDevice.fromFd(process, await session.retrieveFd(VM_TOKENS.nic));
     const ramFd = await session.retrieveFd(VM_TOKENS.guestRam);
     const iommufd = IommufdDevice.fromFd(process, await session.retrieveFd(VM_TOKENS.iommufd));
     const retrieveFds = lap();
