@@ -26,7 +26,7 @@ const SIZES = [
 ];
 const SIZE_RING = 4096;
 const SIZE_RATE = 10_000;
-const SIZE_WARMUP = 1;
+const SIZE_WARMUP = 2;
 const SIZE_RUNS = 5;
 const RATES = [5_000, 20_000, 50_000, 100_000];
 const RATE_RING = 1024;

@@ -114,7 +114,9 @@ export class GuestNic {
       throw new Error('guest RAM holds no NIC driver state: it did not survive the update');
     }
     const nic = new GuestNic(device, ram, state.getUint32(U32.ringSize, true));
-    if (((await device.readRegister(NIC_REG_CTRL)) & NIC_CTRL_RX_ENABLE) === 0) {
+    // A reset function has memory decode off (its BAR cannot even be read) and receive off.
+    const decoding = ((await device.readConfig16(PCI_COMMAND)) & PCI_COMMAND_MEMORY) !== 0;
+    if (!decoding || ((await device.readRegister(NIC_REG_CTRL)) & NIC_CTRL_RX_ENABLE) === 0) {
       nic.poll();
       nic.#set32('resets', nic.state.resets + 1);
       nic.#set64('nextSequence', 0);
