@@ -5,6 +5,9 @@ import {
   F_SEAL_SHRINK,
   MFD_ALLOW_SEALING,
   SEEK_END,
+  mappingSlices,
+  readMapping,
+  writeMapping,
   type MemoryMapping,
   type Process,
 } from '@liveupdate/machine';
@@ -43,40 +46,21 @@ export class GuestRam {
 
   /** The bytes at guest-physical `gpa` (a copy). */
   read(gpa: number, length: number): Uint8Array {
-    const out = new Uint8Array(length);
-    for (let done = 0; done < length;) {
-      const { bytes, at } = this.#segment(gpa + done);
-      const n = Math.min(length - done, bytes.length - at);
-      out.set(bytes.subarray(at, at + n), done);
-      done += n;
-    }
-    return out;
+    return readMapping(this.mapping, gpa, length);
   }
 
   /** Write `data` at guest-physical `gpa`. */
   write(gpa: number, data: Uint8Array): void {
-    for (let done = 0; done < data.length;) {
-      const { bytes, at } = this.#segment(gpa + done);
-      const n = Math.min(data.length - done, bytes.length - at);
-      bytes.set(data.subarray(done, done + n), at);
-      done += n;
-    }
+    writeMapping(this.mapping, gpa, data);
   }
 
   /** A little-endian view of `[gpa, gpa + length)`, which must lie in one mapped segment. */
   view(gpa: number, length: number): DataView {
-    const { bytes, at } = this.#segment(gpa);
-    if (at + length > bytes.length) {
+    const slices = mappingSlices(this.mapping, gpa, length);
+    if (slices.length !== 1) {
       throw new RangeError(`guest-physical [${gpa}, +${length}) crosses a segment boundary`);
     }
-    return new DataView(bytes.buffer, bytes.byteOffset + at, length);
-  }
-
-  #segment(gpa: number): { bytes: Uint8Array; at: number } {
-    const segment = this.mapping.segments.find(
-      (s) => gpa >= s.offset && gpa < s.offset + s.bytes.length,
-    );
-    if (!segment) throw new RangeError(`guest-physical ${gpa} is outside guest RAM`);
-    return { bytes: segment.bytes, at: gpa - segment.offset };
+    const [bytes] = slices as [Uint8Array];
+    return new DataView(bytes.buffer, bytes.byteOffset, length);
   }
 }

@@ -14,7 +14,15 @@ export {
   physToPfn,
   type PhysAddr,
 } from './physical-memory.js';
-export { Process, type MappedSegment, type MemoryMapping, type SyscallChannel } from './process.js';
+export {
+  Process,
+  mappingSlices,
+  readMapping,
+  writeMapping,
+  type MappedSegment,
+  type MemoryMapping,
+  type SyscallChannel,
+} from './process.js';
 export * from './reboot.js';
 export { pairSpans, type TimelineEvent, type TimelineSpan } from './timeline.js';
 export * from './devices/dma-copy-device.js';

@@ -26,6 +26,52 @@ export interface MemoryMapping {
 }
 
 /**
+ * Live views of the bytes `[offset, offset + length)` of a mapping, one per segment the range
+ * crosses, in order: writing into them writes the file's frames. `RangeError` when the range is
+ * not inside the mapping.
+ */
+export function mappingSlices(
+  mapping: MemoryMapping,
+  offset: number,
+  length: number,
+): Uint8Array[] {
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+    throw new RangeError(`bad mapping range ${offset}+${length}`);
+  }
+  const slices: Uint8Array[] = [];
+  for (let done = 0; done < length;) {
+    const at = offset + done;
+    const segment = mapping.segments.find((s) => at >= s.offset && at < s.offset + s.bytes.length);
+    if (!segment) throw new RangeError(`offset ${at} is outside the mapping`);
+    const start = at - segment.offset;
+    const n = Math.min(length - done, segment.bytes.length - start);
+    slices.push(segment.bytes.subarray(start, start + n));
+    done += n;
+  }
+  return slices;
+}
+
+/** A copy of the bytes `[offset, offset + length)` of a mapping (see {@link mappingSlices}). */
+export function readMapping(mapping: MemoryMapping, offset: number, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let done = 0;
+  for (const slice of mappingSlices(mapping, offset, length)) {
+    out.set(slice, done);
+    done += slice.length;
+  }
+  return out;
+}
+
+/** Write `data` into a mapping at `offset` (see {@link mappingSlices}). */
+export function writeMapping(mapping: MemoryMapping, offset: number, data: Uint8Array): void {
+  let done = 0;
+  for (const slice of mappingSlices(mapping, offset, data.length)) {
+    slice.set(data.subarray(done, done + slice.length));
+    done += slice.length;
+  }
+}
+
+/**
  * A userspace process. It runs in the calling thread; each method is a syscall that travels to
  * the kernel currently running on the machine and resolves with its result, or rejects with a
  * `KernelError` carrying the errno (`code: 'EBADF'`, `errno: 9`).

@@ -31,7 +31,10 @@ import {
   PCI_COMMAND,
   PCI_COMMAND_MASTER,
   PCI_COMMAND_MEMORY,
+  mappingSlices,
   nicPacketChecksum,
+  readMapping,
+  writeMapping,
   type MemoryMapping,
   type Process,
 } from '@liveupdate/machine';
@@ -70,23 +73,11 @@ export class GuestRam {
 
   /** The bytes at guest-physical `gpa` (a copy). */
   read(gpa: number, length: number): Uint8Array {
-    const out = new Uint8Array(length);
-    for (let done = 0; done < length;) {
-      const { bytes, at } = this.#segment(gpa + done);
-      const n = Math.min(length - done, bytes.length - at);
-      out.set(bytes.subarray(at, at + n), done);
-      done += n;
-    }
-    return out;
+    return readMapping(this.mapping, gpa, length);
   }
 
   write(gpa: number, data: Uint8Array): void {
-    for (let done = 0; done < data.length;) {
-      const { bytes, at } = this.#segment(gpa + done);
-      const n = Math.min(data.length - done, bytes.length - at);
-      bytes.set(data.subarray(done, done + n), at);
-      done += n;
-    }
+    writeMapping(this.mapping, gpa, data);
   }
 
   view(gpa: number, length: number): DataView {
@@ -96,22 +87,7 @@ export class GuestRam {
 
   /** The physical frames behind `[gpa, gpa + length)`, for observing RAM after the VMM is gone. */
   physical(gpa: number, length: number): Uint8Array[] {
-    const out: Uint8Array[] = [];
-    for (let done = 0; done < length;) {
-      const { bytes, at } = this.#segment(gpa + done);
-      const n = Math.min(length - done, bytes.length - at);
-      out.push(bytes.subarray(at, at + n));
-      done += n;
-    }
-    return out;
-  }
-
-  #segment(gpa: number): { bytes: Uint8Array; at: number } {
-    const segment = this.mapping.segments.find(
-      (s) => gpa >= s.offset && gpa < s.offset + s.bytes.length,
-    );
-    if (!segment) throw new RangeError(`guest-physical ${gpa} is outside guest RAM`);
-    return { bytes: segment.bytes, at: gpa - segment.offset };
+    return mappingSlices(this.mapping, gpa, length);
   }
 }
 
