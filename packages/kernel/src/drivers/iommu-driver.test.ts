@@ -83,6 +83,22 @@ describe('IOMMU driver', () => {
     );
   });
 
+  it('finds one mapped page deep inside a large range and maps none of the range', () => {
+    const { iommu, pages } = setup();
+    const domain = iommu.allocDomain();
+    const frame = pages.allocPages(0).pfn * PAGE_SIZE;
+    const lone = 0x4000_0000 + 12 * MiB + 5 * PAGE_SIZE;
+    iommu.map(domain, lone, frame, PAGE_SIZE, { read: true });
+    const big = pages.allocPages(9).pfn * PAGE_SIZE;
+    expect(() => iommu.map(domain, 0x4000_0000, 0, 16 * MiB, { read: true })).toThrow(
+      `IOVA 0x${lone.toString(16)} is already mapped`,
+    );
+    expect(iommu.iovaToPhys(domain, 0x4000_0000)).toBeNull();
+    // Right after the lone page the range is free again.
+    iommu.map(domain, lone + PAGE_SIZE, big, PAGE_SIZE, { write: true });
+    expect(iommu.iovaToPhys(domain, lone + PAGE_SIZE)).toBe(big);
+  });
+
   it('makes unmapped pages fault at once, through the IOTLB', () => {
     const { iommu, pages, translate } = setup();
     const domain = iommu.allocDomain();
