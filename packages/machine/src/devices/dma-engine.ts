@@ -80,13 +80,12 @@ export class DmaEngine {
 
   /**
    * Signal an interrupt through the function's MSI-X message ({@link PciFunction.raiseInterrupt});
-   * the `interrupts` counter counts it only when it was delivered. Only inside
-   * {@link transaction}. Returns whether it was delivered.
+   * the `interrupts` counter counts it only when it is delivered, and before the message goes
+   * out, so a waiter the message wakes already sees it counted. Only inside {@link transaction}.
+   * Returns whether it was delivered.
    */
   raiseInterrupt(): boolean {
-    if (!this.fn.raiseInterrupt()) return false;
-    this.#counters.add(this.#index, 'interrupts');
-    return true;
+    return this.fn.raiseInterrupt(() => this.#counters.add(this.#index, 'interrupts'));
   }
 
   count(name: 'drops' | 'packets' | 'copies'): void {

@@ -253,10 +253,12 @@ export class PciFunction {
    * its waiters woken) only while MSI-X is enabled and not masked; otherwise it is lost, as a
    * message the function is not allowed to send. Returns whether it was delivered. A device calls
    * this inside its DMA transaction, so a function-level reset that returned has no delivery of
-   * the old configuration still to come.
+   * the old configuration still to come. `beforeSend` runs once the interrupt is known to be
+   * delivered and before the message is sent, so whoever the message wakes sees its effects.
    */
-  raiseInterrupt(): boolean {
+  raiseInterrupt(beforeSend?: () => void): boolean {
     if (!this.interruptsEnabled) return false;
+    beforeSend?.();
     Atomics.add(this.#config, MSI_MESSAGE, 1);
     Atomics.notify(this.#config, MSI_MESSAGE);
     return true;
