@@ -129,7 +129,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
       // Yields between slices, so the guest loop keeps draining its ring meanwhile.
       const check = await cacheProcess.cache.verifyAllYielding();
       const verifyMs = performance.now() - start;
-      const ring = await checkGuestRing(vmm.guest, vm.ring);
+      const ring = await checkGuestRing(vmm.guest, vm.ring, () => machine.counters(NIC_BDF).drops);
       seen.push({ update, vm, check, verifyMs, ring });
 
       say(heading(`live update ${update.from} → ${update.to}`));

@@ -1,0 +1,54 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { expect, it } from 'vitest';
+
+const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+
+interface Report {
+  liveUpdates: {
+    from: string;
+    to: string;
+    blackoutMs: number;
+    cache: { keys: number; verified: number; mismatches: number };
+    vm: {
+      blackoutMs: number;
+      guestPausedMs: number;
+      ring: { sequences: number; missing: number; outOfOrder: number; badChecksum: number };
+    };
+    dma: {
+      packetsSent: number;
+      packetsDelivered: number;
+      packetsDropped: number;
+      iommuFaults: number;
+      maxRingOccupancy: number;
+      deliveredDuringBlackout: number;
+    };
+  }[];
+}
+
+it('live-updates the cache and the VM twice and reports what the NIC did (--json)', async () => {
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [MAIN, '--json', '--updates', '2', '--mib', '16', '--keys', '20000', '--guest-mib', '64'],
+    { encoding: 'utf8' },
+  );
+  const report = JSON.parse(stdout) as Report;
+  expect(report.liveUpdates.map((u) => `${u.from} → ${u.to}`)).toEqual([
+    '6.18.0 → 6.18.1',
+    '6.18.1 → 6.18.2',
+  ]);
+  for (const update of report.liveUpdates) {
+    expect(update.cache).toEqual({ keys: 20000, verified: 20000, mismatches: 0 });
+    const { dma, vm } = update;
+    expect(dma.iommuFaults).toBe(0);
+    // The NIC kept delivering while the guest was paused across the kexec.
+    expect(dma.deliveredDuringBlackout).toBeGreaterThan(0);
+    expect(dma.packetsSent).toBe(dma.packetsDelivered + dma.packetsDropped);
+    // What piled up in the ring while nobody took packets out, and never more than it holds.
+    expect(dma.maxRingOccupancy).toBeGreaterThan(0);
+    expect(dma.maxRingOccupancy).toBeLessThan(8192);
+    expect(vm.ring.outOfOrder + vm.ring.badChecksum).toBe(0);
+    expect(vm.blackoutMs).toBeGreaterThanOrEqual(update.blackoutMs);
+  }
+});
