@@ -25,7 +25,23 @@ export {
 } from './process.js';
 export * from './reboot.js';
 export { pairSpans, type TimelineEvent, type TimelineSpan } from './timeline.js';
-export * from './devices/dma-copy-device.js';
+export {
+  DMA_COPY_COMPLETION_SIZE,
+  DMA_COPY_CTRL_ENABLE,
+  DMA_COPY_DESC_INTERRUPT,
+  DMA_COPY_DESC_SIZE,
+  DMA_COPY_DEVICE_ID,
+  DMA_COPY_MAX_LENGTH,
+  DMA_COPY_REG_BASE_HI,
+  DMA_COPY_REG_BASE_LO,
+  DMA_COPY_REG_COMPLETED,
+  DMA_COPY_REG_CTRL,
+  DMA_COPY_REG_HEAD,
+  DMA_COPY_REG_SIZE,
+  DMA_COPY_REG_TAIL,
+  DMA_COPY_STATUS,
+  DMA_COPY_VENDOR_ID,
+} from './devices/dma-copy-device.js';
 export { DMA_COUNTER, type DmaCounterName, type DmaCounters } from './devices/dma-counters.js';
 export {
   MachineHardware,
