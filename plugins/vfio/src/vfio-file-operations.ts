@@ -25,7 +25,6 @@ import {
   VFIO_DEVICE_BIND_IOMMUFD_MINSZ,
   VFIO_DEVICE_DETACH_IOMMUFD_PT,
   VFIO_DEVICE_DETACH_IOMMUFD_PT_MINSZ,
-  VFIO_DEVICE_FLAGS_CDEV,
   VFIO_DEVICE_FLAGS_PCI,
   VFIO_DEVICE_FLAGS_RESET,
   VFIO_DEVICE_GET_INFO,
@@ -191,12 +190,12 @@ function checkPasidFlags(flags: number): void {
   }
 }
 
-/** `VFIO_DEVICE_GET_INFO`: a resettable PCI device opened through its cdev. */
+/** `VFIO_DEVICE_GET_INFO`: a resettable PCI device. */
 function getInfo(_device: VfioPciDevice, arg: Uint8Array | null): number {
   const cmd = vfioCopyFromUser(vfioDeviceInfo, arg, VFIO_DEVICE_INFO_MINSZ);
   vfioCopyToUser(vfioDeviceInfo, arg!, {
     ...cmd,
-    flags: VFIO_DEVICE_FLAGS_RESET | VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_CDEV,
+    flags: VFIO_DEVICE_FLAGS_RESET | VFIO_DEVICE_FLAGS_PCI,
     num_regions: VFIO_PCI_NUM_REGIONS,
     num_irqs: VFIO_PCI_NUM_IRQS,
     cap_offset: 0,

@@ -36,8 +36,6 @@ export const VFIO_DEVICE_DETACH_IOMMUFD_PT = _IO(VFIO_TYPE, VFIO_BASE + 20);
 export const VFIO_DEVICE_FLAGS_RESET = 1 << 0;
 /** `vfio_device_info.flags`: a vfio-pci device. */
 export const VFIO_DEVICE_FLAGS_PCI = 1 << 1;
-/** `vfio_device_info.flags`: the device was opened through its cdev. */
-export const VFIO_DEVICE_FLAGS_CDEV = 1 << 9;
 
 /** `vfio_region_info.flags`. */
 export const VFIO_REGION_INFO_FLAG_READ = 1 << 0;

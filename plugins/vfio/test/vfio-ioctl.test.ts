@@ -11,7 +11,6 @@ import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_ATTACH_PASID,
   VFIO_DEVICE_BIND_IOMMUFD,
-  VFIO_DEVICE_FLAGS_CDEV,
   VFIO_DEVICE_FLAGS_PCI,
   VFIO_DEVICE_FLAGS_RESET,
   VFIO_DEVICE_GET_INFO,
@@ -151,7 +150,7 @@ describe('vfio device cdevs', () => {
     const { nic, iommufd } = await opened();
     await nic.bindIommufd(iommufd.fd);
     expect(await nic.info()).toEqual({
-      flags: VFIO_DEVICE_FLAGS_RESET | VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_CDEV,
+      flags: VFIO_DEVICE_FLAGS_RESET | VFIO_DEVICE_FLAGS_PCI,
       numRegions: VFIO_PCI_NUM_REGIONS,
       numIrqs: VFIO_PCI_NUM_IRQS,
     });
