@@ -1,17 +1,23 @@
-import { defineFlb, restoreSerializedFolio, serializedDataAddress } from '@liveupdate/core';
+import {
+  defineFlb,
+  restoreSerializedFolio,
+  serializedDataAddress,
+  type LiveUpdateFlb,
+} from '@liveupdate/core';
 import {
   KernelError,
   type IommuDriver,
   type KernelLog,
   type KexecHandover,
   type PageAllocator,
+  type ServiceKey,
 } from '@liveupdate/kernel';
 import type { PhysicalMemory } from '@liveupdate/machine';
 import { restoredDomainsInUse } from './iommufd-context.js';
 import { IOMMU_FLB_COMPATIBLE, IOMMU_LU_FLB_VERSION, iommuLuFlbSer } from './iommufd-lu-abi.js';
 
 /** What the IOMMU FLB's ops use of the kernel they run in. */
-interface IommuFlbKernel {
+export interface IommuFlbKernel {
   readonly memory: PhysicalMemory;
   readonly pages: PageAllocator;
   readonly kho: KexecHandover;
@@ -20,31 +26,20 @@ interface IommuFlbKernel {
 }
 
 /**
- * The kernel of this worker. Each kernel boots in its own worker and imports this module afresh,
- * so the binding is per kernel; the iommufd module sets it at init, before any FLB op can run.
+ * This boot's IOMMU FLB, in `ctx.services`: the iommufd module creates it and links it to
+ * `iommufd-v1`; a module whose files depend on the IOMMU's preserved state (vfio-pci) links the
+ * same object to its own handler with `registerFlb(ctx, handler, ctx.services.get(IOMMU_FLB_SERVICE))`.
  */
-let bound: IommuFlbKernel | undefined;
-
-/** Bind {@link IOMMU_FLB} to this kernel; the iommufd module calls it from its `init`. */
-export function bindIommuFlb(kernel: IommuFlbKernel): void {
-  bound = kernel;
-}
-
-function kernel(): IommuFlbKernel {
-  if (!bound) {
-    throw new KernelError(
-      'EOPNOTSUPP',
-      'IOMMU FLB: the iommufd module is not loaded (list @liveupdate/plugin-iommufd before vfio)',
-    );
-  }
-  return bound;
-}
+export const IOMMU_FLB_SERVICE: ServiceKey<LiveUpdateFlb> = Symbol.for(
+  'liveupdate.plugin-iommufd.iommu-flb',
+);
 
 /**
  * The IOMMU's file-lifecycle-bound object, `"iommu-liveupdate-v1"` (upstream's
  * `IOMMU_LUO_FLB_COMPATIBLE` FLB): the IOMMU live-update state every iommufd and vfio-pci file
- * shares. The iommufd module links it to `iommufd-v1`; the vfio module links the same object to
- * `vfio-pci-v1` (`registerFlb(ctx, vfioHandler, IOMMU_FLB)`); LUO refcounts it across both.
+ * shares. The iommufd module creates one per boot, links it to `iommufd-v1` and provides it as
+ * {@link IOMMU_FLB_SERVICE}; the vfio module links the same object to `vfio-pci-v1`; LUO refcounts
+ * it across both.
  *
  * The IOMMU driver itself hands over its tables and preserved domains (its KHO subtree, kept
  * current at every preserve); the FLB's own data is one `iommu_lu_flb_ser` recording the version.
@@ -56,52 +51,54 @@ function kernel(): IommuFlbKernel {
  *   no restored HWPT wraps it and no device translates through it — so the previous kernel's
  *   page tables do not stay reserved forever. A domain a device still uses is left (logged).
  */
-export const IOMMU_FLB = defineFlb({
-  compatible: IOMMU_FLB_COMPATIBLE,
+export function createIommuFlb(kernel: IommuFlbKernel): LiveUpdateFlb {
+  return defineFlb({
+    compatible: IOMMU_FLB_COMPATIBLE,
 
-  preserve(args) {
-    const { kho, memory } = kernel();
-    const phys = kho.allocPreserve(iommuLuFlbSer.size);
-    iommuLuFlbSer.encodeInto(memory.view(phys, iommuLuFlbSer.size), 0, {
-      version: IOMMU_LU_FLB_VERSION,
-      __reserved: 0,
-    });
-    args.data = BigInt(phys);
-  },
+    preserve(args) {
+      const { kho, memory } = kernel;
+      const phys = kho.allocPreserve(iommuLuFlbSer.size);
+      iommuLuFlbSer.encodeInto(memory.view(phys, iommuLuFlbSer.size), 0, {
+        version: IOMMU_LU_FLB_VERSION,
+        __reserved: 0,
+      });
+      args.data = BigInt(phys);
+    },
 
-  unpreserve(args) {
-    kernel().kho.unpreserveFree(Number(args.data));
-  },
+    unpreserve(args) {
+      kernel.kho.unpreserveFree(Number(args.data));
+    },
 
-  retrieve(args) {
-    const { kho, memory, pages } = kernel();
-    const phys = serializedDataAddress(args.data, memory, 'IOMMU FLB');
-    const folio = restoreSerializedFolio(kho, phys, 0, 'iommu_lu_flb_ser');
-    const ser = iommuLuFlbSer.decode(memory.view(phys, iommuLuFlbSer.size));
-    pages.freePages(folio);
-    if (ser.version !== IOMMU_LU_FLB_VERSION) {
-      throw new KernelError('EINVAL', `IOMMU FLB: unknown version ${ser.version}`);
-    }
-    args.obj = { version: ser.version };
-  },
-
-  finish() {
-    const { iommu, log } = kernel();
-    const inUse = restoredDomainsInUse(iommu);
-    let freed = 0;
-    let kept = 0;
-    for (const domain of iommu.restoredDomains()) {
-      if (inUse.has(domain.id)) continue;
-      if (iommu.hasAttachments(domain)) {
-        kept++;
-        continue;
+    retrieve(args) {
+      const { kho, memory, pages } = kernel;
+      const phys = serializedDataAddress(args.data, memory, 'IOMMU FLB');
+      const folio = restoreSerializedFolio(kho, phys, 0, 'iommu_lu_flb_ser');
+      const ser = iommuLuFlbSer.decode(memory.view(phys, iommuLuFlbSer.size));
+      pages.freePages(folio);
+      if (ser.version !== IOMMU_LU_FLB_VERSION) {
+        throw new KernelError('EINVAL', `IOMMU FLB: unknown version ${ser.version}`);
       }
-      iommu.freeDomain(domain);
-      freed++;
-    }
-    log.info(
-      `IOMMU FLB: finished; freed ${freed} unreclaimed restored domains` +
-        (kept > 0 ? `, ${kept} still translate devices` : ''),
-    );
-  },
-});
+      args.obj = { version: ser.version };
+    },
+
+    finish() {
+      const { iommu, log } = kernel;
+      const inUse = restoredDomainsInUse(iommu);
+      let freed = 0;
+      let kept = 0;
+      for (const domain of iommu.restoredDomains()) {
+        if (inUse.has(domain.id)) continue;
+        if (iommu.hasAttachments(domain)) {
+          kept++;
+          continue;
+        }
+        iommu.freeDomain(domain);
+        freed++;
+      }
+      log.info(
+        `IOMMU FLB: finished; freed ${freed} unreclaimed restored domains` +
+          (kept > 0 ? `, ${kept} still translate devices` : ''),
+      );
+    },
+  });
+}

@@ -1,7 +1,7 @@
 import { registerFileHandler, registerFlb } from '@liveupdate/core';
 import { IOMMU_SERVICE, KernelError, defineModule } from '@liveupdate/kernel';
 import { MEMFD_SERVICE } from '@liveupdate/plugin-memfd';
-import { IOMMU_FLB, bindIommuFlb } from './iommu-flb.js';
+import { IOMMU_FLB_SERVICE, createIommuFlb } from './iommu-flb.js';
 import { createIommufdFileOperations } from './iommufd-file-operations.js';
 import { createIommufdLuoHandler } from './iommufd-luo-handler.js';
 
@@ -15,8 +15,8 @@ export const IOMMUFD_DEVICE_PATH = '/dev/iommu';
  * (`@liveupdate/plugin-memfd`) in the kernel image: without it every file is "not a memfd" and
  * `IOMMU_IOAS_MAP_FILE` fails with `EINVAL`.
  *
- * With LUO enabled it also registers the `"iommufd-v1"` file handler and links the
- * {@link IOMMU_FLB} to it; without LUO (not loaded, or `liveupdate=off`) iommufds work and cannot
+ * With LUO enabled it also registers the `"iommufd-v1"` file handler and links this boot's IOMMU
+ * FLB (`IOMMU_FLB_SERVICE`) to it; without LUO (not loaded, or `liveupdate=off`) iommufds work and cannot
  * be preserved.
  */
 export const iommufdModule = defineModule({
@@ -37,7 +37,8 @@ export const iommufdModule = defineModule({
     };
     const fops = createIommufdFileOperations(kernel);
     ctx.vfs.registerCharDevice(IOMMUFD_DEVICE_PATH, fops);
-    bindIommuFlb(kernel);
+    const flb = createIommuFlb(kernel);
+    ctx.services.provide(IOMMU_FLB_SERVICE, flb);
     const handler = createIommufdLuoHandler(kernel, fops);
     try {
       registerFileHandler(ctx, handler);
@@ -46,6 +47,6 @@ export const iommufdModule = defineModule({
       ctx.log.info('iommufd: live update is not available; iommufds cannot be preserved');
       return;
     }
-    registerFlb(ctx, handler, IOMMU_FLB);
+    registerFlb(ctx, handler, flb);
   },
 });

@@ -8,7 +8,7 @@ import {
   type ServiceKey,
 } from '@liveupdate/kernel';
 import { KernelError } from '@liveupdate/machine';
-import { IOMMU_FLB } from '@liveupdate/plugin-iommufd';
+import { IOMMU_FLB_SERVICE } from '@liveupdate/plugin-iommufd';
 import { createVfioFileOperations } from './vfio-file-operations.js';
 import { VfioPciDevice } from './vfio-pci-device.js';
 import { createVfioPciLuoHandler } from './vfio-pci-luo-handler.js';
@@ -60,7 +60,7 @@ export function parseVfioPciIds(text: string): { vendor: number; device: number 
  * once bound to an iommufd.
  *
  * With LUO (`@liveupdate/core/module` listed before it and `liveupdate` on), it registers the
- * `"vfio-pci-v1"` file handler and links the iommufd's `IOMMU_FLB` to it; without LUO, devices
+ * `"vfio-pci-v1"` file handler and links the iommufd module's IOMMU FLB (`IOMMU_FLB_SERVICE`) to it; without LUO, devices
  * work and cannot be preserved. After a live update, devices the previous kernel preserved are
  * claimed for their session: their cdev opens with `EBUSY` until the session finishes.
  */
@@ -94,8 +94,16 @@ export const vfioModule = defineModule({
   },
 });
 
-/** Register `vfio-pci-v1` and link `IOMMU_FLB` to it; skipped when LUO is absent or off. */
+/**
+ * Register `vfio-pci-v1` and link the iommufd module's IOMMU FLB to it; skipped (logged) when LUO
+ * is absent or off, or when the iommufd module is not loaded before vfio.
+ */
 function registerLiveUpdate(ctx: ModuleContext, vfio: VfioDevices): void {
+  const iommuFlb = ctx.services.get(IOMMU_FLB_SERVICE);
+  if (!iommuFlb) {
+    ctx.log.info('vfio-pci: no iommufd module loaded before vfio; devices cannot be preserved');
+    return;
+  }
   const handler = createVfioPciLuoHandler(ctx, vfio);
   try {
     registerFileHandler(ctx, handler);
@@ -104,5 +112,5 @@ function registerLiveUpdate(ctx: ModuleContext, vfio: VfioDevices): void {
     ctx.log.info('vfio-pci: live update is not available; devices cannot be preserved');
     return;
   }
-  registerFlb(ctx, handler, IOMMU_FLB);
+  registerFlb(ctx, handler, iommuFlb);
 }

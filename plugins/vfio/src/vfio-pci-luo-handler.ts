@@ -62,7 +62,7 @@ type VfioPciCoreDeviceSer = ReturnType<typeof vfioPciCoreDeviceSer.decode>;
  *   device stopped, reset and detached from the IOMMU first, so its DMA cannot outlive the memory
  *   it was given.
  *
- * The iommufd's shared state (`IOMMU_FLB`) is linked to this handler too by the vfio module, so
+ * The iommufd's shared state (its IOMMU FLB, `IOMMU_FLB_SERVICE`) is linked to this handler too by the vfio module, so
  * it stays preserved while any device is.
  */
 export function createVfioPciLuoHandler(ctx: ModuleContext, vfio: VfioDevices): FileHandler {
