@@ -78,7 +78,18 @@ export interface ConformanceLaw {
 }
 
 /** A law's identifier, for {@link checkConformanceLaw}. */
-export type ConformanceLawId = (typeof LAWS)[number]['id'];
+export type ConformanceLawId =
+  | 'can-preserve'
+  | 'preserve-unpreserve'
+  | 'preserve-once'
+  | 'freeze-unfreeze'
+  | 'retrieve-content'
+  | 'retrieve-twice'
+  | 'finish-unretrieved'
+  | 'void-ops'
+  | 'three-updates'
+  | 'no-outside-state'
+  | 'reachable';
 
 /** A law fails: the message says what was expected and what happened. */
 class ConformanceViolation extends Error {
@@ -634,7 +645,7 @@ const LAWS = [
       );
     },
   },
-] as const;
+] as const satisfies readonly ({ readonly id: ConformanceLawId } & Record<string, unknown>)[];
 
 /** The laws, in the order `describeConformance` registers them. */
 export const CONFORMANCE_LAWS: readonly ConformanceLaw[] = LAWS.map(({ id, title }) => ({
