@@ -1,5 +1,6 @@
 export { memfdModule as default } from './memfd-module.js';
 export { MFD_NAME_MAX_LEN } from './memfd-create.js';
+export { MappedMemfd, type MappedMemfdOptions } from './mapped-memfd.js';
 export { F_ALL_SEALS, memfdFileOperations } from './memfd-file-operations.js';
 export { MEMFD_SERVICE, MemfdFileSystem } from './memfd-file-system.js';
 export {

@@ -292,11 +292,7 @@ describe('a VM live update with passthrough devices (vfio-pci-v1, iommufd-v1, me
     await VfioDevice.fromFd(next, copierFd).bindIommufd(iommufd.fd);
     expect(await errnoOf(session.finish())).toBe('EBUSY'); // the iommufd's HWPT is not restored
     const restoredHwpt = await iommufd.hwptLuRestore(1);
-    const ram = await GuestRam.fromFd(
-      next,
-      await session.retrieveFd(VM_TOKENS.memfd),
-      LAYOUT.ramSize,
-    );
+    const ram = await GuestRam.fromFd(next, await session.retrieveFd(VM_TOKENS.memfd));
     const ioas = await iommufd.allocIoas();
     await iommufd.mapFile(ioas, { fd: ram.fd, length: LAYOUT.ramSize, iova: 0 });
     await nic.attach(ioas);
@@ -323,7 +319,7 @@ describe('VMM ordering mistakes', () => {
     if (options.sealed === false) {
       const fd = await process.memfdCreate('guest-ram');
       await process.ftruncate(fd, LAYOUT.ramSize);
-      ram = await GuestRam.fromFd(process, fd, LAYOUT.ramSize);
+      ram = await GuestRam.fromFd(process, fd);
     }
     const vm = await createVm(process, LAYOUT, {
       ...(options.mark === false ? {} : { hwptToken: 1 }),

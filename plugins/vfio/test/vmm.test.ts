@@ -155,7 +155,7 @@ describe('a VMM passing a NIC and a copy engine through to guest RAM', () => {
     await nic.start();
     await copier.start();
     await until(async () => (await nic.head()) >= 10, 'packets');
-    const frames = ram.physical(0, 4 * MiB);
+    const frames = ram.slices(0, 4 * MiB);
     const next = await harness.liveUpdate();
     const ops = harness.machine.counters().dmaOps;
     await sleep(100);

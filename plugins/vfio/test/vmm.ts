@@ -12,11 +12,9 @@ import {
   DMA_COPY_REG_HEAD,
   DMA_COPY_REG_SIZE,
   DMA_COPY_REG_TAIL,
-  F_ADD_SEALS,
   F_SEAL_GROW,
   F_SEAL_SEAL,
   F_SEAL_SHRINK,
-  MFD_ALLOW_SEALING,
   NIC_CTRL_RX_ENABLE,
   NIC_CTRL_RX_IRQ,
   NIC_DESC_DONE,
@@ -31,65 +29,31 @@ import {
   PCI_COMMAND,
   PCI_COMMAND_MASTER,
   PCI_COMMAND_MEMORY,
-  mappingSlices,
   nicPacketChecksum,
-  readMapping,
-  writeMapping,
-  type MemoryMapping,
   type Process,
 } from '@liveupdate/machine';
 import { LiveUpdateDevice, type LiveUpdateSession } from '@liveupdate/core';
 import { IommufdDevice } from '@liveupdate/plugin-iommufd';
+import { MappedMemfd } from '@liveupdate/plugin-memfd';
 import { VfioDevice } from '../src/index.js';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
 
-/** Guest RAM: a memfd sealed against growing and shrinking, and the VMM's mapping of it. */
-export class GuestRam {
-  readonly process: Process;
-  readonly fd: number;
-  readonly size: number;
-  readonly mapping: MemoryMapping;
+/** Guest RAM: a memfd sealed against growing and shrinking before it is mapped, and its mapping. */
+export type GuestRam = MappedMemfd;
 
-  private constructor(process: Process, fd: number, size: number, mapping: MemoryMapping) {
-    this.process = process;
-    this.fd = fd;
-    this.size = size;
-    this.mapping = mapping;
-  }
-
-  static async create(process: Process, size: number): Promise<GuestRam> {
-    const fd = await process.memfdCreate('guest-ram', MFD_ALLOW_SEALING);
-    await process.ftruncate(fd, size);
-    await process.fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
-    return GuestRam.fromFd(process, fd, size);
-  }
-
+export const GuestRam = {
+  create(process: Process, size: number): Promise<GuestRam> {
+    return MappedMemfd.create(process, 'guest-ram', size, {
+      seals: F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL,
+    });
+  },
   /** Guest RAM in a memfd the process already has (e.g. retrieved after a live update). */
-  static async fromFd(process: Process, fd: number, size: number): Promise<GuestRam> {
-    return new GuestRam(process, fd, size, await process.mmap(fd, size));
-  }
-
-  /** The bytes at guest-physical `gpa` (a copy). */
-  read(gpa: number, length: number): Uint8Array {
-    return readMapping(this.mapping, gpa, length);
-  }
-
-  write(gpa: number, data: Uint8Array): void {
-    writeMapping(this.mapping, gpa, data);
-  }
-
-  view(gpa: number, length: number): DataView {
-    const bytes = this.read(gpa, length);
-    return new DataView(bytes.buffer);
-  }
-
-  /** The physical frames behind `[gpa, gpa + length)`, for observing RAM after the VMM is gone. */
-  physical(gpa: number, length: number): Uint8Array[] {
-    return mappingSlices(this.mapping, gpa, length);
-  }
-}
+  fromFd(process: Process, fd: number): Promise<GuestRam> {
+    return MappedMemfd.map(process, fd);
+  },
+};
 
 /** One received packet as the guest sees it in its ring. */
 export interface ReceivedPacket {
@@ -432,7 +396,7 @@ export async function restoreVm(
   const copyDevice = VfioDevice.fromFd(process, fds.copier!);
   const nicDevId = await nicDevice.bindIommufd(iommufd.fd);
   await copyDevice.bindIommufd(iommufd.fd);
-  const ram = await GuestRam.fromFd(process, fds.memfd!, layout.ramSize);
+  const ram = await GuestRam.fromFd(process, fds.memfd!);
   const ioas = await mapGuestRam(iommufd, ram, layout);
   const hwpt = await iommufd.hwptAlloc(nicDevId, ioas);
   await nicDevice.attach(hwpt);
