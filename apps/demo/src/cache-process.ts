@@ -1,5 +1,6 @@
 import { LiveUpdateDevice } from '@liveupdate/core';
-import { SEEK_END, type Machine, type MemoryMapping, type Process } from '@liveupdate/machine';
+import { type Machine, type MemoryMapping, type Process } from '@liveupdate/machine';
+import { MappedMemfd } from '@liveupdate/plugin-memfd';
 import { KvCache, type KvCacheLayout } from './kv-cache.js';
 
 /** Name of the LUO session the cache hands over in. */
@@ -59,9 +60,11 @@ export class CacheProcess {
   ): Promise<{ cacheProcess: CacheProcess; timings: CacheSetupTimings }> {
     const process = machine.spawn();
     let start = performance.now();
-    const memfd = await process.memfdCreate(CACHE_SESSION);
-    await process.ftruncate(memfd, layout.fileBytes);
-    const mapping = await process.mmap(memfd, layout.fileBytes);
+    const { fd: memfd, mapping } = await MappedMemfd.create(
+      process,
+      CACHE_SESSION,
+      layout.fileBytes,
+    );
     const memfdMs = performance.now() - start;
     start = performance.now();
     const cache = KvCache.build(mapping, layout);
@@ -94,8 +97,7 @@ export class CacheProcess {
     const retrieveFd = lap();
     await session.finish();
     const finish = lap();
-    const size = await process.lseek(memfd, 0, SEEK_END);
-    const mapping = await process.mmap(memfd, size);
+    const { mapping } = await MappedMemfd.map(process, memfd);
     const mmap = lap();
     const cache = KvCache.attach(mapping);
     const firstKeyOk = cache.has(FIRST_KEY);
