@@ -9,11 +9,10 @@ import {
 } from '@liveupdate/machine';
 import { CommandLine } from '../command-line.js';
 import { KernelLog } from '../kernel-log.js';
-import { FIRMWARE_BYTES, planMemoryLayout } from '../memory-layout.js';
-import { MAX_PAGE_ORDER, PAGE_POISON, PageAllocator } from '../page-allocator.js';
-import { KexecHandover } from '../kho/kexec-handover.js';
-import { readKhoHandover, type KhoIncoming } from '../kho/kho-incoming.js';
+import { planMemoryLayout } from '../memory-layout.js';
+import { PAGE_POISON, PageAllocator } from '../page-allocator.js';
 import { errnoOf } from '../../test/errno-of.js';
+import { bootMemory } from '../../test/memory-boot.js';
 import { IommuDriver } from './iommu-driver.js';
 import {
   IOMMU_LU_CONTEXT_SIZE,
@@ -34,20 +33,7 @@ const IOVA = 0x10_0000;
 
 /** The memory side of one kernel boot plus its IOMMU driver, on shared RAM and IOMMU registers. */
 function boot(memory: PhysicalMemory, registers: SharedArrayBuffer, fdtPhys: number | null) {
-  const cmdline = new CommandLine('kho=on page_poison=on');
-  const lines: string[] = [];
-  const log = new KernelLog((message) => {
-    if (message.type === 'log') lines.push(message.text);
-  }, KernelLog.now());
-  let incoming: KhoIncoming | null = null;
-  if (fdtPhys !== null) {
-    const handover = readKhoHandover(memory, fdtPhys, MAX_PAGE_ORDER, FIRMWARE_BYTES / PAGE_SIZE);
-    if ('incompatible' in handover) throw new Error('incompatible');
-    incoming = handover;
-  }
-  const layout = planMemoryLayout(memory, cmdline, true, incoming?.scratch ?? null);
-  const pages = new PageAllocator(memory, layout, incoming, cmdline, log);
-  const kho = new KexecHandover(memory, pages, layout, incoming, cmdline, log);
+  const { pages, kho, log, lines } = bootMemory(memory, 'kho=on page_poison=on', fdtPhys);
   const regs = new IommuRegisters(registers, []);
   const iommu = new IommuDriver(memory, pages, regs, log, kho);
   const hardware = new IommuTranslation(memory, regs);

@@ -1,13 +1,9 @@
 import 'reflect-metadata';
 import { describe, expect, it } from 'vitest';
-import { MachineHardware, PAGE_SIZE, PhysicalMemory, parseBdf } from '@liveupdate/machine';
-import { CommandLine } from '../command-line.js';
+import { MachineHardware, PhysicalMemory, parseBdf } from '@liveupdate/machine';
 import { KernelLog } from '../kernel-log.js';
-import { FIRMWARE_BYTES, planMemoryLayout } from '../memory-layout.js';
-import { MAX_PAGE_ORDER, PageAllocator } from '../page-allocator.js';
-import { KexecHandover } from '../kho/kexec-handover.js';
-import { readKhoHandover, type KhoIncoming } from '../kho/kho-incoming.js';
 import { errnoOf } from '../../test/errno-of.js';
+import { bootMemory } from '../../test/memory-boot.js';
 import { PciBus } from './pci-bus.js';
 import {
   PCI_DEV_SER_SIZE,
@@ -23,20 +19,7 @@ const COPY = parseBdf('00:04.0');
 
 /** One boot's PCI bus on hardware (and RAM) that outlives it. */
 function boot(hardware: MachineHardware, memory: PhysicalMemory, fdtPhys: number | null) {
-  const cmdline = new CommandLine('kho=on');
-  const lines: string[] = [];
-  const log = new KernelLog((message) => {
-    if (message.type === 'log') lines.push(message.text);
-  }, KernelLog.now());
-  let incoming: KhoIncoming | null = null;
-  if (fdtPhys !== null) {
-    const handover = readKhoHandover(memory, fdtPhys, MAX_PAGE_ORDER, FIRMWARE_BYTES / PAGE_SIZE);
-    if ('incompatible' in handover) throw new Error('incompatible');
-    incoming = handover;
-  }
-  const layout = planMemoryLayout(memory, cmdline, true, incoming?.scratch ?? null);
-  const pages = new PageAllocator(memory, layout, incoming, cmdline, log);
-  const kho = new KexecHandover(memory, pages, layout, incoming, cmdline, log);
+  const { kho, log, lines } = bootMemory(memory, 'kho=on', fdtPhys);
   const pci = new PciBus(hardware.mmio, log, { kho, memory });
   return { pci, kho, lines, kexec: () => boot(hardware, memory, kho.finalize()) };
 }

@@ -4,12 +4,12 @@ import { encodeFdt, fdtNode, fdtValue } from '@liveupdate/fdt';
 import { KernelError, PAGE_SIZE, PhysicalMemory } from '@liveupdate/machine';
 import { CommandLine } from '../command-line.js';
 import { KernelLog } from '../kernel-log.js';
-import { FIRMWARE_BYTES, planMemoryLayout, type MemoryLayout } from '../memory-layout.js';
+import { planMemoryLayout } from '../memory-layout.js';
 import { MAX_PAGE_ORDER, PageAllocator, type Folio } from '../page-allocator.js';
 import { KexecHandover } from './kexec-handover.js';
-import { readKhoHandover, type KhoIncoming } from './kho-incoming.js';
 import { writeKhoMemoryMap } from './kho-memory-map.js';
 import { errnoOf } from '../../test/errno-of.js';
+import { bootMemory, type MemoryBoot } from '../../test/memory-boot.js';
 
 const MiB = 1024 * 1024;
 const RAM = 16 * MiB;
@@ -20,42 +20,10 @@ const SCRATCH = { pfn: FIRMWARE_FRAMES, frames: (4 * MiB) / PAGE_SIZE };
 const SCRATCH_END = SCRATCH.pfn + SCRATCH.frames;
 const POISON = 0xaa;
 
-interface Kernel {
-  memory: PhysicalMemory;
-  layout: MemoryLayout;
-  pages: PageAllocator;
-  kho: KexecHandover;
-  incoming: KhoIncoming | null;
-  log: string[];
-}
-
-/** Boot the memory side of a kernel in-process: from `fdtPhys` when it came by a KHO kexec. */
-function bootKernel(memory: PhysicalMemory, text: string, fdtPhys: number | null = null): Kernel {
-  const cmdline = new CommandLine(text);
-  const log: string[] = [];
-  const kernelLog = new KernelLog((message) => {
-    if (message.type === 'log') log.push(message.text);
-  }, KernelLog.now());
-  let incoming: KhoIncoming | null = null;
-  if (fdtPhys !== null) {
-    const handover = readKhoHandover(memory, fdtPhys, MAX_PAGE_ORDER, FIRMWARE_BYTES / PAGE_SIZE);
-    if ('incompatible' in handover)
-      throw new Error(`incompatible handover ${handover.incompatible}`);
-    incoming = handover;
-  }
-  const layout = planMemoryLayout(
-    memory,
-    cmdline,
-    cmdline.bool('kho', false),
-    incoming?.scratch ?? null,
-  );
-  const pages = new PageAllocator(memory, layout, incoming, cmdline, kernelLog);
-  const kho = new KexecHandover(memory, pages, layout, incoming, cmdline, kernelLog);
-  return { memory, layout, pages, kho, incoming, log };
-}
+type Kernel = MemoryBoot;
 
 function coldBoot(text = 'kho=on page_poison=on'): Kernel {
-  return bootKernel(PhysicalMemory.allocate(RAM), text);
+  return bootMemory(PhysicalMemory.allocate(RAM), text);
 }
 
 /** Allocate every free frame as order-0 folios: KHO preserves only allocated memory. */
@@ -120,7 +88,7 @@ function preserveAndKexec() {
   const outgoing = kho.stats;
   const fdtPhys = kho.finalize();
   if (fdtPhys === null) throw new Error('KHO is on: finalize must write a handover');
-  const k2 = bootKernel(memory, 'kho=on page_poison=on', fdtPhys);
+  const k2 = bootMemory(memory, 'kho=on page_poison=on', fdtPhys);
   return { k1, k2, small, mid, huge, range, blobPhys, fdtPhys, outgoing };
 }
 
@@ -299,7 +267,7 @@ describe('KexecHandover across an in-process kexec', () => {
     const restored = k2.kho.restoreFolio(mid.pfn * PAGE_SIZE, 3);
     k2.kho.preserveFolio(restored);
     const fdtPhys = k2.kho.finalize()!;
-    const k3 = bootKernel(k2.memory, 'kho=on page_poison=on', fdtPhys);
+    const k3 = bootMemory(k2.memory, 'kho=on page_poison=on', fdtPhys);
     expect(k3.kho.stats).toMatchObject({ unrestoredFolios: 1, unrestoredFrames: 8 });
     expect(k3.pages.stats.reserved).toBe(FIRMWARE_FRAMES + 8);
     expect(k3.layout.scratch).toEqual(SCRATCH);
@@ -320,7 +288,7 @@ describe('KexecHandover across an in-process kexec', () => {
       const k1 = coldBoot('kho=on');
       const folios = Array.from({ length: count }, () => k1.pages.allocPages(0));
       for (const folio of folios) k1.kho.preserveFolio(folio);
-      const k2 = bootKernel(k1.memory, 'kho=on', k1.kho.finalize());
+      const k2 = bootMemory(k1.memory, 'kho=on', k1.kho.finalize());
       expect(k2.incoming!.handoverFolios).toHaveLength(1 + mapPages);
       expect(k2.kho.stats.unrestoredFolios).toBe(count);
       for (const folio of folios)
@@ -529,7 +497,7 @@ describe('KexecHandover preservation', () => {
     expect(errnoOf(() => k.kho.removeSubtree(second))).toBe('ENOENT');
     k.kho.removeSubtree(first);
     k.kho.addSubtree('luo', second, 64);
-    const k2 = bootKernel(k.memory, 'kho=on', k.kho.finalize());
+    const k2 = bootMemory(k.memory, 'kho=on', k.kho.finalize());
     expect(k2.kho.retrieveSubtree('luo')).toEqual({ phys: second, size: 64 });
   });
 
@@ -559,7 +527,7 @@ describe('KexecHandover preservation', () => {
     expect(k.pages.stats.free).toBe(1);
     k.kho.preserveFolio(folios[0]!);
     k.pages.freePages(folios.pop()!);
-    const k2 = bootKernel(k.memory, 'kho=on', k.kho.finalize());
+    const k2 = bootMemory(k.memory, 'kho=on', k.kho.finalize());
     expect(k2.kho.stats.unrestoredFolios).toBe(1);
   });
 
@@ -603,7 +571,7 @@ describe('KexecHandover preservation', () => {
         { pfn: mapPfn, order: 0 },
       ],
     );
-    const k = bootKernel(memory, 'kho=on', fdtPfn * PAGE_SIZE);
+    const k = bootMemory(memory, 'kho=on', fdtPfn * PAGE_SIZE);
     expect(k.kho.retrieveSubtree('fine')).toEqual({ phys: 0x300000, size: 16 });
     for (const name of ['no-size', 'short', 'outside']) {
       expect(

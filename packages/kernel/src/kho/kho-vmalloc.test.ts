@@ -1,12 +1,8 @@
 import 'reflect-metadata';
 import { describe, expect, it } from 'vitest';
 import { KernelError, PAGE_SIZE, PhysicalMemory } from '@liveupdate/machine';
-import { CommandLine } from '../command-line.js';
-import { KernelLog } from '../kernel-log.js';
-import { FIRMWARE_BYTES, planMemoryLayout } from '../memory-layout.js';
-import { MAX_PAGE_ORDER, PageAllocator } from '../page-allocator.js';
-import { KexecHandover } from './kexec-handover.js';
-import { readKhoHandover, type KhoIncoming } from './kho-incoming.js';
+import { MAX_PAGE_ORDER } from '../page-allocator.js';
+import { bootMemory, type MemoryBoot } from '../../test/memory-boot.js';
 import {
   KHO_VMALLOC_ALLOC,
   KHO_VMALLOC_CHUNK_ENTRIES,
@@ -20,26 +16,11 @@ import { errnoOf } from '../../test/errno-of.js';
 
 const RAM = 16 * 1024 * 1024;
 
-interface Kernel {
-  memory: PhysicalMemory;
-  pages: PageAllocator;
-  kho: KexecHandover;
-}
+type Kernel = MemoryBoot;
 
 /** The memory side of a kernel, in-process; from `fdtPhys` when it came by a KHO kexec. */
 function bootKernel(memory: PhysicalMemory, fdtPhys: number | null = null): Kernel {
-  const cmdline = new CommandLine('kho=on page_poison=on');
-  const log = new KernelLog(() => undefined, KernelLog.now());
-  let incoming: KhoIncoming | null = null;
-  if (fdtPhys !== null) {
-    const handover = readKhoHandover(memory, fdtPhys, MAX_PAGE_ORDER, FIRMWARE_BYTES / PAGE_SIZE);
-    if ('incompatible' in handover) throw new Error('incompatible handover');
-    incoming = handover;
-  }
-  const layout = planMemoryLayout(memory, cmdline, true, incoming?.scratch ?? null);
-  const pages = new PageAllocator(memory, layout, incoming, cmdline, log);
-  const kho = new KexecHandover(memory, pages, layout, incoming, cmdline, log);
-  return { memory, pages, kho };
+  return bootMemory(memory, 'kho=on page_poison=on', fdtPhys);
 }
 
 function kexec(k: Kernel): Kernel {
