@@ -5,7 +5,7 @@
 // to turbo (e.g. `pnpm test --filter @liveupdate/kernel`).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 
 const root = new URL('../..', import.meta.url).pathname;
 const groups = ['packages', 'plugins', 'apps', 'tooling', 'examples'];
@@ -21,9 +21,11 @@ const reportOf = (dir) => join(dir, '.vitest-results.json');
 for (const dir of packageDirs) rmSync(reportOf(dir), { force: true });
 
 // --continue: one package's failure must not stop the others, or the count would be partial.
+// --concurrency=2: every package's tests boot kernels and devices in workers of their own; on a
+// 2-core machine more packages at once only make each test slower, never the run shorter.
 const turbo = spawnSync(
   'pnpm',
-  ['exec', 'turbo', 'run', 'test', '--continue', ...process.argv.slice(2)],
+  ['exec', 'turbo', 'run', 'test', '--continue', '--concurrency=2', ...process.argv.slice(2)],
   {
     cwd: root,
     stdio: 'inherit',
@@ -34,6 +36,7 @@ const turbo = spawnSync(
 let passed = 0;
 let failed = 0;
 let skipped = 0;
+const failures = [];
 for (const dir of packageDirs) {
   if (!existsSync(reportOf(dir))) continue;
   const report = JSON.parse(readFileSync(reportOf(dir), 'utf8'));
@@ -43,6 +46,29 @@ for (const dir of packageDirs) {
   // A suite that failed to load has no failed tests but must not pass silently.
   if (report.numFailedTestSuites > 0 && report.numFailedTests === 0)
     failed += report.numFailedTestSuites;
+  const name = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')).name;
+  for (const file of report.testResults) {
+    const tests = file.assertionResults.filter((test) => test.status === 'failed');
+    if (tests.length === 0 && file.status === 'failed')
+      tests.push({ title: '', failureMessages: [file.message] });
+    for (const test of tests) failures.push({ name, dir, file: file.name, test });
+  }
+}
+
+// Each failure with the command that reruns it alone, and whether it ran out of time: a timeout
+// on a loaded machine reads differently from a wrong value.
+if (failures.length > 0) console.log('\nFailed:');
+for (const { name, dir, file, test } of failures) {
+  const message = (test.failureMessages ?? []).join('\n');
+  const timedOut = /timed out/i.test(message);
+  const where = relative(dir, file);
+  console.log(`- ${name} ${where}${test.title ? ` > ${test.title}` : ''}`);
+  if (timedOut) {
+    const reason = message.match(/^.*timed out.*$/im)?.[0].trim();
+    console.log(`  timed out (${reason}); the machine may have been busy`);
+  }
+  const filter = test.title ? ` -t ${JSON.stringify(test.title)}` : '';
+  console.log(`  rerun: pnpm --filter ${name} exec vitest run ${where}${filter}`);
 }
 
 console.log('');

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { until } from '@liveupdate/vitest-config/wait-until';
 import { decodeFdt, readFdtHeader, readU64 } from '@liveupdate/fdt';
 import {
   MachineHaltedError,
@@ -45,15 +46,6 @@ interface Replaced {
 const image = (version: string) => testImage(version, { modules: [PROBE, NIC_LU] });
 const nic = <T>(process: Process, op: string, args: object = {}): Promise<T> =>
   process.syscall('nic_lu', op, args) as Promise<T>;
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > end) throw new Error('timed out waiting for the devices');
-    await sleep(5);
-  }
-}
 
 interface AtHandover {
   translation: boolean;
@@ -91,7 +83,7 @@ async function startAndPreserve(
   const process = machine.spawn();
   const dropped = await nic<Started>(process, 'start', { bdf: DROPPED, ringSize: RING_SIZE });
   await nic<Started>(process, 'start', { bdf: KEPT, ringSize: RING_SIZE });
-  await until(() => machine.counters(KEPT).packets >= 20);
+  await until(() => machine.counters(KEPT).packets >= 20, 'machine.counters(KEPT).packets >= 20');
   await nic(process, 'preserve');
   return { machine, process, dropped, at: () => at };
 }
@@ -110,7 +102,10 @@ describe('a device live update', () => {
     expect(handover).toMatchObject({ translation: true, busMaster: [true, false] });
 
     // The kept NIC delivers after the handover, in sequence, into the same frames.
-    await until(() => machine.counters(KEPT).packets >= handover.keptPackets + 30);
+    await until(
+      () => machine.counters(KEPT).packets >= handover.keptPackets + 30,
+      'machine.counters(KEPT).packets >= handover.keptPackets + 30',
+    );
     const ring = await nic<Ring>(next, 'ring');
     expect(ring.head).toBeGreaterThanOrEqual(handover.keptPackets + 30);
     expectInSequence(ring);
@@ -158,7 +153,10 @@ describe('a device live update', () => {
     expect(after.attached!.id).toBe(replaced.freshId);
 
     const packets = machine.counters(KEPT).packets;
-    await until(() => machine.counters(KEPT).packets >= packets + 20);
+    await until(
+      () => machine.counters(KEPT).packets >= packets + 20,
+      'machine.counters(KEPT).packets >= packets + 20',
+    );
     expectInSequence(await nic<Ring>(next, 'ring'));
     expect(machine.counters(KEPT).faults).toBe(0);
   });
@@ -173,7 +171,10 @@ describe('a device live update', () => {
     expect(state.restored!.id).toBe(replaced.freshId);
     expect(state.incoming).toBe(true);
     const packets = machine.counters(KEPT).packets;
-    await until(() => machine.counters(KEPT).packets >= packets + 20);
+    await until(
+      () => machine.counters(KEPT).packets >= packets + 20,
+      'machine.counters(KEPT).packets >= packets + 20',
+    );
     expectInSequence(await nic<Ring>(third, 'ring'));
     expect(machine.counters(KEPT).faults).toBe(0);
   });

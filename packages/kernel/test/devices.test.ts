@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { until } from '@liveupdate/vitest-config/wait-until';
 import {
   DMA_COPY_STATUS,
   NIC_PACKET_SIZE,
@@ -51,14 +52,6 @@ async function readFrames(process: Process, { frames }: Frames): Promise<Uint8Ar
   return Promise.all(frames.map((f) => dma<Uint8Array>(process, 'readPhys', f)));
 }
 
-async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > end) throw new Error('timed out waiting for the devices');
-    await sleep(5);
-  }
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function booted(options = devices()): Promise<{ machine: Machine; process: Process }> {
@@ -79,7 +72,7 @@ describe('PCI devices and the IOMMU driver', () => {
     const { machine, process } = await booted();
     await dma(process, 'nicStart', { ringSize: 64 });
     // Nobody consumes: the ring fills (63 descriptors) and further packets are dropped.
-    await until(() => machine.counters(NIC).drops > 0);
+    await until(() => machine.counters(NIC).drops > 0, 'machine.counters(NIC).drops > 0');
     const ring = await dma<Ring>(process, 'nicRing');
     expect(ring.head).toBe(63);
     expect(ring.packets.map((p) => p.sequence)).toEqual([...Array(63).keys()]);
@@ -134,17 +127,20 @@ describe('PCI devices and the IOMMU driver', () => {
   it('stops the writes of a running NIC once unmapping has invalidated its translations', async () => {
     const { machine, process } = await booted();
     const frames = await dma<Frames>(process, 'nicStart', { ringSize: 32, autoConsume: true });
-    await until(() => machine.counters(NIC).packets > 64);
+    await until(() => machine.counters(NIC).packets > 64, 'machine.counters(NIC).packets > 64');
     const running = await readFrames(process, frames);
     await until(async () => {
       const now = await readFrames(process, frames);
       return now.some((bytes, i) => !bytes.every((b, j) => b === running[i]![j]));
-    });
+    }, 'the ring to change');
 
     await dma(process, 'nicUnmap');
     const unmapped = await readFrames(process, frames);
     const faults = machine.counters(NIC).faults;
-    await until(() => machine.counters(NIC).faults > faults + 10);
+    await until(
+      () => machine.counters(NIC).faults > faults + 10,
+      'machine.counters(NIC).faults > faults + 10',
+    );
     expect(await readFrames(process, frames)).toEqual(unmapped);
   });
 
@@ -163,7 +159,7 @@ describe('PCI devices and the IOMMU driver', () => {
     const { machine, process } = await booted(options);
     const frames = await dma<Frames>(process, 'nicStart', { ringSize: 32, autoConsume: true });
     await dma(process, 'copy', { length: 128 });
-    await until(() => machine.counters(NIC).packets > 64);
+    await until(() => machine.counters(NIC).packets > 64, 'machine.counters(NIC).packets > 64');
 
     const next = await kexec(machine, process, dmaImage('6.18.1'));
     expect(atHandover).toEqual({

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { until } from '@liveupdate/vitest-config/wait-until';
 import {
   EFD_NONBLOCK,
   KernelError,
@@ -20,14 +21,6 @@ interface Stats {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > end) throw new Error('timed out waiting for the devices');
-    await sleep(5);
-  }
-}
-
 function nicIrq<T = number>(process: Process, op: string, args: object = {}): Promise<T> {
   return process.syscall('nic_irq', op, args) as Promise<T>;
 }
@@ -39,7 +32,11 @@ async function booted(): Promise<{ machine: Machine; process: Process }> {
   return { machine, process: machine.spawn() };
 }
 
-/** Stop the NIC and wait until its interrupt counter no longer moves. */
+/**
+ * Stop the NIC and wait until its interrupt counter no longer moves. The NIC has no "stopped"
+ * status to wait for, so this waits for a quiet window; 200 ms is far longer than a packet (half a millisecond
+ * at 2,000 packets/s) even when the device's worker is descheduled on a loaded machine.
+ */
 async function quiesce(machine: Machine, process: Process): Promise<number> {
   await nicIrq(process, 'stop');
   let last = -1;
@@ -47,9 +44,9 @@ async function quiesce(machine: Machine, process: Process): Promise<number> {
     const now = machine.counters(NIC).interrupts;
     if (now === last) return true;
     last = now;
-    await sleep(30);
+    await sleep(200);
     return false;
-  });
+  }, 'the NIC to stop raising interrupts');
   return last;
 }
 
@@ -69,7 +66,7 @@ describe('device interrupts', () => {
     const { machine, process } = await booted();
     await nicIrq(process, 'request');
     await nicIrq(process, 'start', { msix: false });
-    await until(() => machine.counters(NIC).packets >= 40);
+    await until(() => machine.counters(NIC).packets >= 40, 'machine.counters(NIC).packets >= 40');
     await quiesce(machine, process);
     const fn = machine.hardware.function(NIC);
     // The cause is latched in the NIC's register, but no message was sent.
@@ -83,11 +80,14 @@ describe('device interrupts', () => {
     const { machine, process } = await booted();
     await nicIrq(process, 'request');
     await nicIrq(process, 'start', { msix: true });
-    await until(() => machine.counters(NIC).packets >= 100);
+    await until(() => machine.counters(NIC).packets >= 100, 'machine.counters(NIC).packets >= 100');
     const delivered = await quiesce(machine, process);
     expect(delivered).toBeGreaterThanOrEqual(100);
     // The handler runs in the kernel worker; give it the last wake-up.
-    await until(async () => (await nicIrq<Stats>(process, 'stats')).handled >= delivered, 2000);
+    await until(
+      async () => (await nicIrq<Stats>(process, 'stats')).handled >= delivered,
+      'nicIrq stats.handled >= delivered',
+    );
     const stats = await nicIrq<Stats>(process, 'stats');
     expect(stats.handled).toBe(delivered);
     expect(stats.calls).toBeGreaterThan(0);
@@ -98,16 +98,25 @@ describe('device interrupts', () => {
     const { machine, process } = await booted();
     await nicIrq(process, 'request');
     await nicIrq(process, 'start', { msix: true });
-    await until(async () => (await nicIrq<Stats>(process, 'stats')).handled >= 10);
+    await until(
+      async () => (await nicIrq<Stats>(process, 'stats')).handled >= 10,
+      'nicIrq stats.handled >= 10',
+    );
     const atFree = await nicIrq<Stats>(process, 'free');
     const before = machine.counters(NIC).interrupts;
-    await until(() => machine.counters(NIC).interrupts >= before + 50);
+    await until(
+      () => machine.counters(NIC).interrupts >= before + 50,
+      'machine.counters(NIC).interrupts >= before + 50',
+    );
     expect(await nicIrq<Stats>(process, 'stats')).toEqual(atFree);
     // A new handler gets what comes after it, and nothing of what came while none was installed.
     const beforeRequest = machine.counters(NIC).interrupts;
     await nicIrq(process, 'request');
     const afterRequest = machine.counters(NIC).interrupts;
-    await until(async () => (await nicIrq<Stats>(process, 'stats')).handled > atFree.handled);
+    await until(
+      async () => (await nicIrq<Stats>(process, 'stats')).handled > atFree.handled,
+      'nicIrq stats.handled > atFree.handled',
+    );
     const delivered = await quiesce(machine, process);
     await sleep(50);
     const handled = (await nicIrq<Stats>(process, 'stats')).handled - atFree.handled;
@@ -119,7 +128,10 @@ describe('device interrupts', () => {
     const { machine, process } = await booted();
     await nicIrq(process, 'requestThrowing');
     await nicIrq(process, 'start', { msix: true });
-    await until(async () => (await nicIrq<Stats>(process, 'stats')).calls >= 3);
+    await until(
+      async () => (await nicIrq<Stats>(process, 'stats')).calls >= 3,
+      'nicIrq stats.calls >= 3',
+    );
     expect(machine.state).toBe('running');
     expect(machine.dmesg()).toContain(
       'irq 0000:00:03.0: handler failed: Error: nic_irq: handler failure on purpose',
@@ -138,10 +150,13 @@ describe('device interrupts', () => {
     await nicIrq(process, 'start', { msix: true });
     let read = counterOf(await first);
     expect(read).toBeGreaterThan(0);
-    await until(() => machine.counters(NIC).packets >= 60);
+    await until(() => machine.counters(NIC).packets >= 60, 'machine.counters(NIC).packets >= 60');
     read += counterOf(await process.read(efd, 8));
     const delivered = await quiesce(machine, process);
-    await until(async () => (await nicIrq<Stats>(process, 'stats')).handled >= delivered, 2000);
+    await until(
+      async () => (await nicIrq<Stats>(process, 'stats')).handled >= delivered,
+      'nicIrq stats.handled >= delivered',
+    );
     // Whatever was signalled since the last read is in the counter, coalesced.
     if (read < delivered) read += counterOf(await process.read(efd, 8));
     expect(read).toBe(delivered);
@@ -167,7 +182,10 @@ describe('device interrupts', () => {
     const { machine, process } = await booted();
     await nicIrq(process, 'request');
     await nicIrq(process, 'start', { msix: true });
-    await until(() => machine.counters(NIC).interrupts >= 50);
+    await until(
+      () => machine.counters(NIC).interrupts >= 50,
+      'machine.counters(NIC).interrupts >= 50',
+    );
     // At kexec the old kernel frees its handler and resets the NIC; the message word stays.
     const next = await kexec(machine, process, testImage('6.18.1', { modules: [PROBE, NIC_IRQ] }));
     expect(machine.dmesg(0)).toContain('pci 0000:00:03.0: shutdown');
@@ -175,9 +193,15 @@ describe('device interrupts', () => {
     expect(machine.hardware.function(NIC).interruptMessage).toBe(before);
     await nicIrq(next, 'request');
     await nicIrq(next, 'start', { msix: true });
-    await until(() => machine.counters(NIC).interrupts >= before + 50);
+    await until(
+      () => machine.counters(NIC).interrupts >= before + 50,
+      'machine.counters(NIC).interrupts >= before + 50',
+    );
     const delivered = await quiesce(machine, next);
-    await until(async () => (await nicIrq<Stats>(next, 'stats')).handled >= delivered - before);
+    await until(
+      async () => (await nicIrq<Stats>(next, 'stats')).handled >= delivered - before,
+      'nicIrq stats.handled >= delivered - before',
+    );
     await sleep(20);
     expect((await nicIrq<Stats>(next, 'stats')).handled).toBe(delivered - before);
   });

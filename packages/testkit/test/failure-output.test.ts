@@ -76,4 +76,4 @@ it('reports a failing case and a failing law at the lines of the author that mad
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
-}, 60_000);
+});

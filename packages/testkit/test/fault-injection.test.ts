@@ -3,6 +3,7 @@
 // cleanup are seen to hold.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
+import { until } from '@liveupdate/vitest-config/wait-until';
 import type { LiveUpdateSession } from '@liveupdate/core';
 import type { Process } from '@liveupdate/machine';
 import {
@@ -32,10 +33,7 @@ async function pendingAfter(promise: Promise<unknown>, ms: number): Promise<bool
 
 /** Wait until the fault set in `process`'s kernel has fired (the op is hanging now). */
 async function fired(process: Process): Promise<void> {
-  for (let waited = 0; !(await faultStatus(process)).fired; waited += 10) {
-    if (waited > 10_000) throw new Error('the fault did not fire within 10 s');
-    await sleep(10);
-  }
+  await until(async () => (await faultStatus(process)).fired, 'the fault to fire');
 }
 
 /** Preserve notes `texts` in a new session `name` under tokens 1, 2, …; returns the session. */

@@ -251,7 +251,7 @@ describe('a memfd across a live update', () => {
     const last = await kexec(machine, current, testImage('6.18.4'));
     const { fd: memfd } = await retrieve(last);
     expectBytes(await readAll(last, memfd, expected.length), expected);
-  }, 60_000);
+  });
 
   it('refuses to preserve a retrieved memfd again before its session finishes (EBUSY), and accepts it after', async () => {
     const { machine, process } = await boot();
@@ -310,7 +310,7 @@ describe('a memfd across a live update', () => {
       await next.close(fd);
     }
     await incoming.finish();
-  }, 60_000);
+  });
 
   it('refuses an MFD_HUGETLB memfd with ENOENT: no handler takes it', async () => {
     const { process } = await boot();

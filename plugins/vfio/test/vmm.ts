@@ -231,18 +231,7 @@ export async function vmmMemory(
 export const sleep = (ms: number): Promise<void> =>
   new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Poll `condition` every 5 ms; fail after `timeoutMs`. */
-export async function until(
-  condition: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 5000,
-): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+export { until } from '@liveupdate/vitest-config/wait-until';
 
 /** Where the guest's drivers keep their rings and buffers, as guest-physical addresses. */
 export interface VmLayout {
