@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { until } from '@liveupdate/vitest-config/wait-until';
 import {
   DMA_COPY_CTRL_ENABLE,
   DMA_COPY_DESC_INTERRUPT,
@@ -47,15 +48,35 @@ function machine(): Machine {
   return m;
 }
 
-async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
 describe('machine devices', () => {
+  it('completes no more copies per second than copiesPerSecond allows', async () => {
+    const m = Machine.create({
+      ramBytes: 4 * 1024 * 1024,
+      devices: [{ kind: 'dma-copy', bdf: '00:04.0', copiesPerSecond: 100 }],
+    });
+    machines.push(m);
+    const copy = m.hardware.function('00:04.0');
+    const { memory } = m;
+    // 21 descriptors of 16 bytes each, from 0x2000 to 0x3000, completions from 0x4000.
+    for (let i = 0; i < 21; i++) {
+      memory.writeU64(0x1000 + i * 32, 0x2000n);
+      memory.writeU64(0x1008 + i * 32, 0x3000n);
+      memory.writeU32(0x1010 + i * 32, 16);
+      memory.writeU64(0x1018 + i * 32, BigInt(0x4000 + i * 8));
+    }
+    copy.writeRegister(DMA_COPY_REG_BASE_LO, 0x1000);
+    copy.writeRegister(DMA_COPY_REG_SIZE, 32);
+    copy.writeRegister(DMA_COPY_REG_CTRL, DMA_COPY_CTRL_ENABLE);
+    copy.writeConfig16(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    const start = performance.now();
+    copy.writeRegister(DMA_COPY_REG_TAIL, 21);
+    await until(() => copy.readRegister(DMA_COPY_REG_COMPLETED) === 21, '21 copies');
+    // The first copy starts at once, the 21st no earlier than 20 / 100 s later. A busy host only
+    // makes it later, so this bound cannot fail for want of CPU.
+    expect(performance.now() - start).toBeGreaterThanOrEqual(200);
+    expect(memory.readU32(0x4000 + 20 * 8)).toBe(DMA_COPY_STATUS.SUCCESS);
+  });
+
   it('counts the operations and bytes of a copy engine doing DMA with translation off', async () => {
     const m = machine();
     const copy = m.hardware.function('00:04.0');
@@ -71,7 +92,10 @@ describe('machine devices', () => {
     copy.writeRegister(DMA_COPY_REG_CTRL, DMA_COPY_CTRL_ENABLE);
     copy.writeConfig16(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
     copy.writeRegister(DMA_COPY_REG_TAIL, 1);
-    await until(() => copy.readRegister(DMA_COPY_REG_COMPLETED) === 1);
+    await until(
+      () => copy.readRegister(DMA_COPY_REG_COMPLETED) === 1,
+      'copy.readRegister(DMA_COPY_REG_COMPLETED) === 1',
+    );
 
     expect(memory.read(0x3000, 101)).toEqual(new Uint8Array([...Array(100).fill(0x5a), 0]));
     expect(memory.readU32(0x4000)).toBe(DMA_COPY_STATUS.SUCCESS);
@@ -90,7 +114,7 @@ describe('machine devices', () => {
     const nic = m.hardware.function('00:03.0');
     nic.writeConfig16(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
     nic.writeRegister(NIC_REG_CTRL, NIC_CTRL_RX_ENABLE);
-    await until(() => m.counters('00:03.0').drops >= 10);
+    await until(() => m.counters('00:03.0').drops >= 10, '10 drops');
     expect(nic.readRegister(NIC_REG_RX_DROPS)).toBeGreaterThanOrEqual(10);
 
     nic.writeConfig16(PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR);
@@ -116,7 +140,10 @@ describe('machine devices', () => {
     nic.writeConfig16(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
     nic.writeRegister(NIC_REG_CTRL, NIC_CTRL_RX_ENABLE | NIC_CTRL_RX_IRQ);
     // The ring is full at head + 1 = tail: seven packets land, the rest are dropped.
-    await until(() => nic.readRegister(NIC_REG_RX_PACKETS) === ringSize - 1);
+    await until(
+      () => nic.readRegister(NIC_REG_RX_PACKETS) === ringSize - 1,
+      'nic.readRegister(NIC_REG_RX_PACKETS) === ringSize - 1',
+    );
     expect(memory.readU32(0x20000 + 8)).toBe(NIC_PACKET_SIZE);
     expect(nic.readRegister(NIC_REG_INT_STATUS) & 1).toBe(1);
     expect(nic.interruptMessage).toBe(0);
@@ -126,8 +153,11 @@ describe('machine devices', () => {
     const seen = nic.interruptMessage;
     // Hand four descriptors back: four more packets, four interrupts.
     nic.writeRegister(NIC_REG_RX_TAIL, 4);
-    await until(() => nic.readRegister(NIC_REG_RX_PACKETS) === ringSize - 1 + 4);
-    await until(() => m.counters('00:03.0').drops > 0);
+    await until(
+      () => nic.readRegister(NIC_REG_RX_PACKETS) === ringSize - 1 + 4,
+      'nic.readRegister(NIC_REG_RX_PACKETS) === ringSize - 1 + 4',
+    );
+    await until(() => m.counters('00:03.0').drops > 0, 'a drop');
     expect(m.counters('00:03.0').interrupts).toBe(4);
     expect((nic.interruptMessage - seen) >>> 0).toBe(4);
     expect(nic.readRegister(NIC_REG_RX_HEAD)).toBe(3);
@@ -154,7 +184,10 @@ describe('machine devices', () => {
     copy.writeConfig16(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
     const woken = copy.waitForInterrupt(copy.interruptMessage);
     copy.writeRegister(DMA_COPY_REG_TAIL, 1);
-    await until(() => copy.readRegister(DMA_COPY_REG_COMPLETED) === 1);
+    await until(
+      () => copy.readRegister(DMA_COPY_REG_COMPLETED) === 1,
+      'copy.readRegister(DMA_COPY_REG_COMPLETED) === 1',
+    );
     expect(copy.interruptMessage).toBe(0);
 
     copy.writeRegister(DMA_COPY_REG_TAIL, 2);

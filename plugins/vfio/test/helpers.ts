@@ -25,6 +25,8 @@ afterEach(async () => {
 export async function bootVfio(
   options: {
     packetsPerSecond?: number;
+    /** The copy engine's rate (`DeviceSpec`'s `copiesPerSecond`); default no limit. */
+    copiesPerSecond?: number;
     ramBytes?: number;
     cmdline?: string;
     onHandover?: BootForLiveUpdateOptions['onHandover'];
@@ -38,7 +40,13 @@ export async function bootVfio(
     ...(options.onHandover === undefined ? {} : { onHandover: options.onHandover }),
     devices: [
       { kind: 'nic', bdf: NIC_BDF, packetsPerSecond: options.packetsPerSecond ?? 2000 },
-      { kind: 'dma-copy', bdf: COPY_BDF },
+      {
+        kind: 'dma-copy',
+        bdf: COPY_BDF,
+        ...(options.copiesPerSecond === undefined
+          ? {}
+          : { copiesPerSecond: options.copiesPerSecond }),
+      },
     ],
   });
   harnesses.push(harness);

@@ -45,8 +45,14 @@ import {
  */
 const NIC_RING = 16384;
 const PACKETS_PER_SECOND = 1000;
-/** 4095 queued copies of 1 MiB: over a second of work for the copy engine, spanning the blackout. */
+/**
+ * 4095 queued copies of {@link COPY_CHUNK} at {@link COPIES_PER_SECOND}: over four seconds of work
+ * for the copy engine whatever the host's load, which spans the blackout. (Copies without a rate
+ * made the span depend on the CPU: too short on an idle machine, too long on a loaded one.)
+ */
 const COPY_RING = 4096;
+const COPIES_PER_SECOND = 1000;
+const COPY_CHUNK = 64 * 1024;
 const SOURCE_GPA = 0x20_0000;
 const DESTINATION_GPA = 0x30_0000;
 /** Where the guest-RAM aliases land (see the freed-frames check). */
@@ -59,6 +65,15 @@ const LAYOUT: VmLayout = {
 };
 
 const source = Uint8Array.from({ length: MiB }, (_, i) => (i * 7 + (i >> 12) + 3) & 0xff);
+
+/** `copy` as copies of at most {@link COPY_CHUNK} bytes each, in order. */
+function chunked(copy: { src: number; dst: number; length: number }) {
+  return Array.from({ length: Math.ceil(copy.length / COPY_CHUNK) }, (_, i) => ({
+    src: copy.src + i * COPY_CHUNK,
+    dst: copy.dst + i * COPY_CHUNK,
+    length: Math.min(COPY_CHUNK, copy.length - i * COPY_CHUNK),
+  }));
+}
 
 /** The NIC's ring holds `head` packets, each intact and numbered from 0, and the NIC dropped none. */
 async function expectRingInSequence(machine: Machine, vm: Vm): Promise<number> {
@@ -103,6 +118,7 @@ describe('a VM live update with passthrough devices (vfio-pci-v1, iommufd-v1, me
     let atHandover: { packets: number; copies: number; faults: number } | undefined;
     const harness = await bootVfio({
       packetsPerSecond: PACKETS_PER_SECOND,
+      copiesPerSecond: COPIES_PER_SECOND,
       onHandover: () => {
         atHandover = {
           packets: machine.counters(NIC_BDF).packets,
@@ -153,17 +169,21 @@ describe('a VM live update with passthrough devices (vfio-pci-v1, iommufd-v1, me
     await vm.nic.start();
     await until(async () => (await vm.nic.head()) >= 20, 'packets before the update');
     await preserveVm(vm, 'vm0');
-    // Copies queued for the blackout alternate between guest RAM and the aliases.
-    const copies = Array.from({ length: COPY_RING - 1 }, (_, i) => {
-      const alias = aliases[i % aliases.length]!;
-      return i % 2 === 0
-        ? { src: SOURCE_GPA, dst: DESTINATION_GPA, length: DMA_COPY_MAX_LENGTH }
-        : {
-            src: SOURCE_GPA + (alias.gpa - ALIAS_TARGET_GPA),
-            dst: alias.iova,
-            length: alias.length,
-          };
-    });
+    // Copies queued for the blackout alternate between chunks of guest RAM and of the aliases,
+    // cycling so that every chunk is copied many times.
+    const ramChunks = chunked({ src: SOURCE_GPA, dst: DESTINATION_GPA, length: MiB });
+    const aliasChunks = aliases.flatMap((alias) =>
+      chunked({
+        src: SOURCE_GPA + (alias.gpa - ALIAS_TARGET_GPA),
+        dst: alias.iova,
+        length: alias.length,
+      }),
+    );
+    const copies = Array.from({ length: COPY_RING - 1 }, (_, i) =>
+      i % 2 === 0
+        ? ramChunks[(i / 2) % ramChunks.length]!
+        : aliasChunks[((i - 1) / 2) % aliasChunks.length]!,
+    );
     const queued = await vm.copier.queue(copies);
     const sampler = sampleCounters(machine);
     const oldBoot = machine.bootCount - 1;
@@ -196,7 +216,7 @@ describe('a VM live update with passthrough devices (vfio-pci-v1, iommufd-v1, me
     await until(
       async () => (await restored.copier.completed()) >= vm.copier.tail,
       'the queued copies',
-      30_000,
+      60_000,
     );
 
     expect(machine.counters().faults).toBe(0);
@@ -222,7 +242,7 @@ describe('a VM live update with passthrough devices (vfio-pci-v1, iommufd-v1, me
     expect(machine.dmesg(oldBoot)).toContain(
       'pci 0000:00:03.0: shutdown: preserved for live update, left running',
     );
-  }, 60_000);
+  });
 
   it('restores memfd, iommufd and devices retrieved in any order, three live updates in a row', async () => {
     const harness = await bootVfio({ packetsPerSecond: PACKETS_PER_SECOND });
@@ -260,7 +280,7 @@ describe('a VM live update with passthrough devices (vfio-pci-v1, iommufd-v1, me
     await expectRingInSequence(machine, vm);
     expect(machine.counters().faults).toBe(0);
     expect(machine.bootCount).toBe(4);
-  }, 60_000);
+  });
 
   it('claims a preserved device for its session: the cdev is EBUSY and FINISH refused until it is retrieved and bound', async () => {
     const harness = await bootVfio({ packetsPerSecond: PACKETS_PER_SECOND });
@@ -305,7 +325,7 @@ describe('a VM live update with passthrough devices (vfio-pci-v1, iommufd-v1, me
     await reopened.close();
     expect(harness.machine.counters().faults).toBe(0);
     expect(await nic.readRegister(NIC_REG_RX_HEAD)).toBeGreaterThan(head);
-  }, 60_000);
+  });
 });
 
 describe('VMM ordering mistakes', () => {
@@ -415,7 +435,7 @@ describe('VMM ordering mistakes', () => {
     await restored.nic.stop();
     await expectRingInSequence(harness.machine, restored);
     expect(harness.machine.counters().faults).toBe(0);
-  }, 60_000);
+  });
 
   it('refuses FINISH before the devices are retrieved (EBUSY), and the devices keep running', async () => {
     const harness = await bootVfio({ packetsPerSecond: PACKETS_PER_SECOND });
@@ -433,7 +453,7 @@ describe('VMM ordering mistakes', () => {
     // Then restored the normal way, and finished.
     await restoreVm(next, LAYOUT, { sessionName: 'vm0', hwptToken: 1, luo, session });
     expect(harness.machine.counters().faults).toBe(0);
-  }, 60_000);
+  });
 });
 
 describe('vfio-pci.reset_on_freeze=1 (what upstream does today)', () => {
@@ -486,5 +506,5 @@ describe('vfio-pci.reset_on_freeze=1 (what upstream does today)', () => {
     await restored.nic.start();
     await until(async () => (await restored.nic.head()) >= 5, 'packets after a restart');
     expect(machine.counters().faults).toBe(0);
-  }, 60_000);
+  });
 });

@@ -29,8 +29,8 @@ const step =
       )(new NicDevice(dma, spec.packetsPerSecond))
     : (
         (engine) => () =>
-          engine.step()
-      )(new DmaCopyDevice(dma));
+          engine.step(performance.now())
+      )(new DmaCopyDevice(dma, spec.copiesPerSecond));
 const tick = new Int32Array(new SharedArrayBuffer(4));
 for (;;) {
   step();

@@ -45,23 +45,43 @@ export const DMA_COPY_DEVICE_ID = 0x0b25;
 
 export class DmaCopyDevice {
   readonly #dma: DmaEngine;
+  readonly #copiesPerSecond: number;
+  /** When the engine last found work after being idle, and what it has done since. */
+  #busySince: number | undefined;
+  #doneSince = 0;
 
-  constructor(dma: DmaEngine) {
+  /** @param copiesPerSecond most descriptors completed per second; `Infinity` for no limit. */
+  constructor(dma: DmaEngine, copiesPerSecond = Infinity) {
     this.#dma = dma;
+    this.#copiesPerSecond = copiesPerSecond;
   }
 
-  /** Process every queued descriptor. */
-  step(): void {
+  /** Process the queued descriptors that are due at `now` (ms): all of them without a limit. */
+  step(now: number): void {
     const fn = this.#dma.fn;
     for (;;) {
-      if (!fn.memoryDecode || (fn.readRegister(DMA_COPY_REG_CTRL) & DMA_COPY_CTRL_ENABLE) === 0) {
-        return;
-      }
       const size = fn.readRegister(DMA_COPY_REG_SIZE);
       const head = fn.readRegister(DMA_COPY_REG_HEAD);
-      if (size === 0 || head === fn.readRegister(DMA_COPY_REG_TAIL) % size) return;
+      if (
+        !fn.memoryDecode ||
+        (fn.readRegister(DMA_COPY_REG_CTRL) & DMA_COPY_CTRL_ENABLE) === 0 ||
+        size === 0 ||
+        head === fn.readRegister(DMA_COPY_REG_TAIL) % size
+      ) {
+        this.#busySince = undefined;
+        return;
+      }
+      if (Number.isFinite(this.#copiesPerSecond)) {
+        if (this.#busySince === undefined) {
+          this.#busySince = now;
+          this.#doneSince = 0;
+        }
+        const allowed = 1 + Math.floor(((now - this.#busySince) * this.#copiesPerSecond) / 1000);
+        if (this.#doneSince >= allowed) return;
+      }
       const ran = this.#dma.transaction(() => this.#copy(head, size));
       if (!ran) return;
+      this.#doneSince++;
     }
   }
 

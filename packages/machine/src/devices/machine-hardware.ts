@@ -21,13 +21,24 @@ export type DeviceSpec =
       /** Rate of the packet source while receive is enabled. Default 1000. */
       readonly packetsPerSecond?: number;
     }
-  | { readonly kind: 'dma-copy'; readonly bdf: string };
+  | {
+      readonly kind: 'dma-copy';
+      readonly bdf: string;
+      /**
+       * Most descriptors the engine completes per second, like a real engine's bandwidth: queued
+       * work then lasts a known time, whatever the host's load. Default: no limit.
+       */
+      readonly copiesPerSecond?: number;
+    };
 
 export type DeviceKind = DeviceSpec['kind'];
 
 /** One PCI function of the machine's bus, as it crosses to kernel and device workers. */
 export type MmioFunction = PciFunctionBuffers &
-  ({ readonly kind: 'nic'; readonly packetsPerSecond: number } | { readonly kind: 'dma-copy' });
+  (
+    | { readonly kind: 'nic'; readonly packetsPerSecond: number }
+    | { readonly kind: 'dma-copy'; readonly copiesPerSecond: number }
+  );
 
 /**
  * The machine's MMIO: the IOMMU's register block, every PCI function's config space and BAR0,
@@ -89,7 +100,9 @@ export class MachineHardware {
         if (!(rate > 0)) throw new RangeError(`packetsPerSecond must be positive, got ${rate}`);
         return { ...fn.buffers, kind: 'nic', packetsPerSecond: rate };
       }
-      return { ...fn.buffers, kind: 'dma-copy' };
+      const copies = spec.copiesPerSecond ?? Infinity;
+      if (!(copies > 0)) throw new RangeError(`copiesPerSecond must be positive, got ${copies}`);
+      return { ...fn.buffers, kind: 'dma-copy', copiesPerSecond: copies };
     });
     this.#functions = functions.map((f) => new PciFunction(f));
     this.#counters = DmaCounterBlock.allocate(functions.length);
