@@ -1,4 +1,4 @@
-import type { File } from '@liveupdate/kernel';
+import type { File, FrameRange } from '@liveupdate/kernel';
 
 /**
  * Size of `compatible` in `luo_file_ser`, including the NUL (`LIVEUPDATE_HNDL_COMPAT_LENGTH`): a
@@ -161,6 +161,26 @@ export interface FileHandler {
    * reverse order. After it, the retrieved file is an ordinary file.
    */
   finish(args: FileOpArgs): void | Promise<void>;
+
+  /**
+   * `preserved_frames` (optional; an extension of this project, upstream has no such op): every
+   * physical frame the file's serialized state claims — what its `retrieve`, or its `finish` if
+   * never retrieved, would take from KHO: its own serialized structures and the memory they list.
+   *
+   * Called once for every incoming file when LUO deserializes, at the first open of
+   * `/dev/liveupdate` after a live update: sessions and their files in serialized order, all of
+   * them before any `retrieve`, `args.file` `null`. It must only read the handover: restore,
+   * allocate or change nothing, and check what it reads as `retrieve` would.
+   *
+   * LUO then checks that no frame is claimed by two files, in one session or in two (memfd's
+   * writer, for one, never lists a frame twice): every file that shares a frame with another
+   * fails with a sticky `EIO` — its `retrieve` is never called, and `finish` sees the negative
+   * errno in `retrieveStatus` and must leave the frames alone — and the kernel log names both
+   * sessions and tokens and the range. Other files are unaffected. A throw fails this file alone
+   * the same way with the thrown errno (any other throw: `EIO`); so does a result that is not an
+   * array of ranges of whole frames in RAM. A handler without the op is left out of the check.
+   */
+  preservedFrames?(args: FileOpArgs): readonly FrameRange[] | Promise<readonly FrameRange[]>;
 
   /**
    * `get_id` (optional): the file's identity for the check against preserving the same file

@@ -51,6 +51,7 @@ import {
   retrieveSessionArg,
 } from './liveupdate-uapi.js';
 import { LuoFile, LuoSession } from './luo-session.js';
+import { checkPreservedFrameClaims } from './preserved-frame-claims.js';
 import { strnlen } from './struct-codec.js';
 
 /** Limits of one kernel; configuration (`liveupdate.max_sessions=`, `liveupdate.max_files=`). */
@@ -303,7 +304,7 @@ export class LiveUpdateOrchestrator {
   }
 
   /** `luo_session_deserialize()`: once, at the first open. A failure makes every open `EIO`. */
-  #deserialize(): void {
+  async #deserialize(): Promise<void> {
     if (this.#deserialized === 'done') return;
     if (this.#deserialized === 'failed') {
       throw new KernelError(
@@ -344,8 +345,9 @@ export class LiveUpdateOrchestrator {
           return session;
         },
       );
-      for (const session of sessions) this.#incoming.set(session.name, session);
       for (const blob of blobs) this.#kho.restoreFree(blob);
+      await checkPreservedFrameClaims(sessions, this.#calls, this.#memory);
+      for (const session of sessions) this.#incoming.set(session.name, session);
       this.#deserialized = 'done';
       this.#log.info(`LUO: deserialized ${sessions.length} incoming sessions`);
     } catch (error) {

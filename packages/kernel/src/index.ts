@@ -57,9 +57,11 @@ export {
   KHO_VMALLOC_CHUNK_ENTRIES,
   KHO_VMALLOC_HUGE_VMAP,
   khoPreserveVmalloc,
+  khoReadVmalloc,
   khoRestoreVmalloc,
   khoUnpreserveVmalloc,
   type KhoVmalloc,
+  type KhoVmallocContents,
   type KhoVmallocContext,
 } from './kho/kho-vmalloc.js';
 export {

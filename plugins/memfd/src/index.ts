@@ -12,6 +12,12 @@ export {
 } from './memfd-inode.js';
 export { createMemfdLuoHandler } from './memfd-luo-handler.js';
 export {
+  MAX_PRESERVED_PAGES,
+  readPreservedMemfd,
+  type PreservedFolio,
+  type PreservedMemfd,
+} from './memfd-luo-reader.js';
+export {
   MEMFD_LUO_ALL_SEALS,
   MEMFD_LUO_FH_COMPATIBLE,
   MEMFD_LUO_FOLIO_DIRTY,

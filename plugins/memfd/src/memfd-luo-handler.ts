@@ -6,13 +6,11 @@ import {
 } from '@liveupdate/core';
 import {
   KernelError,
-  MAX_PAGE_ORDER,
   PAGE_SIZE,
-  getOrder,
   khoPreserveVmalloc,
-  khoRestoreVmalloc,
   khoUnpreserveVmalloc,
   type Folio,
+  type FrameRange,
   type KhoVmalloc,
 } from '@liveupdate/kernel';
 import { MFD_ALLOW_SEALING, hex } from '@liveupdate/machine';
@@ -26,8 +24,13 @@ import {
   memfdLuoFolioSer,
   memfdLuoSer,
   packPfnFlags,
-  unpackPfnFlags,
 } from './memfd-luo-abi.js';
+import {
+  MAX_PRESERVED_PAGES,
+  MEMFD_LUO_SER_ORDER,
+  readPreservedMemfd,
+  type PreservedMemfd,
+} from './memfd-luo-reader.js';
 
 /** What `preserve` leaves in `privateData` for `unpreserve`; this kernel only. */
 interface MemfdPreservation {
@@ -37,19 +40,7 @@ interface MemfdPreservation {
   readonly vmalloc: KhoVmalloc | null;
 }
 
-/** A folio of a preserved memfd, read back: its place in the file, its frames and its order. */
-interface PreservedFolio {
-  readonly index: number;
-  readonly pfn: number;
-  readonly order: number;
-  readonly flags: number;
-}
-
 type MemfdLuoSer = ReturnType<typeof memfdLuoSer.decode>;
-
-/** Preserved memfds are limited to `UINT_MAX` pages (`EFBIG`), as in Linux. */
-const MAX_PRESERVED_PAGES = 0xffff_ffff;
-const SER_ORDER = getOrder(memfdLuoSer.size);
 
 /**
  * The memfd file handler, `"memfd-v2"` (`mm/memfd_luo.c`): a memfd's pages cross a live update
@@ -63,6 +54,14 @@ const SER_ORDER = getOrder(memfdLuoSer.size);
  * - `freeze` records the file position again; `unpreserve` undoes `preserve` and thaws the size.
  * - `retrieve` builds a new memfd (`O_RDWR`, not frozen) on the restored frames.
  * - `finish` frees the frames of a memfd that was never retrieved.
+ * - `preservedFrames` lists every frame the two above would take, restoring nothing, so that LUO
+ *   can refuse frames claimed by two files before any is retrieved.
+ *
+ * `retrieve`, `finish` and `preservedFrames` read the handover with {@link readPreservedMemfd},
+ * which refuses everything memfd-v2's writer cannot produce (`EINVAL` for `memfd_luo_ser` and its
+ * array description, `EIO` for a folio entry) before anything is restored. A damaged file fails
+ * alone, with a kernel log line saying what was wrong and where; the folios its list names stay
+ * reserved (they cannot be trusted to be this file's) and are counted in that line.
  *
  * `memfd_luo_folio_ser` records no order (Linux reads it from the restored page). It follows from
  * the layout: holes are filled and no folio crosses the end, so the folios tile `[0, size)` and a
@@ -80,81 +79,29 @@ export function createMemfdLuoHandler(memfds: MemfdFileSystem): FileHandler {
 
   const serAddress = (data: bigint): number => serializedDataAddress(data, memory, 'memfd');
   const restoreSer = (phys: number): Folio =>
-    restoreSerializedFolio(kho, phys, SER_ORDER, 'memfd_luo_ser');
+    restoreSerializedFolio(kho, phys, MEMFD_LUO_SER_ORDER, 'memfd_luo_ser');
 
-  /** `size` and `pos` as numbers; `EINVAL` when they cannot be a preserved memfd's. */
-  const geometry = (ser: MemfdLuoSer): { size: number; pos: number } => {
-    if (ser.size > BigInt(MAX_PRESERVED_PAGES) * BigInt(PAGE_SIZE)) {
-      throw new KernelError('EINVAL', `memfd: preserved size ${ser.size} is too large`);
+  /** Restore every folio `memfd` lists and free it: the file's data is dropped. */
+  const discard = (memfd: PreservedMemfd): void => {
+    for (const { pfn, order } of [...memfd.arrayFolios, ...memfd.folios]) {
+      pages.freePages(kho.restoreFolio(pfn * PAGE_SIZE, order));
     }
-    if (ser.pos > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw new KernelError('EINVAL', `memfd: preserved position ${ser.pos} is too large`);
-    }
-    return { size: Number(ser.size), pos: Number(ser.pos) };
   };
 
   /**
-   * `kho_restore_vmalloc(&ser->folios)` and a check of every entry: indexes increasing inside the
-   * file, known flags, and an order its place implies. `EINVAL` for anything else; nothing of the
-   * folios themselves is restored yet.
+   * {@link readPreservedMemfd}, with a log line for what it refused: which `memfd_luo_ser`, in
+   * which session, what is wrong, and that the folios it lists stay reserved.
    */
-  const restoreFolioList = (ser: MemfdLuoSer, size: number): PreservedFolio[] => {
-    const endPage = pagesFor(size);
-    const count = ser.nrFolios;
-    if (count === 0n) return [];
-    if (count > BigInt(endPage)) {
-      throw new KernelError('EINVAL', `memfd: ${count} folios for ${endPage} pages`);
+  const read = (serPhys: number, session: string, op: string): PreservedMemfd => {
+    try {
+      return readPreservedMemfd(ctx, serPhys);
+    } catch (error) {
+      const listed = memfdLuoSer.decode(memory.view(serPhys, memfdLuoSer.size)).nrFolios;
+      log.err(
+        `${(error as Error).message} (${op} in session "${session}"); the folios it lists (nr_folios ${listed}) stay reserved`,
+      );
+      throw error;
     }
-    const { first, totalPages, flags, order } = ser.folios;
-    if (first >= BigInt(memory.size)) {
-      throw new KernelError('EINVAL', `memfd: folio array at ${hex(first)} is outside RAM`);
-    }
-    const array = khoRestoreVmalloc(ctx, { first: Number(first), totalPages, flags, order });
-    const entries = Array.from({ length: Number(count) }, (_, i) => {
-      if ((i + 1) * memfdLuoFolioSer.size > array.length) {
-        throw new KernelError('EINVAL', `memfd: folio array holds fewer than ${count} entries`);
-      }
-      const entry = memfdLuoFolioSer.decode(array, i * memfdLuoFolioSer.size);
-      if (entry.index >= BigInt(endPage)) {
-        throw new KernelError('EINVAL', `memfd: folio ${i} at page ${entry.index} is past the end`);
-      }
-      return { ...unpackPfnFlags(entry.pfnFlags), index: Number(entry.index) };
-    });
-    const folios: PreservedFolio[] = [];
-    entries.forEach(({ pfn, flags: folioFlags, index }, i) => {
-      const end = entries[i + 1]?.index ?? endPage;
-      const extent = end - index;
-      const folioOrder = Math.log2(extent);
-      const where = `memfd: folio ${i} (pfn ${hex(pfn)}, page ${index})`;
-      if (extent <= 0) throw new KernelError('EINVAL', `${where}: indexes do not increase`);
-      if (folioFlags & ~(MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE)) {
-        throw new KernelError('EINVAL', `${where}: unknown flags ${hex(folioFlags)}`);
-      }
-      if (pfn === 0) return;
-      if (
-        !Number.isInteger(folioOrder) ||
-        folioOrder > MAX_PAGE_ORDER ||
-        index % extent !== 0 ||
-        pfn % extent !== 0
-      ) {
-        throw new KernelError('EINVAL', `${where}: spans ${extent} pages, not an aligned folio`);
-      }
-      folios.push({ index, pfn, order: folioOrder, flags: folioFlags });
-    });
-    return folios;
-  };
-
-  /** Restore and free `folios`; one that cannot be restored is left reserved and reported. */
-  const discard = (folios: readonly PreservedFolio[]): void => {
-    let lost = 0;
-    for (const { pfn, order } of folios) {
-      try {
-        pages.freePages(kho.restoreFolio(pfn * PAGE_SIZE, order));
-      } catch {
-        lost++;
-      }
-    }
-    if (lost > 0) log.warn(`memfd: ${lost} preserved folios could not be restored to be freed`);
   };
 
   return defineHandler({
@@ -262,67 +209,74 @@ export function createMemfdLuoHandler(memfds: MemfdFileSystem): FileHandler {
     },
 
     /**
-     * `retrieve`: a new memfd on the preserved frames, with size, position and seals. `EINVAL` for
-     * missing or malformed data, `EOPNOTSUPP` for seals this kernel does not know, `EIO` when a
-     * folio cannot be restored; on failure nothing is left behind but frames KHO would not give.
+     * `retrieve`: a new memfd on the preserved frames, with size, position and seals. `EINVAL`
+     * for missing serialized data or a damaged `memfd_luo_ser`, `EIO` for a damaged folio entry
+     * (see {@link readPreservedMemfd}): nothing is restored then but the `memfd_luo_ser` page,
+     * which is freed. `EOPNOTSUPP` for seals or flags this kernel does not know, after freeing
+     * the (valid) folios.
      */
     retrieve(args) {
       const serPhys = serAddress(args.serializedData);
       const serFolio = restoreSer(serPhys);
       try {
-        const ser = readSer(serPhys);
-        const { size, pos } = geometry(ser);
-        if (ser.seals & ~MEMFD_LUO_ALL_SEALS || ser.flags !== 0) {
-          try {
-            discard(restoreFolioList(ser, size));
-          } catch {
-            // A malformed list stays reserved; the error below is the one that matters.
-          }
+        const memfd = read(serPhys, args.session.name, 'retrieve');
+        if (memfd.seals & ~MEMFD_LUO_ALL_SEALS || memfd.flags !== 0) {
+          discard(memfd);
           throw new KernelError(
             'EOPNOTSUPP',
-            `memfd: unknown seals ${hex(ser.seals)} or flags ${hex(ser.flags)}`,
+            `memfd: unknown seals ${hex(memfd.seals)} or flags ${hex(memfd.flags)}`,
           );
         }
-        const folios = restoreFolioList(ser, size);
+        for (const { pfn, order } of memfd.arrayFolios) {
+          pages.freePages(kho.restoreFolio(pfn * PAGE_SIZE, order));
+        }
         const inode = memfds.createInode('', MFD_ALLOW_SEALING);
-        inode.size = size;
-        inode.seals = ser.seals;
-        folios.forEach(({ index, pfn, order, flags }, i) => {
-          let folio: Folio;
-          try {
-            folio = kho.restoreFolio(pfn * PAGE_SIZE, order);
-          } catch (error) {
-            inode.evict();
-            discard(folios.slice(i + 1));
-            throw new KernelError('EIO', `memfd: folio at page ${index} cannot be restored`, {
-              cause: error,
-            });
-          }
-          if (!(flags & MEMFD_LUO_FOLIO_UPTODATE)) {
-            memory.fill(pfn * PAGE_SIZE, PAGE_SIZE * 2 ** order, 0);
-          }
-          inode.adopt(index, folio);
-        });
+        inode.size = memfd.size;
+        inode.seals = memfd.seals;
+        for (const { index, pfn, order } of memfd.folios) {
+          inode.adopt(index, kho.restoreFolio(pfn * PAGE_SIZE, order));
+        }
         const file = memfds.open(inode);
-        file.pos = pos;
+        file.pos = memfd.pos;
         args.file = file;
-        log.debug(`memfd: retrieved ${size} bytes in ${folios.length} folios as inode ${inode.id}`);
+        log.debug(
+          `memfd: retrieved ${memfd.size} bytes in ${memfd.folios.length} folios as inode ${inode.id}`,
+        );
       } finally {
         pages.freePages(serFolio);
       }
     },
 
-    /** `finish`: for a memfd never retrieved, free its frames and its serialized data. */
+    /**
+     * `finish`: for a memfd never retrieved, free its frames and its serialized data. A damaged
+     * list is refused as `retrieve` refuses it: logged, its folios left reserved.
+     */
     finish(args) {
       if (args.retrieveStatus !== 0) return;
       const serPhys = serAddress(args.serializedData);
       const serFolio = restoreSer(serPhys);
       try {
-        const ser = readSer(serPhys);
-        discard(restoreFolioList(ser, geometry(ser).size));
+        discard(read(serPhys, args.session.name, 'finish'));
       } finally {
         pages.freePages(serFolio);
       }
+    },
+
+    /**
+     * `preservedFrames`: the `memfd_luo_ser` page, the folio array with its chunks, and every
+     * folio, read as `retrieve` reads them and with the same errors; nothing is restored.
+     */
+    preservedFrames(args): FrameRange[] {
+      const serPhys = serAddress(args.serializedData);
+      if (kho.incomingOrder(serPhys) !== MEMFD_LUO_SER_ORDER) {
+        throw new KernelError('EINVAL', `memfd: ${hex(serPhys)} is not a preserved memfd_luo_ser`);
+      }
+      const memfd = read(serPhys, args.session.name, 'preservedFrames');
+      return [
+        { pfn: serPhys / PAGE_SIZE, order: MEMFD_LUO_SER_ORDER },
+        ...memfd.arrayFolios,
+        ...memfd.folios,
+      ].map(({ pfn, order }) => ({ pfn, frames: 2 ** order }));
     },
 
     /** `get_id`: the inode, so every file of one memfd counts as the same file. */

@@ -3,6 +3,7 @@ import { createKernelImage, type PageStats } from '@liveupdate/kernel';
 import {
   LINUX_REBOOT_CMD_KEXEC,
   Machine,
+  type MachineOptions,
   type KernelImage,
   type MemoryMapping,
   type Process,
@@ -51,9 +52,15 @@ afterEach(async () => {
   await Promise.all(machines.splice(0).map((m) => m.shutdown()));
 });
 
-/** A machine booted with `image`, shut down after the test. */
-export async function bootedMachine(image: KernelImage): Promise<Machine> {
-  const machine = Machine.create({ ramBytes: TEST_RAM });
+/**
+ * A machine booted with `image`, shut down after the test; `onHandover` runs between kernels (see
+ * `Machine.create`), the place to damage a handover.
+ */
+export async function bootedMachine(
+  image: KernelImage,
+  onHandover?: MachineOptions['onHandover'],
+): Promise<Machine> {
+  const machine = Machine.create({ ramBytes: TEST_RAM, ...(onHandover ? { onHandover } : {}) });
   machines.push(machine);
   await machine.boot(image);
   return machine;

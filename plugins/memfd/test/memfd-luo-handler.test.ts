@@ -254,13 +254,14 @@ describe('the memfd-v2 handler, called directly', () => {
 
 describe('the memfd-v2 handler refuses damaged serialized data', () => {
   /** A preserved 3-folio memfd (orders 9, 1, 0) in the kernel after the kexec. */
-  async function preserved(): Promise<{ next: Process; ser: SerView }> {
+  async function preservedOn(): Promise<{ machine: Machine; next: Process; ser: SerView }> {
     const { machine, process } = await boot();
     const fd = await process.memfdCreate('victim');
     await writeAll(process, fd, pattern(2 * MiB + 3 * PAGE_SIZE));
     const next = await preserveAndKexec(machine, process, fd);
-    return { next, ser: await probe<SerView>(next, 'peekSer', { index: 0 }) };
+    return { machine, next, ser: await probe<SerView>(next, 'peekSer', { index: 0 }) };
   }
+  const preserved = preservedOn;
 
   /** Where the folio array lives: the first run listed by the kho_vmalloc chunk. */
   async function folioArray(next: Process, ser: SerView): Promise<number> {
@@ -295,13 +296,14 @@ describe('the memfd-v2 handler refuses damaged serialized data', () => {
   });
 
   it.each([
-    ['a size too small for the folios', 'size', PAGE_SIZE],
-    ['more folios than the array holds', 'nrFolios', 4],
-    ['more folios than pages', 'nrFolios', 10_000],
-  ])('refuses %s with EINVAL', async (_what, field, value) => {
+    ['a size too small for the folios', 'EINVAL', 'size', PAGE_SIZE],
+    ['more folios than pages', 'EINVAL', 'nrFolios', 10_000],
+    // The fourth entry is the zeros after the third: no flags, pfn 0.
+    ['more folios than the array holds', 'EIO', 'nrFolios', 4],
+  ])('refuses %s with %s', async (_what, errno, field, value) => {
     const { next } = await preserved();
     await probe(next, 'corrupt', { index: 0, field, value });
-    expect(await retrieve(next)).toEqual({ errno: 'EINVAL' });
+    expect(await retrieve(next)).toEqual({ errno });
   });
 
   it('refuses a broken kho_vmalloc description with EINVAL', async () => {
@@ -314,18 +316,18 @@ describe('the memfd-v2 handler refuses damaged serialized data', () => {
     expect(await retrieve(next)).toEqual({ errno: 'EINVAL' });
   });
 
-  it('refuses a folio whose place does not fit an aligned folio with EINVAL, restoring none', async () => {
+  it('refuses a folio whose place does not fit an aligned folio with EIO, restoring none', async () => {
     const { next, ser } = await preserved();
     const array = await folioArray(next, ser);
     // Move the second folio (order 1 at page 512) to page 513.
     const entry = memfdLuoFolioSer.encode({ pfnFlags: 0n, index: 513n });
     await probe(next, 'poke', { phys: array + 16 + 8, bytes: entry.subarray(8) });
-    expect(await retrieve(next)).toEqual({ errno: 'EINVAL' });
-    // Only the memfd_luo_ser and the folio array were taken (and freed); the folios stay reserved.
-    expect((await stats(next)).kho.unrestoredFolios).toBe(3);
+    expect(await retrieve(next)).toEqual({ errno: 'EIO' });
+    // Only the memfd_luo_ser was taken (and freed); the folios, chunk and array page stay reserved.
+    expect((await stats(next)).kho.unrestoredFolios).toBe(5);
   });
 
-  it('fails with EIO when a folio cannot be restored, and frees the others', async () => {
+  it('fails with EIO when a folio cannot be restored, restoring none of the others', async () => {
     const { next, ser } = await preserved();
     const array = await folioArray(next, ser);
     const raw = await probe<Uint8Array>(next, 'peek', { phys: array, length: 48 });
@@ -340,9 +342,57 @@ describe('the memfd-v2 handler refuses damaged serialized data', () => {
     const before = await stats(next);
     expect(await retrieve(next)).toEqual({ errno: 'EIO' });
     const after = await stats(next);
-    // Left reserved: the original order-0 folio nobody points at any more.
-    expect(after.kho.unrestoredFolios).toBe(1);
-    expect(after.kho.unrestoredFrames).toBe(1);
-    expect(after.pages.free).toBe(before.pages.free + before.kho.unrestoredFrames - 1);
+    // Only the memfd_luo_ser page was restored (and freed): a list with one wrong entry cannot be
+    // trusted for the others, so its three folios, chunk and array page stay reserved.
+    expect(after.kho.unrestoredFolios).toBe(before.kho.unrestoredFolios - 1);
+    expect(after.kho.unrestoredFrames).toBe(before.kho.unrestoredFrames - 1);
+    expect(after.pages.free).toBe(before.pages.free + 1);
+  });
+
+  it('refuses a damaged list at finish of a never-retrieved memfd too, freeing only its memfd_luo_ser', async () => {
+    const { machine, next, ser } = await preservedOn();
+    const array = await folioArray(next, ser);
+    const pfnZero = memfdLuoFolioSer.encode({
+      pfnFlags: packPfnFlags(0, MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE),
+      index: 0n,
+    });
+    await probe(next, 'poke', { phys: array + 16, bytes: pfnZero.subarray(0, 8) });
+    const before = await stats(next);
+    expect(await probe(next, 'finish', { index: 0, retrieveStatus: 0 })).toEqual({ errno: 'EIO' });
+    expect(machine.dmesg(1)).toMatch(
+      /memfd: memfd_luo_ser at 0x[0-9a-f]+: memfd_luo_folio_ser\[1\]: pfn 0 \(finish in session "memfd-probe"\); the folios it lists \(nr_folios 3\) stay reserved/,
+    );
+    const after = await stats(next);
+    expect(after.kho.unrestoredFolios).toBe(before.kho.unrestoredFolios - 1);
+    expect(after.pages.free).toBe(before.pages.free + 1);
+  });
+
+  it('names every frame it claims without restoring any', async () => {
+    const { next, ser } = await preserved();
+    const array = await folioArray(next, ser);
+    const serPhys = (await probe<number[]>(next, 'incoming'))[0]!;
+    const raw = await probe<Uint8Array>(next, 'peek', { phys: array, length: 48 });
+    const folios = [0, 1, 2].map((i) => {
+      const entry = memfdLuoFolioSer.decode(raw, i * 16);
+      return unpackPfnFlags(entry.pfnFlags).pfn;
+    });
+    const before = await stats(next);
+    const claimed = await probe<{ ok: { pfn: number; frames: number }[] }>(
+      next,
+      'preservedFrames',
+      {
+        index: 0,
+      },
+    );
+    expect(claimed.ok).toEqual([
+      { pfn: serPhys / PAGE_SIZE, frames: 1 },
+      { pfn: ser.folios.first / PAGE_SIZE, frames: 1 },
+      { pfn: array / PAGE_SIZE, frames: 1 },
+      { pfn: folios[0], frames: 512 },
+      { pfn: folios[1], frames: 2 },
+      { pfn: folios[2], frames: 1 },
+    ]);
+    expect(await stats(next)).toEqual(before);
+    expect(await retrieve(next)).toHaveProperty('ok');
   });
 });

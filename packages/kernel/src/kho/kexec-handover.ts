@@ -226,6 +226,16 @@ export class KexecHandover {
   }
 
   /**
+   * The order the previous kernel preserved the folio at `phys` with, while nobody has restored
+   * it; `undefined` for any other address. It restores nothing: a reader checks a whole list with
+   * it before taking any of it, so a damaged list is refused without being half-used.
+   */
+  incomingOrder(phys: number): number | undefined {
+    if (!Number.isSafeInteger(phys) || phys < 0 || phys % PAGE_SIZE !== 0) return undefined;
+    return this.#incoming.get(phys / PAGE_SIZE);
+  }
+
+  /**
    * `kho_restore_pages()`: restore what {@link preservePages} preserved with the same `count`.
    * Returns the chunks as folios (free each with `freePages`). All or nothing.
    */

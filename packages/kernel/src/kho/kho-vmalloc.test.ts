@@ -8,6 +8,7 @@ import {
   KHO_VMALLOC_CHUNK_ENTRIES,
   KHO_VMALLOC_HUGE_VMAP,
   khoPreserveVmalloc,
+  khoReadVmalloc,
   khoRestoreVmalloc,
   khoUnpreserveVmalloc,
   type KhoVmalloc,
@@ -121,7 +122,32 @@ describe('kho-vmalloc', () => {
     expect(errnoOf(() => khoRestoreVmalloc(k2, area))).toBe('EINVAL');
   });
 
-  describe('refuses a corrupt description with EINVAL, freeing what it restored', () => {
+  it('reads an area without restoring it, naming the chunk and the runs it would take', () => {
+    const k1 = bootKernel(PhysicalMemory.allocate(RAM));
+    const data = pattern(2 * PAGE_SIZE + 5);
+    const area = khoPreserveVmalloc(k1, data);
+    const k2 = kexec(k1);
+    const before = k2.kho.stats;
+    const read = khoReadVmalloc(k2, area);
+    expect(sameBytes(read.data.subarray(0, data.length), data)).toBe(true);
+    expect(read.folios.map((f) => f.order)).toEqual([0, 0, 0, 0]);
+    expect(read.folios[0]!.pfn * PAGE_SIZE).toBe(area.first);
+    expect(k2.kho.stats).toEqual(before);
+    khoRestoreVmalloc(k2, area);
+    expect(k2.kho.stats.unrestoredFolios).toBe(before.unrestoredFolios - 4);
+  });
+
+  it('refuses a run listed twice with EINVAL, restoring nothing', () => {
+    const k1 = bootKernel(PhysicalMemory.allocate(RAM));
+    const area = khoPreserveVmalloc(k1, pattern(3 * PAGE_SIZE));
+    const k2 = kexec(k1);
+    k2.memory.writeU64(area.first + 16, k2.memory.readU64(area.first + 8));
+    const before = k2.kho.stats;
+    expect(() => khoRestoreVmalloc(k2, area)).toThrow(/run 0x[0-9a-f]+ is listed twice/);
+    expect(k2.kho.stats).toEqual(before);
+  });
+
+  describe('refuses a corrupt description with EINVAL, restoring nothing', () => {
     const corrupt: [string, (area: KhoVmalloc, memory: PhysicalMemory) => KhoVmalloc][] = [
       ['unknown flags', (a) => ({ ...a, flags: a.flags | 0x4 })],
       ['an order above the largest', (a) => ({ ...a, order: MAX_PAGE_ORDER + 1 })],

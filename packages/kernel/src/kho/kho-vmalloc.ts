@@ -119,15 +119,27 @@ export function khoUnpreserveVmalloc(ctx: KhoVmallocContext, preservation: KhoVm
   }
 }
 
+/** What {@link khoReadVmalloc} found: the area's bytes and the folios holding them. */
+export interface KhoVmallocContents {
+  /** The `total_pages` pages of the area, copied out. */
+  readonly data: Uint8Array;
+  /** Every chunk (order 0) and run (the area's order), as restoring the area would take them. */
+  readonly folios: readonly Folio[];
+}
+
 /**
- * `kho_restore_vmalloc()` (and the `vfree()` after it): in the next kernel, restore every chunk and
- * run of the area, copy its `total_pages` pages out, and give all of them back to the allocator
- * (a JS array stands in for the new mapping). Every field and address is checked and each page can
- * be restored only once, so a corrupt or cyclic chain is refused with `EINVAL`, never read as
- * garbage; the pages restored before the fault are freed, the rest stay reserved.
+ * Read a preserved vmalloc area in the next kernel without restoring anything: every field is
+ * checked, and every chunk and run must be an aligned folio in RAM that the previous kernel
+ * preserved with that order, not restored yet, and listed once (so a cyclic chain is refused);
+ * the runs must add up to `total_pages`. `EINVAL` naming the field and value otherwise. A reader
+ * that must check more before it takes anything (memfd checks its folio array) reads first, then
+ * restores with {@link khoRestoreVmalloc}.
  */
-export function khoRestoreVmalloc(ctx: KhoVmallocContext, preservation: KhoVmalloc): Uint8Array {
-  const { memory, pages, kho } = ctx;
+export function khoReadVmalloc(
+  ctx: Pick<KhoVmallocContext, 'memory' | 'kho'>,
+  preservation: KhoVmalloc,
+): KhoVmallocContents {
+  const { memory, kho } = ctx;
   const { first, totalPages, flags, order } = preservation;
   const fail = (reason: string, cause?: unknown): never => {
     throw new KernelError('EINVAL', `kho: vmalloc area at ${hex(first)}: ${reason}`, { cause });
@@ -146,37 +158,51 @@ export function khoRestoreVmalloc(ctx: KhoVmallocContext, preservation: KhoVmall
   // The largest RAM can hold no more pages; checked before allocating the copy.
   if (totalPages > memory.frames) fail(`total_pages ${totalPages} exceeds RAM`);
 
-  const out = new Uint8Array(totalPages * PAGE_SIZE);
-  const restored: Folio[] = [];
-  const restore = (phys: number, folioOrder: number, what: string): void => {
-    try {
-      restored.push(kho.restoreFolio(phys, folioOrder));
-    } catch (error) {
-      fail(`${what} ${hex(phys)} order ${folioOrder}: ${(error as Error).message}`, error);
+  const data = new Uint8Array(totalPages * PAGE_SIZE);
+  const folios: Folio[] = [];
+  const seen = new Set<number>();
+  const take = (phys: number, folioOrder: number, what: string): void => {
+    const pfn = phys / PAGE_SIZE;
+    if (seen.has(pfn)) fail(`${what} ${hex(phys)} is listed twice`);
+    const preserved = kho.incomingOrder(phys);
+    if (preserved !== folioOrder) {
+      fail(
+        `${what} ${hex(phys)} order ${folioOrder} ${preserved === undefined ? 'was not preserved or is already restored' : `was preserved with order ${preserved}`}`,
+      );
     }
+    seen.add(pfn);
+    folios.push({ pfn, order: folioOrder });
   };
-  try {
-    let index = 0;
-    let chunk = first;
-    while (chunk !== 0) {
-      // Restoring first proves the page is a preserved order-0 page not seen before: no cycles.
-      restore(chunk, 0, 'chunk');
-      for (const phys of chunkEntries(memory, chunk)) {
-        if (index + runPages > totalPages) fail(`more pages than total_pages ${totalPages}`);
-        restore(phys, order, 'run');
-        out.set(memory.view(phys, runPages * PAGE_SIZE), index * PAGE_SIZE);
-        index += runPages;
-      }
-      const next = memory.readU64(chunk);
-      if (next >= BigInt(memory.size))
-        fail(`chunk ${hex(chunk)}: next ${hex(next)} is outside RAM`);
-      chunk = Number(next);
+  let index = 0;
+  let chunk = first;
+  while (chunk !== 0) {
+    take(chunk, 0, 'chunk');
+    for (const phys of chunkEntries(memory, chunk)) {
+      if (index + runPages > totalPages) fail(`more pages than total_pages ${totalPages}`);
+      take(phys, order, 'run');
+      data.set(memory.view(phys, runPages * PAGE_SIZE), index * PAGE_SIZE);
+      index += runPages;
     }
-    if (index !== totalPages) fail(`found ${index} pages, expected ${totalPages}`);
-    return out;
-  } finally {
-    for (const folio of restored) pages.freePages(folio);
+    const next = memory.readU64(chunk);
+    if (next >= BigInt(memory.size)) fail(`chunk ${hex(chunk)}: next ${hex(next)} is outside RAM`);
+    chunk = Number(next);
   }
+  if (index !== totalPages) fail(`found ${index} pages, expected ${totalPages}`);
+  return { data, folios };
+}
+
+/**
+ * `kho_restore_vmalloc()` (and the `vfree()` after it): in the next kernel, read the area as
+ * {@link khoReadVmalloc} does, then restore every chunk and run and give all of them back to the
+ * allocator (a JS array stands in for the new mapping). All or nothing: a corrupt or cyclic chain
+ * is refused with `EINVAL` before any page is restored, never read as garbage.
+ */
+export function khoRestoreVmalloc(ctx: KhoVmallocContext, preservation: KhoVmalloc): Uint8Array {
+  const { data, folios } = khoReadVmalloc(ctx, preservation);
+  for (const { pfn, order } of folios) {
+    ctx.pages.freePages(ctx.kho.restoreFolio(pfn * PAGE_SIZE, order));
+  }
+  return data;
 }
 
 /** The non-zero `phys[]` entries of the chunk at `chunk`, as safe numbers (`EINVAL` otherwise). */
