@@ -1,0 +1,295 @@
+import type { PhysicalMemory } from '@liveupdate/machine';
+import { MEMFD_LUO_FOLIO_UPTODATE } from '@liveupdate/plugin-memfd';
+import type { HandoverMap, Region } from './handover-map.js';
+import type { Random } from './random.js';
+
+/** What a family may use besides the handover's map. */
+export interface MutationContext {
+  readonly memory: PhysicalMemory;
+  readonly map: HandoverMap;
+  readonly random: Random;
+}
+
+/**
+ * One kind of damage. `apply` changes the handover in RAM, once, and says what it changed; it
+ * returns `null` when the handover has nothing it could damage (the update then counts as
+ * skipped, never as intact).
+ */
+export interface MutationFamily {
+  readonly name: string;
+  readonly description: string;
+  apply(ctx: MutationContext): string | null;
+}
+
+const PAGE = 4096;
+
+function flipBit({ memory, random }: MutationContext, region: Region): string {
+  const offset = random.below(region.size);
+  const bit = random.below(8);
+  memory.view(region.phys + offset, 1)[0]! ^= 1 << bit;
+  return `${region.what}: bit ${bit} of byte ${offset} flipped`;
+}
+
+const bitFlip = (name: string, description: string, regions: (map: HandoverMap) => Region[]) =>
+  ({
+    name,
+    description,
+    apply(ctx) {
+      const candidates = regions(ctx.map).filter((r) => r.size > 0);
+      return candidates.length === 0 ? null : flipBit(ctx, ctx.random.pick(candidates));
+    },
+  }) satisfies MutationFamily;
+
+/** Change one byte of the string `text` found in `region` to another printable character. */
+function changeString(ctx: MutationContext, region: Region, text: string): string | null {
+  const bytes = Buffer.from(ctx.memory.view(region.phys, region.size));
+  const at = bytes.indexOf(Buffer.from(text));
+  if (at < 0) return null;
+  const offset = ctx.random.below(text.length);
+  const old = text.charCodeAt(offset);
+  let value = 0x21 + ctx.random.below(0x5e);
+  if (value === old) value = old === 0x7e ? 0x21 : old + 1;
+  ctx.memory.view(region.phys + at + offset, 1)[0] = value;
+  return `${region.what}: "${text}" byte ${offset} changed to "${String.fromCharCode(value)}"`;
+}
+
+function swapU64(memory: PhysicalMemory, a: number, b: number): void {
+  const x = memory.readU64(a);
+  memory.writeU64(a, memory.readU64(b));
+  memory.writeU64(b, x);
+}
+
+function copyBytes(memory: PhysicalMemory, from: number, to: number, size: number): void {
+  memory.write(to, memory.read(from, size));
+}
+
+/** Two distinct items of `items`, or null. */
+function pair<T>(ctx: MutationContext, items: readonly T[]): [T, T] | null {
+  if (items.length < 2) return null;
+  const i = ctx.random.below(items.length);
+  let j = ctx.random.below(items.length - 1);
+  if (j >= i) j++;
+  return [items[i]!, items[j]!];
+}
+
+export const MUTATION_FAMILIES: readonly MutationFamily[] = [
+  bitFlip('kho-root', 'a bit of the KHO root FDT', (m) => [m.khoRoot]),
+  {
+    name: 'kho-subtree-name',
+    description: 'one character of a KHO subtree name (LUO, iommu, pci, …)',
+    apply: (ctx) => {
+      const region = ctx.random.pick(ctx.map.subtreeNames);
+      const text = Buffer.from(ctx.memory.read(region.phys, region.size)).toString('latin1');
+      return changeString(ctx, region, text);
+    },
+  },
+  bitFlip('kho-memory-map', "a bit of KHO's preserved-memory map", (m) => m.memoryMap),
+  bitFlip('kho-subtree-blob', "a bit of another subtree's blob", (m) =>
+    m.subtreeBlobs.filter((b) => b.phys !== m.luoFdt.phys),
+  ),
+  bitFlip('luo-fdt', 'a bit of the LUO FDT', (m) => [m.luoFdt]),
+  {
+    name: 'luo-compatible',
+    description: 'one character of a compatible string of the LUO FDT',
+    apply: (ctx) => {
+      const text = ctx.random.pick(['luo-v1', 'luo-session-v1', 'luo-flb-v1']);
+      return changeString(ctx, ctx.map.luoFdt, text);
+    },
+  },
+  {
+    name: 'session-count',
+    description: 'luo_session_header_ser.count set to another value',
+    apply: ({ memory, map, random }) => {
+      const count = BigInt(map.sessions.length);
+      const value = random.pick([0n, count - 1n, count + 1n, 1n << 32n, 0xffff_ffff_ffff_ffffn]);
+      memory.writeU64(map.sessionHeader.phys, value);
+      return `luo_session_header_ser.count ${count} → ${value}`;
+    },
+  },
+  bitFlip('session-entry', 'a bit of a luo_session_ser', (m) => m.sessions),
+  {
+    name: 'session-names',
+    description: 'two sessions with the same name, or two names swapped',
+    apply: (ctx) => {
+      const two = pair(ctx, ctx.map.sessions);
+      if (!two) return null;
+      const [a, b] = two;
+      if (ctx.random.below(2) === 0) {
+        copyBytes(ctx.memory, a.phys, b.phys, 64);
+        return `${b.what}.name := ${a.what}.name`;
+      }
+      const name = ctx.memory.read(a.phys, 64);
+      copyBytes(ctx.memory, b.phys, a.phys, 64);
+      ctx.memory.write(b.phys, name);
+      return `${a.what}.name ⇄ ${b.what}.name`;
+    },
+  },
+  bitFlip('file-entry', 'a bit of a luo_file_ser', (m) => m.files.map((f) => f.entry)),
+  {
+    name: 'file-tokens',
+    description: 'two files of a session with the same token, or two tokens swapped',
+    apply: (ctx) => {
+      const sessions = [...new Set(ctx.map.files.map((f) => f.session))];
+      const bySession = sessions
+        .map((s) => ctx.map.files.filter((f) => f.session === s))
+        .filter((files) => files.length >= 2);
+      if (bySession.length === 0) return null;
+      const [a, b] = pair(ctx, ctx.random.pick(bySession))!;
+      if (ctx.random.below(2) === 0) {
+        copyBytes(ctx.memory, a.entry.phys + 56, b.entry.phys + 56, 8);
+        return `${b.entry.what}.token := ${a.entry.what}.token`;
+      }
+      swapU64(ctx.memory, a.entry.phys + 56, b.entry.phys + 56);
+      return `${a.entry.what}.token ⇄ ${b.entry.what}.token`;
+    },
+  },
+  {
+    name: 'file-data',
+    description: "two files pointing at the same serialized state, or two files' data swapped",
+    apply: (ctx) => {
+      const two = pair(ctx, ctx.map.files);
+      if (!two) return null;
+      const [a, b] = two;
+      if (ctx.random.below(2) === 0) {
+        copyBytes(ctx.memory, a.entry.phys + 48, b.entry.phys + 48, 8);
+        return `${b.entry.what}.data := ${a.entry.what}.data`;
+      }
+      swapU64(ctx.memory, a.entry.phys + 48, b.entry.phys + 48);
+      return `${a.entry.what}.data ⇄ ${b.entry.what}.data`;
+    },
+  },
+  {
+    name: 'file-compatible',
+    description: "one character of a file's compatible",
+    apply: (ctx) => {
+      const file = ctx.random.pick(ctx.map.files);
+      const text = Buffer.from(ctx.memory.read(file.entry.phys, 48)).toString('latin1');
+      return changeString(ctx, file.entry, text.slice(0, text.indexOf('\0')));
+    },
+  },
+  bitFlip('memfd-ser', 'a bit of a memfd_luo_ser', (m) =>
+    m.files.flatMap((f) => (f.memfdSer ? [f.memfdSer] : [])),
+  ),
+  {
+    name: 'memfd-values',
+    description: "a memfd's size, position, seals or folio count set to another plausible value",
+    apply: ({ memory, map, random }) => {
+      const sers = map.files.flatMap((f) => (f.memfdSer ? [f.memfdSer] : []));
+      if (sers.length === 0) return null;
+      const ser = random.pick(sers);
+      const field = random.pick([
+        ['pos', 0, 1n],
+        ['size', 8, BigInt(PAGE)],
+        ['size', 8, 1n],
+        ['nr_folios', 24, 1n],
+      ] as const);
+      const [name, offset, delta] = field;
+      if (random.below(3) === 0 && name !== 'nr_folios') {
+        // Seals, u32 @16: one bit toggled.
+        const bit = random.pick([1, 2, 4, 8, 16]);
+        memory.writeU32(ser.phys + 16, memory.readU32(ser.phys + 16) ^ bit);
+        return `${ser.what}.seals ^= ${bit}`;
+      }
+      const old = memory.readU64(ser.phys + offset);
+      const value = random.below(2) === 0 || old < delta ? old + delta : old - delta;
+      memory.writeU64(ser.phys + offset, value);
+      return `${ser.what}.${name} ${old} → ${value}`;
+    },
+  },
+  bitFlip('memfd-folio', 'a bit of a memfd_luo_folio_ser', (m) => m.files.flatMap((f) => f.folios)),
+  {
+    name: 'memfd-folio-values',
+    description: "a folio's pfn made 0 or another file's, UPTODATE cleared, or its index moved",
+    apply: (ctx) => {
+      const { memory, random } = ctx;
+      const folios = ctx.map.files.flatMap((f) => f.folios);
+      if (folios.length === 0) return null;
+      const folio = random.pick(folios);
+      const pfnFlags = memory.readU64(folio.phys);
+      const PFN_MASK = (1n << 52n) - 1n;
+      switch (random.below(4)) {
+        case 0:
+          memory.writeU64(folio.phys, pfnFlags & ~PFN_MASK);
+          return `${folio.what}.pfn → 0`;
+        case 1: {
+          const other = folios.filter((f) => f !== folio);
+          if (other.length === 0) return null;
+          const from = random.pick(other);
+          const pfn = memory.readU64(from.phys) & PFN_MASK;
+          memory.writeU64(folio.phys, (pfnFlags & ~PFN_MASK) | pfn);
+          return `${folio.what}.pfn := ${from.what}.pfn`;
+        }
+        case 2:
+          memory.writeU64(folio.phys, pfnFlags & ~(BigInt(MEMFD_LUO_FOLIO_UPTODATE) << 52n));
+          return `${folio.what}: UPTODATE cleared`;
+        default: {
+          const index = memory.readU64(folio.phys + 8);
+          memory.writeU64(folio.phys + 8, index + 1n);
+          return `${folio.what}.index ${index} → ${index + 1n}`;
+        }
+      }
+    },
+  },
+  {
+    name: 'address-elsewhere',
+    description:
+      'an address field pointed at 0, past RAM, the firmware area, scratch, a random frame, another structure, or off by 8',
+    apply: (ctx) => {
+      const { memory, map, random } = ctx;
+      const field = random.pick(map.addresses);
+      const old = memory.readU64(field.phys);
+      const structures = [
+        map.sessionHeader,
+        map.luoFdt,
+        map.flbTable,
+        ...map.files.map((f) => f.entry),
+      ];
+      const choices: [string, bigint][] = [
+        ['0', 0n],
+        ['past RAM', BigInt(memory.size)],
+        ['far past RAM', BigInt(memory.size) * 16n],
+        ['the firmware area', 0x1000n],
+        ['a random frame', BigInt(PAGE * (256 + random.below(memory.size / PAGE - 256)))],
+        ['another structure', BigInt(random.pick(structures).phys)],
+        ['8 bytes on', old + 8n],
+      ];
+      const [what, value] = random.pick(choices);
+      memory.writeU64(field.phys, value);
+      return `${field.what} ${old} → ${value} (${what})`;
+    },
+  },
+  {
+    name: 'truncate',
+    description: "an FDT's totalsize or blob-size made shorter, or a count made smaller",
+    apply: (ctx) => {
+      const { memory, map, random } = ctx;
+      switch (random.below(3)) {
+        case 0: {
+          const blob = random.pick([map.khoRoot, map.luoFdt]);
+          const size = memory.view(blob.phys + 4, 4);
+          const old = Buffer.from(size).readUInt32BE(0);
+          const value = Math.max(0, old - 4 * (1 + random.below(16)));
+          Buffer.from(size.buffer, size.byteOffset, 4).writeUInt32BE(value, 0);
+          return `${blob.what}.totalsize ${old} → ${value}`;
+        }
+        case 1: {
+          const sessions = map.sessions.filter((_, s) => map.files.some((f) => f.session === s));
+          if (sessions.length === 0) return null;
+          const session = random.pick(sessions);
+          const old = memory.readU64(session.phys + 72);
+          memory.writeU64(session.phys + 72, old - 1n);
+          return `${session.what}.count ${old} → ${old - 1n}`;
+        }
+        default: {
+          const old = memory.readU64(map.sessionHeader.phys);
+          if (old === 0n) return null;
+          memory.writeU64(map.sessionHeader.phys, old - 1n);
+          return `luo_session_header_ser.count ${old} → ${old - 1n}`;
+        }
+      }
+    },
+  },
+  bitFlip('flb-table', 'a bit of the FLB table header or its first entry', (m) => [
+    { ...m.flbTable, size: 16 + 64 },
+  ]),
+];
