@@ -187,6 +187,31 @@ describe('the incoming refcount', () => {
     ]);
   });
 
+  it('keeps a failed retrieve sticky and logged, and never finishes that FLB', async () => {
+    const calls: string[] = [];
+    const { flbs, lines } = registry();
+    const a = fileHandler('a-v1');
+    const flb = defineFlb({
+      ...recordingFlb('bad-v1', calls),
+      retrieve(args) {
+        calls.push(`bad-v1 retrieve data=${args.data}`);
+        throw new KernelError('EINVAL', 'bad_ser.version 7 is not 1');
+      },
+    });
+    flbs.register(a, flb);
+    flbs.setIncoming([{ name: 'bad-v1', data: 0x3000n, count: 1n }]);
+    expect(await codeOf(flbs.getIncoming(flb))).toBe('EINVAL');
+    await expect(flbs.getIncoming(flb)).rejects.toThrow(
+      /^EINVAL: LUO: FLB bad-v1 failed to retrieve before: EINVAL: bad_ser.version 7 is not 1$/,
+    );
+    await flbs.fileFinish(a);
+    // One read of the data only, and no finish on data that was refused.
+    expect(calls).toEqual(['bad-v1 retrieve data=12288']);
+    expect(lines).toContain(
+      'LUO: FLB bad-v1: retrieve failed (EINVAL: bad_ser.version 7 is not 1); the files that depend on it fail with it',
+    );
+  });
+
   it('answers ENOENT for an FLB nothing came for, and logs an incoming FLB nobody registered', async () => {
     const { flbs, lines } = registry();
     const flb = recordingFlb('here-v1', []);

@@ -27,6 +27,8 @@ interface IncomingFlb {
   count: bigint;
   obj: unknown;
   retrieved: boolean;
+  /** Its `retrieve` failed: the data was read and refused; every later use gets this error. */
+  failed: KernelError | undefined;
   finished: boolean;
   /** Around retrieve and the finish countdown. */
   readonly lock: Mutex;
@@ -96,6 +98,7 @@ export class FlbRegistry {
         count: entry.count,
         obj: undefined,
         retrieved: false,
+        failed: undefined,
         finished: false,
         lock: new Mutex(),
       });
@@ -206,7 +209,9 @@ export class FlbRegistry {
 
   /**
    * `liveupdate_flb_get_incoming()`: the object `retrieve` set, retrieving it on first use.
-   * `ENOENT` when `flb` is not registered, nothing came for it, or it has finished.
+   * `ENOENT` when `flb` is not registered, nothing came for it, or it has finished. A failed
+   * `retrieve` is sticky: every later call gets its errno, as the files that depend on it must
+   * (its data was read and refused; reading it again would find it freed).
    */
   async getIncoming(flb: LiveUpdateFlb): Promise<unknown> {
     const registered = this.#flbs.find((r) => r.flb === flb);
@@ -226,8 +231,24 @@ export class FlbRegistry {
   }
 
   async #retrieve(flb: LiveUpdateFlb, incoming: IncomingFlb): Promise<void> {
+    if (incoming.failed) {
+      throw new KernelError(
+        incoming.failed.code,
+        `LUO: FLB ${incoming.name} failed to retrieve before: ${incoming.failed.message}`,
+        { cause: incoming.failed },
+      );
+    }
     const args = this.#args(flb, incoming.data, undefined);
-    await callFlb(this.#calls, flb, 'retrieve', () => flb.retrieve(args));
+    try {
+      await callFlb(this.#calls, flb, 'retrieve', () => flb.retrieve(args));
+    } catch (error) {
+      if (!KernelError.isInstance(error)) throw error;
+      incoming.failed = error;
+      this.#log.err(
+        `LUO: FLB ${incoming.name}: retrieve failed (${error.message}); the files that depend on it fail with it`,
+      );
+      throw error;
+    }
     incoming.obj = args.obj;
     incoming.retrieved = true;
   }

@@ -17,6 +17,7 @@ import {
 } from '@liveupdate/machine';
 import type { BootParams } from './boot-params.js';
 import { CommandLine } from './command-line.js';
+import { checkDeviceHandoverAgreement } from './drivers/device-handover-agreement.js';
 import { IOMMU_SERVICE, IommuDriver } from './drivers/iommu-driver.js';
 import { IommuHandoverError } from './drivers/iommu-handover.js';
 import { PCI_BUS_SERVICE, PciBus } from './drivers/pci-bus.js';
@@ -177,6 +178,7 @@ export class Kernel {
         log,
         kho,
       );
+      checkDeviceHandoverAgreement(pci, iommu);
     } catch (error) {
       if (error instanceof PciHandoverError) {
         return panic(`PCI: Failed to restore PCI Live Update FLB: ${error.message}`);

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { until } from '@liveupdate/vitest-config/wait-until';
-import { decodeFdt, readFdtHeader, readU64 } from '@liveupdate/fdt';
 import {
   MachineHaltedError,
   type IommuFault,
@@ -10,6 +9,7 @@ import {
   type Process,
 } from '@liveupdate/machine';
 import { PROBE, bootedMachine, kexec, testImage } from './helpers.js';
+import { damageKhoSubtreeName, khoSubtreeBlob } from './kho-subtree.js';
 
 const NIC_LU = new URL('./fixtures/nic-live-update.js', import.meta.url).href;
 const KEPT = '00:03.0';
@@ -179,46 +179,59 @@ describe('a device live update', () => {
     expect(machine.counters(KEPT).faults).toBe(0);
   });
 
-  const corruptions: [string, (memory: PhysicalMemory, blob: number) => void, RegExp][] = [
+  const iommuBlob = (memory: PhysicalMemory, fdt: number) => khoSubtreeBlob(memory, fdt, 'iommu');
+  const corruptions: [string, (memory: PhysicalMemory, fdt: number) => void, RegExp][] = [
     [
       'another compatible',
-      (memory, blob) => memory.write(blob + 18, new Uint8Array([0x39])),
+      (memory, fdt) => memory.write(iommuBlob(memory, fdt) + 18, new Uint8Array([0x39])),
       /^DMAR: Failed to restore IOMMU Live Update FLB: compatible "iommu-liveupdate-v9"/,
     ],
     [
       'a device count past the blob',
-      (memory, blob) => memory.writeU32(blob + 48, 1000),
+      (memory, fdt) => memory.writeU32(iommuBlob(memory, fdt) + 48, 1000),
       /^DMAR: Failed to restore IOMMU Live Update FLB: counts .* need \d+ bytes/,
     ],
     [
       'a page-table frame that was not preserved',
-      (memory, blob) => {
+      (memory, fdt) => {
         // The last u64 of the blob is the domain's last table frame: point it at the firmware area.
+        const blob = iommuBlob(memory, fdt);
         const size = 56 + 16 + 16 + 8 + memory.readU32(blob + 52) * 8;
         memory.writeU64(blob + size - 8, 0x1000n);
       },
       /^DMAR: Failed to restore IOMMU Live Update FLB: domain \d+ table 0x1000: EINVAL: kho: 0x1000 was not preserved/,
     ],
+    [
+      'a damaged iommu subtree name (not a cold start)',
+      (memory, fdt) => damageKhoSubtreeName(memory, fdt, 'iommu'),
+      /^DMAR: Failed to restore IOMMU Live Update FLB: translation is on with root table 0x[0-9a-f]+, so the previous kernel kept devices translating, but there is no iommu subtree: the handover is damaged$/,
+    ],
+    [
+      'a damaged pci subtree name (not a cold start)',
+      (memory, fdt) => damageKhoSubtreeName(memory, fdt, 'pci'),
+      /^PCI: Failed to restore PCI Live Update FLB: no pci subtree, but 0000:00:03\.0 still master the bus/,
+    ],
+    [
+      'a pci_ser naming a device the IOMMU did not preserve',
+      (memory, fdt) => {
+        // pci_dev_ser[0].bdf: the kept NIC becomes the other one, which exists on the bus.
+        memory.write(khoSubtreeBlob(memory, fdt, 'pci') + 20, Uint8Array.of(0x28, 0));
+      },
+      /^DMAR: Failed to restore IOMMU Live Update FLB: preserved devices disagree: pci_ser lists 0000:00:05\.0, the iommu handover does not; the iommu handover lists 0000:00:03\.0, pci_ser does not$/,
+    ],
   ];
   it.each(corruptions)(
-    'makes the new kernel panic on a corrupted IOMMU handover: %s',
+    'makes the new kernel panic on a corrupted device handover, the kept NIC left running: %s',
     async (_name, corrupt, reason) => {
-      const { machine, process } = await startAndPreserve((memory, fdt) =>
-        corrupt(memory, iommuBlob(memory, fdt)),
-      );
+      const { machine, process } = await startAndPreserve(corrupt);
       await process.kexecLoad(image('6.18.1'));
       const error = await process.reboot(0x45584543).catch((e: unknown) => e);
       expect(MachineHaltedError.isInstance(error)).toBe(true);
       expect(machine.panicReason).toMatch(reason);
       expect(machine.dmesg(1)).not.toMatch(/Run \/sbin\/init/);
+      // Nothing reset the kept NIC nor turned translation off on the way to the panic.
+      expect(machine.hardware.iommu.translationEnabled).toBe(true);
+      expect(machine.hardware.functions.map((f) => f.busMaster)).toEqual([true, false]);
     },
   );
 });
-
-/** The IOMMU blob's address, found as the next kernel finds it: through the KHO root FDT. */
-function iommuBlob(memory: PhysicalMemory, fdtPhys: number): number {
-  const header = readFdtHeader(memory.read(fdtPhys, 40));
-  const root = decodeFdt(memory.read(fdtPhys, header.totalSize)).root;
-  const node = root.children.find((child) => child.name === 'iommu')!;
-  return Number(readU64(node, 'preserved-data', { littleEndian: true }));
-}

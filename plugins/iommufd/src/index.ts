@@ -6,7 +6,12 @@ export {
   type IovaRange,
 } from './iommufd-device.js';
 export { IommufdContext, type IommufdLuIncoming, type IommufdObject } from './iommufd-context.js';
-export { IOMMU_FLB_SERVICE, createIommuFlb, type IommuFlbKernel } from './iommu-flb.js';
+export {
+  IOMMU_FLB_SERVICE,
+  createIommuFlb,
+  retrieveIommuFlbFor,
+  type IommuFlbKernel,
+} from './iommu-flb.js';
 export {
   IOMMUFD_LU_REQUIRED_SEALS,
   createIommufdLuoHandler,

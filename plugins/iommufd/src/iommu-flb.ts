@@ -1,5 +1,6 @@
 import {
   defineFlb,
+  flbGetIncoming,
   restoreSerializedFolio,
   serializedDataAddress,
   type LiveUpdateFlb,
@@ -9,10 +10,11 @@ import {
   type IommuDriver,
   type KernelLog,
   type KexecHandover,
+  type ModuleContext,
   type PageAllocator,
   type ServiceKey,
 } from '@liveupdate/kernel';
-import type { PhysicalMemory } from '@liveupdate/machine';
+import { hex, type PhysicalMemory } from '@liveupdate/machine';
 import { restoredDomainsInUse } from './iommufd-context.js';
 import { IOMMU_FLB_COMPATIBLE, IOMMU_LU_FLB_VERSION, iommuLuFlbSer } from './iommufd-lu-abi.js';
 
@@ -46,7 +48,10 @@ export const IOMMU_FLB_SERVICE: ServiceKey<LiveUpdateFlb> = Symbol.for(
  *
  * - `preserve` (first linked file preserved): writes the version into a KHO-preserved folio.
  * - `unpreserve` (last linked file unpreserved): frees it.
- * - `retrieve` (new kernel): reads and frees it; a version other than 1 is `EINVAL`.
+ * - `retrieve` (new kernel): reads and frees it; a version other than 1 or a non-zero reserved
+ *   field is `EINVAL`. The iommufd and vfio-pci handlers retrieve it before they read anything
+ *   of their own, so a refused FLB fails every file that depends on it with that errno (LUO keeps
+ *   the failure sticky).
  * - `finish` (after the last linked file finished): frees every restored domain nobody reclaimed —
  *   no restored HWPT wraps it and no device translates through it — so the previous kernel's
  *   page tables do not stay reserved forever. A domain a device still uses is left (logged).
@@ -74,9 +79,17 @@ export function createIommuFlb(kernel: IommuFlbKernel): LiveUpdateFlb {
       const phys = serializedDataAddress(args.data, memory, 'IOMMU FLB');
       const folio = restoreSerializedFolio(kho, phys, 0, 'iommu_lu_flb_ser');
       const ser = iommuLuFlbSer.decode(memory.view(phys, iommuLuFlbSer.size));
+      // The folio is this kernel's from now on, whatever its content: a refused FLB leaks nothing.
       pages.freePages(folio);
+      const where = `IOMMU FLB: iommu_lu_flb_ser at ${hex(phys)}`;
       if (ser.version !== IOMMU_LU_FLB_VERSION) {
-        throw new KernelError('EINVAL', `IOMMU FLB: unknown version ${ser.version}`);
+        throw new KernelError(
+          'EINVAL',
+          `${where}: version ${ser.version} is not ${IOMMU_LU_FLB_VERSION}`,
+        );
+      }
+      if (ser.__reserved !== 0) {
+        throw new KernelError('EINVAL', `${where}: __reserved is ${hex(ser.__reserved)}, not 0`);
       }
       args.obj = { version: ser.version };
     },
@@ -101,4 +114,27 @@ export function createIommuFlb(kernel: IommuFlbKernel): LiveUpdateFlb {
       );
     },
   });
+}
+
+/**
+ * Retrieve the IOMMU FLB for a file that depends on it (iommufd-v1, vfio-pci-v1), before the
+ * file's own data is read: its errno when it was refused (sticky), and `EINVAL` when the handover
+ * has no IOMMU FLB, or it finished, although a file linked to it was handed over (LUO writes an
+ * FLB whenever a linked file is preserved, and finishes it only after the last one).
+ */
+export async function retrieveIommuFlbFor(
+  ctx: ModuleContext,
+  flb: LiveUpdateFlb,
+  owner: string,
+): Promise<void> {
+  try {
+    await flbGetIncoming(ctx, flb);
+  } catch (error) {
+    if (!KernelError.isInstance(error) || error.code !== 'ENOENT') throw error;
+    throw new KernelError(
+      'EINVAL',
+      `${owner}: the handover has no live IOMMU FLB "${flb.compatible}", though this file depends on it (${error.message})`,
+      { cause: error },
+    );
+  }
 }

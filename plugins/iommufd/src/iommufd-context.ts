@@ -14,6 +14,8 @@ export interface IommufdLuIncoming {
    * already, or once the session finished.
    */
   reclaim(token: number): IommuDomain;
+  /** Whether a HWPT this iommufd preserved was on restored domain `domainId`. */
+  namesDomain(domainId: number): boolean;
 }
 
 /**

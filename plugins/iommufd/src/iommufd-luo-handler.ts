@@ -3,6 +3,7 @@ import {
   restoreSerializedFolio,
   serializedDataAddress,
   type FileHandler,
+  type FileOpArgs,
 } from '@liveupdate/core';
 import {
   KernelError,
@@ -100,6 +101,10 @@ class IommufdLuRestore implements IommufdLuIncoming {
     return hwpt.domain;
   }
 
+  namesDomain(domainId: number): boolean {
+    return [...this.#hwpts.values()].some((hwpt) => hwpt.domain.id === domainId);
+  }
+
   /** Every preserved HWPT was restored. */
   get allReclaimed(): boolean {
     return [...this.#hwpts.values()].every((hwpt) => hwpt.reclaimed);
@@ -138,23 +143,44 @@ class IommufdLuRestore implements IommufdLuIncoming {
 export function createIommufdLuoHandler(
   kernel: IommufdLuoKernel,
   fops: FileOperations,
+  retrieveIommuFlb: () => Promise<void>,
 ): FileHandler {
   const { memory, kho, pages, iommu, log, vfs } = kernel;
+  /** Restored domains an iommufd retrieved in this kernel names: each belongs to one file. */
+  const claimedDomains = new Set<number>();
 
-  /** The `iommufd_lu` at `serPhys`, checked; `EINVAL` for anything it cannot be. */
+  /**
+   * The `iommufd_lu` at `serPhys`, checked against what `preserve` writes: `EINVAL` naming the
+   * field and its value for a count past {@link MAX_HWPTS}, a non-zero reserved field, an entry
+   * already reclaimed, a token or domain id listed twice, a domain id outside 1..65535, or a
+   * page-table root that is not a non-zero page address.
+   */
   const readHwpts = (serPhys: number): PreservedHwpt[] => {
     const header = iommufdLu.decode(memory.view(serPhys, iommufdLu.size));
-    if (header.nr_hwpts > MAX_HWPTS || header.__reserved !== 0) {
-      throw new KernelError('EINVAL', `iommufd: malformed iommufd_lu at ${hex(serPhys)}`);
-    }
+    const malformed = (what: string): never => {
+      throw new KernelError('EINVAL', `iommufd: iommufd_lu at ${hex(serPhys)}: ${what}`);
+    };
+    if (header.nr_hwpts > MAX_HWPTS) malformed(`nr_hwpts ${header.nr_hwpts} > ${MAX_HWPTS}`);
+    if (header.__reserved !== 0) malformed(`__reserved is ${hex(header.__reserved)}, not 0`);
     const bytes = memory.view(serPhys, iommufdLuSize(header.nr_hwpts));
     const tokens = new Set<number>();
+    const domainIds = new Set<number>();
     return Array.from({ length: header.nr_hwpts }, (_, index) => {
       const entry = iommufdHwptLu.decode(bytes, iommufdLu.size + index * iommufdHwptLu.size);
-      if (tokens.has(entry.token) || entry.reclaimed !== 0 || entry.__reserved !== 0) {
-        throw new KernelError('EINVAL', `iommufd: malformed HWPT entry ${index}`);
+      const where = `hwpts[${index}]`;
+      if (tokens.has(entry.token)) malformed(`${where}.token ${entry.token} is listed twice`);
+      if (entry.reclaimed !== 0) malformed(`${where}.reclaimed is ${entry.reclaimed}, not 0`);
+      if (entry.__reserved !== 0) {
+        malformed(`${where}.__reserved is ${hex(entry.__reserved)}, not 0`);
+      }
+      if (entry.domain_id < 1 || entry.domain_id > 0xffff || domainIds.has(entry.domain_id)) {
+        malformed(`${where}.domain_id ${entry.domain_id} is out of range or listed twice`);
+      }
+      if (entry.page_table_root === 0n || entry.page_table_root % BigInt(PAGE_SIZE) !== 0n) {
+        malformed(`${where}.page_table_root ${hex(entry.page_table_root)} is not a page address`);
       }
       tokens.add(entry.token);
+      domainIds.add(entry.domain_id);
       return {
         index,
         token: entry.token,
@@ -178,6 +204,39 @@ export function createIommufdLuoHandler(
     iommu
       .restoredDomains()
       .find((d) => d.id === hwpt.domainId && d.pageTableRoot === hwpt.pageTableRoot);
+
+  /** `retrieve`'s work; see the op. */
+  const retrieveOne = async (args: FileOpArgs): Promise<void> => {
+    await retrieveIommuFlb();
+    const serPhys = serializedDataAddress(args.serializedData, memory, 'iommufd');
+    const folio = restoreSerializedFolio(kho, serPhys, serOrder(serPhys), 'iommufd_lu');
+    try {
+      const hwpts = readHwpts(serPhys).map((hwpt) => {
+        const domain = restoredDomain(hwpt);
+        if (!domain) {
+          throw new KernelError(
+            'EINVAL',
+            `iommufd: HWPT token ${hwpt.token}: IOMMU domain ${hwpt.domainId} (root ${hex(hwpt.pageTableRoot)}) is not in the IOMMU handover`,
+          );
+        }
+        if (claimedDomains.has(domain.id)) {
+          throw new KernelError(
+            'EINVAL',
+            `iommufd: HWPT token ${hwpt.token}: IOMMU domain ${domain.id} belongs to another retrieved iommufd`,
+          );
+        }
+        return { ...hwpt, domain };
+      });
+      for (const hwpt of hwpts) claimedDomains.add(hwpt.domain.id);
+      const ictx = new IommufdContext(kernel);
+      ictx.lu = new IommufdLuRestore(memory, serPhys, folio, hwpts);
+      args.file = vfs.anonInodeGetFile('iommufd', fops, ictx);
+      log.debug(`iommufd: retrieved ${hwpts.length} preserved HWPTs`);
+    } catch (error) {
+      pages.freePages(folio);
+      throw error;
+    }
+  };
 
   return defineHandler({
     compatible: IOMMUFD_LUO_COMPATIBLE,
@@ -270,29 +329,18 @@ export function createIommufdLuoHandler(
 
     /**
      * `retrieve`: a new iommufd (anonymous file, `/dev/iommu`'s operations) that knows the
-     * preserved HWPTs by token. `EINVAL` for missing or malformed data, or for an entry naming a
-     * domain the IOMMU driver did not restore; on failure the folio is freed.
+     * preserved HWPTs by token. The IOMMU FLB is retrieved first (its errno fails this file).
+     * `EINVAL` for missing or malformed data, for an entry naming a domain the IOMMU driver did
+     * not restore, or one another retrieved iommufd already names; on failure the folio is
+     * freed.
      */
-    retrieve(args) {
-      const serPhys = serializedDataAddress(args.serializedData, memory, 'iommufd');
-      const folio = restoreSerializedFolio(kho, serPhys, serOrder(serPhys), 'iommufd_lu');
+    async retrieve(args) {
       try {
-        const hwpts = readHwpts(serPhys).map((hwpt) => {
-          const domain = restoredDomain(hwpt);
-          if (!domain) {
-            throw new KernelError(
-              'EINVAL',
-              `iommufd: HWPT token ${hwpt.token}: IOMMU domain ${hwpt.domainId} was not restored`,
-            );
-          }
-          return { ...hwpt, domain };
-        });
-        const ictx = new IommufdContext(kernel);
-        ictx.lu = new IommufdLuRestore(memory, serPhys, folio, hwpts);
-        args.file = vfs.anonInodeGetFile('iommufd', fops, ictx);
-        log.debug(`iommufd: retrieved ${hwpts.length} preserved HWPTs`);
+        await retrieveOne(args);
       } catch (error) {
-        pages.freePages(folio);
+        log.err(
+          `iommufd: session "${args.session.name}": retrieve of the iommufd at ${hex(args.serializedData)} refused: ${(error as Error).message}`,
+        );
         throw error;
       }
     },

@@ -1,7 +1,7 @@
 import { registerFileHandler, registerFlb } from '@liveupdate/core';
 import { IOMMU_SERVICE, KernelError, defineModule } from '@liveupdate/kernel';
 import { MEMFD_SERVICE } from '@liveupdate/plugin-memfd';
-import { IOMMU_FLB_SERVICE, createIommuFlb } from './iommu-flb.js';
+import { IOMMU_FLB_SERVICE, createIommuFlb, retrieveIommuFlbFor } from './iommu-flb.js';
 import { createIommufdFileOperations } from './iommufd-file-operations.js';
 import { createIommufdLuoHandler } from './iommufd-luo-handler.js';
 
@@ -39,7 +39,9 @@ export const iommufdModule = defineModule({
     ctx.vfs.registerCharDevice(IOMMUFD_DEVICE_PATH, fops);
     const flb = createIommuFlb(kernel);
     ctx.services.provide(IOMMU_FLB_SERVICE, flb);
-    const handler = createIommufdLuoHandler(kernel, fops);
+    const handler = createIommufdLuoHandler(kernel, fops, () =>
+      retrieveIommuFlbFor(ctx, flb, 'iommufd'),
+    );
     try {
       registerFileHandler(ctx, handler);
     } catch (error) {

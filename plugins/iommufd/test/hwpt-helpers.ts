@@ -1,6 +1,10 @@
 import { afterEach } from 'vitest';
 import { O_RDWR, parseBdf, type Process } from '@liveupdate/machine';
-import { bootForLiveUpdate, type LiveUpdateHarness } from '@liveupdate/testkit';
+import {
+  bootForLiveUpdate,
+  type BootForLiveUpdateOptions,
+  type LiveUpdateHarness,
+} from '@liveupdate/testkit';
 import { IOMMU_HWPT_ALLOC, iommuHwptAlloc } from '../src/index.js';
 import { KiB, argOf, mapFile } from './helpers.js';
 
@@ -31,10 +35,13 @@ afterEach(async () => {
 });
 
 /** A kernel with memfd, iommufd and the test device module, on a machine with a NIC and a copy engine. */
-export async function bootWithDevices(): Promise<LiveUpdateHarness> {
+export async function bootWithDevices(
+  onHandover?: BootForLiveUpdateOptions['onHandover'],
+): Promise<LiveUpdateHarness> {
   const harness = await bootForLiveUpdate({
     modules: ['@liveupdate/plugin-memfd', '@liveupdate/plugin-iommufd', TEST_DEVICE_MODULE],
     moduleBase: import.meta.url,
+    ...(onHandover ? { onHandover } : {}),
     devices: [
       { kind: 'nic', bdf: NIC },
       { kind: 'dma-copy', bdf: COPY_ENGINE },

@@ -104,7 +104,7 @@ function registerLiveUpdate(ctx: ModuleContext, vfio: VfioDevices): void {
     ctx.log.info('vfio-pci: no iommufd module loaded before vfio; devices cannot be preserved');
     return;
   }
-  const handler = createVfioPciLuoHandler(ctx, vfio);
+  const handler = createVfioPciLuoHandler(ctx, vfio, iommuFlb);
   try {
     registerFileHandler(ctx, handler);
   } catch (error) {

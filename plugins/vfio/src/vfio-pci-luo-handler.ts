@@ -4,6 +4,7 @@ import {
   serializedDataAddress,
   type FileHandler,
   type FileOpArgs,
+  type LiveUpdateFlb,
 } from '@liveupdate/core';
 import {
   IOMMU_SERVICE,
@@ -15,6 +16,7 @@ import {
   type PciBus,
 } from '@liveupdate/kernel';
 import { PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, hex } from '@liveupdate/machine';
+import { IommufdContext, retrieveIommuFlbFor } from '@liveupdate/plugin-iommufd';
 import { createVfioFileOperations } from './vfio-file-operations.js';
 import type { VfioDevices } from './vfio-module.js';
 import { VfioPciDevice } from './vfio-pci-device.js';
@@ -52,10 +54,14 @@ type VfioPciCoreDeviceSer = ReturnType<typeof vfioPciCoreDeviceSer.decode>;
  *   `INTX_DISABLE` (bus mastering off), what upstream does today; `unfreeze` then restores
  *   `PCI_COMMAND`, but the device's rings are lost with the reset.
  * - `unpreserve`: undoes `preserve`.
- * - `retrieve` (next kernel): the device of `(domain, bdf)` (`ENOENT` when vfio-pci does not
- *   drive it, `EINVAL` when the previous kernel did not preserve it) as a new cdev file that is
- *   not reset, whose `VFIO_DEVICE_BIND_IOMMUFD` must name the iommufd of the token (retrieved
- *   now through the session if nobody has).
+ * - `retrieve` (next kernel): the IOMMU FLB first (its errno fails this file); then the device
+ *   of `(domain, bdf)` (`ENOENT` when vfio-pci does not drive it, `EINVAL` when the previous
+ *   kernel did not preserve it, another file already named it, the IOMMU handover restored no
+ *   domain for it, or `iommufd_token` is not an iommufd of the session that preserved that
+ *   domain) as a new cdev file that is not reset, whose `VFIO_DEVICE_BIND_IOMMUFD` must name
+ *   the iommufd of the token (retrieved now through the session if nobody has). A refused file
+ *   leaves its device as the boot left it: claimed (its cdev `EBUSY`), translating through its
+ *   restored domain.
  * - `canFinish`: the file was retrieved and has bound the device to an iommufd.
  * - `finish`: `pci.finishIncoming`; from then on the cdev opens normally. A file that was never
  *   retrieved (only reachable when LUO finishes without `canFinish`, i.e. never today) has its
@@ -65,8 +71,14 @@ type VfioPciCoreDeviceSer = ReturnType<typeof vfioPciCoreDeviceSer.decode>;
  * The iommufd's shared state (its IOMMU FLB, `IOMMU_FLB_SERVICE`) is linked to this handler too by the vfio module, so
  * it stays preserved while any device is.
  */
-export function createVfioPciLuoHandler(ctx: ModuleContext, vfio: VfioDevices): FileHandler {
+export function createVfioPciLuoHandler(
+  ctx: ModuleContext,
+  vfio: VfioDevices,
+  iommuFlb: LiveUpdateFlb,
+): FileHandler {
   const { kho, memory, log } = ctx;
+  /** Devices a `vfio_pci_core_device_ser` of this kernel named: each crosses in one file. */
+  const retrievedBdfs = new Set<number>();
   const resetOnFreeze = ctx.cmdline.bool(VFIO_PCI_RESET_ON_FREEZE, false);
   const serOrder = 0;
 
@@ -108,6 +120,44 @@ export function createVfioPciLuoHandler(ctx: ModuleContext, vfio: VfioDevices): 
       );
     }
     return device;
+  };
+
+  /** `retrieve`'s work; see the op. */
+  const retrieveOne = async (args: FileOpArgs): Promise<void> => {
+    await retrieveIommuFlbFor(ctx, iommuFlb, 'vfio-pci');
+    const serPhys = serializedDataAddress(args.serializedData, memory, 'vfio-pci');
+    const serFolio = restoreSerializedFolio(kho, serPhys, serOrder, 'vfio_pci_core_device_ser');
+    let ser: VfioPciCoreDeviceSer;
+    try {
+      ser = readSer(serPhys);
+    } finally {
+      ctx.pages.freePages(serFolio);
+    }
+    const device = incomingDevice(ser);
+    const where = `vfio-pci ${device.pci.name}: vfio_pci_core_device_ser at ${hex(serPhys)}`;
+    if (retrievedBdfs.has(ser.bdf)) {
+      throw new KernelError('EINVAL', `${where}: bdf ${hex(ser.bdf)} is another file's device`);
+    }
+    const domain = iommu().restoredDomainOf(ser.bdf);
+    if (!domain) {
+      throw new KernelError(
+        'EINVAL',
+        `${where}: the IOMMU handover restored no domain for bdf ${hex(ser.bdf)}`,
+      );
+    }
+    const iommufd = await args.session.getFileIncoming(ser.iommufdToken);
+    const lu = iommufd.privateData instanceof IommufdContext ? iommufd.privateData.lu : undefined;
+    if (!lu?.namesDomain(domain.id)) {
+      throw new KernelError(
+        'EINVAL',
+        `${where}: iommufd_token ${ser.iommufdToken} is not an iommufd that preserved the device's IOMMU domain ${domain.id}`,
+      );
+    }
+    retrievedBdfs.add(ser.bdf);
+    const file = ctx.vfs.anonInodeGetFile('vfio-device', createVfioFileOperations(device), device);
+    device.openRetrieved(iommufd);
+    args.file = file;
+    log.info(`vfio-pci ${device.pci.name}: retrieved, left running`);
   };
 
   return defineHandler({
@@ -195,26 +245,16 @@ export function createVfioPciLuoHandler(ctx: ModuleContext, vfio: VfioDevices): 
       preservation.commandBeforeFreeze = undefined;
     },
 
-    /** `retrieve`: see the handler's description. */
+    /** `retrieve`: see the handler's description; a refusal is logged. */
     async retrieve(args) {
-      const serPhys = serializedDataAddress(args.serializedData, memory, 'vfio-pci');
-      const serFolio = restoreSerializedFolio(kho, serPhys, serOrder, 'vfio_pci_core_device_ser');
-      let ser: VfioPciCoreDeviceSer;
       try {
-        ser = readSer(serPhys);
-      } finally {
-        ctx.pages.freePages(serFolio);
+        await retrieveOne(args);
+      } catch (error) {
+        log.err(
+          `vfio-pci: session "${args.session.name}": retrieve of the device at ${hex(args.serializedData)} refused: ${(error as Error).message}`,
+        );
+        throw error;
       }
-      const device = incomingDevice(ser);
-      const iommufd = await args.session.getFileIncoming(ser.iommufdToken);
-      const file = ctx.vfs.anonInodeGetFile(
-        'vfio-device',
-        createVfioFileOperations(device),
-        device,
-      );
-      device.openRetrieved(iommufd);
-      args.file = file;
-      log.info(`vfio-pci ${device.pci.name}: retrieved, left running`);
     },
 
     /** `can_finish`: retrieved, and bound to an iommufd by the retrieved file. */

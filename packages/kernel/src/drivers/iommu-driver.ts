@@ -121,6 +121,13 @@ export class IommuDriver {
     if (incoming && incoming.devices.length > 0) {
       this.#root = this.#adoptHardware(incoming);
     } else {
+      // At kexec translation stays on only for preserved devices: on a KHO boot it is the
+      // previous kernel's word that devices still DMA, whatever the handover says.
+      if (kho?.isKhoBoot && registers.translationEnabled) {
+        throw new IommuHandoverError(
+          `translation is on with root table ${hex(registers.rootTable)}, so the previous kernel kept devices translating, but ${incoming ? 'the handover lists no device' : `there is no ${IOMMU_LU_SUBTREE} subtree`}: the handover is damaged`,
+        );
+      }
       if (registers.translationEnabled) {
         log.warn('DMAR: translation was enabled at boot; disabling it');
         registers.setTranslationEnabled(false);
@@ -487,6 +494,11 @@ export class IommuDriver {
     return this.#state(domain).devices.size > 0;
   }
 
+  /** The devices the previous kernel preserved that are still on their restored domain. */
+  get restoredDevices(): Bdf[] {
+    return [...this.#restoredDevices.keys()];
+  }
+
   /** Whether `bdf` is preserved for the next kernel ({@link preserveDevice}). */
   isDevicePreserved(bdf: Bdf): boolean {
     return this.#preservedDevices.has(bdf);
@@ -649,6 +661,8 @@ export class IommuDriver {
         restored: true,
       });
     }
+    // Read only now that every listed frame is known to be preserved RAM.
+    for (const domain of state.domains) this.#checkDomainTables(domain);
     for (const { bdf, domainId } of state.devices) {
       this.#domains.get(domainId)!.devices.add(bdf);
       this.#attached.set(bdf, domainId);
@@ -657,6 +671,43 @@ export class IommuDriver {
     this.#log.info(
       `DMAR: live update: restored ${state.domains.length} domains for ${state.devices.length} devices`,
     );
+  }
+
+  /**
+   * The frames a domain lists are exactly the tables its root reaches: a table entry pointing
+   * outside the list, or a listed frame no entry reaches, means the blob or the tables are not
+   * what the previous kernel preserved (its tables only ever grow, so both sets are equal).
+   */
+  #checkDomainTables(domain: IommuHandoverState['domains'][number]): void {
+    const listed = new Set(domain.tables);
+    const reached = new Set<number>([domain.pageTableRoot]);
+    let level = [domain.pageTableRoot];
+    for (let l = IOMMU_PT_LEVELS; l > 1 && level.length > 0; l--) {
+      const next: number[] = [];
+      for (const table of level) {
+        for (let i = 0; i < IOMMU_PTES_PER_TABLE; i++) {
+          const pte = table + i * 8;
+          const lo = this.#memory.readU32(pte);
+          if ((lo & (IOMMU_PTE_READ | IOMMU_PTE_WRITE)) === 0) continue;
+          if (l === 2 && (lo & IOMMU_PTE_PAGE_SIZE) !== 0) continue;
+          const child = entryAddress(this.#memory, pte);
+          if (!listed.has(child) || reached.has(child)) {
+            throw new IommuHandoverError(
+              `domain ${domain.id}: level-${l} table ${hex(table)} entry ${i} points at ${hex(child)}, which is ${reached.has(child) ? 'reached twice' : `not one of its ${listed.size} listed table frames`}`,
+            );
+          }
+          reached.add(child);
+          next.push(child);
+        }
+      }
+      level = next;
+    }
+    const unreached = domain.tables.find((phys) => !reached.has(phys));
+    if (unreached !== undefined) {
+      throw new IommuHandoverError(
+        `domain ${domain.id}: listed table frame ${hex(unreached)} is not reached from its root ${hex(domain.pageTableRoot)}`,
+      );
+    }
   }
 
   #restoreFrame(phys: number, what: string): Folio {

@@ -1,4 +1,4 @@
-import { PAGE_SIZE, hex } from '@liveupdate/machine';
+import { PAGE_SIZE, formatBdf, hex } from '@liveupdate/machine';
 
 /** Name of the IOMMU's subtree in the KHO root FDT. */
 export const IOMMU_LU_SUBTREE = 'iommu';
@@ -102,9 +102,12 @@ export function encodeIommuHandover(state: IommuHandoverState): Uint8Array {
 }
 
 /**
- * Decode and check a blob: compatible, sizes, alignment, unique buses, domain ids and bdfs, no
- * frame listed twice, every device pointing at a listed domain. Throws {@link IommuHandoverError}.
- * Whether the frames were really preserved and the tables in RAM agree is the driver's check.
+ * Decode and check a blob against what {@link encodeIommuHandover} can write: the compatible,
+ * counts that fill the blob exactly, non-zero page addresses, zero reserved fields, unique buses,
+ * domain ids, bdfs and frames, every device on a listed domain and a listed bus, each domain's
+ * frames summing to `nr_table_frames` with its root first. Throws {@link IommuHandoverError}
+ * naming the structure, the field and the value. Whether the frames were really preserved and
+ * the tables in RAM agree is the driver's check.
  */
 export function decodeIommuHandover(bytes: Uint8Array): IommuHandoverState {
   const fail = (reason: string): never => {
@@ -115,17 +118,23 @@ export function decodeIommuHandover(bytes: Uint8Array): IommuHandoverState {
   const raw = bytes.subarray(0, COMPATIBLE_SIZE);
   const nul = raw.indexOf(0);
   const compatible = new TextDecoder().decode(raw.subarray(0, nul < 0 ? COMPATIBLE_SIZE : nul));
-  if (compatible !== IOMMU_LU_COMPATIBLE) {
+  if (compatible !== IOMMU_LU_COMPATIBLE || raw.subarray(nul).some((b) => b !== 0)) {
     fail(`compatible ${JSON.stringify(compatible)} is not "${IOMMU_LU_COMPATIBLE}"`);
   }
-  const address = (at: number, what: string): number => {
+  /** A page address; 0 only where `zeroAllowed` (the writer never lists frame 0). */
+  const address = (at: number, what: string, zeroAllowed = false): number => {
     const value = view.getBigUint64(at, true);
     if (value % BigInt(PAGE_SIZE) !== 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) {
       fail(`${what} ${hex(value)} is not a page address`);
     }
+    if (value === 0n && !zeroAllowed) fail(`${what} is 0`);
     return Number(value);
   };
-  const rootTable = address(32, 'root table');
+  const reserved = (at: number, size: 2 | 4, what: string): void => {
+    const value = size === 2 ? view.getUint16(at, true) : view.getUint32(at, true);
+    if (value !== 0) fail(`${what} is ${hex(value)}, not 0`);
+  };
+  const rootTable = address(32, 'root table', true);
   const nrContext = view.getUint32(40, true);
   const nrDomains = view.getUint32(44, true);
   const nrDevices = view.getUint32(48, true);
@@ -141,7 +150,9 @@ export function decodeIommuHandover(bytes: Uint8Array): IommuHandoverState {
       `counts (${nrContext} context tables, ${nrDomains} domains, ${nrDevices} devices, ${nrFrames} table frames) need ${expected} bytes, the blob has ${bytes.length}`,
     );
   }
-  if ((rootTable === 0) !== (nrDevices === 0) || (nrDevices === 0 && nrContext > 0)) {
+  if (nrDomains === 0)
+    fail('nr_domains is 0: the blob is written only while a domain is preserved');
+  if ((rootTable === 0) !== (nrDevices === 0) || (nrDevices === 0) !== (nrContext === 0)) {
     fail(
       `root table ${hex(rootTable)} with ${nrContext} context tables and ${nrDevices} devices: the hardware unit crosses with the devices, or not at all`,
     );
@@ -155,11 +166,14 @@ export function decodeIommuHandover(bytes: Uint8Array): IommuHandoverState {
   let at = IOMMU_LU_HEADER_SIZE;
   const contextTables: { bus: number; phys: number }[] = [];
   for (let i = 0; i < nrContext; i++, at += IOMMU_LU_CONTEXT_SIZE) {
+    const where = `context table ${i}`;
     const bus = view.getUint16(at + 8, true);
     if (bus > 0xff || contextTables.some((t) => t.bus === bus)) {
-      fail(`context table ${i}: bus ${bus} is out of range or listed twice`);
+      fail(`${where}: bus ${bus} is out of range or listed twice`);
     }
-    contextTables.push({ bus, phys: frame(address(at, 'context table'), 'context table') });
+    reserved(at + 10, 2, `${where}: reserved u16`);
+    reserved(at + 12, 4, `${where}: reserved u32`);
+    contextTables.push({ bus, phys: frame(address(at, where), 'context table') });
   }
   const domainHeaders: { id: number; pageTableRoot: number; count: number }[] = [];
   for (let i = 0; i < nrDomains; i++, at += IOMMU_LU_DOMAIN_SIZE) {
@@ -170,19 +184,22 @@ export function decodeIommuHandover(bytes: Uint8Array): IommuHandoverState {
     if (id < 1 || id > 0xffff || domainHeaders.some((d) => d.id === id)) {
       fail(`domain ${i}: id ${id} is out of range or listed twice`);
     }
-    if (count < 1) fail(`domain ${id} has no page-table frame`);
+    if (count < 1) fail(`domain ${id}: nr_tables is 0, but a domain has at least its root`);
     domainHeaders.push({ id, pageTableRoot, count });
   }
   const devices: { bdf: number; domainId: number }[] = [];
   for (let i = 0; i < nrDevices; i++, at += IOMMU_LU_DEVICE_SIZE) {
     const bdf = view.getUint16(at, true);
     const domainId = view.getUint32(at + 4, true);
-    if (devices.some((d) => d.bdf === bdf)) fail(`device ${hex(bdf)} is listed twice`);
+    reserved(at + 2, 2, `device ${i} (${formatBdf(bdf)}): reserved u16`);
+    if (devices.some((d) => d.bdf === bdf)) fail(`device ${formatBdf(bdf)} is listed twice`);
     if (!domainHeaders.some((d) => d.id === domainId)) {
-      fail(`device ${hex(bdf)} points at domain ${domainId}, which is not in the handover`);
+      fail(`device ${formatBdf(bdf)} points at domain ${domainId}, which is not in the handover`);
     }
     if (!contextTables.some((t) => t.bus === bdf >> 8)) {
-      fail(`device ${hex(bdf)} is on bus ${bdf >> 8}, which has no context table in the handover`);
+      fail(
+        `device ${formatBdf(bdf)} is on bus ${bdf >> 8}, which has no context table in the handover`,
+      );
     }
     devices.push({ bdf, domainId });
   }

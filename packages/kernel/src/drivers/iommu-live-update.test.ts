@@ -5,6 +5,7 @@ import {
   IommuTranslation,
   PAGE_SIZE,
   PhysicalMemory,
+  hex,
   parseBdf,
 } from '@liveupdate/machine';
 import { CommandLine } from '../command-line.js';
@@ -12,6 +13,7 @@ import { KernelLog } from '../kernel-log.js';
 import { planMemoryLayout } from '../memory-layout.js';
 import { PAGE_POISON, PageAllocator } from '../page-allocator.js';
 import { errnoOf } from '../../test/errno-of.js';
+import { damageKhoSubtreeName } from '../../test/kho-subtree.js';
 import { bootMemory } from '../../test/memory-boot.js';
 import { IommuDriver } from './iommu-driver.js';
 import {
@@ -324,6 +326,62 @@ describe('IOMMU live update', () => {
   });
 });
 
+describe('a damaged IOMMU handover', () => {
+  /** A preserved NIC, then the kexec up to the handover: KHO finalized, the IOMMU shut down. */
+  function handedOver() {
+    const k1 = coldBoot();
+    const nic = preservedNic(k1);
+    const fdt = k1.kho.finalize()!;
+    k1.iommu.shutdown();
+    return { k1, fdt, ...nic };
+  }
+  /** The level-`level` table on the walk of IOVA (every index on that walk is 0). */
+  const tableOnWalk = (memory: PhysicalMemory, root: number, level: number): number => {
+    let table = root;
+    for (let l = 4; l > level; l--) table = Number(memory.readU64(table) & ~0xfffn);
+    return table;
+  };
+
+  it('is not taken for a cold start when the iommu name is damaged: translation was left on', () => {
+    const { k1, fdt } = handedOver();
+    const rootTable = k1.regs.rootTable;
+    damageKhoSubtreeName(k1.memory, fdt, IOMMU_LU_SUBTREE);
+    expect(() => boot(k1.memory, k1.registers, fdt)).toThrow(
+      new RegExp(
+        `^translation is on with root table ${hex(rootTable)}, so the previous kernel kept devices translating, but there is no iommu subtree: the handover is damaged$`,
+      ),
+    );
+    // Refused before touching the hardware: the NIC still translates through its tables.
+    expect(k1.regs.translationEnabled).toBe(true);
+    expect(k1.regs.rootTable).toBe(rootTable);
+    expect(k1.translate(NIC, IOVA, true)).not.toHaveProperty('fault');
+  });
+
+  it('refuses a domain whose tables reach a frame it does not list', () => {
+    const { k1, fdt, domain, data } = handedOver();
+    // The level-3 table now points at the data page as if it were a level-2 table.
+    const l3 = tableOnWalk(k1.memory, domain.pageTableRoot, 3);
+    k1.memory.writeU32(l3, (data.pfn * PAGE_SIZE) | 3);
+    expect(() => boot(k1.memory, k1.registers, fdt)).toThrow(
+      new RegExp(
+        `^domain ${domain.id}: level-3 table ${hex(l3)} entry 0 points at ${hex(data.pfn * PAGE_SIZE)}, which is not one of its 4 listed table frames$`,
+      ),
+    );
+  });
+
+  it('refuses a domain that lists a table frame its root does not reach', () => {
+    const { k1, fdt, domain } = handedOver();
+    const l2 = tableOnWalk(k1.memory, domain.pageTableRoot, 2);
+    const l1 = Number(k1.memory.readU64(l2) & ~0xfffn);
+    k1.memory.writeU64(l2, 0n);
+    expect(() => boot(k1.memory, k1.registers, fdt)).toThrow(
+      new RegExp(
+        `^domain ${domain.id}: listed table frame ${hex(l1)} is not reached from its root ${hex(domain.pageTableRoot)}$`,
+      ),
+    );
+  });
+});
+
 describe('IOMMU handover blob', () => {
   const state = {
     rootTable: 0x20_0000,
@@ -370,6 +428,13 @@ describe('IOMMU handover blob', () => {
     ['a device on a missing domain', (v) => v.setUint32(92, 4, true), /domain 4, which is not/],
     ['a frame listed twice', (v) => v.setBigUint64(104, 0x20_1000n, true), /listed twice/],
     [
+      'a non-zero reserved field',
+      (v) => v.setUint16(90, 1, true),
+      /^device 0 \(0000:00:03\.0\): reserved u16 is 0x1, not 0$/,
+    ],
+    ['a table frame at 0', (v) => v.setBigUint64(104, 0n, true), /^domain 3 table is 0$/],
+
+    [
       'a first table that is not the root',
       (v) => v.setBigUint64(96, 0x31_0000n, true),
       /is not its root/,
@@ -380,6 +445,16 @@ describe('IOMMU handover blob', () => {
     damage(new DataView(bytes.buffer));
     expect(() => decodeIommuHandover(bytes)).toThrow(IommuHandoverError);
     expect(() => decodeIommuHandover(bytes)).toThrow(reason);
+  });
+
+  it('rejects a blob with no domain: it is written only while one is preserved', () => {
+    const bytes = encodeIommuHandover({
+      rootTable: 0,
+      contextTables: [],
+      domains: [],
+      devices: [],
+    });
+    expect(() => decodeIommuHandover(bytes)).toThrow(/^nr_domains is 0/);
   });
 
   it('is published under the iommu subtree while something is preserved, and freed once read', () => {

@@ -307,6 +307,11 @@ export class PciBus {
     }
   }
 
+  /**
+   * Read the incoming `pci_ser`. No subtree is a cold start only when no device masters the bus:
+   * at kexec every device that was not preserved lost bus mastering, so one that still has it
+   * was preserved and its subtree is damaged (a corrupted name reads as absent).
+   */
   #readIncoming(): void {
     if (!this.#liveUpdate?.kho.isKhoBoot) return;
     const { kho, memory } = this.#liveUpdate;
@@ -314,10 +319,20 @@ export class PciBus {
     try {
       blob = kho.retrieveSubtree(PCI_LU_SUBTREE);
     } catch (error) {
-      if (KernelError.isInstance(error) && error.code === 'ENOENT') return;
-      throw new PciHandoverError((error as Error).message);
+      if (!KernelError.isInstance(error) || error.code !== 'ENOENT') {
+        throw new PciHandoverError((error as Error).message);
+      }
+      const mastering = this.devices.filter((d) => d.busMaster).map((d) => d.name);
+      if (mastering.length > 0) {
+        throw new PciHandoverError(
+          `no ${PCI_LU_SUBTREE} subtree, but ${mastering.join(', ')} still master the bus: the previous kernel preserved them and its handover is damaged`,
+        );
+      }
+      return;
     }
-    const devices = decodePciSer(memory.read(blob.phys, blob.size));
+    const devices = decodePciSer(memory.read(blob.phys, blob.size), this.devices.length, (bdf) =>
+      this.devices.some((d) => d.bdf === bdf),
+    );
     try {
       kho.restoreFree(blob.phys);
     } catch (error) {
@@ -325,15 +340,16 @@ export class PciBus {
         `blob at 0x${blob.phys.toString(16)}: ${(error as Error).message}`,
       );
     }
-    for (const { domain, bdf } of devices) {
-      const dev = this.devices.find((d) => d.bdf === bdf);
-      if (domain !== 0 || !dev) {
-        this.#log.warn(`pci ${formatBdf(bdf)} (segment ${domain}): preserved device is gone`);
-        continue;
-      }
+    for (const { bdf } of devices) {
+      const dev = this.find(bdf);
       dev.incoming = true;
       this.#log.info(`pci ${dev.name}: preserved by the previous kernel, not reset`);
     }
+  }
+
+  /** The devices the previous kernel preserved and nobody finished yet, in bus order. */
+  get incomingDevices(): Bdf[] {
+    return this.devices.filter((d) => d.incoming).map((d) => d.bdf);
   }
 
   /** The device at `bdf` (`"00:03.0"` or a packed BDF). `ENODEV` when there is none. */

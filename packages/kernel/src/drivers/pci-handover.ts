@@ -1,3 +1,5 @@
+import { formatBdf } from '@liveupdate/machine';
+
 /** Name of the PCI bus's subtree in the KHO root FDT; the name versions the `pci_ser` layout. */
 export const PCI_LU_SUBTREE = 'pci';
 
@@ -40,23 +42,32 @@ export function encodePciSer(maxDevices: number, devices: readonly PciDevSer[]):
 }
 
 /**
- * Decode and check `struct pci_ser`: `nr_devices ≤ max_nr_devices`, the blob size matches, no
- * device is listed twice and none has a zero refcount. Throws {@link PciHandoverError}.
+ * Decode and check `struct pci_ser` against what {@link encodePciSer} writes on this machine:
+ * `max_nr_devices` is the number of functions on the bus (`busSize`: the hardware outlives the
+ * kernel), `nr_devices ≤ max_nr_devices` and matches the blob's size, every `domain` is segment
+ * 0, every `bdf` is a function of the bus (`onBus`), none is listed twice and none has a zero
+ * refcount. Throws {@link PciHandoverError} naming the field and its value.
  */
-export function decodePciSer(bytes: Uint8Array): PciDevSer[] {
-  if (bytes.length < PCI_SER_HEADER_SIZE) {
-    throw new PciHandoverError(`pci_ser of ${bytes.length} bytes is too short`);
-  }
+export function decodePciSer(
+  bytes: Uint8Array,
+  busSize: number,
+  onBus: (bdf: number) => boolean,
+): PciDevSer[] {
+  const fail = (reason: string): never => {
+    throw new PciHandoverError(`pci_ser: ${reason}`);
+  };
+  if (bytes.length < PCI_SER_HEADER_SIZE) fail(`${bytes.length} bytes is too short for a header`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const max = view.getBigUint64(0, true);
   const count = view.getBigUint64(8, true);
+  if (max !== BigInt(busSize)) {
+    fail(`max_nr_devices ${max} is not the ${busSize} functions on the bus`);
+  }
   if (
     count > max ||
     BigInt(PCI_SER_HEADER_SIZE) + count * BigInt(PCI_DEV_SER_SIZE) !== BigInt(bytes.length)
   ) {
-    throw new PciHandoverError(
-      `pci_ser: nr_devices ${count} (max ${max}) does not match its ${bytes.length} bytes`,
-    );
+    fail(`nr_devices ${count} (max ${max}) does not match its ${bytes.length} bytes`);
   }
   const devices: PciDevSer[] = [];
   for (let i = 0; i < Number(count); i++) {
@@ -66,9 +77,12 @@ export function decodePciSer(bytes: Uint8Array): PciDevSer[] {
       bdf: view.getUint16(at + 4, true),
       refcount: view.getUint16(at + 6, true),
     };
-    if (dev.refcount === 0) throw new PciHandoverError(`pci_ser: device ${i} has refcount 0`);
-    if (devices.some((d) => d.domain === dev.domain && d.bdf === dev.bdf)) {
-      throw new PciHandoverError(`pci_ser: device ${i} is listed twice`);
+    const where = `pci_dev_ser[${i}]`;
+    if (dev.domain !== 0) fail(`${where}.domain ${dev.domain}: this machine has only segment 0`);
+    if (!onBus(dev.bdf)) fail(`${where}.bdf ${formatBdf(dev.bdf)} is not a function on the bus`);
+    if (dev.refcount === 0) fail(`${where}.refcount is 0`);
+    if (devices.some((d) => d.bdf === dev.bdf)) {
+      fail(`${where}.bdf ${formatBdf(dev.bdf)} is listed twice`);
     }
     devices.push(dev);
   }

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { MachineHardware, PhysicalMemory, parseBdf } from '@liveupdate/machine';
 import { KernelLog } from '../kernel-log.js';
 import { errnoOf } from '../../test/errno-of.js';
+import { damageKhoSubtreeName } from '../../test/kho-subtree.js';
 import { bootMemory } from '../../test/memory-boot.js';
 import { PciBus } from './pci-bus.js';
 import {
@@ -30,7 +31,7 @@ function coldBoot() {
     { kind: 'nic', bdf: '00:03.0' },
     { kind: 'dma-copy', bdf: '00:04.0' },
   ]);
-  return { memory, ...boot(hardware, memory, null) };
+  return { memory, hardware, ...boot(hardware, memory, null) };
 }
 
 describe('PCI live update', () => {
@@ -66,8 +67,26 @@ describe('PCI live update', () => {
     k2.pci.finishIncoming(NIC);
     expect(k2.pci.find(NIC).incoming).toBe(false);
     // Nothing preserved this time: the kernel after knows of no incoming device.
+    k2.pci.shutdown();
     const k3 = k2.kexec();
     expect(k3.pci.devices.map((d) => d.incoming)).toEqual([false, false]);
+  });
+
+  it('is not taken for a cold start when the pci name is damaged: the device still masters the bus', () => {
+    const k1 = coldBoot();
+    const nic = k1.pci.find(NIC);
+    nic.enableDevice();
+    nic.setMaster(true);
+    nic.writeRegister(0x04, 0x1000);
+    k1.pci.preserve(NIC);
+    k1.pci.shutdown();
+    const fdt = k1.kho.finalize()!;
+    damageKhoSubtreeName(k1.memory, fdt, PCI_LU_SUBTREE);
+    expect(() => boot(k1.hardware, k1.memory, fdt)).toThrow(
+      /^no pci subtree, but 0000:00:03\.0 still master the bus: the previous kernel preserved them and its handover is damaged$/,
+    );
+    // Refused before anything touched it: the device runs on, unreset.
+    expect([nic.busMaster, nic.readRegister(0x04)]).toEqual([true, 0x1000]);
   });
 
   it('refcounts preservation and withdraws the pci_ser when the last reference goes', () => {
@@ -102,7 +121,14 @@ describe('PCI live update', () => {
     k1.pci.preserve(NIC);
     const fdt = k1.kho.finalize()!;
     // Read the blob the way the next kernel does, before it frees it.
-    const probe = boot(new MachineHardware(k1.memory, []), k1.memory, fdt);
+    const probe = boot(
+      new MachineHardware(k1.memory, [
+        { kind: 'nic', bdf: '00:03.0' },
+        { kind: 'dma-copy', bdf: '00:04.0' },
+      ]),
+      k1.memory,
+      fdt,
+    );
     const blob = probe.kho.retrieveSubtree(PCI_LU_SUBTREE);
     expect(blob.size).toBe(PCI_SER_HEADER_SIZE + 2 * PCI_DEV_SER_SIZE);
     const view = new DataView(k1.memory.read(blob.phys, blob.size).buffer);
@@ -123,25 +149,47 @@ describe('PCI live update', () => {
 
 describe('pci_ser codec', () => {
   const devices = [{ domain: 0, bdf: NIC, refcount: 3 }];
+  /** A bus of four functions, two of them at NIC and COPY. */
+  const decode = (bytes: Uint8Array, busSize = 4) =>
+    decodePciSer(bytes, busSize, (bdf) => bdf === NIC || bdf === COPY);
 
   it('round-trips', () => {
-    expect(decodePciSer(encodePciSer(4, devices))).toEqual(devices);
+    expect(decode(encodePciSer(4, devices))).toEqual(devices);
   });
 
   const corrupt: [string, (view: DataView) => void, RegExp][] = [
-    ['more devices than the maximum', (v) => v.setBigUint64(0, 0n, true), /nr_devices 1 \(max 0\)/],
-    ['a count past the blob', (v) => v.setBigUint64(8, 2n, true), /nr_devices 2/],
-    ['a zero refcount', (v) => v.setUint16(22, 0, true), /refcount 0/],
+    [
+      'a maximum that is not the bus',
+      (v) => v.setBigUint64(0, 5n, true),
+      /^pci_ser: max_nr_devices 5 is not the 4 functions on the bus$/,
+    ],
+    ['a count past the blob', (v) => v.setBigUint64(8, 2n, true), /nr_devices 2 \(max 4\)/],
+    ['a zero refcount', (v) => v.setUint16(22, 0, true), /pci_dev_ser\[0\]\.refcount is 0/],
+    [
+      'another PCI segment',
+      (v) => v.setUint32(16, 1, true),
+      /pci_dev_ser\[0\]\.domain 1: this machine has only segment 0/,
+    ],
+    [
+      'a device that is not on the bus',
+      (v) => v.setUint16(20, 0x0900, true),
+      /pci_dev_ser\[0\]\.bdf 0000:09:00\.0 is not a function on the bus/,
+    ],
   ];
   it.each(corrupt)('rejects %s', (_name, damage, reason) => {
     const bytes = encodePciSer(4, devices);
     damage(new DataView(bytes.buffer));
-    expect(() => decodePciSer(bytes)).toThrow(PciHandoverError);
-    expect(() => decodePciSer(bytes)).toThrow(reason);
+    expect(() => decode(bytes)).toThrow(PciHandoverError);
+    expect(() => decode(bytes)).toThrow(reason);
+  });
+
+  it('rejects more devices than the bus has', () => {
+    const bytes = encodePciSer(1, [...devices, { domain: 0, bdf: COPY, refcount: 1 }]);
+    expect(() => decode(bytes, 1)).toThrow(/nr_devices 2 \(max 1\)/);
   });
 
   it('rejects a device listed twice', () => {
     const bytes = encodePciSer(4, [...devices, ...devices]);
-    expect(() => decodePciSer(bytes)).toThrow(/listed twice/);
+    expect(() => decode(bytes)).toThrow(/pci_dev_ser\[1\]\.bdf 0000:00:03\.0 is listed twice/);
   });
 });
