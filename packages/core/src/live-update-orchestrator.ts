@@ -4,12 +4,21 @@ import {
   type FileOperations,
   type KernelLog,
   type KernelProcess,
+  type Folio,
   type KexecHandover,
   type ModuleContext,
+  type PageAllocator,
   type SyscallContext,
   type Vfs,
 } from '@liveupdate/kernel';
-import { ERRNO, isErrnoName, type ErrnoName, type PhysicalMemory } from '@liveupdate/machine';
+import {
+  ERRNO,
+  PAGE_SIZE,
+  hex,
+  isErrnoName,
+  type ErrnoName,
+  type PhysicalMemory,
+} from '@liveupdate/machine';
 import { RwLock } from './async-lock.js';
 import type { FileHandler, FileOpArgs, LiveUpdateFileSession } from './file-handler.js';
 import { FileHandlerRegistry } from './file-handler-registry.js';
@@ -23,6 +32,7 @@ import {
   decodeLuoFdt,
   encodeLuoFdt,
   luoFileTableSize,
+  luoSessionHeaderSer,
   luoSessionTableSize,
   readLuoFileTable,
   readLuoFlbTable,
@@ -110,6 +120,7 @@ export class LiveUpdateOrchestrator {
   /** The context of every handler call (see `handler-call.ts`). */
   readonly #calls: { log: KernelLog; faultInjector: FaultInjector | undefined };
   readonly #kho: KexecHandover;
+  readonly #pages: PageAllocator;
   readonly #memory: PhysicalMemory;
   readonly #vfs: Vfs;
   readonly #outgoing = new Map<string, LuoSession>();
@@ -130,6 +141,7 @@ export class LiveUpdateOrchestrator {
     this.#calls = { log: ctx.log, faultInjector: undefined };
     this.flbs = new FlbRegistry(this.#calls, ctx.log);
     this.#kho = ctx.kho;
+    this.#pages = ctx.pages;
     this.#memory = ctx.memory;
     this.#vfs = ctx.vfs;
     const wanted = ctx.cmdline.bool('liveupdate', false);
@@ -278,27 +290,25 @@ export class LiveUpdateOrchestrator {
         `LUO: cannot retrieve the KHO subtree "${LUO_FDT_KHO_ENTRY_NAME}": ${(error as Error).message}`,
       );
     }
+    // Like any module, LUO reads preserved memory only once it has restored it.
+    const restored: Folio[] = [];
     let root;
     let flbs;
     try {
+      restored.push(restoreBlock(ctx.kho, ctx.pages, subtree.phys, subtree.size, 'the LUO FDT'));
       root = decodeLuoFdt(ctx.memory.read(subtree.phys, subtree.size));
       // luo_flb_setup_incoming(): like the FDT, a bad FLB table is fatal at boot.
-      flbs = readLuoFlbTable(ctx.memory, Number(root.flbHeaderPhys));
-    } catch (error) {
-      if (error instanceof LuoAbiError) return ctx.panic(`LUO: ${error.message}`);
-      throw error;
-    }
-    try {
-      ctx.kho.restoreFree(Number(root.flbHeaderPhys));
-    } catch (error) {
-      return ctx.panic(
-        `LUO: the FLB table at ${root.flbHeaderPhys} is not a preserved block: ${(error as Error).message}`,
+      const flbHeaderPhys = Number(root.flbHeaderPhys);
+      restored.push(
+        restoreBlock(ctx.kho, ctx.pages, flbHeaderPhys, LUO_FLB_TABLE_SIZE, 'the FLB table'),
       );
-    }
-    try {
-      ctx.kho.restoreFree(subtree.phys);
+      flbs = readLuoFlbTable(ctx.memory, flbHeaderPhys);
     } catch (error) {
-      ctx.log.warn(`LUO: could not free the incoming LUO FDT: ${(error as Error).message}`);
+      if (error instanceof LuoAbiError || KernelError.isInstance(error))
+        return ctx.panic(`LUO: ${error.message}`);
+      throw error;
+    } finally {
+      for (const folio of restored) ctx.pages.freePages(folio);
     }
     return { ...root, flbs };
   }
@@ -320,18 +330,33 @@ export class LiveUpdateOrchestrator {
     this.flbs.logUnclaimed();
     this.#log.trace('luo-deserialize', 'B');
     try {
-      const blobs = [header];
-      const sessions = readLuoSessionTable(this.#memory, header, this.limits.maxSessions).map(
-        (entry) => {
+      const blobs: Folio[] = [];
+      const restore = (phys: number, size: number, what: string): void => {
+        blobs.push(restoreBlock(this.#kho, this.#pages, phys, size, what));
+      };
+      try {
+        restore(header, luoSessionHeaderSer.size, 'luo_session_header_ser');
+        const entries = readLuoSessionTable(this.#memory, header, this.limits.maxSessions);
+        if (header + luoSessionTableSize(entries.length) > blockEnd(blobs[0]!)) {
+          throw new LuoAbiError(
+            `luo_session_header_ser at ${hex(header)}: its ${entries.length} luo_session_ser entries run past its preserved block`,
+          );
+        }
+        const sessions = entries.map((entry) => {
           const session = this.#newSession(entry.name, true);
           if (entry.count > 0n) {
+            const files = Number(entry.files);
+            restore(
+              files,
+              luoFileTableSize(Number(entry.count)),
+              `the luo_file_ser array of session "${entry.name}"`,
+            );
             const table = readLuoFileTable(
               this.#memory,
-              Number(entry.files),
+              files,
               Number(entry.count),
               this.limits.maxFilesPerSession,
             );
-            blobs.push(Number(entry.files));
             session.files = table.map((f) => {
               const handler = this.registry.byCompatible(f.compatible);
               if (!handler) {
@@ -343,13 +368,15 @@ export class LiveUpdateOrchestrator {
             });
           }
           return session;
-        },
-      );
-      for (const blob of blobs) this.#kho.restoreFree(blob);
-      await checkPreservedFrameClaims(sessions, this.#calls, this.#memory);
-      for (const session of sessions) this.#incoming.set(session.name, session);
+        });
+        await checkPreservedFrameClaims(sessions, this.#calls, this.#memory);
+        for (const session of sessions) this.#incoming.set(session.name, session);
+      } finally {
+        // LUO's own tables: copied out (or refused), so they go back either way.
+        for (const blob of blobs) this.#pages.freePages(blob);
+      }
       this.#deserialized = 'done';
-      this.#log.info(`LUO: deserialized ${sessions.length} incoming sessions`);
+      this.#log.info(`LUO: deserialized ${this.#incoming.size} incoming sessions`);
     } catch (error) {
       this.#deserialized = 'failed';
       this.#incoming.clear();
@@ -564,6 +591,9 @@ export class LiveUpdateOrchestrator {
         files: session.files.length,
       });
     });
+    if ([...this.#incoming.values()].every((s) => s.files.length === 0)) {
+      this.#kho.reclaimUnrestored('LUO: every incoming session has finished');
+    }
   }
 
   async #finishFiles(session: LuoSession): Promise<void> {
@@ -814,4 +844,42 @@ function checkedData(handler: FileHandler, data: FileOpArgs['serializedData']): 
 function errnoName(errno: number): ErrnoName {
   const name = Object.keys(ERRNO).find((key) => ERRNO[key as ErrnoName] === errno);
   return name && isErrnoName(name) ? name : 'EIO';
+}
+
+/**
+ * `kho_restore_folio()` of the preserved block LUO wrote at `phys`, checked to hold `size` bytes
+ * from `phys`; `LuoAbiError` naming `what` otherwise, with nothing left restored.
+ */
+function restoreBlock(
+  kho: KexecHandover,
+  pages: PageAllocator,
+  phys: number,
+  size: number,
+  what: string,
+): Folio {
+  let folio: Folio;
+  try {
+    folio = kho.restoreFolio(phys);
+  } catch (error) {
+    throw new LuoAbiError(
+      `${what} at ${hex(phys)} is not preserved memory: ${(error as Error).message}`,
+    );
+  }
+  checkFits(pages, folio, phys, size, what);
+  return folio;
+}
+
+/** The physical address just past `folio`. */
+function blockEnd(folio: Folio): number {
+  return (folio.pfn + 2 ** folio.order) * PAGE_SIZE;
+}
+
+/** `LuoAbiError` (after freeing `folio`) unless `[phys, phys + size)` lies in `folio`. */
+function checkFits(pages: PageAllocator, folio: Folio, phys: number, size: number, what: string) {
+  const end = blockEnd(folio);
+  if (phys + size <= end) return;
+  pages.freePages(folio);
+  throw new LuoAbiError(
+    `${what} at ${hex(phys)}: ${size} bytes run past its preserved block of ${end - phys} bytes`,
+  );
 }

@@ -19,13 +19,15 @@ export function serializedDataAddress(data: bigint, memory: PhysicalMemory, owne
 }
 
 /**
- * Take ownership of the preserved folio holding a handler's serialized struct: `EINVAL` (naming
- * `what`) when `phys` is not a folio of that order the previous kernel preserved.
+ * Take ownership of the preserved folio holding a handler's serialized struct, before reading it
+ * (a module reads only memory it owns): `EINVAL` (naming `what`) when `phys` is not a folio the
+ * previous kernel preserved with `order` (with any order when `order` is `undefined`: the
+ * recorded one, which the caller then checks against what it reads).
  */
 export function restoreSerializedFolio(
   kho: KexecHandover,
   phys: number,
-  order: number,
+  order: number | undefined,
   what: string,
 ): Folio {
   try {

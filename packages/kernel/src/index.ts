@@ -76,8 +76,10 @@ export {
   PageAllocator,
   getOrder,
   type Folio,
+  type FrameState,
   type PageStats,
 } from './page-allocator.js';
+export { ModuleMemory } from './module-memory.js';
 export { KernelProcess, type FileMapping } from './process-table.js';
 export { RebootNotifierChain, type RebootNotifier } from './reboot-notifier-chain.js';
 export { argBytes, argFd, argInt, argPath, argUint } from './syscalls/syscall-args.js';

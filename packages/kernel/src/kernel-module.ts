@@ -1,7 +1,7 @@
-import type { PhysicalMemory } from '@liveupdate/machine';
 import type { CommandLine } from './command-line.js';
 import type { KexecHandover } from './kho/kexec-handover.js';
 import type { KernelLog } from './kernel-log.js';
+import type { ModuleMemory } from './module-memory.js';
 import type { PageAllocator } from './page-allocator.js';
 import type { RebootNotifierChain } from './reboot-notifier-chain.js';
 import type { SyscallTable } from './syscalls/syscall-table.js';
@@ -19,7 +19,12 @@ export interface ModuleContext {
   readonly kernelVersion: string;
   readonly cmdline: CommandLine;
   readonly log: KernelLog;
-  readonly memory: PhysicalMemory;
+  /**
+   * RAM, restricted to frames this kernel owns: allocated through {@link pages}, or restored
+   * through {@link kho}. Anything else (free frames, another handler's preserved frames not
+   * restored yet, firmware) is `EFAULT`. Restore a preserved folio before reading it.
+   */
+  readonly memory: ModuleMemory;
   readonly pages: PageAllocator;
   readonly kho: KexecHandover;
   readonly vfs: Vfs;

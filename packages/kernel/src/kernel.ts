@@ -29,6 +29,7 @@ import type { ModuleContext, ModuleServices, ServiceKey } from './kernel-module.
 import { KernelPanic } from './kernel-panic.js';
 import { planMemoryLayout, FIRMWARE_BYTES } from './memory-layout.js';
 import type { ModuleLoader } from './module-loader.js';
+import { ModuleMemory } from './module-memory.js';
 import { MAX_PAGE_ORDER, PageAllocator } from './page-allocator.js';
 import { ProcessTable } from './process-table.js';
 import { RebootNotifierChain } from './reboot-notifier-chain.js';
@@ -217,7 +218,7 @@ export class Kernel {
         kernelVersion: params.version,
         cmdline,
         log,
-        memory,
+        memory: new ModuleMemory(memory, pages, module.name),
         pages,
         kho,
         vfs,

@@ -26,6 +26,14 @@ export interface PageStats {
   readonly scratch: number;
 }
 
+/**
+ * What a frame is, for {@link PageAllocator.frameState}: `allocated` (part of an allocated
+ * folio, a restored KHO folio included), `free`, `preserved` (preserved by the previous kernel
+ * and not restored yet), `firmware`, `scratch` (KHO's scratch area, which holds the memory map),
+ * or `reserved` (the memory map when KHO is off).
+ */
+export type FrameState = 'allocated' | 'free' | 'preserved' | 'firmware' | 'scratch' | 'reserved';
+
 // Flags of a folio's head frame in the memory map (struct page), which lives in RAM. Tail
 // frames carry none.
 const PG_RESERVED = 0x01;
@@ -53,6 +61,7 @@ export class PageAllocator {
   readonly #freeLists: Set<number>[] = Array.from({ length: MAX_PAGE_ORDER + 1 }, () => new Set());
   readonly #poison: boolean;
   readonly #scratch: { pfn: number; frames: number } | undefined;
+  readonly #firstUsablePfn: number;
   /** Pin counts by folio head pfn (`pin_user_pages`, `memfd_pin_folios`). */
   readonly #pins = new Map<number, { order: number; count: number }>();
   #pinnedFrames = 0;
@@ -76,6 +85,7 @@ export class PageAllocator {
     );
     this.#memmap.fill(0);
     this.#scratch = layout.scratch ? { ...layout.scratch } : undefined;
+    this.#firstUsablePfn = layout.firstUsablePfn;
 
     // What is not free, as sorted ranges; every other frame goes to the free lists. Only the
     // head frame of a reserved folio is marked (restore needs its order): free-list heads are
@@ -101,6 +111,9 @@ export class PageAllocator {
       if (range.pfn > next) this.#freeRange(next, range.pfn - next);
       next = Math.max(next, range.pfn + range.frames);
     }
+    // The simulated firmware keeps nothing in its area, so a debug boot poisons it like free
+    // memory: nothing written there by a previous kernel can be read back.
+    if (this.#poison) memory.fill(0, layout.firstUsablePfn * PAGE_SIZE, PAGE_POISON);
     if (this.#poison && layout.scratch) {
       const memmapEnd = layout.memmap.pfn + layout.memmap.frames;
       const scratchEnd = layout.scratch.pfn + layout.scratch.frames;
@@ -250,6 +263,24 @@ export class PageAllocator {
       p = head + 2 ** this.#order(head);
     }
     return true;
+  }
+
+  /** What frame `pfn` is (see {@link FrameState}). O(orders). `EFAULT` outside RAM. */
+  frameState(pfn: number): FrameState {
+    if (!this.#memory.isValidPfn(pfn)) {
+      throw new KernelError('EFAULT', `pfn ${hex(pfn)} is outside RAM`);
+    }
+    if (pfn < this.#firstUsablePfn) return 'firmware';
+    if (this.overlapsScratch(pfn, 1)) return 'scratch';
+    for (let k = 0; k <= MAX_PAGE_ORDER; k++) {
+      const head = pfn - (pfn % 2 ** k);
+      const flags = this.#flags(head);
+      if (flags === 0 || head + 2 ** this.#order(head) <= pfn) continue;
+      if (flags === PG_HEAD) return 'allocated';
+      if (flags === PG_BUDDY) return 'free';
+      if (flags === PG_RESERVED) return 'preserved';
+    }
+    return 'reserved';
   }
 
   /** Whether any frame of `[pfn, pfn + frames)` lies in KHO's scratch area. */

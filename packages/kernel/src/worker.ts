@@ -1,9 +1,9 @@
 // The kernel worker's entry point: one per boot. Everything below is imported afresh in each
-// worker, so no JS state of a previous kernel can exist here.
+// worker, so no JS state of a previous kernel can exist here; the channels a module could use to
+// reach another kernel's worker are closed before any module is imported.
 import 'reflect-metadata';
-import { parentPort, workerData } from 'node:worker_threads';
+import { isolateKernelWorker } from './isolate-kernel-worker.js';
 import { runKernelWorker } from './kernel-worker.js';
-import type { KernelWorkerData } from '@liveupdate/machine';
 
-if (!parentPort) throw new Error('the kernel must run in a worker thread');
-void runKernelWorker(parentPort, workerData as KernelWorkerData);
+const { port, data } = isolateKernelWorker();
+void runKernelWorker(port, data);

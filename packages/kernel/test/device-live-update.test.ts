@@ -114,9 +114,8 @@ describe('a device live update', () => {
 
     // The other NIC was reset: it delivers nothing more, and its frames stay poisoned.
     expect(machine.counters(DROPPED).packets).toBe(handover.droppedPackets);
-    for (const frame of dropped.frames) {
-      const bytes = await nic<Uint8Array>(next, 'readPhys', frame);
-      expect(bytes.every((b) => b === POISON)).toBe(true);
+    for (const { phys, length } of dropped.frames) {
+      expect(machine.memory.read(phys, length).every((b) => b === POISON)).toBe(true);
     }
     expect(machine.dmesg(0)).toContain(
       'pci 0000:00:03.0: shutdown: preserved for live update, left running',
@@ -143,10 +142,7 @@ describe('a device live update', () => {
     expect(replaced.freshId).not.toBe(replaced.restoredId);
     // The restored domain's table frames (4 levels for the ring and buffers) went back.
     expect(replaced.freeAfter - replaced.freeBefore).toBeGreaterThanOrEqual(4);
-    const root = await nic<Uint8Array>(next, 'readPhys', {
-      phys: replaced.restoredRoot,
-      length: 4096,
-    });
+    const root = machine.memory.read(replaced.restoredRoot, 4096);
     expect(root.every((b) => b === POISON)).toBe(true);
     const after = await nic<State>(next, 'state');
     expect(after).toMatchObject({ incoming: false, restored: null });

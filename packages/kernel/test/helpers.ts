@@ -7,6 +7,7 @@ export const TEST_DEVICES = new URL('./fixtures/test-devices.js', import.meta.ur
 export const FAILING_INIT = new URL('./fixtures/failing-init.js', import.meta.url).href;
 export const SERVICE_USER = new URL('./fixtures/service-user.js', import.meta.url).href;
 export const DMA_PROBE = new URL('./fixtures/dma-probe.js', import.meta.url).href;
+export const CHANNEL_PROBE = new URL('./fixtures/channel-probe.js', import.meta.url).href;
 export const NOT_A_MODULE = new URL('./fixtures/not-a-module.js', import.meta.url).href;
 
 /** Small RAM keeps poisoning at boot cheap. */

@@ -7,6 +7,7 @@ import {
   PAGE_SIZE,
 } from '@liveupdate/machine';
 import {
+  CHANNEL_PROBE,
   FAILING_INIT,
   NOT_A_MODULE,
   PROBE,
@@ -72,11 +73,13 @@ describe('kexec with KHO', () => {
     expect(before.some((byte) => byte !== POISON)).toBe(true);
 
     const second = await kexec(machine, first, testImage('6.18.1'));
-    const after = await probe<Uint8Array>(second, 'readPhys', {
-      phys: lost.phys,
-      length: 2 * PAGE_SIZE,
-    });
-    expect(after.every((byte) => byte === POISON)).toBe(true);
+    // The next kernel's modules cannot read a free frame at all; RAM itself shows the poison.
+    expect(machine.memory.read(lost.phys, 2 * PAGE_SIZE).every((byte) => byte === POISON)).toBe(
+      true,
+    );
+    await expect(
+      probe(second, 'readPhys', { phys: lost.phys, length: 2 * PAGE_SIZE }),
+    ).rejects.toMatchObject({ code: 'EFAULT' });
   });
 
   it('restores a folio only once, and only with the order it was preserved with', async () => {
@@ -143,11 +146,15 @@ describe('kexec with KHO', () => {
     expect(after.pages.reserved).toBe(FIRMWARE_FRAMES);
     expect(await probe(third, 'retrieveSubtree', { name: 'kho-probe' })).toBe('ENOENT');
     expect(await probe(third, 'restore', { phys: folio!.phys, order: 3 })).toBe('EINVAL');
-    const bytes = await probe<Uint8Array>(third, 'readPhys', {
-      phys: folio!.phys,
-      length: 8 * PAGE_SIZE,
-    });
-    expect(bytes.every((byte) => byte === POISON)).toBe(true);
+    expect(machine.memory.read(folio!.phys, 8 * PAGE_SIZE).every((byte) => byte === POISON)).toBe(
+      true,
+    );
+    // The second kexec reported what it did not hand on: the subtree, the folios, the bytes.
+    expect(machine.dmesg(1)).toMatch(
+      new RegExp(
+        `KHO: 2 folios \\(36K\\) the previous kernel preserved were never restored and are not handed on; subtrees never retrieved: kho-probe; folios: .*0x${folio!.phys.toString(16)}\\+0x8000`,
+      ),
+    );
   });
 
   it('aborts the kexec when a reboot notifier fails, returning its errno, and keeps serving syscalls', async () => {
@@ -260,5 +267,23 @@ describe('kexec with KHO', () => {
     expect(machine.panicReason).toBe('probe says stop');
     expect(machine.dmesg()).toMatch(/Kernel panic - not syncing: probe says stop/);
     await expect(process.open('/dev/null')).rejects.toSatisfy(MachineHaltedError.isInstance);
+  });
+});
+
+describe('isolation of a kernel worker', () => {
+  it('closes every channel to another thread before modules are imported', async () => {
+    const machine = await bootedMachine(testImage('6.18.0', { modules: [CHANNEL_PROBE] }));
+    const closed = (name: string): string =>
+      `${name} is not available to kernel code: kernel workers share nothing but RAM and the boot parameters; keep state across a live update in KHO-preserved memory`;
+    expect(await machine.spawn().syscall('channel_probe')).toEqual({
+      globalBroadcastChannel: closed('BroadcastChannel'),
+      esmBroadcastChannel: closed('BroadcastChannel'),
+      cjsBroadcastChannel: closed('BroadcastChannel'),
+      worker: closed('Worker'),
+      postMessageToThread: closed('postMessageToThread'),
+      restoreGlobal: expect.stringMatching(/read.only property 'BroadcastChannel'|Cannot assign/),
+      parentPort: null,
+      workerData: null,
+    });
   });
 });

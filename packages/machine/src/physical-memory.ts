@@ -17,12 +17,11 @@ export type PhysAddr = number;
  * are shared, nothing else is.
  */
 export class PhysicalMemory {
-  /** The shared buffer itself, to hand to another worker. */
-  readonly buffer: SharedArrayBuffer;
   /** Size of RAM in bytes (a multiple of {@link PAGE_SIZE}). */
   readonly size: number;
   /** Number of 4 KiB frames. */
   readonly frames: number;
+  readonly #buffer: SharedArrayBuffer;
   readonly #bytes: Uint8Array;
   readonly #view: DataView;
 
@@ -32,11 +31,19 @@ export class PhysicalMemory {
         `RAM must be a non-empty multiple of ${PAGE_SIZE} bytes, got ${buffer.byteLength}`,
       );
     }
-    this.buffer = buffer;
+    this.#buffer = buffer;
     this.size = buffer.byteLength;
     this.frames = buffer.byteLength / PAGE_SIZE;
     this.#bytes = new Uint8Array(buffer);
     this.#view = new DataView(buffer);
+  }
+
+  /**
+   * The shared buffer itself, to hand to another worker. An accessor, so that a restricted view
+   * of RAM (a kernel's memory for modules) can refuse to give it out.
+   */
+  get buffer(): SharedArrayBuffer {
+    return this.#buffer;
   }
 
   /** Allocate RAM of `bytes` (rounded up to whole frames). Untouched frames cost no host memory. */
@@ -59,7 +66,10 @@ export class PhysicalMemory {
     );
   }
 
-  /** Throws `EFAULT` unless `[phys, phys + length)` lies inside RAM. */
+  /**
+   * Throws `EFAULT` unless `[phys, phys + length)` lies inside RAM. Every access below goes
+   * through it, so a subclass that narrows what may be accessed overrides this one method.
+   */
   check(phys: number, length: number): void {
     if (!this.contains(phys, length)) {
       throw new KernelError(

@@ -234,9 +234,11 @@ function expectNoDifference(
 }
 
 function expectAllRestored(stats: TestkitStats, what: string, hint: string): void {
-  if (stats.khoUnrestoredFolios === 0) return;
+  const folios = stats.khoUnrestoredFolios + stats.khoUnclaimedFolios;
+  if (folios === 0) return;
+  const frames = stats.khoUnrestoredFrames + stats.khoUnclaimedFrames;
   fail(
-    `${what}, ${stats.khoUnrestoredFolios} folios (${stats.khoUnrestoredFrames} frames) the previous kernel preserved are still unrestored: ${hint}`,
+    `${what}, ${folios} folios (${frames} frames) the previous kernel preserved were never restored (${stats.khoUnclaimedFolios} of them freed by KHO as unclaimed): ${hint}`,
   );
 }
 
@@ -599,7 +601,7 @@ const LAWS = [
       // The new kernel imported the handler's module afresh: its module variables and closures
       // start empty. Retrieve in the other order, finishing one session before the next.
       const hint =
-        '\n  (the next kernel imports the handler afresh in a new worker: it must find everything it needs in KHO-preserved memory reachable from serializedData, not in module variables or closures)';
+        '\n  (the next kernel imports the handler afresh in a new worker: it must find everything it needs in KHO-preserved memory reachable from serializedData, not in module variables, globalThis, other threads or memory it does not own)';
       for (const [name, token, content] of [
         [`${SESSION}-b`, 2n, b.content],
         [`${SESSION}-a`, 1n, a.content],

@@ -335,9 +335,10 @@ async function checkPreservable(
   await step('FINISH', () => incoming.finish());
   await step('closing the retrieved file', () => next.close(retrieved));
   const stats = await testkitStats(next);
-  if (stats.khoUnrestoredFolios > 0) {
+  const folios = stats.khoUnrestoredFolios + stats.khoUnclaimedFolios;
+  if (folios > 0) {
     throw new CaseFailure(
-      `after RETRIEVE_FD and FINISH, ${stats.khoUnrestoredFolios} preserved folios (${stats.khoUnrestoredFrames} frames) were never restored`,
+      `after RETRIEVE_FD and FINISH, ${folios} preserved folios (${stats.khoUnrestoredFrames + stats.khoUnclaimedFrames} frames) were never restored`,
     );
   }
 }

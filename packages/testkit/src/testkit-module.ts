@@ -95,6 +95,8 @@ function stats(ctx: ModuleContext): TestkitStats {
     khoPreservedFrames: kho.preservedFrames,
     khoUnrestoredFolios: kho.unrestoredFolios,
     khoUnrestoredFrames: kho.unrestoredFrames,
+    khoUnclaimedFolios: kho.unclaimedFolios,
+    khoUnclaimedFrames: kho.unclaimedFrames,
     pinnedFrames: ctx.pages.pinnedFrames,
     openFiles: ctx.vfs.openFiles,
   };

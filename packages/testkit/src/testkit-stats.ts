@@ -16,6 +16,12 @@ export interface TestkitStats {
   /** Folios (and frames) the previous kernel preserved that nobody restored yet. */
   readonly khoUnrestoredFolios: number;
   readonly khoUnrestoredFrames: number;
+  /**
+   * Folios (and frames) the previous kernel preserved that nobody restored, which KHO freed as
+   * unclaimed when the last incoming session finished (see docs/kho-handover.md).
+   */
+  readonly khoUnclaimedFolios: number;
+  readonly khoUnclaimedFrames: number;
   /** Frames of pinned folios (memfd pins what it preserves, as `memfd_pin_folios` does). */
   readonly pinnedFrames: number;
   /** Files with references: fds, mappings, and references the kernel holds (LUO's among them). */
@@ -34,6 +40,8 @@ export const TESTKIT_STAT_NAMES: Readonly<Record<TestkitStat, string>> = {
   khoPreservedFrames: 'KHO preserved frames',
   khoUnrestoredFolios: 'KHO unrestored folios',
   khoUnrestoredFrames: 'KHO unrestored frames',
+  khoUnclaimedFolios: 'KHO unclaimed folios',
+  khoUnclaimedFrames: 'KHO unclaimed frames',
   pinnedFrames: 'pinned frames',
   openFiles: 'open files',
 };
@@ -49,6 +57,8 @@ export const LEAK_STATS: readonly TestkitStat[] = [
   'khoPreservedFrames',
   'khoUnrestoredFolios',
   'khoUnrestoredFrames',
+  'khoUnclaimedFolios',
+  'khoUnclaimedFrames',
   'pinnedFrames',
   'openFiles',
 ];

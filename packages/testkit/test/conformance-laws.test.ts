@@ -7,7 +7,7 @@ import {
   describeConformance,
   type ConformanceLawId,
 } from '@liveupdate/testkit';
-import { noteConformance } from './helpers.js';
+import { cheatConformance, noteConformance } from './helpers.js';
 
 describe('checkConformanceLaw against broken handlers', () => {
   it.each<[string, ConformanceLawId, RegExp]>([
@@ -39,12 +39,12 @@ describe('checkConformanceLaw against broken handlers', () => {
     [
       'forget-preserve',
       'reachable',
-      /^the file retrieved in the next kernel: the content differs[\s\S]*0xaa/,
+      /^readContent of the retrieved file failed: EFAULT \(module note: access to 0x[0-9a-f]+\+0x4 touches frame 0x[0-9a-f]+, which is free memory, not memory of this kernel\)$/,
     ],
     [
       'orphan-page',
       'reachable',
-      /^after RETRIEVE_FD and FINISH, 1 folios \(1 frames\) the previous kernel preserved are still unrestored/,
+      /^after RETRIEVE_FD and FINISH, 1 folios \(1 frames\) the previous kernel preserved were never restored \(1 of them freed by KHO as unclaimed\)/,
     ],
   ])('fails a handler with the bug %s on the law %s', async (bug, law, message) => {
     const verdict = await checkConformanceLaw(law, {
@@ -62,6 +62,42 @@ describe('checkConformanceLaw against broken handlers', () => {
       ),
     );
     expect(verdicts.map((v) => v.status)).toEqual(['passed', 'passed']);
+  });
+});
+
+describe('the no-outside-state law against handlers that cheat', () => {
+  it.each<[string, RegExp]>([
+    [
+      'module-variable',
+      /^RETRIEVE_FD of token 2 failed: ENOENT \(cheat: no text via module-variable\)\n.*not in module variables, globalThis, other threads or memory it does not own/,
+    ],
+    [
+      'globalthis',
+      /^RETRIEVE_FD of token 2 failed: ENOENT \(cheat: no text via globalthis\)\n.*not in module variables, globalThis, other threads or memory it does not own/,
+    ],
+    ['broadcast-channel', /BroadcastChannel is not available to kernel code/],
+    [
+      'firmware',
+      /^PRESERVE_FD of the file failed: EFAULT \(module cheat: access to 0x8000\+0x1000 touches frame 0x8000, which is firmware memory, not memory of this kernel\)$/,
+    ],
+    // The shared RAM behind a view is out of reach of any check; the poisoned firmware is not.
+    [
+      'raw-firmware',
+      /^RETRIEVE_FD of token 2 failed: ENOENT \(cheat: no text via raw-firmware\)\n.*not in module variables, globalThis, other threads or memory it does not own/,
+    ],
+  ])('fails a handler that keeps its state through %s', async (via, message) => {
+    const verdict = await checkConformanceLaw('no-outside-state', {
+      ...cheatConformance,
+      cmdline: `cheat.via=${via}`,
+    });
+    expect(verdict).toMatchObject({ law: 'no-outside-state', status: 'failed' });
+    expect(verdict.message).toMatch(message);
+  });
+
+  it('passes the same handler when it keeps its state in preserved memory', async () => {
+    expect(await checkConformanceLaw('no-outside-state', cheatConformance)).toMatchObject({
+      status: 'passed',
+    });
   });
 });
 

@@ -16,6 +16,7 @@ import {
 } from '@liveupdate/testkit';
 
 export const NOTE_MODULE = new URL('./fixtures/note-module.js', import.meta.url).href;
+export const CHEAT_MODULE = new URL('./fixtures/cheat-module.js', import.meta.url).href;
 export const REGISTRATION_PROBE_MODULE = new URL(
   './fixtures/registration-probe-module.js',
   import.meta.url,
@@ -96,6 +97,20 @@ export const noteConformance: ConformanceOptions = {
   async mutate(process, fd) {
     await process.pwrite(fd, new TextEncoder().encode('A NOTE'), 0);
   },
+};
+
+/**
+ * The conformance options of the cheating handler (fixtures/cheat-module.js): honest as they
+ * are; a `cheat.via=` command line makes it keep its text outside preserved memory.
+ */
+export const cheatConformance: ConformanceOptions = {
+  name: 'cheat-v1 conformance',
+  handlerCompatible: 'cheat-v1',
+  modules: [CHEAT_MODULE],
+  ramBytes: TEST_RAM,
+  createFile: async (process) =>
+    (await process.syscall('cheat_create', 'kept honestly?')) as number,
+  readContent: readNote,
 };
 
 /** Open `/dev/liveupdate` in `process`. */

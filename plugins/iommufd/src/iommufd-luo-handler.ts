@@ -190,13 +190,22 @@ export function createIommufdLuoHandler(
     });
   };
 
-  /** The order of the folio holding the `iommufd_lu` at `serPhys`, from its header. */
-  const serOrder = (serPhys: number): number => {
+  /**
+   * Restore the folio holding the `iommufd_lu` at `serPhys` (with the order KHO recorded: it is
+   * read only once restored), and check that its header's HWPT count is what preserve would have
+   * put in a folio of that order. `EINVAL` otherwise, with the folio freed.
+   */
+  const restoreSer = (serPhys: number): Folio => {
+    const folio = restoreSerializedFolio(kho, serPhys, undefined, 'iommufd_lu');
     const { nr_hwpts: count } = iommufdLu.decode(memory.view(serPhys, iommufdLu.size));
-    if (count > MAX_HWPTS) {
-      throw new KernelError('EINVAL', `iommufd: ${count} HWPTs cannot have been preserved`);
+    if (count > MAX_HWPTS || getOrder(iommufdLuSize(count)) !== folio.order) {
+      pages.freePages(folio);
+      throw new KernelError(
+        'EINVAL',
+        `iommufd: ${count} HWPTs cannot have been preserved in a folio of order ${folio.order}`,
+      );
     }
-    return getOrder(iommufdLuSize(count));
+    return folio;
   };
 
   /** The restored domain an entry names, if the IOMMU driver restored it and it lives. */
@@ -209,7 +218,7 @@ export function createIommufdLuoHandler(
   const retrieveOne = async (args: FileOpArgs): Promise<void> => {
     await retrieveIommuFlb();
     const serPhys = serializedDataAddress(args.serializedData, memory, 'iommufd');
-    const folio = restoreSerializedFolio(kho, serPhys, serOrder(serPhys), 'iommufd_lu');
+    const folio = restoreSer(serPhys);
     try {
       const hwpts = readHwpts(serPhys).map((hwpt) => {
         const domain = restoredDomain(hwpt);
@@ -373,7 +382,7 @@ export function createIommufdLuoHandler(
       }
       if (args.retrieveStatus !== 0) return;
       const serPhys = serializedDataAddress(args.serializedData, memory, 'iommufd');
-      const folio = restoreSerializedFolio(kho, serPhys, serOrder(serPhys), 'iommufd_lu');
+      const folio = restoreSer(serPhys);
       try {
         for (const hwpt of readHwpts(serPhys)) {
           const domain = restoredDomain(hwpt);

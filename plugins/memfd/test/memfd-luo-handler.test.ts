@@ -19,6 +19,7 @@ import {
   MEMFD_LUO_FOLIO_DIRTY,
   MEMFD_LUO_FOLIO_UPTODATE,
   memfdLuoFolioSer,
+  memfdLuoSer,
   packPfnFlags,
   unpackPfnFlags,
 } from '@liveupdate/plugin-memfd';
@@ -67,6 +68,39 @@ async function preserveAndKexec(machine: Machine, process: Process, fd: number):
 
 const retrieve = (process: Process, args: object = { index: 0 }): Promise<Result> =>
   probe<Result>(process, 'retrieve', args);
+
+// The handover is read and damaged from the host, in the machine's RAM: a module of the next
+// kernel may read preserved memory only once it has restored it.
+
+/** The address of the memfd_luo_ser of incoming entry `index`. */
+async function serPhys(next: Process, index: number): Promise<number> {
+  return (await probe<number[]>(next, 'incoming'))[index]!;
+}
+
+/** The memfd_luo_ser of incoming entry `index`, with numbers for bigints. */
+async function peekSer(machine: Machine, next: Process, index = 0): Promise<SerView> {
+  const ser = memfdLuoSer.decode(machine.memory.read(await serPhys(next, index), memfdLuoSer.size));
+  return {
+    ...ser,
+    pos: Number(ser.pos),
+    size: Number(ser.size),
+    nrFolios: Number(ser.nrFolios),
+    folios: { ...ser.folios, first: Number(ser.folios.first) },
+  };
+}
+
+/** Overwrite `field` of the memfd_luo_ser of incoming entry `index` before it is retrieved. */
+async function corrupt(
+  machine: Machine,
+  next: Process,
+  { index, field, value }: { index: number; field: string; value: unknown },
+): Promise<void> {
+  const phys = await serPhys(next, index);
+  const view = machine.memory.view(phys, memfdLuoSer.size);
+  const ser = memfdLuoSer.decode(view) as unknown as Record<string, unknown>;
+  ser[field] = typeof ser[field] === 'bigint' ? BigInt(value as number) : value;
+  memfdLuoSer.encodeInto(view, 0, ser as unknown as ReturnType<typeof memfdLuoSer.decode>);
+}
 
 describe('the memfd-v2 handler, called directly', () => {
   it('brings contents, size, position and seals back on the same frames', async () => {
@@ -128,7 +162,7 @@ describe('the memfd-v2 handler, called directly', () => {
     const { machine, process } = await boot();
     const fd = await process.memfdCreate('empty');
     const next = await preserveAndKexec(machine, process, fd);
-    expect(await probe<SerView>(next, 'peekSer', { index: 0 })).toMatchObject({
+    expect(await peekSer(machine, next)).toMatchObject({
       size: 0,
       nrFolios: 0,
       folios: { first: 0, totalPages: 0, flags: 0, order: 0 },
@@ -145,15 +179,15 @@ describe('the memfd-v2 handler, called directly', () => {
     await process.write(fd, pattern(5 * PAGE_SIZE));
     const frames = (await inode(process, fd)).folios;
     const next = await preserveAndKexec(machine, process, fd);
-    const ser = await probe<SerView>(next, 'peekSer', { index: 0 });
+    const ser = await peekSer(machine, next);
     expect(ser).toMatchObject({ pos: 5 * PAGE_SIZE, size: 5 * PAGE_SIZE, flags: 0, nrFolios: 2 });
     expect(ser.folios).toMatchObject({ totalPages: 1, flags: 1, order: 0 });
     // The chunk's phys[0] is the page holding the two entries.
-    const chunk = await probe<Uint8Array>(next, 'peek', { phys: ser.folios.first, length: 16 });
+    const chunk = machine.memory.read(ser.folios.first, 16);
     const view = new DataView(chunk.buffer, chunk.byteOffset);
     expect(view.getBigUint64(0, true)).toBe(0n);
     const array = Number(view.getBigUint64(8, true));
-    const raw = await probe<Uint8Array>(next, 'peek', { phys: array, length: 32 });
+    const raw = machine.memory.read(array, 32);
     const entries = [0, 1].map((i) => memfdLuoFolioSer.decode(raw, i * 16));
     expect(entries.map((e) => unpackPfnFlags(e.pfnFlags))).toEqual(
       frames.map((f) => ({
@@ -254,19 +288,17 @@ describe('the memfd-v2 handler, called directly', () => {
 
 describe('the memfd-v2 handler refuses damaged serialized data', () => {
   /** A preserved 3-folio memfd (orders 9, 1, 0) in the kernel after the kexec. */
-  async function preservedOn(): Promise<{ machine: Machine; next: Process; ser: SerView }> {
+  async function preserved(): Promise<{ machine: Machine; next: Process; ser: SerView }> {
     const { machine, process } = await boot();
     const fd = await process.memfdCreate('victim');
     await writeAll(process, fd, pattern(2 * MiB + 3 * PAGE_SIZE));
     const next = await preserveAndKexec(machine, process, fd);
-    return { machine, next, ser: await probe<SerView>(next, 'peekSer', { index: 0 }) };
+    return { machine, next, ser: await peekSer(machine, next) };
   }
-  const preserved = preservedOn;
 
   /** Where the folio array lives: the first run listed by the kho_vmalloc chunk. */
-  async function folioArray(next: Process, ser: SerView): Promise<number> {
-    const raw = await probe<Uint8Array>(next, 'peek', { phys: ser.folios.first + 8, length: 8 });
-    return Number(new DataView(raw.buffer, raw.byteOffset).getBigUint64(0, true));
+  function folioArray(machine: Machine, ser: SerView): number {
+    return Number(machine.memory.readU64(ser.folios.first + 8));
   }
 
   it('refuses serializedData 0 or an address that holds no memfd_luo_ser with EINVAL', async () => {
@@ -280,9 +312,9 @@ describe('the memfd-v2 handler refuses damaged serialized data', () => {
   });
 
   it('refuses unknown seals with EOPNOTSUPP and frees the frames', async () => {
-    const { next } = await preserved();
+    const { machine, next } = await preserved();
     const before = await stats(next);
-    await probe(next, 'corrupt', { index: 0, field: 'seals', value: 0x40 });
+    await corrupt(machine, next, { index: 0, field: 'seals', value: 0x40 });
     expect(await retrieve(next)).toEqual({ errno: 'EOPNOTSUPP' });
     const after = await stats(next);
     expect(after.kho.unrestoredFolios).toBe(0);
@@ -290,8 +322,8 @@ describe('the memfd-v2 handler refuses damaged serialized data', () => {
   });
 
   it('refuses a non-zero flags field with EOPNOTSUPP', async () => {
-    const { next } = await preserved();
-    await probe(next, 'corrupt', { index: 0, field: 'flags', value: 1 });
+    const { machine, next } = await preserved();
+    await corrupt(machine, next, { index: 0, field: 'flags', value: 1 });
     expect(await retrieve(next)).toEqual({ errno: 'EOPNOTSUPP' });
   });
 
@@ -301,14 +333,14 @@ describe('the memfd-v2 handler refuses damaged serialized data', () => {
     // The fourth entry is the zeros after the third: no flags, pfn 0.
     ['more folios than the array holds', 'EIO', 'nrFolios', 4],
   ])('refuses %s with %s', async (_what, errno, field, value) => {
-    const { next } = await preserved();
-    await probe(next, 'corrupt', { index: 0, field, value });
+    const { machine, next } = await preserved();
+    await corrupt(machine, next, { index: 0, field, value });
     expect(await retrieve(next)).toEqual({ errno });
   });
 
   it('refuses a broken kho_vmalloc description with EINVAL', async () => {
-    const { next, ser } = await preserved();
-    await probe(next, 'corrupt', {
+    const { machine, next, ser } = await preserved();
+    await corrupt(machine, next, {
       index: 0,
       field: 'folios',
       value: { ...ser.folios, first: BigInt(ser.folios.first + PAGE_SIZE) },
@@ -317,20 +349,20 @@ describe('the memfd-v2 handler refuses damaged serialized data', () => {
   });
 
   it('refuses a folio whose place does not fit an aligned folio with EIO, restoring none', async () => {
-    const { next, ser } = await preserved();
-    const array = await folioArray(next, ser);
+    const { machine, next, ser } = await preserved();
+    const array = folioArray(machine, ser);
     // Move the second folio (order 1 at page 512) to page 513.
     const entry = memfdLuoFolioSer.encode({ pfnFlags: 0n, index: 513n });
-    await probe(next, 'poke', { phys: array + 16 + 8, bytes: entry.subarray(8) });
+    machine.memory.write(array + 16 + 8, entry.subarray(8));
     expect(await retrieve(next)).toEqual({ errno: 'EIO' });
     // Only the memfd_luo_ser was taken (and freed); the folios, chunk and array page stay reserved.
     expect((await stats(next)).kho.unrestoredFolios).toBe(5);
   });
 
   it('fails with EIO when a folio cannot be restored, restoring none of the others', async () => {
-    const { next, ser } = await preserved();
-    const array = await folioArray(next, ser);
-    const raw = await probe<Uint8Array>(next, 'peek', { phys: array, length: 48 });
+    const { machine, next, ser } = await preserved();
+    const array = folioArray(machine, ser);
+    const raw = machine.memory.read(array, 48);
     // Point the order-0 folio (third entry) at the frame after it, which nobody preserved.
     const third = memfdLuoFolioSer.decode(raw, 32);
     const { pfn, flags } = unpackPfnFlags(third.pfnFlags);
@@ -338,7 +370,7 @@ describe('the memfd-v2 handler refuses damaged serialized data', () => {
       pfnFlags: packPfnFlags(pfn + 1, flags),
       index: third.index,
     });
-    await probe(next, 'poke', { phys: array + 32, bytes: moved });
+    machine.memory.write(array + 32, moved);
     const before = await stats(next);
     expect(await retrieve(next)).toEqual({ errno: 'EIO' });
     const after = await stats(next);
@@ -350,13 +382,13 @@ describe('the memfd-v2 handler refuses damaged serialized data', () => {
   });
 
   it('refuses a damaged list at finish of a never-retrieved memfd too, freeing only its memfd_luo_ser', async () => {
-    const { machine, next, ser } = await preservedOn();
-    const array = await folioArray(next, ser);
+    const { machine, next, ser } = await preserved();
+    const array = folioArray(machine, ser);
     const pfnZero = memfdLuoFolioSer.encode({
       pfnFlags: packPfnFlags(0, MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE),
       index: 0n,
     });
-    await probe(next, 'poke', { phys: array + 16, bytes: pfnZero.subarray(0, 8) });
+    machine.memory.write(array + 16, pfnZero.subarray(0, 8));
     const before = await stats(next);
     expect(await probe(next, 'finish', { index: 0, retrieveStatus: 0 })).toEqual({ errno: 'EIO' });
     expect(machine.dmesg(1)).toMatch(
@@ -369,9 +401,9 @@ describe('the memfd-v2 handler refuses damaged serialized data', () => {
 
   it('names every frame it claims without restoring any', async () => {
     const { next, ser } = await preserved();
-    const array = await folioArray(next, ser);
+    const array = folioArray(machine, ser);
     const serPhys = (await probe<number[]>(next, 'incoming'))[0]!;
-    const raw = await probe<Uint8Array>(next, 'peek', { phys: array, length: 48 });
+    const raw = machine.memory.read(array, 48);
     const folios = [0, 1, 2].map((i) => {
       const entry = memfdLuoFolioSer.decode(raw, i * 16);
       return unpackPfnFlags(entry.pfnFlags).pfn;

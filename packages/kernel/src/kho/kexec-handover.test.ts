@@ -104,6 +104,8 @@ describe('KexecHandover across an in-process kexec', () => {
       preservedFrames: PRESERVED_FRAMES,
       unrestoredFolios: 0,
       unrestoredFrames: 0,
+      unclaimedFolios: 0,
+      unclaimedFrames: 0,
     });
     expect(k1.kho.isKhoBoot).toBe(false);
     expect(k2.kho.isKhoBoot).toBe(true);
@@ -116,6 +118,8 @@ describe('KexecHandover across an in-process kexec', () => {
       preservedFrames: 0,
       unrestoredFolios: PRESERVED_FOLIOS,
       unrestoredFrames: PRESERVED_FRAMES,
+      unclaimedFolios: 0,
+      unclaimedFrames: 0,
     });
     expect(k2.pages.stats).toEqual({
       total: FRAMES,
@@ -274,6 +278,46 @@ describe('KexecHandover across an in-process kexec', () => {
     expect(framesFilledWith(k3.memory, mid.pfn, 8, 0x03)).toBe(true);
     expect(framesFilledWith(k3.memory, huge.pfn, 1024, POISON)).toBe(true);
     expect(errnoOf(() => k3.kho.retrieveSubtree('luo'))).toBe('ENOENT');
+  });
+
+  it('reports what the next kernel left unrestored at the second kexec: subtrees, folios, bytes', () => {
+    const { k2, mid } = preserveAndKexec();
+    k2.kho.retrieveSubtree('luo');
+    k2.kho.restoreFree(mid.pfn * PAGE_SIZE);
+    k2.kho.finalize();
+    // 9 preserved folios, less the order-3 one: 1 + 1024 + 13 + 4 frames.
+    expect(k2.lines).toContainEqual(
+      expect.stringMatching(
+        /^KHO: 8 folios \(4168K\) the previous kernel preserved were never restored and are not handed on; subtrees never retrieved: memfd\.0; folios: 0x[0-9a-f]+\+0x[0-9a-f]+, /,
+      ),
+    );
+  });
+
+  it('reclaims what nobody restored: frees it, counts it, names it once, and restores it never', () => {
+    const { k2, small, mid, huge } = preserveAndKexec();
+    k2.kho.restoreFree(mid.pfn * PAGE_SIZE);
+    k2.kho.retrieveSubtree('memfd.0');
+    const free = k2.pages.stats.free;
+    const frames = k2.kho.reclaimUnrestored('LUO: every incoming session has finished');
+    expect(frames).toBe(1 + 1024 + 13 + 4);
+    expect(k2.pages.stats.free).toBe(free + frames);
+    expect(k2.pages.stats.reserved).toBe(FIRMWARE_FRAMES);
+    expect(k2.kho.stats).toMatchObject({
+      unrestoredFolios: 0,
+      unrestoredFrames: 0,
+      unclaimedFolios: 8,
+      unclaimedFrames: frames,
+    });
+    expect(framesFilledWith(k2.memory, huge.pfn, 1024, POISON)).toBe(true);
+    const warnings = k2.lines.filter((line) => line.includes('nobody restored'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(
+      /^KHO: LUO: every incoming session has finished: freeing 8 preserved folios \(4168K\) nobody restored; subtrees never retrieved: luo; folios: 0x[0-9a-f]+\+0x[0-9a-f]+(, 0x[0-9a-f]+\+0x[0-9a-f]+){7}$/,
+    );
+    expect(warnings[0]).toContain(`0x${(small.pfn * PAGE_SIZE).toString(16)}+0x1000`);
+    expect(errnoOf(() => k2.kho.restoreFolio(small.pfn * PAGE_SIZE, 0))).toBe('EINVAL');
+    expect(k2.kho.reclaimUnrestored('again')).toBe(0);
+    expect(k2.lines.filter((line) => line.includes('nobody restored'))).toHaveLength(1);
   });
 
   it.each([

@@ -39,7 +39,13 @@ export interface KhoStats {
   /** Folios the previous kernel preserved that nobody has restored yet. */
   readonly unrestoredFolios: number;
   readonly unrestoredFrames: number;
+  /** Folios the previous kernel preserved that nobody claimed: freed by {@link KexecHandover.reclaimUnrestored}. */
+  readonly unclaimedFolios: number;
+  readonly unclaimedFrames: number;
 }
+
+/** Folios listed by name in the unclaimed-memory warning; the rest are counted. */
+const UNCLAIMED_LISTED = 8;
 
 const SUBTREE_NAME = /^[A-Za-z0-9,._+-]{1,31}$/;
 
@@ -47,8 +53,9 @@ const SUBTREE_NAME = /^[A-Za-z0-9,._+-]{1,31}$/;
  * Kexec HandOver. Outgoing: tracks preserved folios and named subtrees, and at kexec writes the
  * memory map and the root FDT (`kho-v1`) into frames that are themselves listed as preserved.
  * Incoming: the frames the previous kernel preserved stay reserved until their owner restores
- * them — once, with the order they were preserved with. Frames nobody restores stay reserved for
- * the life of this kernel and are not handed over again.
+ * them — once, with the order they were preserved with. Frames nobody restores are unclaimed:
+ * {@link KexecHandover.reclaimUnrestored} reports and frees them (LUO calls it when the last
+ * incoming session finishes), and a kexec never hands them on (reported at {@link finalize}).
  *
  * Every call validates its input and throws a `KernelError` (`EINVAL` for bad addresses, orders,
  * scratch, memory that is not allocated, or a disabled KHO; `EEXIST` for a double preservation or
@@ -70,6 +77,9 @@ export class KexecHandover {
   readonly #subtrees = new Map<string, KhoSubtree>();
   readonly #incoming = new Map<number, number>();
   readonly #incomingSubtrees: ReadonlyMap<string, FdtNode>;
+  readonly #retrievedSubtrees = new Set<string>();
+  #unclaimedFolios = 0;
+  #unclaimedFrames = 0;
   readonly #khoBoot: boolean;
   #finalized = false;
 
@@ -119,6 +129,8 @@ export class KexecHandover {
       preservedFrames,
       unrestoredFolios: this.#incoming.size,
       unrestoredFrames,
+      unclaimedFolios: this.#unclaimedFolios,
+      unclaimedFrames: this.#unclaimedFrames,
     };
   }
 
@@ -204,15 +216,17 @@ export class KexecHandover {
 
   /**
    * `kho_restore_folio()`: take ownership of a folio the previous kernel preserved. Succeeds once,
-   * and only with the order it was preserved with; free it later with `freePages`.
+   * and only with the order it was preserved with (the recorded order when `order` is omitted, as
+   * upstream reads it from the page); free it later with `freePages`.
    */
-  restoreFolio(phys: number, order: number): Folio {
-    checkOrder(order);
+  restoreFolio(phys: number, order?: number): Folio {
+    if (order !== undefined) checkOrder(order);
     const pfn = toPfn(phys);
     const preserved = this.#incoming.get(pfn);
     if (preserved === undefined) {
       throw new KernelError('EINVAL', `kho: ${hex(phys)} was not preserved or is already restored`);
     }
+    order ??= preserved;
     if (preserved !== order) {
       throw new KernelError(
         'EINVAL',
@@ -304,6 +318,7 @@ export class KexecHandover {
   retrieveSubtree(name: string): KhoSubtree {
     const node = this.#incomingSubtrees.get(name);
     if (!node) throw new KernelError('ENOENT', `kho: no incoming subtree ${name}`);
+    this.#retrievedSubtrees.add(name);
     try {
       const le = { littleEndian: true };
       const phys = Number(readU64(node, KHO_PROP_PRESERVED_DATA, le));
@@ -316,6 +331,47 @@ export class KexecHandover {
         cause: error,
       });
     }
+  }
+
+  /**
+   * Free what the previous kernel preserved and nobody restored (unclaimed memory), and report
+   * it as a warning: `why` it is reclaimed now, the subtrees never retrieved, how many folios and
+   * bytes, and the first folios by address and size. Nothing to reclaim logs nothing. Returns the
+   * number of frames freed. After it, a late `restoreFolio` of such a folio is `EINVAL`.
+   */
+  reclaimUnrestored(why: string): number {
+    if (this.#incoming.size === 0) return 0;
+    const folios = [...this.#incoming]
+      .map(([pfn, order]) => ({ pfn, order }))
+      .sort((a, b) => a.pfn - b.pfn);
+    this.#incoming.clear();
+    let frames = 0;
+    for (const folio of folios) {
+      this.#pages.adoptReserved(folio);
+      this.#pages.freePages(folio);
+      frames += 2 ** folio.order;
+    }
+    this.#unclaimedFolios += folios.length;
+    this.#unclaimedFrames += frames;
+    this.#log.warn(
+      `KHO: ${why}: freeing ${folios.length} preserved folios (${frames * (PAGE_SIZE / 1024)}K) nobody restored; ${this.#describeUnclaimed(folios)}`,
+    );
+    return frames;
+  }
+
+  /** Subtrees never retrieved, and the first unclaimed folios: where the memory came from. */
+  #describeUnclaimed(folios: readonly Folio[]): string {
+    const subtrees = [...this.#incomingSubtrees.keys()].filter(
+      (name) => !this.#retrievedSubtrees.has(name),
+    );
+    const listed = folios
+      .slice(0, UNCLAIMED_LISTED)
+      .map((f) => `${hex(f.pfn * PAGE_SIZE)}+${hex(PAGE_SIZE * 2 ** f.order)}`);
+    const more = folios.length - listed.length;
+    return (
+      `subtrees never retrieved: ${subtrees.join(', ') || 'none'}; ` +
+      `folios: ${listed.join(', ')}${more > 0 ? ` and ${more} more` : ''}`
+    );
   }
 
   /**
@@ -356,6 +412,14 @@ export class KexecHandover {
       const fdtPhys = fdtFolio.pfn * PAGE_SIZE;
       this.#memory.write(fdtPhys, encodeFdt(this.#rootFdt(mapFolios[0]!.pfn * PAGE_SIZE)));
       this.#finalized = true;
+      if (this.#incoming.size > 0) {
+        const unclaimed = [...this.#incoming].map(([pfn, order]) => ({ pfn, order }));
+        unclaimed.sort((a, b) => a.pfn - b.pfn);
+        const frames = unclaimed.reduce((sum, f) => sum + 2 ** f.order, 0);
+        this.#log.warn(
+          `KHO: ${unclaimed.length} folios (${frames * (PAGE_SIZE / 1024)}K) the previous kernel preserved were never restored and are not handed on; ${this.#describeUnclaimed(unclaimed)}`,
+        );
+      }
       this.#log.info(
         `KHO: handover at ${hex(fdtPhys)}: ${this.#preserved.size} folios in ${mapPages} map pages, ${this.#subtrees.size} subtrees`,
       );
