@@ -18,7 +18,10 @@ export type FileId = unknown;
  * during the op it was given to.
  */
 export interface LiveUpdateFileSession {
-  /** The session's name. */
+  /**
+   * The session's name for messages: its text when it is UTF-8, else its bytes with `\xNN`
+   * escapes (a name is 1..63 bytes of any value; see `LiveUpdateSession.nameBytes`).
+   */
   readonly name: string;
   /** Whether the session came from the previous kernel (incoming) or is being preserved. */
   readonly incoming: boolean;

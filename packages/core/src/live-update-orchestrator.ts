@@ -43,13 +43,11 @@ import {
   type LuoFlbSer,
 } from './luo-abi.js';
 import {
-  LIVEUPDATE_IOCTL_CREATE_SESSION,
-  LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
-  LIVEUPDATE_SESSION_FINISH,
-  LIVEUPDATE_SESSION_GET_NAME,
+  LIVEUPDATE_CMD_BASE,
+  LIVEUPDATE_CMD_SESSION_BASE,
+  LIVEUPDATE_DEVICE_IOCTLS,
+  LIVEUPDATE_SESSION_IOCTLS,
   LIVEUPDATE_SESSION_NAME_LENGTH,
-  LIVEUPDATE_SESSION_PRESERVE_FD,
-  LIVEUPDATE_SESSION_RETRIEVE_FD,
   copyStructFromUser,
   copyStructToUser,
   createSessionArg,
@@ -62,6 +60,7 @@ import {
 } from './liveupdate-uapi.js';
 import { LuoFile, LuoSession } from './luo-session.js';
 import { checkPreservedFrameClaims } from './preserved-frame-claims.js';
+import { printableSessionName, sessionNameKey } from './session-name.js';
 import { strnlen } from './struct-codec.js';
 
 /** Limits of one kernel; configuration (`liveupdate.max_sessions=`, `liveupdate.max_files=`). */
@@ -72,17 +71,6 @@ export interface LuoLimits {
 
 /** Defaults: far above upstream G1's fixed 819 sessions and 128 files, within one KHO folio. */
 export const DEFAULT_LUO_LIMITS: LuoLimits = { maxSessions: 4096, maxFilesPerSession: 4096 };
-
-const DEVICE_IOCTLS = [LIVEUPDATE_IOCTL_CREATE_SESSION, LIVEUPDATE_IOCTL_RETRIEVE_SESSION];
-const SESSION_IOCTLS = [
-  LIVEUPDATE_SESSION_PRESERVE_FD,
-  LIVEUPDATE_SESSION_RETRIEVE_FD,
-  LIVEUPDATE_SESSION_FINISH,
-  LIVEUPDATE_SESSION_GET_NAME,
-];
-const SESSION_IOCTL_BASE = 0x40;
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
-const utf8 = new TextEncoder();
 
 /** What the reboot notifier wrote, so an aborted kexec can take it back. */
 interface Handover {
@@ -186,9 +174,11 @@ export class LiveUpdateOrchestrator {
     this.#calls.faultInjector = injector;
   }
 
-  /** Names of the outgoing and the incoming sessions (for diagnostics and tests). */
+  /** Names of the outgoing and the incoming sessions, printable (for diagnostics and tests). */
   get sessionNames(): { outgoing: string[]; incoming: string[] } {
-    return { outgoing: [...this.#outgoing.keys()], incoming: [...this.#incoming.keys()] };
+    const labels = (sessions: Map<string, LuoSession>): string[] =>
+      [...sessions.values()].map((session) => session.label);
+    return { outgoing: labels(this.#outgoing), incoming: labels(this.#incoming) };
   }
 
   /** `/dev/liveupdate`: exclusive open, deserializes on first open, two ioctls. */
@@ -196,7 +186,7 @@ export class LiveUpdateOrchestrator {
     open: () => this.#deserialize(),
     ioctl: (_file, cmd, arg, ctx) =>
       this.#lock.read(async () => {
-        const index = ioctlIndex(cmd, DEVICE_IOCTLS, 0);
+        const index = ioctlIndex(cmd, arg, LIVEUPDATE_DEVICE_IOCTLS, LIVEUPDATE_CMD_BASE);
         return index === 0 ? this.#createSession(arg, ctx) : this.#retrieveSession(arg, ctx);
       }),
   };
@@ -205,12 +195,12 @@ export class LiveUpdateOrchestrator {
     ioctl: (file, cmd, arg, ctx) =>
       this.#lock.read(async () => {
         const session = file.privateData as LuoSession;
-        const index = ioctlIndex(cmd, SESSION_IOCTLS, SESSION_IOCTL_BASE);
+        const index = ioctlIndex(cmd, arg, LIVEUPDATE_SESSION_IOCTLS, LIVEUPDATE_CMD_SESSION_BASE);
         // GET_NAME suits both directions; the others only one (G2's direction check).
         if (index < 3 && session.incoming !== (index !== 0)) {
           throw new KernelError(
             'EINVAL',
-            `LUO: session "${session.name}" is ${session.incoming ? 'incoming' : 'outgoing'}; this ioctl is for the other direction`,
+            `LUO: session "${session.label}" is ${session.incoming ? 'incoming' : 'outgoing'}; this ioctl is for the other direction`,
           );
         }
         switch (index) {
@@ -349,7 +339,7 @@ export class LiveUpdateOrchestrator {
             restore(
               files,
               luoFileTableSize(Number(entry.count)),
-              `the luo_file_ser array of session "${entry.name}"`,
+              `the luo_file_ser array of session "${session.label}"`,
             );
             const table = readLuoFileTable(
               this.#memory,
@@ -361,7 +351,7 @@ export class LiveUpdateOrchestrator {
               const handler = this.registry.byCompatible(f.compatible);
               if (!handler) {
                 throw new LuoAbiError(
-                  `session "${entry.name}" token ${f.token}: no file handler registered for compatible "${f.compatible}"`,
+                  `session "${session.label}" token ${f.token}: no file handler registered for compatible "${f.compatible}"`,
                 );
               }
               return new LuoFile(session.handle, handler, f.token, null, f.data);
@@ -370,7 +360,7 @@ export class LiveUpdateOrchestrator {
           return session;
         });
         await checkPreservedFrameClaims(sessions, this.#calls, this.#memory);
-        for (const session of sessions) this.#incoming.set(session.name, session);
+        for (const session of sessions) this.#incoming.set(session.key, session);
       } finally {
         // LUO's own tables: copied out (or refused), so they go back either way.
         for (const blob of blobs) this.#pages.freePages(blob);
@@ -397,10 +387,10 @@ export class LiveUpdateOrchestrator {
           `LUO: ${this.limits.maxSessions} outgoing sessions is the limit (liveupdate.max_sessions=)`,
         );
       }
-      if (this.#outgoing.has(name))
-        throw new KernelError('EEXIST', `LUO: session "${name}" already exists`);
       const session = this.#newSession(name, false);
-      this.#outgoing.set(name, session);
+      if (this.#outgoing.has(session.key))
+        throw new KernelError('EEXIST', `LUO: session "${session.label}" already exists`);
+      this.#outgoing.set(session.key, session);
       copyStructToUser(createSessionArg, arg!, { ...request, fd });
       return this.#sessionFile(session);
     });
@@ -409,12 +399,13 @@ export class LiveUpdateOrchestrator {
   async #retrieveSession(arg: Uint8Array | null, ctx: SyscallContext): Promise<number> {
     const request = copyStructFromUser(retrieveSessionArg, arg);
     return this.#withFd(ctx.process, async (fd) => {
-      const raw = request.name.subarray(0, strnlen(request.name, LIVEUPDATE_SESSION_NAME_LENGTH));
-      const name = decodeName(raw);
-      const session = name === undefined ? undefined : this.#incoming.get(name);
-      if (!session) throw new KernelError('ENOENT', `LUO: no incoming session "${name ?? '?'}"`);
+      const name = request.name.subarray(0, strnlen(request.name, LIVEUPDATE_SESSION_NAME_LENGTH));
+      const session = this.#incoming.get(sessionNameKey(name));
+      if (!session) {
+        throw new KernelError('ENOENT', `LUO: no incoming session "${printableSessionName(name)}"`);
+      }
       if (session.retrieved)
-        throw new KernelError('EINVAL', `LUO: session "${session.name}" was already retrieved`);
+        throw new KernelError('EINVAL', `LUO: session "${session.label}" was already retrieved`);
       session.retrieved = true;
       copyStructToUser(retrieveSessionArg, arg!, { ...request, fd });
       return this.#sessionFile(session);
@@ -442,7 +433,7 @@ export class LiveUpdateOrchestrator {
 
   #sessionFile(session: LuoSession): KernelFile {
     return this.#vfs.anonInodeGetFile(
-      `[luo_session] ${session.name}`,
+      `[luo_session] ${session.label}`,
       this.#sessionOperations,
       session,
     );
@@ -455,7 +446,7 @@ export class LiveUpdateOrchestrator {
       if (session.fileByToken(request.token)) {
         throw new KernelError(
           'EEXIST',
-          `LUO: token ${request.token} is already used in session "${session.name}"`,
+          `LUO: token ${request.token} is already used in session "${session.label}"`,
         );
       }
       if (session.files.length >= this.limits.maxFilesPerSession) {
@@ -526,7 +517,7 @@ export class LiveUpdateOrchestrator {
         if (!luoFile)
           throw new KernelError(
             'ENOENT',
-            `LUO: no token ${request.token} in session "${session.name}"`,
+            `LUO: no token ${request.token} in session "${session.label}"`,
           );
         const file = await this.#retrieveLocked(luoFile);
         copyStructToUser(retrieveFdArg, arg!, { ...request, fd });
@@ -625,7 +616,7 @@ export class LiveUpdateOrchestrator {
     const request = copyStructFromUser(getNameArg, arg);
     if (request.reserved !== 0)
       throw new KernelError('EINVAL', 'LUO: GET_NAME reserved field must be 0');
-    copyStructToUser(getNameArg, arg!, { ...request, name: utf8.encode(session.name) });
+    copyStructToUser(getNameArg, arg!, { ...request, name: session.name });
     return 0;
   }
 
@@ -643,34 +634,34 @@ export class LiveUpdateOrchestrator {
         }
         session.files = [];
       });
-      this.#outgoing.delete(session.name);
+      this.#outgoing.delete(session.key);
       return;
     }
     try {
       await this.#finish(session);
-      this.#incoming.delete(session.name);
+      this.#incoming.delete(session.key);
     } catch (error) {
       this.#log.warn(
-        `LUO: closing session "${session.name}" could not finish it (${(error as Error).message}); it stays until the next reboot`,
+        `LUO: closing session "${session.label}" could not finish it (${(error as Error).message}); it stays until the next reboot`,
       );
     }
   }
 
-  #newSession(name: string, incoming: boolean): LuoSession {
+  #newSession(name: Uint8Array, incoming: boolean): LuoSession {
     return new LuoSession(name, incoming, (session) => this.#fileSession(session));
   }
 
   /** The `args.session` of `session`'s files: the cross-file lookups. */
   #fileSession(session: LuoSession): LiveUpdateFileSession {
     return {
-      name: session.name,
+      name: session.label,
       incoming: session.incoming,
       getTokenOutgoing: (file) => {
         const luoFile = session.incoming ? undefined : this.#outgoingFileOf(session, file);
         if (!luoFile) {
           throw new KernelError(
             'ENOENT',
-            `LUO: ${file.path} is not preserved in session "${session.name}"`,
+            `LUO: ${file.path} is not preserved in session "${session.label}"`,
           );
         }
         return luoFile.token;
@@ -680,7 +671,7 @@ export class LiveUpdateOrchestrator {
         if (!luoFile) {
           throw new KernelError(
             'ENOENT',
-            `LUO: no incoming token ${token} in session "${session.name}"`,
+            `LUO: no incoming token ${token} in session "${session.label}"`,
           );
         }
         // Every retrieve runs under the session mutex, so a file being retrieved that is asked
@@ -688,7 +679,7 @@ export class LiveUpdateOrchestrator {
         if (luoFile.retrieving) {
           throw new KernelError(
             'EDEADLK',
-            `LUO: token ${token} in session "${session.name}" is being retrieved; the files depend on each other in a cycle`,
+            `LUO: token ${token} in session "${session.label}" is being retrieved; the files depend on each other in a cycle`,
           );
         }
         return this.#retrieveLocked(luoFile);
@@ -743,7 +734,7 @@ export class LiveUpdateOrchestrator {
         } catch (error) {
           await this.#unfreezeFiles(done);
           this.#log.warn(
-            `LUO: ${handler.compatible}: freeze of token ${luoFile.token} in "${session.name}" failed: ${(error as Error).message}`,
+            `LUO: ${handler.compatible}: freeze of token ${luoFile.token} in "${session.label}" failed: ${(error as Error).message}`,
           );
           throw error;
         }
@@ -808,8 +799,11 @@ export class LiveUpdateOrchestrator {
   }
 }
 
-/** A session name from `CREATE_SESSION`: 1..63 bytes before a NUL, valid UTF-8 (`EINVAL`). */
-function sessionName(raw: Uint8Array): string {
+/**
+ * A session name from `CREATE_SESSION`: the 1..63 bytes before a NUL (`EINVAL` otherwise), of
+ * any value, as upstream's `strnlen` check takes them.
+ */
+function sessionName(raw: Uint8Array): Uint8Array {
   const length = strnlen(raw, LIVEUPDATE_SESSION_NAME_LENGTH);
   if (length === 0 || length === LIVEUPDATE_SESSION_NAME_LENGTH) {
     throw new KernelError(
@@ -817,18 +811,7 @@ function sessionName(raw: Uint8Array): string {
       `LUO: a session name must be 1-${LIVEUPDATE_SESSION_NAME_LENGTH - 1} bytes and NUL-terminated`,
     );
   }
-  const name = decodeName(raw.subarray(0, length));
-  if (name === undefined)
-    throw new KernelError('EINVAL', 'LUO: a session name must be valid UTF-8');
-  return name;
-}
-
-function decodeName(raw: Uint8Array): string | undefined {
-  try {
-    return strictUtf8.decode(raw);
-  } catch {
-    return undefined;
-  }
+  return raw.slice(0, length);
 }
 
 function checkedData(handler: FileHandler, data: FileOpArgs['serializedData']): bigint {

@@ -3,11 +3,13 @@ import { KernelError } from '@liveupdate/machine';
 import {
   LIVEUPDATE_CMD_BASE,
   LIVEUPDATE_CMD_SESSION_BASE,
+  LIVEUPDATE_DEVICE_IOCTLS,
   LIVEUPDATE_IOCTL_CREATE_SESSION,
   LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
   LIVEUPDATE_IOCTL_TYPE,
   LIVEUPDATE_SESSION_FINISH,
   LIVEUPDATE_SESSION_GET_NAME,
+  LIVEUPDATE_SESSION_IOCTLS,
   LIVEUPDATE_SESSION_NAME_LENGTH,
   LIVEUPDATE_SESSION_PRESERVE_FD,
   LIVEUPDATE_SESSION_RETRIEVE_FD,
@@ -119,35 +121,44 @@ describe('ioctl argument structs', () => {
 });
 
 describe('ioctlIndex', () => {
-  const device = [LIVEUPDATE_IOCTL_CREATE_SESSION, LIVEUPDATE_IOCTL_RETRIEVE_SESSION];
-  const session = [
-    LIVEUPDATE_SESSION_PRESERVE_FD,
-    LIVEUPDATE_SESSION_RETRIEVE_FD,
-    LIVEUPDATE_SESSION_FINISH,
-    LIVEUPDATE_SESSION_GET_NAME,
-  ];
+  const device = LIVEUPDATE_DEVICE_IOCTLS;
+  const session = LIVEUPDATE_SESSION_IOCTLS;
+  const arg = userBuffer(72, 72);
 
   it('returns the slot of each known command', () => {
-    expect(ioctlIndex(0xba00, device, 0)).toBe(0);
-    expect(ioctlIndex(0xba01, device, 0)).toBe(1);
-    expect(session.map((cmd) => ioctlIndex(cmd, session, 0x40))).toEqual([0, 1, 2, 3]);
+    expect(ioctlIndex(0xba00, arg, device, 0)).toBe(0);
+    expect(ioctlIndex(0xba01, arg, device, 0)).toBe(1);
+    expect(session.map(({ cmd }) => ioctlIndex(cmd, arg, session, 0x40))).toEqual([0, 1, 2, 3]);
   });
 
   it('refuses a command number outside the table with EINVAL, not ENOTTY', () => {
-    expect(errnoOf(() => ioctlIndex(0xba02, device, 0))).toBe('EINVAL');
-    expect(errnoOf(() => ioctlIndex(0xba40, device, 0))).toBe('EINVAL');
-    expect(errnoOf(() => ioctlIndex(0xba44, session, 0x40))).toBe('EINVAL');
-    expect(errnoOf(() => ioctlIndex(0xba3f, session, 0x40))).toBe('EINVAL');
-    expect(errnoOf(() => ioctlIndex(0xba00, session, 0x40))).toBe('EINVAL');
+    expect(errnoOf(() => ioctlIndex(0xba02, arg, device, 0))).toBe('EINVAL');
+    expect(errnoOf(() => ioctlIndex(0xba40, arg, device, 0))).toBe('EINVAL');
+    expect(errnoOf(() => ioctlIndex(0xba44, arg, session, 0x40))).toBe('EINVAL');
+    expect(errnoOf(() => ioctlIndex(0xba3f, arg, session, 0x40))).toBe('EINVAL');
+    expect(errnoOf(() => ioctlIndex(0xba00, arg, session, 0x40))).toBe('EINVAL');
     // Another type byte with an out-of-range nr is still EINVAL: nr is checked first.
-    expect(errnoOf(() => ioctlIndex(0xbb05, device, 0))).toBe('EINVAL');
+    expect(errnoOf(() => ioctlIndex(0xbb05, arg, device, 0))).toBe('EINVAL');
+    // Before the size is read, too.
+    expect(errnoOf(() => ioctlIndex(0xba02, null, device, 0))).toBe('EINVAL');
   });
 
   it('refuses another type byte, or direction or size bits, with ENOTTY', () => {
-    expect(errnoOf(() => ioctlIndex(0xbb00, device, 0))).toBe('ENOTTY');
-    expect(errnoOf(() => ioctlIndex(0x40ba00, device, 0))).toBe('ENOTTY');
-    expect(errnoOf(() => ioctlIndex(0xc048ba00, device, 0))).toBe('ENOTTY');
-    expect(errnoOf(() => ioctlIndex(0x4010ba40, session, 0x40))).toBe('ENOTTY');
+    expect(errnoOf(() => ioctlIndex(0xbb00, arg, device, 0))).toBe('ENOTTY');
+    expect(errnoOf(() => ioctlIndex(0x40ba00, arg, device, 0))).toBe('ENOTTY');
+    expect(errnoOf(() => ioctlIndex(0xc048ba00, arg, device, 0))).toBe('ENOTTY');
+    expect(errnoOf(() => ioctlIndex(0x4010ba40, arg, session, 0x40))).toBe('ENOTTY');
+  });
+
+  it('reads the size field before it compares the command: EFAULT, naming the slot’s struct', () => {
+    for (const missing of [null, new Uint8Array(3)]) {
+      expect(errnoOf(() => ioctlIndex(0xbb00, missing, device, 0), 'create_session')).toBe(
+        'EFAULT',
+      );
+      expect(errnoOf(() => ioctlIndex(0xba41, missing, session, 0x40), 'retrieve_fd')).toBe(
+        'EFAULT',
+      );
+    }
   });
 });
 
@@ -184,6 +195,14 @@ describe('copyStructFromUser', () => {
     expect(errnoOf(() => copyStructFromUser(retrieveFdArg, userBuffer(16, 0xffffffff)))).toBe(
       'EFAULT',
     );
+  });
+
+  it('reads the extra bytes in order: a non-zero one before the end of the buffer is E2BIG', () => {
+    const arg = userBuffer(20, 24);
+    arg.set(preserveFdArg.encode({ size: 24, fd: 3, token: 1n }));
+    expect(errnoOf(() => copyStructFromUser(preserveFdArg, arg))).toBe('EFAULT');
+    arg[19] = 1;
+    expect(errnoOf(() => copyStructFromUser(preserveFdArg, arg))).toBe('E2BIG');
   });
 
   it('accepts a larger struct whose extra bytes are zero', () => {

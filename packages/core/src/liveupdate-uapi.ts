@@ -103,47 +103,77 @@ export const getNameArg = defineStruct('liveupdate_session_get_name', [
   ['name', bytes(LIVEUPDATE_SESSION_NAME_LENGTH)],
 ] as const);
 
+/** One slot of an ioctl table: the exact command number and its argument struct. */
+export interface IoctlEntry {
+  readonly cmd: number;
+  readonly arg: StructCodec<unknown>;
+}
+
+/** The ioctls of `/dev/liveupdate`, from `nr` = {@link LIVEUPDATE_CMD_BASE} on. */
+export const LIVEUPDATE_DEVICE_IOCTLS: readonly IoctlEntry[] = [
+  { cmd: LIVEUPDATE_IOCTL_CREATE_SESSION, arg: createSessionArg },
+  { cmd: LIVEUPDATE_IOCTL_RETRIEVE_SESSION, arg: retrieveSessionArg },
+];
+
+/** The ioctls of a session fd, from `nr` = {@link LIVEUPDATE_CMD_SESSION_BASE} on. */
+export const LIVEUPDATE_SESSION_IOCTLS: readonly IoctlEntry[] = [
+  { cmd: LIVEUPDATE_SESSION_PRESERVE_FD, arg: preserveFdArg },
+  { cmd: LIVEUPDATE_SESSION_RETRIEVE_FD, arg: retrieveFdArg },
+  { cmd: LIVEUPDATE_SESSION_FINISH, arg: finishArg },
+  { cmd: LIVEUPDATE_SESSION_GET_NAME, arg: getNameArg },
+];
+
 /**
- * The first two checks of an ioctl dispatch (`luo_ioctl()`, `luo_session_ioctl()`): find `cmd`'s
- * slot in `table`, the command numbers of the ops from `nr` = `base` on.
+ * The first three checks of an ioctl dispatch (`luo_ioctl()`, `luo_session_ioctl()`), in
+ * upstream's order: find `cmd`'s slot in `table`, the ops from `nr` = `base` on.
  *
  * 1. `nr` (the low byte of `cmd`) outside `[base, base + table.length)` → `EINVAL`, not `ENOTTY`.
- * 2. The slot's command is not exactly `cmd` (another type byte, or direction or size bits) →
+ * 2. `get_user(size)`: `arg` missing or shorter than its `size` field → `EFAULT`, whatever the
+ *    rest of `cmd` says.
+ * 3. The slot's command is not exactly `cmd` (another type byte, or direction or size bits) →
  *    `ENOTTY` (the kernel's `-ENOIOCTLCMD`).
  *
- * Linux reads the struct's `size` between the two (an unreadable one is `EFAULT`); here
- * {@link copyStructFromUser} does that after both.
+ * The caller then checks the session's direction (`EINVAL`) and reads the struct with
+ * {@link copyStructFromUser} (`min_size`, then `copy_struct_from_user`).
  *
  * @returns the index of `cmd` in `table`
- * @throws KernelError `EINVAL` or `ENOTTY` as above
+ * @throws KernelError `EINVAL`, `EFAULT` or `ENOTTY` as above
  */
-export function ioctlIndex(cmd: number, table: readonly number[], base: number): number {
+export function ioctlIndex(
+  cmd: number,
+  arg: Uint8Array | null,
+  table: readonly IoctlEntry[],
+  base: number,
+): number {
   const nr = cmd & 0xff;
-  if (nr < base || nr - base >= table.length) {
+  const entry = nr >= base ? table[nr - base] : undefined;
+  if (!entry) {
     throw new KernelError(
       'EINVAL',
       `ioctl ${hex(cmd)}: command number ${hex(nr)} is outside ${hex(base)}..${hex(base + table.length - 1)}`,
     );
   }
-  const index = nr - base;
-  if (table[index] !== cmd) {
+  getUserSize(entry.arg, arg);
+  if (entry.cmd !== cmd) {
     throw new KernelError(
       'ENOTTY',
-      `ioctl ${hex(cmd)} is not ${hex(table[index] ?? 0)}: type, direction or size bits differ`,
+      `ioctl ${hex(cmd)} is not ${hex(entry.cmd)}: type, direction or size bits differ`,
     );
   }
-  return index;
+  return nr - base;
 }
 
 /**
- * Read an ioctl argument struct from userspace, as `get_user(size)` followed by
- * `copy_struct_from_user()` do. `arg` is the user buffer: bytes past its end are unmapped.
+ * Read an ioctl argument struct from userspace, as the `min_size` check and
+ * `copy_struct_from_user()` do after {@link ioctlIndex}. `arg` is the user buffer: bytes past its
+ * end are unmapped.
  *
- * - `arg` missing or shorter than the `size` field, or `size` larger than `arg` → `EFAULT`;
+ * - `arg` missing or shorter than the `size` field → `EFAULT`;
  * - `size` smaller than the struct (`min_size`, which is the full size for every LUO struct) →
  *   `EINVAL`;
- * - `size` larger than the struct with a non-zero byte past the struct's end → `E2BIG` (a zero
- *   tail is accepted: that is a newer userspace's struct with fields this kernel ignores).
+ * - `size` larger than the struct: its extra bytes are read in order, and the first non-zero one
+ *   is `E2BIG` (a zero tail is a newer userspace's struct with fields this kernel ignores), while
+ *   reaching the end of `arg` first is `EFAULT`.
  *
  * @returns the first `codec.size` bytes decoded; its `size` field is the user's size
  * @throws KernelError `EFAULT`, `EINVAL` or `E2BIG`, naming the struct
@@ -156,17 +186,24 @@ export function copyStructFromUser<T>(codec: StructCodec<T>, arg: Uint8Array | n
       `${codec.name}: size ${userSize} is smaller than the struct's ${codec.size} bytes`,
     );
   }
-  if (userSize > buffer.length) {
+  for (let at = codec.size; at < userSize; at++) {
+    if (at >= buffer.length) {
+      throw new KernelError(
+        'EFAULT',
+        `${codec.name}: size ${userSize} runs past the ${buffer.length}-byte user buffer`,
+      );
+    }
+    if (buffer[at] !== 0) {
+      throw new KernelError(
+        'E2BIG',
+        `${codec.name}: size ${userSize} is larger than the struct's ${codec.size} bytes and byte ${at} is not zero`,
+      );
+    }
+  }
+  if (buffer.length < codec.size) {
     throw new KernelError(
       'EFAULT',
-      `${codec.name}: size ${userSize} runs past the ${buffer.length}-byte user buffer`,
-    );
-  }
-  const tail = buffer.subarray(codec.size, userSize);
-  if (tail.some((byte) => byte !== 0)) {
-    throw new KernelError(
-      'E2BIG',
-      `${codec.name}: size ${userSize} is larger than the struct's ${codec.size} bytes and the extra bytes are not zero`,
+      `${codec.name}: the ${buffer.length}-byte user buffer is shorter than size ${userSize}`,
     );
   }
   return codec.decode(buffer);

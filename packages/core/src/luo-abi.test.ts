@@ -58,6 +58,7 @@ function abiErrorOf(fn: () => unknown): string {
 }
 
 const ascii = (text: string) => new TextEncoder().encode(text);
+const utf8 = new TextEncoder();
 
 describe('luo-v1 ABI constants', () => {
   it('use the names of the document’s FDT layout', () => {
@@ -104,7 +105,7 @@ describe('luo-v1 serialized structs', () => {
   });
 
   it('lays out luo_session_ser as the name then the embedded luo_file_set_ser', () => {
-    const value = { name: 'vm0', files: 0x5000n, count: 3n };
+    const value = { name: utf8.encode('vm0'), files: 0x5000n, count: 3n };
     const bytes = luoSessionSer.encode(value);
     const view = new DataView(bytes.buffer);
     expect(bytes.subarray(0, 4)).toEqual(new Uint8Array([0x76, 0x6d, 0x30, 0]));
@@ -301,9 +302,10 @@ describe('the LUO FDT', () => {
 describe('the session table', () => {
   const RAM = 64 * 1024;
   const sessions: LuoSessionSer[] = [
-    { name: 'vm0', files: 0x3000n, count: 2n },
-    { name: 'cache', files: 0n, count: 0n },
-    { name: 'x'.repeat(63), files: 0x4000n, count: 1n },
+    { name: utf8.encode('vm0'), files: 0x3000n, count: 2n },
+    // Names are bytes: not UTF-8 is fine.
+    { name: new Uint8Array([0xff, 0xfe, 0x01]), files: 0n, count: 0n },
+    { name: utf8.encode('x'.repeat(63)), files: 0x4000n, count: 1n },
   ];
 
   it('reads back what was written', () => {
@@ -362,7 +364,10 @@ describe('the session table', () => {
   it('refuses a name that appears twice', () => {
     const memory = PhysicalMemory.allocate(RAM);
     writeLuoSessionTable(memory, 0x1000, sessions);
-    memory.write(0x1000 + 8 + 80, luoSessionSer.encode({ name: 'vm0', files: 0n, count: 0n }));
+    memory.write(
+      0x1000 + 8 + 80,
+      luoSessionSer.encode({ name: utf8.encode('vm0'), files: 0n, count: 0n }),
+    );
     expect(abiErrorOf(() => readLuoSessionTable(memory, 0x1000, 3))).toMatch(
       /luo_session_ser\[1\]: name "vm0" appears twice/,
     );
@@ -371,10 +376,11 @@ describe('the session table', () => {
   it('refuses to write what it would not read, and writes nothing then', () => {
     const memory = PhysicalMemory.allocate(RAM);
     const cases: [LuoSessionSer[], RegExp][] = [
-      [[{ name: '', files: 0n, count: 0n }], /name is empty/],
-      [[sessions[0]!, { ...sessions[1]!, name: 'vm0' }], /name appears twice/],
-      [[{ name: 'y'.repeat(64), files: 0n, count: 0n }], /does not fit/],
-      [[{ name: 'é'.repeat(32), files: 0n, count: 0n }], /does not fit/],
+      [[{ name: new Uint8Array(0), files: 0n, count: 0n }], /name is empty/],
+      [[sessions[0]!, { ...sessions[1]!, name: utf8.encode('vm0') }], /name appears twice/],
+      [[{ name: utf8.encode('y'.repeat(64)), files: 0n, count: 0n }], /does not fit/],
+      [[{ name: utf8.encode('é'.repeat(32)), files: 0n, count: 0n }], /does not fit/],
+      [[{ name: new Uint8Array([0x61, 0, 0x62]), files: 0n, count: 0n }], /does not fit/],
     ];
     for (const [table, message] of cases) {
       expect(abiErrorOf(() => writeLuoSessionTable(memory, 0x1000, table))).toMatch(message);

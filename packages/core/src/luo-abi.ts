@@ -41,7 +41,8 @@ import {
 import { hex, type PhysicalMemory } from '@liveupdate/machine';
 import { LIVEUPDATE_HNDL_COMPAT_LENGTH } from './file-handler.js';
 import { LIVEUPDATE_SESSION_NAME_LENGTH } from './liveupdate-uapi.js';
-import { cstring, defineStruct, strnlen, u64, type StructCodec } from './struct-codec.js';
+import { printableSessionName, sessionNameKey } from './session-name.js';
+import { cbytes, cstring, defineStruct, strnlen, u64, type StructCodec } from './struct-codec.js';
 
 /** Name of LUO's KHO subtree (`LUO_FDT_KHO_ENTRY_NAME`). */
 export const LUO_FDT_KHO_ENTRY_NAME = 'LUO';
@@ -79,8 +80,8 @@ export interface LuoSessionHeaderSer {
 
 /** `struct luo_session_ser`, with its embedded `struct luo_file_set_ser` flattened. */
 export interface LuoSessionSer {
-  /** The session's name, 1..63 bytes of UTF-8. */
-  name: string;
+  /** The session's name: 1..63 bytes of any value but NUL, compared as bytes. */
+  name: Uint8Array;
   /** `file_set_ser.files`: physical address of the session's `luo_file_ser[]`, 0 if none. */
   files: bigint;
   /** `file_set_ser.count`: number of files. */
@@ -139,7 +140,7 @@ export const luoSessionHeaderSer: StructCodec<LuoSessionHeaderSer> = defineStruc
  * `file_set_ser.count` u64 @72.
  */
 export const luoSessionSer: StructCodec<LuoSessionSer> = defineStruct('luo_session_ser', [
-  ['name', cstring(LIVEUPDATE_SESSION_NAME_LENGTH)],
+  ['name', cbytes(LIVEUPDATE_SESSION_NAME_LENGTH)],
   ['files', u64],
   ['count', u64],
 ] as const);
@@ -314,10 +315,11 @@ export function readLuoSessionTable(
     }
     if (length === 0) throw new LuoAbiError(`${entry}: name is empty`);
     const session = luoSessionSer.decode(raw, offset);
-    if (names.has(session.name)) {
-      throw new LuoAbiError(`${entry}: name ${JSON.stringify(session.name)} appears twice`);
+    const key = sessionNameKey(session.name);
+    if (names.has(key)) {
+      throw new LuoAbiError(`${entry}: name "${printableSessionName(session.name)}" appears twice`);
     }
-    names.add(session.name);
+    names.add(key);
     sessions.push(session);
   }
   return sessions;
@@ -385,10 +387,11 @@ export function writeLuoSessionTable(
   luoSessionHeaderSer.encodeInto(out, 0, { count: BigInt(sessions.length) });
   const names = new Set<string>();
   sessions.forEach((session, i) => {
-    const entry = `${where}: session ${i} ${JSON.stringify(session.name)}`;
-    if (session.name === '') throw new LuoAbiError(`${entry}: name is empty`);
-    if (names.has(session.name)) throw new LuoAbiError(`${entry}: name appears twice`);
-    names.add(session.name);
+    const entry = `${where}: session ${i} "${printableSessionName(session.name)}"`;
+    const key = sessionNameKey(session.name);
+    if (key === '') throw new LuoAbiError(`${entry}: name is empty`);
+    if (names.has(key)) throw new LuoAbiError(`${entry}: name appears twice`);
+    names.add(key);
     encodeOrThrow(entry, () =>
       luoSessionSer.encodeInto(out, luoSessionHeaderSer.size + i * luoSessionSer.size, session),
     );

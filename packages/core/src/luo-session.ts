@@ -1,5 +1,6 @@
 import type { File } from '@liveupdate/kernel';
 import { Mutex } from './async-lock.js';
+import { printableSessionName, sessionNameKey } from './session-name.js';
 import type { FileHandler, FileId, FileOpArgs, LiveUpdateFileSession } from './file-handler.js';
 
 /**
@@ -56,7 +57,12 @@ export class LuoFile {
  * in this kernel and handed over at reboot; incoming ones came from the previous kernel.
  */
 export class LuoSession {
-  readonly name: string;
+  /** The name's bytes, 1..63 of any value. */
+  readonly name: Uint8Array;
+  /** {@link name} as a map key: equal keys are equal names. */
+  readonly key: string;
+  /** {@link name} for messages (see {@link printableSessionName}). */
+  readonly label: string;
   readonly incoming: boolean;
   /** In preservation order (outgoing) or serialized order (incoming). */
   files: LuoFile[] = [];
@@ -68,11 +74,13 @@ export class LuoSession {
   readonly handle: LiveUpdateFileSession;
 
   constructor(
-    name: string,
+    name: Uint8Array,
     incoming: boolean,
     handle: (session: LuoSession) => LiveUpdateFileSession,
   ) {
     this.name = name;
+    this.key = sessionNameKey(name);
+    this.label = printableSessionName(name);
     this.incoming = incoming;
     this.handle = handle(this);
   }

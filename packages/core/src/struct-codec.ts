@@ -70,6 +70,31 @@ export function bytes(length: number): FieldType<Uint8Array> {
   };
 }
 
+/**
+ * `char name[length]` holding bytes, not text: 1..`length - 1` bytes of any value but NUL, then
+ * NUL padding. Reading stops at the first NUL (or takes all `length` bytes when there is none;
+ * callers that must reject an unterminated name check {@link strnlen} on the raw bytes).
+ */
+export function cbytes(length: number): FieldType<Uint8Array> {
+  return {
+    size: length,
+    read: (view, offset) => {
+      const raw = new Uint8Array(view.buffer, view.byteOffset + offset, length);
+      return raw.slice(0, strnlen(raw, length));
+    },
+    write: (view, offset, value) => {
+      if (value.includes(0) || value.length > length - 1) {
+        throw new RangeError(
+          `${length}-byte name field: a ${value.length}-byte name${value.includes(0) ? ' with a NUL inside' : ''} does not fit with its NUL`,
+        );
+      }
+      const target = new Uint8Array(view.buffer, view.byteOffset + offset, length);
+      target.fill(0);
+      target.set(value);
+    },
+  };
+}
+
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder();
 

@@ -39,6 +39,7 @@ import { registerFileSyscalls, releaseProcessFiles } from './syscalls/file-sysca
 import { SyscallTable } from './syscalls/syscall-table.js';
 import { BOOT_PARAMS, KHO_INCOMING, MEMORY_LAYOUT, PHYSICAL_MEMORY } from './tokens.js';
 import { nullDeviceOperations } from './vfs/null-device.js';
+import type { SyscallContext } from './vfs/file.js';
 import { Vfs } from './vfs/vfs.js';
 
 type Output = (message: KernelToMachine) => void;
@@ -66,6 +67,8 @@ export class Kernel {
   #kexecImage: KernelImage | undefined;
   #rebooting = false;
   #gone = false;
+  /** The machine's id of each syscall running, for the reply only the machine can give. */
+  readonly #syscallIds = new WeakMap<SyscallContext, number>();
 
   private constructor(container: DependencyContainer, output: Output, modules: ModuleLoader) {
     this.container = container;
@@ -245,7 +248,11 @@ export class Kernel {
     let reply: KernelToMachine;
     try {
       const process = this.#processes.get(pid);
-      const value = await this.#syscalls.dispatch({ process }, name, args);
+      const ctx: SyscallContext = { process };
+      this.#syscallIds.set(ctx, id);
+      const dispatch = (): Promise<unknown> => this.#syscalls.dispatch(ctx, name, args);
+      // exit waits for the process's other syscalls, so it cannot be one of them.
+      const value = await (name === 'exit' ? dispatch() : process.syscall(name, dispatch));
       reply = { type: 'syscall-result', id, value };
     } catch (error) {
       if (KernelPanic.isInstance(error)) return;
@@ -278,6 +285,8 @@ export class Kernel {
     const vfs = this.container.resolve(Vfs);
     this.#syscalls.register('kexec_load', async (_ctx, image) => {
       const checked = validateKernelImage(image);
+      // The kexec lock is held by a reboot in progress.
+      if (this.#rebooting) throw new KernelError('EBUSY', 'kexec: a reboot is already in progress');
       const id = this.#nextRequest++;
       const error = await new Promise<WireError | undefined>((resolve) => {
         this.#pendingKexecLoads.set(id, resolve);
@@ -288,29 +297,31 @@ export class Kernel {
       this.log.info(`kexec: loaded ${checked.version} (${checked.modules.length} modules)`);
       return 0;
     });
-    this.#syscalls.register('reboot', (_ctx, cmd) => this.#reboot(cmd));
+    this.#syscalls.register('reboot', (ctx, cmd) => this.#reboot(cmd, this.#syscallIds.get(ctx)!));
     this.#syscalls.register('delete_module', async (_ctx, name) => {
       await this.#modules.unload(argPath(name));
       this.log.info(`module ${String(name)} unloaded`);
       return 0;
     });
     this.#syscalls.register('exit', async (ctx) => {
-      ctx.process.markExiting();
+      await ctx.process.beginExit();
       await releaseProcessFiles(ctx.process, vfs);
       this.#processes.remove(ctx.process.pid);
       return 0;
     });
   }
 
-  async #reboot(cmd: unknown): Promise<never> {
+  /** `reboot(2)`; `id` is the syscall's, which the machine answers once the new kernel runs. */
+  async #reboot(cmd: unknown, id: number): Promise<never> {
     const command = argUint(cmd, 'cmd');
     if (!REBOOT_COMMANDS.has(command))
       throw new KernelError('EINVAL', `unknown reboot command 0x${command.toString(16)}`);
     if (command !== LINUX_REBOOT_CMD_KEXEC) {
       throw new KernelError('EINVAL', 'only LINUX_REBOOT_CMD_KEXEC is supported by this machine');
     }
-    if (!this.#kexecImage) throw new KernelError('EINVAL', 'kexec: no kernel image is loaded');
+    // kernel_kexec(): the kexec lock first, so a reboot during another one is EBUSY.
     if (this.#rebooting) throw new KernelError('EBUSY', 'kexec: a reboot is already in progress');
+    if (!this.#kexecImage) throw new KernelError('EINVAL', 'kexec: no kernel image is loaded');
     this.#rebooting = true;
     const log = this.log;
     log.trace('reboot', 'B');
@@ -349,7 +360,7 @@ export class Kernel {
       log.info(`kexec: starting new kernel ${this.#kexecImage.version}`);
       log.trace('reboot', 'E');
       this.#gone = true;
-      this.#output({ type: 'kexec', khoFdtPhys });
+      this.#output({ type: 'kexec', khoFdtPhys, rebootId: id });
       // The machine terminates this worker; the reboot syscall never returns here.
       return await new Promise<never>(() => undefined);
     } catch (error) {

@@ -19,6 +19,8 @@ export class KernelProcess {
   /** Mappings by address. */
   readonly mappings = new Map<number, FileMapping>();
   readonly #exit = new AbortController();
+  /** Syscalls of this process that entered the kernel and have not returned. */
+  readonly #inFlight = new Set<Promise<unknown>>();
   #nextAddress = MMAP_BASE;
 
   /** Fires when the process exits: a syscall still waiting on its behalf gives up (`EINTR`). */
@@ -26,9 +28,35 @@ export class KernelProcess {
     return this.#exit.signal;
   }
 
-  /** @internal The `exit` syscall: wake whatever waits for this process. */
-  markExiting(): void {
+  /**
+   * Run one syscall of this process. Once `exit` has begun the process runs no new syscall:
+   * `ESRCH`, as for a process that has ended, and nothing it could install survives the exit.
+   */
+  syscall<T>(name: string, call: () => Promise<T>): Promise<T> {
+    if (this.#exit.signal.aborted) {
+      return Promise.reject(new KernelError('ESRCH', `${name}: process ${this.pid} is exiting`));
+    }
+    const running = call();
+    this.#inFlight.add(running);
+    const done = (): void => {
+      this.#inFlight.delete(running);
+    };
+    running.then(done, done);
+    return running;
+  }
+
+  /**
+   * @internal The start of the `exit` syscall (`do_exit`): refuse new syscalls, wake those that
+   * wait (`EINTR`), and resolve once every syscall in flight has returned, so the fd table is
+   * released after the last fd one of them installs (as Linux puts `files_struct` after the
+   * last thread). `ESRCH` when the process is exiting already.
+   */
+  async beginExit(): Promise<void> {
+    if (this.#exit.signal.aborted) {
+      throw new KernelError('ESRCH', `exit: process ${this.pid} is exiting`);
+    }
     this.#exit.abort();
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
   }
 
   constructor(pid: number) {

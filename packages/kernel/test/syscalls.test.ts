@@ -159,6 +159,25 @@ describe('syscalls', () => {
     expect(await errnoOf(a.fcntl(fd, 9999))).toEqual(['EINVAL', 22]);
   });
 
+  it('take no file reference in a dup or F_DUPFD that fails with EMFILE', async () => {
+    const machine = await bootedMachine();
+    const process = machine.spawn();
+    const fd = await process.open('/dev/exclusive');
+    for (;;) {
+      const result = await errnoOf(process.dup(fd));
+      if (result !== 'resolved') {
+        expect(result).toEqual(['EMFILE', 24]);
+        break;
+      }
+    }
+    expect(await errnoOf(process.dup(fd))).toEqual(['EMFILE', 24]);
+    expect(await errnoOf(process.fcntl(fd, F_DUPFD, 0))).toEqual(['EMFILE', 24]);
+    await process.exit();
+    // Every reference the fds held is gone, so the exclusive device is free again.
+    const other = machine.spawn();
+    expect(await other.open('/dev/exclusive')).toBeGreaterThanOrEqual(0);
+  });
+
   it('close every fd of a process that exits, after which its syscalls fail with ESRCH', async () => {
     const machine = await bootedMachine();
     const process = machine.spawn();

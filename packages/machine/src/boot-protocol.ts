@@ -66,5 +66,10 @@ export type KernelToMachine =
       readonly error?: WireError;
     }
   | { readonly type: 'kexec-load'; readonly id: number; readonly image: KernelImage }
-  | { readonly type: 'kexec'; readonly khoFdtPhys: number | null }
+  | {
+      readonly type: 'kexec';
+      readonly khoFdtPhys: number | null;
+      /** The `syscall` id of the reboot that kexecs: it alone returns 0, in the new kernel. */
+      readonly rebootId: number;
+    }
   | { readonly type: 'panic'; readonly reason: string };

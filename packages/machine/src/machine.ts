@@ -359,7 +359,7 @@ export class Machine implements SyscallChannel {
         void this.#kexecLoad(slot, message.id, message.image);
         return;
       case 'kexec':
-        void this.#kexec(slot, message.khoFdtPhys);
+        void this.#kexec(slot, message.khoFdtPhys, message.rebootId);
         return;
       case 'panic':
         this.#halt(message.reason);
@@ -408,9 +408,18 @@ export class Machine implements SyscallChannel {
     }
   }
 
-  async #kexec(slot: KernelSlot, khoFdtPhys: number | null): Promise<void> {
-    const reboots = [...this.#pending].filter(([, p]) => p.name === 'reboot');
-    for (const [id] of reboots) this.#pending.delete(id);
+  async #kexec(slot: KernelSlot, khoFdtPhys: number | null, rebootId: number): Promise<void> {
+    const reboot = this.#pending.get(rebootId);
+    this.#pending.delete(rebootId);
+    // Another reboot still unanswered entered the kernel while this one was in progress, or would
+    // have: the kernel's answer to it is EBUSY, which the old kernel can no longer send.
+    for (const [id, pending] of this.#pending) {
+      if (pending.name !== 'reboot') continue;
+      this.#pending.delete(id);
+      pending.result.reject(
+        new KernelError('EBUSY', 'kexec: a reboot is already in progress', { syscall: 'reboot' }),
+      );
+    }
     this.#endProcesses(() => new KernelError('ESRCH', 'the process ended at kexec'));
     this.#state = 'booting';
     const loaded = this.#loadedImage;
@@ -428,12 +437,12 @@ export class Machine implements SyscallChannel {
       }
       this.#trace('kexec-handoff', 'E');
       await this.#bootSlot(next, khoFdtPhys);
-      for (const [, pending] of reboots) pending.result.resolve(0);
+      reboot?.result.resolve(0);
     } catch (error) {
       const halted = MachineHaltedError.isInstance(error)
         ? error
         : this.#halt((error as Error).message);
-      for (const [, pending] of reboots) pending.result.reject(halted);
+      reboot?.result.reject(halted);
     }
   }
 

@@ -76,8 +76,8 @@ export function writeMapping(mapping: MemoryMapping, offset: number, data: Uint8
  * the kernel currently running on the machine and resolves with its result, or rejects with a
  * `KernelError` carrying the errno (`code: 'EBADF'`, `errno: 9`).
  *
- * A process ends when it calls {@link exit}, or at kexec, like every process; after that every
- * syscall rejects with `ESRCH`.
+ * A process ends when it calls {@link exit}, or at kexec, like every process. From the moment
+ * `exit` reaches the kernel every new syscall of the process rejects with `ESRCH`.
  */
 export class Process {
   readonly pid: number;
@@ -230,7 +230,9 @@ export class Process {
    * `reboot(2)`. With `LINUX_REBOOT_CMD_KEXEC` the reboot notifiers run (the first error aborts
    * the kexec and is returned here, the system keeps running), then the KHO handover is written,
    * every process ends (this one too) and the loaded kernel boots. The promise resolves once the
-   * new kernel runs, so the caller can spawn the processes of the new generation.
+   * new kernel runs, so the caller can spawn the processes of the new generation. A reboot issued
+   * while another one is in progress (from any process) fails with `EBUSY`, as does `kexecLoad`
+   * then.
    */
   async reboot(cmd: number): Promise<void> {
     await this.syscall('reboot', cmd);
@@ -241,7 +243,12 @@ export class Process {
     await this.syscall('delete_module', name);
   }
 
-  /** `exit(2)`: close every fd and end the process. */
+  /**
+   * `exit(2)`: end the process. Syscalls issued from now on fail with `ESRCH` and install
+   * nothing; those already in the kernel finish first (a waiting read gives up with `EINTR`), then
+   * every fd and mapping is closed, including what those syscalls installed. Resolves once all of
+   * that is done; `ESRCH` when the process is exiting already.
+   */
   async exit(): Promise<void> {
     await this.syscall('exit');
   }

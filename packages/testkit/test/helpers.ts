@@ -7,7 +7,7 @@ import {
   type LiveUpdateSession,
   type LuoFdt,
 } from '@liveupdate/core';
-import type { PhysicalMemory, Process } from '@liveupdate/machine';
+import { O_RDWR, type PhysicalMemory, type Process } from '@liveupdate/machine';
 import {
   bootForLiveUpdate,
   type BootForLiveUpdateOptions,
@@ -50,6 +50,8 @@ export interface NoteKnobs {
   refuseFinish?: boolean;
   forgetPreserve?: boolean;
   globalState?: boolean;
+  /** The op that waits, once called, until {@link openNoteGate}. */
+  gate?: 'unpreserve' | 'freeze' | 'retrieve' | null;
 }
 
 /** A new note holding `text`; returns its fd. */
@@ -150,5 +152,44 @@ export async function inBatches<T>(
 ): Promise<void> {
   for (let i = 0; i < items.length; i += width) {
     await Promise.all(items.slice(i, i + width).map(fn));
+  }
+}
+
+/**
+ * `promise`, or a rejection "timed out waiting for `what`" after `ms` (generous: the bound is
+ * there to name what never came, not to pace the test).
+ */
+export async function within<T>(promise: Promise<T>, what: string, ms = 20_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Resolves once a note op waits at the gate set with `noteControl({ gate })`. */
+export async function noteGateArrived(process: Process): Promise<void> {
+  await within(process.syscall('note_gate', 'arrived'), 'a note op to wait at the gate');
+}
+
+/** Let the note op waiting at the gate, and every later one, go on. */
+export async function openNoteGate(process: Process): Promise<void> {
+  await process.syscall('note_gate', 'open');
+}
+
+/** Fill `process`'s fd table with dups of /dev/null; returns one of them, to close for room. */
+export async function fillFdTable(process: Process): Promise<number> {
+  const devNull = await process.open('/dev/null', O_RDWR);
+  for (;;) {
+    try {
+      await process.dup(devNull);
+    } catch (error) {
+      if ((error as { code?: string }).code === 'EMFILE') return devNull;
+      throw error;
+    }
   }
 }

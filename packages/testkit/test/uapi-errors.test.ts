@@ -16,6 +16,7 @@ import { liveUpdateImage } from '@liveupdate/testkit';
 import {
   boot,
   createNote,
+  fillFdTable,
   noteCalls,
   noteControl,
   openDevice,
@@ -40,19 +41,6 @@ function createArg(name: Uint8Array, size = createSessionArg.size, length = size
 /** A `liveupdate_session_preserve_fd` buffer. */
 function preserveArg(fd: number, token: bigint, size = preserveFdArg.size): Uint8Array {
   return preserveFdArg.encode({ size, fd, token });
-}
-
-/** Fill `process`'s fd table with dups of /dev/null; returns one of them, to close for room. */
-async function fillFdTable(process: Process): Promise<number> {
-  const devNull = await process.open('/dev/null', O_RDWR);
-  for (;;) {
-    try {
-      await process.dup(devNull);
-    } catch (error) {
-      if ((error as { code?: string }).code === 'EMFILE') return devNull;
-      throw error;
-    }
-  }
 }
 
 /** A session created on a fresh device, and the device's fd. */
@@ -172,6 +160,118 @@ describe('any ioctl', () => {
   });
 });
 
+describe("any ioctl, upstream's order of checks", () => {
+  /** A user buffer of `length` bytes whose leading `size` field says `size`; the rest zero. */
+  const sized = (size: number, length: number): Uint8Array => {
+    const arg = new Uint8Array(length);
+    new DataView(arg.buffer).setUint32(0, size, true);
+    return arg;
+  };
+  const bigTail = (): Uint8Array => {
+    const arg = sized(24, 24);
+    arg[20] = 1;
+    return arg;
+  };
+  const RETRIEVE_FD = 0xba41;
+  const PRESERVE_FD_IOWR = ioc(3, 0x40, 16);
+  const CREATE_IOWR = ioc(3, 0x00, 72);
+  // [fd, what, cmd, arg, errno]: each row pits two checks against each other; the earlier wins.
+  const cases: [
+    'device' | 'outgoing session',
+    string,
+    number,
+    () => Uint8Array | undefined,
+    string,
+  ][] = [
+    ['device', 'nr out of range before a missing arg', 0xba02, () => undefined, 'EINVAL'],
+    [
+      'outgoing session',
+      'nr out of range before a short arg',
+      0xba44,
+      () => new Uint8Array(2),
+      'EINVAL',
+    ],
+    ['device', 'a missing arg before wrong bits', CREATE_IOWR, () => undefined, 'EFAULT'],
+    ['device', 'a short arg before another type byte', 0xbb01, () => new Uint8Array(3), 'EFAULT'],
+    [
+      'outgoing session',
+      'a missing arg before wrong bits',
+      PRESERVE_FD_IOWR,
+      () => undefined,
+      'EFAULT',
+    ],
+    [
+      'outgoing session',
+      'a missing arg before the direction',
+      RETRIEVE_FD,
+      () => undefined,
+      'EFAULT',
+    ],
+    [
+      'outgoing session',
+      'a short arg before the direction',
+      0xba42,
+      () => new Uint8Array(2),
+      'EFAULT',
+    ],
+    [
+      'device',
+      'wrong bits before a size below min_size',
+      CREATE_IOWR,
+      () => sized(8, 72),
+      'ENOTTY',
+    ],
+    ['outgoing session', 'wrong bits before a non-zero tail', PRESERVE_FD_IOWR, bigTail, 'ENOTTY'],
+    [
+      'outgoing session',
+      'the direction before a size below min_size',
+      RETRIEVE_FD,
+      () => sized(8, 16),
+      'EINVAL',
+    ],
+    ['outgoing session', 'the direction before a non-zero tail', RETRIEVE_FD, bigTail, 'EINVAL'],
+    [
+      'outgoing session',
+      'the direction before a size past the buffer',
+      RETRIEVE_FD,
+      () => sized(64, 16),
+      'EINVAL',
+    ],
+    [
+      'outgoing session',
+      'min_size before a size past the buffer',
+      0xba40,
+      () => sized(8, 4),
+      'EINVAL',
+    ],
+    [
+      'outgoing session',
+      'a non-zero tail byte before the end of the buffer',
+      0xba40,
+      () => {
+        const arg = sized(32, 24);
+        arg[20] = 1;
+        return arg;
+      },
+      'E2BIG',
+    ],
+    [
+      'outgoing session',
+      'the end of the buffer before a zero tail ends',
+      0xba40,
+      () => sized(32, 24),
+      'EFAULT',
+    ],
+  ];
+
+  it.each(cases)('on the %s: %s', async (on, _what, cmd, arg, errno) => {
+    const { process } = await boot();
+    const { device, session } = await outgoingSession(process);
+    const fd = on === 'device' ? device.fd : session.fd;
+    await expect(process.ioctl(fd, cmd, arg())).rejects.toMatchObject({ code: errno });
+  });
+});
+
 describe('CREATE_SESSION', () => {
   it('is EINVAL for an empty name', async () => {
     const { process } = await boot();
@@ -193,6 +293,25 @@ describe('CREATE_SESSION', () => {
     ).rejects.toMatchObject({ code: 'EINVAL' });
     const session = await device.createSession('n'.repeat(63));
     await expect(session.getName()).resolves.toBe('n'.repeat(63));
+  });
+
+  it('takes a name as bytes: any but NUL, compared byte for byte, handed over and returned unchanged', async () => {
+    const harness = await boot();
+    const device = await openDevice(harness.process);
+    // Neither is UTF-8, and both decode to the same U+FFFD: only their bytes tell them apart.
+    const a = new Uint8Array([0xff, 0x01, 0x80, 0x5c]);
+    const b = new Uint8Array([0xfe, 0x01, 0x80, 0x5c]);
+    const sessionA = await device.createSession(a);
+    await device.createSession(b);
+    expect(sessionA.name).toBe(new TextDecoder().decode(b));
+    await expect(device.createSession(a.slice())).rejects.toMatchObject({ code: 'EEXIST' });
+    await expect(sessionA.getNameBytes()).resolves.toEqual(a);
+    await preserveNote(sessionA, 1, 'under a byte name');
+    const next = await openDevice(await harness.liveUpdate());
+    const incoming = await next.retrieveSession(a);
+    await expect(incoming.getNameBytes()).resolves.toEqual(a);
+    expect(await readNote(next.process, await incoming.retrieveFd(1n))).toBe('under a byte name');
+    await expect((await next.retrieveSession(b)).getNameBytes()).resolves.toEqual(b);
   });
 
   it('is EEXIST for the name of an open outgoing session, which close frees', async () => {

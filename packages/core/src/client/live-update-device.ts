@@ -51,31 +51,27 @@ export class LiveUpdateDevice {
   }
 
   /**
-   * `LIVEUPDATE_IOCTL_CREATE_SESSION`: a new outgoing session. `name` is 1..63 bytes of UTF-8,
-   * unique among outgoing sessions (`EINVAL`, `EEXIST`).
+   * `LIVEUPDATE_IOCTL_CREATE_SESSION`: a new outgoing session. `name` is 1..63 bytes: a string's
+   * UTF-8, or the bytes themselves, of any value (the kernel takes those before the first NUL).
+   * It must be unique among outgoing sessions, compared as bytes (`EINVAL`, `EEXIST`).
    */
-  async createSession(name: string): Promise<LiveUpdateSession> {
-    const arg = createSessionArg.encode({
-      size: createSessionArg.size,
-      fd: 0,
-      name: encodeSessionName(name),
-    });
+  async createSession(name: string | Uint8Array): Promise<LiveUpdateSession> {
+    const bytes = encodeSessionName(name);
+    const arg = createSessionArg.encode({ size: createSessionArg.size, fd: 0, name: bytes });
     await this.process.ioctl(this.fd, LIVEUPDATE_IOCTL_CREATE_SESSION, arg);
-    return new LiveUpdateSession(this.process, createSessionArg.decode(arg).fd, name);
+    return new LiveUpdateSession(this.process, createSessionArg.decode(arg).fd, bytes);
   }
 
   /**
-   * `LIVEUPDATE_IOCTL_RETRIEVE_SESSION`: the session `name` handed over by the previous kernel.
-   * Once per session (`EINVAL` the second time); `ENOENT` for a name that was not handed over.
+   * `LIVEUPDATE_IOCTL_RETRIEVE_SESSION`: the session `name` (a string's UTF-8, or bytes, as in
+   * {@link createSession}) handed over by the previous kernel. Once per session (`EINVAL` the
+   * second time); `ENOENT` for a name that was not handed over.
    */
-  async retrieveSession(name: string): Promise<LiveUpdateSession> {
-    const arg = retrieveSessionArg.encode({
-      size: retrieveSessionArg.size,
-      fd: 0,
-      name: encodeSessionName(name),
-    });
+  async retrieveSession(name: string | Uint8Array): Promise<LiveUpdateSession> {
+    const bytes = encodeSessionName(name);
+    const arg = retrieveSessionArg.encode({ size: retrieveSessionArg.size, fd: 0, name: bytes });
     await this.process.ioctl(this.fd, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, arg);
-    return new LiveUpdateSession(this.process, retrieveSessionArg.decode(arg).fd, name);
+    return new LiveUpdateSession(this.process, retrieveSessionArg.decode(arg).fd, bytes);
   }
 
   /** `close(2)` of the device fd. */

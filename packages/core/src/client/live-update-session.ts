@@ -44,14 +44,21 @@ export class LiveUpdateSession {
   readonly process: Process;
   /** The session fd. */
   readonly fd: number;
-  /** The name the session was created or retrieved with. */
+  /**
+   * The name the session was created or retrieved with, as text: its UTF-8 decoded, with U+FFFD
+   * for bytes that are not UTF-8 (see {@link nameBytes}).
+   */
   readonly name: string;
+  /** The name's bytes, exactly as the kernel has them. */
+  readonly nameBytes: Uint8Array;
 
   /** @internal Use {@link LiveUpdateDevice.createSession} or `retrieveSession`. */
-  constructor(process: Process, fd: number, name: string) {
+  constructor(process: Process, fd: number, nameBytes: Uint8Array) {
     this.process = process;
     this.fd = fd;
-    this.name = name;
+    // The kernel took the bytes before the first NUL.
+    this.nameBytes = nameBytes.slice(0, strnlen(nameBytes, nameBytes.length));
+    this.name = utf8Decoder.decode(this.nameBytes);
   }
 
   /**
@@ -82,8 +89,16 @@ export class LiveUpdateSession {
     await this.process.ioctl(this.fd, LIVEUPDATE_SESSION_FINISH, arg);
   }
 
-  /** `LIVEUPDATE_SESSION_GET_NAME`: the session's name as the kernel has it. */
+  /**
+   * `LIVEUPDATE_SESSION_GET_NAME`: the session's name as text, decoded as {@link name} is; use
+   * {@link getNameBytes} for a name that may not be UTF-8.
+   */
   async getName(): Promise<string> {
+    return utf8Decoder.decode(await this.getNameBytes());
+  }
+
+  /** `LIVEUPDATE_SESSION_GET_NAME`: the session's name, byte for byte as the kernel has it. */
+  async getNameBytes(): Promise<Uint8Array> {
     const arg = getNameArg.encode({
       size: getNameArg.size,
       reserved: 0,
@@ -91,7 +106,7 @@ export class LiveUpdateSession {
     });
     await this.process.ioctl(this.fd, LIVEUPDATE_SESSION_GET_NAME, arg);
     const { name } = getNameArg.decode(arg);
-    return utf8Decoder.decode(name.subarray(0, strnlen(name, name.length)));
+    return name.slice(0, strnlen(name, name.length));
   }
 
   /** `close(2)` of the session fd: unpreserves an outgoing session, finishes an incoming one. */
@@ -101,11 +116,12 @@ export class LiveUpdateSession {
 }
 
 /**
- * A session name as the uAPI's `name[64]` bytes. Only a name whose UTF-8 does not fit in 64
- * bytes at all is refused here; the kernel judges the rest (empty, or no room for the NUL).
+ * A session name as the uAPI's `name[64]` bytes: a string's UTF-8, or a copy of the bytes given.
+ * Only a name that does not fit in 64 bytes at all is refused here; the kernel judges the rest
+ * (empty, or no room for the NUL).
  */
-export function encodeSessionName(name: string): Uint8Array {
-  const encoded = utf8.encode(name);
+export function encodeSessionName(name: string | Uint8Array): Uint8Array {
+  const encoded = typeof name === 'string' ? utf8.encode(name) : name.slice();
   if (encoded.length > LIVEUPDATE_SESSION_NAME_LENGTH) {
     throw new KernelError(
       'EINVAL',

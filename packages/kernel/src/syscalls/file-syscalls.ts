@@ -131,10 +131,17 @@ export function registerFileSyscalls(table: SyscallTable, vfs: Vfs, memory: Phys
     return { value, arg: bytes };
   });
 
-  table.register('dup', (ctx, fd) => {
-    const file = fileOf(ctx.process, fd);
-    return ctx.process.files.install(vfs.fget(file), false);
-  });
+  /**
+   * A new fd for `file`: the fd is taken first, so a full table fails with `EMFILE` before the
+   * new fd's file reference exists (a reference taken then would never be dropped).
+   */
+  const dupFd = (process: KernelProcess, file: File, cloexec: boolean, minFd = 0): number => {
+    const fd = process.files.reserve(cloexec, minFd);
+    process.files.fill(fd, vfs.fget(file));
+    return fd;
+  };
+
+  table.register('dup', (ctx, fd) => dupFd(ctx.process, fileOf(ctx.process, fd), false));
 
   table.register('fcntl', (ctx, fd, cmd, arg) => {
     const number = argFd(fd);
@@ -151,7 +158,7 @@ export function registerFileSyscalls(table: SyscallTable, vfs: Vfs, memory: Phys
       case F_DUPFD_CLOEXEC: {
         const min = argUint(arg, 'arg');
         if (min >= NR_OPEN_DEFAULT) throw new KernelError('EINVAL', `fd ${min} is above the limit`);
-        return ctx.process.files.install(vfs.fget(file), cmd === F_DUPFD_CLOEXEC, min);
+        return dupFd(ctx.process, file, cmd === F_DUPFD_CLOEXEC, min);
       }
       default:
         if (typeof cmd !== 'number' || !file.fops.fcntl) {
