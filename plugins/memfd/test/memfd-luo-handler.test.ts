@@ -400,7 +400,7 @@ describe('the memfd-v2 handler refuses damaged serialized data', () => {
   });
 
   it('names every frame it claims without restoring any', async () => {
-    const { next, ser } = await preserved();
+    const { machine, next, ser } = await preserved();
     const array = folioArray(machine, ser);
     const serPhys = (await probe<number[]>(next, 'incoming'))[0]!;
     const raw = machine.memory.read(array, 48);
