@@ -1,5 +1,5 @@
 import { inject, injectable } from 'tsyringe';
-import { encodeFdt, fdtNode, fdtValue, readU64, type FdtNode } from '@liveupdate/fdt';
+import { encodeFdt, fdtNode, fdtValue, type FdtNode } from '@liveupdate/fdt';
 import { KernelError, PAGE_SIZE, hex, type PhysicalMemory } from '@liveupdate/machine';
 import { CommandLine } from '../command-line.js';
 import { KernelLog } from '../kernel-log.js';
@@ -21,6 +21,7 @@ import {
   KHO_PROP_PRESERVED_DATA,
   KHO_PROP_SCRATCH_LEN,
   KHO_PROP_SCRATCH_PHYS,
+  KHO_SUBTREE_NAME,
 } from './kho-abi.js';
 import type { KhoIncoming } from './kho-incoming.js';
 import { khoMapPages, writeKhoMemoryMap } from './kho-memory-map.js';
@@ -40,8 +41,6 @@ export interface KhoStats {
   readonly unrestoredFolios: number;
   readonly unrestoredFrames: number;
 }
-
-const SUBTREE_NAME = /^[A-Za-z0-9,._+-]{1,31}$/;
 
 /**
  * Kexec HandOver. Outgoing: tracks preserved folios and named subtrees, and at kexec writes the
@@ -69,7 +68,9 @@ export class KexecHandover {
   readonly #preservedFrames: Uint8Array;
   readonly #subtrees = new Map<string, KhoSubtree>();
   readonly #incoming = new Map<number, number>();
-  readonly #incomingSubtrees: ReadonlyMap<string, FdtNode>;
+  readonly #incomingSubtrees: ReadonlyMap<string, KhoSubtree>;
+  /** Incoming subtrees some subsystem retrieved. */
+  readonly #claimedSubtrees = new Set<string>();
   readonly #khoBoot: boolean;
   #finalized = false;
 
@@ -258,7 +259,7 @@ export class KexecHandover {
    */
   addSubtree(name: string, phys: number, size: number): void {
     this.#checkWritable();
-    if (typeof name !== 'string' || !SUBTREE_NAME.test(name)) {
+    if (typeof name !== 'string' || !KHO_SUBTREE_NAME.test(name)) {
       throw new KernelError(
         'EINVAL',
         `kho: subtree name ${JSON.stringify(name)} is not a valid node name`,
@@ -287,24 +288,36 @@ export class KexecHandover {
   }
 
   /**
-   * `kho_retrieve_subtree()`: the blob the previous kernel published under `name`. `ENOENT` when
-   * this is not a KHO boot or there is no such subtree; `EINVAL` when its properties are missing
-   * or malformed.
+   * `kho_retrieve_subtree()`: the blob the previous kernel published under `name` (validated at
+   * boot: in RAM and in preserved memory). `ENOENT` when this is not a KHO boot or there is no
+   * such subtree. Marks the subtree as claimed (see {@link reportUnclaimedSubtrees}).
    */
   retrieveSubtree(name: string): KhoSubtree {
-    const node = this.#incomingSubtrees.get(name);
-    if (!node) throw new KernelError('ENOENT', `kho: no incoming subtree ${name}`);
-    try {
-      const le = { littleEndian: true };
-      const phys = Number(readU64(node, KHO_PROP_PRESERVED_DATA, le));
-      const size = Number(readU64(node, KHO_PROP_BLOB_SIZE, le));
-      if (!this.#memory.contains(phys, size))
-        throw new Error(`blob ${hex(phys)}+${size} is outside RAM`);
-      return { phys, size };
-    } catch (error) {
-      throw new KernelError('EINVAL', `kho: subtree ${name}: ${(error as Error).message}`, {
-        cause: error,
-      });
+    const subtree = this.#incomingSubtrees.get(name);
+    if (!subtree) throw new KernelError('ENOENT', `kho: no incoming subtree ${name}`);
+    this.#claimedSubtrees.add(name);
+    return subtree;
+  }
+
+  /**
+   * Every subtree the previous kernel published, by name, whether retrieved or not: for a
+   * subsystem that finds its own name missing to look for its data under a damaged name.
+   */
+  get incomingSubtrees(): ReadonlyMap<string, KhoSubtree> {
+    return this.#incomingSubtrees;
+  }
+
+  /**
+   * Log, as an error, every incoming subtree that no subsystem retrieved. The kernel calls it once
+   * its drivers and modules are up: such a subtree has a name no subsystem of this kernel knows —
+   * a damaged name, or a subsystem this kernel lacks. Its memory stays reserved; nothing is used.
+   */
+  reportUnclaimedSubtrees(): void {
+    for (const [name, subtree] of this.#incomingSubtrees) {
+      if (this.#claimedSubtrees.has(name)) continue;
+      this.#log.err(
+        `KHO: incoming subtree "${name}" (blob ${hex(subtree.phys)}+${subtree.size}) was retrieved by no subsystem: its name is damaged or unknown to this kernel; its memory stays reserved`,
+      );
     }
   }
 
@@ -316,6 +329,16 @@ export class KexecHandover {
   finalize(): number | null {
     if (!this.enabled) return null;
     this.#checkWritable();
+    for (const [name, subtree] of this.#subtrees) {
+      const first = toPfn(subtree.phys - (subtree.phys % PAGE_SIZE));
+      const last = Math.floor((subtree.phys + subtree.size - 1) / PAGE_SIZE);
+      if (this.#preservedFrames.subarray(first, last + 1).includes(0)) {
+        throw new KernelError(
+          'EINVAL',
+          `kho: subtree ${name} blob ${hex(subtree.phys)}+${subtree.size} is not in preserved memory`,
+        );
+      }
+    }
     const allocated: Folio[] = [];
     try {
       const draft = encodeFdt(this.#rootFdt(0));
