@@ -243,6 +243,24 @@ export class KexecHandover {
     return chunks.map((chunk) => this.restoreFolio(chunk.pfn * PAGE_SIZE, chunk.order));
   }
 
+  /**
+   * The order of the folio this kernel preserves for the next one that starts at `phys`, or
+   * `undefined` when no preserved folio starts there: what an allocation from
+   * {@link allocPreserve} covers, for checksumming it.
+   */
+  preservedOrder(phys: number): number | undefined {
+    return phys % PAGE_SIZE === 0 ? this.#preserved.get(phys / PAGE_SIZE) : undefined;
+  }
+
+  /**
+   * The order of the folio the previous kernel preserved that starts at `phys` and is not
+   * restored yet, or `undefined`: for a reader to check that an address it was handed is a whole
+   * preserved allocation before it uses it.
+   */
+  incomingOrder(phys: number): number | undefined {
+    return phys % PAGE_SIZE === 0 ? this.#incoming.get(phys / PAGE_SIZE) : undefined;
+  }
+
   /** `kho_restore_free()`: restore a preserved folio and free it at once. */
   restoreFree(phys: number): void {
     const pfn = toPfn(phys);
