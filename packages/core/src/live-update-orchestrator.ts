@@ -1,6 +1,8 @@
 import {
   File as KernelFile,
   KernelError,
+  crc32c,
+  getOrder,
   type FileOperations,
   type KernelLog,
   type KernelProcess,
@@ -29,6 +31,7 @@ import {
   LUO_FDT_KHO_ENTRY_NAME,
   LUO_FLB_TABLE_SIZE,
   LuoAbiError,
+  decodeFdtCompatible,
   decodeLuoFdt,
   encodeLuoFdt,
   luoFileTableSize,
@@ -40,6 +43,8 @@ import {
   writeLuoFileTable,
   writeLuoFlbTable,
   writeLuoSessionTable,
+  type LuoAbiVersion,
+  type LuoFileSer,
   type LuoFlbSer,
 } from './luo-abi.js';
 import {
@@ -116,6 +121,9 @@ export class LiveUpdateOrchestrator {
   readonly #ids = new Map<unknown, LuoFile>();
   readonly #lock = new RwLock();
   #incomingHeader: number | null;
+  /** The incoming ABI version and session table checksum (v2). */
+  #incomingVersion: LuoAbiVersion = 2;
+  #incomingSessionCrc: number | null = null;
   #deserialized: 'pending' | 'done' | 'failed' = 'pending';
   #handover: Handover | undefined;
 
@@ -145,6 +153,10 @@ export class LiveUpdateOrchestrator {
     if (this.faultInjection) ctx.log.info('LUO: handler fault injection is available');
     const incoming = this.enabled ? this.#readIncomingRoot(ctx) : null;
     this.#incomingHeader = incoming ? Number(incoming.sessionHeaderPhys) : null;
+    if (incoming) {
+      this.#incomingVersion = incoming.version;
+      this.#incomingSessionCrc = incoming.sessionCrc;
+    }
     if (incoming) this.flbs.setIncoming(incoming.flbs);
     this.liveupdateNumber = (incoming?.liveupdateNumber ?? 0n) + 1n;
     if (this.enabled) {
@@ -268,39 +280,94 @@ export class LiveUpdateOrchestrator {
     this.#log.warn('LUO: kexec aborted, sessions unfrozen');
   }
 
-  #readIncomingRoot(
-    ctx: ModuleContext,
-  ): { liveupdateNumber: bigint; sessionHeaderPhys: bigint; flbs: LuoFlbSer[] } | null {
+  /**
+   * Read and check the LUO FDT and the FLB table: both whole preserved allocations, of `luo-v2`
+   * (checksums match) or `luo-v1`. Anything wrong panics with a reason starting `LUO:`, as
+   * `luo_early_startup()` does; so does a missing `LUO` subtree when another subtree holds a LUO
+   * FDT (a damaged name must not become a silent cold start).
+   */
+  #readIncomingRoot(ctx: ModuleContext): {
+    version: LuoAbiVersion;
+    liveupdateNumber: bigint;
+    sessionHeaderPhys: bigint;
+    sessionCrc: number | null;
+    flbs: LuoFlbSer[];
+  } | null {
     let subtree;
     try {
       subtree = ctx.kho.retrieveSubtree(LUO_FDT_KHO_ENTRY_NAME);
     } catch (error) {
-      if (KernelError.isInstance(error) && error.code === 'ENOENT') return null;
+      if (KernelError.isInstance(error) && error.code === 'ENOENT') {
+        this.#checkNoLuoFdtElsewhere(ctx);
+        return null;
+      }
       return ctx.panic(
         `LUO: cannot retrieve the KHO subtree "${LUO_FDT_KHO_ENTRY_NAME}": ${(error as Error).message}`,
       );
     }
-    // Like any module, LUO reads preserved memory only once it has restored it.
-    const restored: Folio[] = [];
-    let root;
-    let flbs;
     try {
-      restored.push(restoreBlock(ctx.kho, ctx.pages, subtree.phys, subtree.size, 'the LUO FDT'));
-      root = decodeLuoFdt(ctx.memory.read(subtree.phys, subtree.size));
+      this.#checkContainer(BigInt(subtree.phys), subtree.size, 'LUO FDT');
+      const root = decodeLuoFdt(ctx.memory.read(subtree.phys, subtree.size));
       // luo_flb_setup_incoming(): like the FDT, a bad FLB table is fatal at boot.
-      const flbHeaderPhys = Number(root.flbHeaderPhys);
-      restored.push(
-        restoreBlock(ctx.kho, ctx.pages, flbHeaderPhys, LUO_FLB_TABLE_SIZE, 'the FLB table'),
-      );
-      flbs = readLuoFlbTable(ctx.memory, flbHeaderPhys);
+      const flbWhere = `luo_flb_header_ser at ${hex(root.flbHeaderPhys)}`;
+      this.#checkContainer(root.flbHeaderPhys, LUO_FLB_TABLE_SIZE, flbWhere);
+      this.#checkCrc(root.flbHeaderPhys, LUO_FLB_TABLE_SIZE, root.flbCrc, flbWhere, 'luo-flb-crc');
+      const flbs = readLuoFlbTable(ctx.memory, Number(root.flbHeaderPhys));
+      ctx.kho.restoreFree(Number(root.flbHeaderPhys));
+      ctx.kho.restoreFree(subtree.phys);
+      if (root.version === 1) {
+        ctx.log.warn('LUO: the incoming handover is luo-v1: it carries no checksums');
+      }
+      return { ...root, flbs };
     } catch (error) {
-      if (error instanceof LuoAbiError || KernelError.isInstance(error))
-        return ctx.panic(`LUO: ${error.message}`);
+      if (error instanceof LuoAbiError) return ctx.panic(`LUO: ${error.message}`);
       throw error;
-    } finally {
-      for (const folio of restored) ctx.pages.freePages(folio);
     }
-    return { ...root, flbs };
+  }
+
+  /** Panic if a subtree under another name holds a LUO FDT: the `LUO` name was damaged. */
+  #checkNoLuoFdtElsewhere(ctx: ModuleContext): void {
+    for (const [name, blob] of ctx.kho.incomingSubtrees) {
+      const compatible = decodeFdtCompatible(ctx.memory.read(blob.phys, blob.size));
+      if (compatible?.some((c) => c.startsWith('luo-'))) {
+        ctx.panic(
+          `LUO: the KHO subtree "${LUO_FDT_KHO_ENTRY_NAME}" is missing, but subtree "${name}" holds a LUO FDT (compatible ${JSON.stringify(compatible)}): the name is damaged`,
+        );
+      }
+    }
+  }
+
+  /**
+   * `phys` must be the start of a folio the previous kernel preserved, not yet restored, of the
+   * order `kho.allocPreserve(size)` gives: what LUO's writer produces for each structure.
+   */
+  #checkContainer(phys: bigint, size: number, what: string): void {
+    const order =
+      phys !== 0n && phys <= BigInt(Number.MAX_SAFE_INTEGER)
+        ? this.#kho.incomingOrder(Number(phys))
+        : undefined;
+    if (order !== getOrder(size)) {
+      throw new LuoAbiError(
+        `${what}: ${hex(phys)} is not a preserved allocation of ${size} bytes (${order === undefined ? 'no preserved folio starts there' : `the preserved folio there has order ${order}`})`,
+      );
+    }
+  }
+
+  /** The crc32c of `size` bytes at `phys` must be `expected` (v2; `null` in v1: nothing to check). */
+  #checkCrc(
+    phys: bigint,
+    size: number,
+    expected: number | null,
+    what: string,
+    field: string,
+  ): void {
+    if (expected === null) return;
+    const actual = crc32c(this.#memory.read(Number(phys), size));
+    if (actual !== expected) {
+      throw new LuoAbiError(
+        `${what}: ${field} ${hex(expected)} does not match the ${size} bytes there (crc32c ${hex(actual)})`,
+      );
+    }
   }
 
   /** `luo_session_deserialize()`: once, at the first open. A failure makes every open `EIO`. */
@@ -320,53 +387,14 @@ export class LiveUpdateOrchestrator {
     this.flbs.logUnclaimed();
     this.#log.trace('luo-deserialize', 'B');
     try {
-      const blobs: Folio[] = [];
-      const restore = (phys: number, size: number, what: string): void => {
-        blobs.push(restoreBlock(this.#kho, this.#pages, phys, size, what));
-      };
-      try {
-        restore(header, luoSessionHeaderSer.size, 'luo_session_header_ser');
-        const entries = readLuoSessionTable(this.#memory, header, this.limits.maxSessions);
-        if (header + luoSessionTableSize(entries.length) > blockEnd(blobs[0]!)) {
-          throw new LuoAbiError(
-            `luo_session_header_ser at ${hex(header)}: its ${entries.length} luo_session_ser entries run past its preserved block`,
-          );
-        }
-        const sessions = entries.map((entry) => {
-          const session = this.#newSession(entry.name, true);
-          if (entry.count > 0n) {
-            const files = Number(entry.files);
-            restore(
-              files,
-              luoFileTableSize(Number(entry.count)),
-              `the luo_file_ser array of session "${session.label}"`,
-            );
-            const table = readLuoFileTable(
-              this.#memory,
-              files,
-              Number(entry.count),
-              this.limits.maxFilesPerSession,
-            );
-            session.files = table.map((f) => {
-              const handler = this.registry.byCompatible(f.compatible);
-              if (!handler) {
-                throw new LuoAbiError(
-                  `session "${session.label}" token ${f.token}: no file handler registered for compatible "${f.compatible}"`,
-                );
-              }
-              return new LuoFile(session.handle, handler, f.token, null, f.data);
-            });
-          }
-          return session;
-        });
-        await checkPreservedFrameClaims(sessions, this.#calls, this.#memory);
-        for (const session of sessions) this.#incoming.set(session.key, session);
-      } finally {
-        // LUO's own tables: copied out (or refused), so they go back either way.
-        for (const blob of blobs) this.#pages.freePages(blob);
-      }
+      const sessions = this.#readIncomingSessions(header);
+      const blobs = [header, ...sessions.flatMap((s) => (s.files.length > 0 ? [s.blob] : []))];
+      for (const { session } of sessions) this.#incoming.set(session.name, session);
+      for (const blob of blobs) this.#kho.restoreFree(blob);
       this.#deserialized = 'done';
-      this.#log.info(`LUO: deserialized ${this.#incoming.size} incoming sessions`);
+      this.#log.info(
+        `LUO: deserialized ${sessions.length} incoming sessions (luo-v${this.#incomingVersion})`,
+      );
     } catch (error) {
       this.#deserialized = 'failed';
       this.#incoming.clear();
@@ -375,6 +403,120 @@ export class LiveUpdateOrchestrator {
     } finally {
       this.#log.trace('luo-deserialize', 'E');
     }
+  }
+
+  /**
+   * Read, check and build the incoming sessions: the session table and every file array are
+   * whole preserved allocations whose checksums (v2) match, with unique addresses; a problem
+   * there throws {@link LuoAbiError} (the whole table fails). A file whose `data` is shared with
+   * another file or with LUO's own structures, or whose `data_size` is not the preserved folio at
+   * `data`, is marked damaged: it alone fails, with `EIO`.
+   */
+  #readIncomingSessions(
+    header: number,
+  ): { session: LuoSession; blob: number; files: LuoFileSer[] }[] {
+    const version = this.#incomingVersion;
+    const where = `luo_session_header_ser at ${hex(header)}`;
+    if (this.#memory.contains(header, 8)) {
+      const count = this.#memory.readU64(header);
+      if (count <= BigInt(this.limits.maxSessions)) {
+        const size = luoSessionTableSize(Number(count), version);
+        this.#checkContainer(BigInt(header), size, where);
+        this.#checkCrc(BigInt(header), size, this.#incomingSessionCrc, where, 'luo-session-crc');
+      }
+    }
+    const table = readLuoSessionTable(this.#memory, header, this.limits.maxSessions, version);
+    const structures = new Map<bigint, string>([[BigInt(header), where]]);
+    const sessions = table.map((entry) => {
+      const session = this.#newSession(entry.name, true);
+      const what = `session "${entry.name}": luo_file_ser[${entry.count}] at ${hex(entry.files)}`;
+      if (entry.count === 0n) {
+        if (entry.files !== 0n || entry.filesCrc !== 0) {
+          throw new LuoAbiError(`${what}: an empty session has files 0 and files_crc 0`);
+        }
+        return { session, blob: 0, files: [] as LuoFileSer[] };
+      }
+      if (entry.count > BigInt(this.limits.maxFilesPerSession)) {
+        throw new LuoAbiError(
+          `${what}: count ${entry.count} is more than the ${this.limits.maxFilesPerSession} allowed`,
+        );
+      }
+      const size = luoFileTableSize(Number(entry.count), version);
+      this.#checkContainer(entry.files, size, what);
+      const other = structures.get(entry.files);
+      if (other !== undefined) throw new LuoAbiError(`${what}: is also ${other}`);
+      structures.set(entry.files, what);
+      this.#checkCrc(entry.files, size, version === 2 ? entry.filesCrc : null, what, 'files_crc');
+      const files = readLuoFileTable(
+        this.#memory,
+        Number(entry.files),
+        Number(entry.count),
+        this.limits.maxFilesPerSession,
+        version,
+      );
+      return { session, blob: Number(entry.files), files };
+    });
+    const byData = new Map<bigint, LuoFile>();
+    for (const { session, files } of sessions) {
+      session.files = files.map((f) => {
+        const handler = this.registry.byCompatible(f.compatible);
+        if (!handler) {
+          throw new LuoAbiError(
+            `session "${session.name}" token ${f.token}: no file handler registered for compatible "${f.compatible}"`,
+          );
+        }
+        const luoFile = new LuoFile(session.handle, handler, f.token, null, f.data);
+        luoFile.dataSize = f.dataSize;
+        luoFile.dataCrc = f.dataCrc;
+        const name = `session "${session.name}" token ${f.token}`;
+        const damage = (reason: string) => {
+          luoFile.damage ??= `${name}: luo_file_ser data ${hex(f.data)}: ${reason}`;
+        };
+        const structure = structures.get(f.data);
+        if (structure !== undefined) damage(`is LUO's ${structure}`);
+        const twin = f.data === 0n ? undefined : byData.get(f.data);
+        if (twin) {
+          damage(`is also the data of token ${twin.token}`);
+          twin.damage ??= `luo_file_ser data ${hex(f.data)}: is also the data of ${name}`;
+        }
+        if (f.data !== 0n) byData.set(f.data, luoFile);
+        if (f.dataSize !== 0n) {
+          const order =
+            f.data <= BigInt(Number.MAX_SAFE_INTEGER)
+              ? this.#kho.incomingOrder(Number(f.data))
+              : undefined;
+          if (order === undefined || BigInt(PAGE_SIZE * 2 ** order) !== f.dataSize) {
+            damage(`data_size ${f.dataSize} is not the size of a preserved folio starting there`);
+          }
+        }
+        return luoFile;
+      });
+    }
+    for (const { session } of sessions) {
+      for (const luoFile of session.files) {
+        if (luoFile.damage) this.#log.err(`LUO: ${luoFile.damage}; it will fail with EIO`);
+      }
+    }
+    return sessions;
+  }
+
+  /**
+   * Before an incoming file's serialized state goes to its handler (`retrieve`, `finish`):
+   * `EIO` for a damaged file, and the crc32c check (v2), which marks the file damaged on a
+   * mismatch. Checked once; nothing else writes the state before its handler runs.
+   */
+  #verifyIncoming(luoFile: LuoFile): void {
+    if (!luoFile.damage && !luoFile.verified && luoFile.dataSize !== 0n) {
+      const actual = crc32c(
+        this.#memory.read(Number(luoFile.serializedData), Number(luoFile.dataSize)),
+      );
+      if (actual !== luoFile.dataCrc) {
+        luoFile.damage = `token ${luoFile.token} (${luoFile.handler.compatible}): luo_file_ser data_crc ${hex(luoFile.dataCrc)} does not match the ${luoFile.dataSize} bytes at data ${hex(luoFile.serializedData)} (crc32c ${hex(actual)})`;
+        this.#log.err(`LUO: ${luoFile.damage}`);
+      }
+    }
+    if (luoFile.damage) throw new KernelError('EIO', `LUO: ${luoFile.damage}`);
+    luoFile.verified = true;
   }
 
   async #createSession(arg: Uint8Array | null, ctx: SyscallContext): Promise<number> {
@@ -554,6 +696,7 @@ export class LiveUpdateOrchestrator {
     const args = luoFile.args();
     luoFile.retrieving = true;
     try {
+      this.#verifyIncoming(luoFile);
       await callHandler(this.#calls, handler, 'retrieve', () => handler.retrieve(args));
       if (!(args.file instanceof KernelFile)) {
         throw new KernelError('EIO', `LUO: ${handler.compatible}: retrieve did not set a file`);
@@ -590,7 +733,14 @@ export class LiveUpdateOrchestrator {
   async #finishFiles(session: LuoSession): Promise<void> {
     for (const luoFile of session.files) {
       const { handler } = luoFile;
-      if (!handler.canFinish) continue;
+      if (luoFile.retrieveStatus === 0) {
+        try {
+          this.#verifyIncoming(luoFile);
+        } catch {
+          // Damaged: logged; its handler is not called (below).
+        }
+      }
+      if (!handler.canFinish || luoFile.damage) continue;
       const ok = await luoFile.lock.run(() =>
         callHandler(this.#calls, handler, 'canFinish', () => handler.canFinish!(luoFile.args())),
       );
@@ -603,9 +753,15 @@ export class LiveUpdateOrchestrator {
     }
     for (const luoFile of [...session.files].reverse()) {
       const { handler } = luoFile;
-      await luoFile.lock.run(() =>
-        callVoidHandler(this.#calls, handler, 'finish', () => handler.finish(luoFile.args())),
-      );
+      if (luoFile.damage) {
+        this.#log.err(
+          `LUO: session "${session.name}" token ${luoFile.token} is damaged: ${handler.compatible}'s finish is not called; its preserved memory stays reserved`,
+        );
+      } else {
+        await luoFile.lock.run(() =>
+          callVoidHandler(this.#calls, handler, 'finish', () => handler.finish(luoFile.args())),
+        );
+      }
       await this.flbs.fileFinish(handler);
       await this.#drop(luoFile);
     }
@@ -753,7 +909,36 @@ export class LiveUpdateOrchestrator {
     }
   }
 
-  /** Write the luo-v1 ABI into KHO-preserved memory and publish it as the `LUO` subtree. */
+  /**
+   * The `luo_file_ser` of an outgoing file, after its `freeze`: when `serializedData` is the start
+   * of a folio this kernel preserves (what `kho.allocPreserve` returns), the checksum of that
+   * whole folio. Refuses a `data` another file already has (`owners`): the next kernel would
+   * refuse both.
+   */
+  #fileEntry(session: LuoSession, luoFile: LuoFile, owners: Map<bigint, string>): LuoFileSer {
+    const data = luoFile.serializedData;
+    const name = `session "${session.name}" token ${luoFile.token}`;
+    const owner = data === 0n ? undefined : owners.get(data);
+    if (owner !== undefined) {
+      throw new KernelError(
+        'EINVAL',
+        `LUO: ${luoFile.handler.compatible}: ${name} has the serializedData ${hex(data)} of ${owner}`,
+      );
+    }
+    if (data !== 0n) owners.set(data, name);
+    const order =
+      data <= BigInt(Number.MAX_SAFE_INTEGER) ? this.#kho.preservedOrder(Number(data)) : undefined;
+    const size = order === undefined ? 0 : PAGE_SIZE * 2 ** order;
+    return {
+      compatible: luoFile.handler.compatible,
+      data,
+      token: luoFile.token,
+      dataSize: BigInt(size),
+      dataCrc: size === 0 ? 0 : crc32c(this.#memory.read(Number(data), size)),
+    };
+  }
+
+  /** Write the luo-v2 ABI into KHO-preserved memory and publish it as the `LUO` subtree. */
   #writeHandover(sessions: readonly LuoSession[]): { blobs: number[]; fdtPhys: number } {
     const blobs: number[] = [];
     const preserve = (size: number): number => {
@@ -762,31 +947,33 @@ export class LiveUpdateOrchestrator {
       return phys;
     };
     try {
+      const crcOf = (phys: number, size: number) => crc32c(this.#memory.read(phys, size));
+      const owners = new Map<bigint, string>();
       const table = sessions.map((session) => {
         let files = 0n;
+        let filesCrc = 0;
         if (session.files.length > 0) {
-          const phys = preserve(luoFileTableSize(session.files.length));
-          writeLuoFileTable(
-            this.#memory,
-            phys,
-            session.files.map((f) => ({
-              compatible: f.handler.compatible,
-              data: f.serializedData,
-              token: f.token,
-            })),
-          );
+          const entries = session.files.map((f) => this.#fileEntry(session, f, owners));
+          const size = luoFileTableSize(entries.length);
+          const phys = preserve(size);
+          writeLuoFileTable(this.#memory, phys, entries);
           files = BigInt(phys);
+          filesCrc = crcOf(phys, size);
         }
-        return { name: session.name, files, count: BigInt(session.files.length) };
+        return { name: session.name, files, count: BigInt(session.files.length), filesCrc };
       });
-      const header = preserve(luoSessionTableSize(table.length));
+      const headerSize = luoSessionTableSize(table.length);
+      const header = preserve(headerSize);
       writeLuoSessionTable(this.#memory, header, table);
       const flbHeader = preserve(LUO_FLB_TABLE_SIZE);
       writeLuoFlbTable(this.#memory, flbHeader, this.flbs.outgoingTable());
       const fdt = encodeLuoFdt({
+        version: 2,
         liveupdateNumber: this.liveupdateNumber,
         sessionHeaderPhys: BigInt(header),
+        sessionCrc: crcOf(header, headerSize),
         flbHeaderPhys: BigInt(flbHeader),
+        flbCrc: crcOf(flbHeader, LUO_FLB_TABLE_SIZE),
       });
       const fdtPhys = preserve(fdt.length);
       this.#memory.write(fdtPhys, fdt);

@@ -1,20 +1,23 @@
 /**
- * The LUO handover ABI, `luo-v1` (the document's FDT layout, `include/linux/kho/abi/luo.h` of
- * G1): everything one kernel hands the next, as bytes at physical addresses. Integers are
- * little-endian, structs packed.
+ * The LUO handover ABI: everything one kernel hands the next, as bytes at physical addresses.
+ * Integers are little-endian, structs packed. `luo-v2` is written; `luo-v1` (the document's FDT
+ * layout, `include/linux/kho/abi/luo.h` of G1) is still read, so an older kernel can update to
+ * this one. `luo-v2` is `luo-v1` plus CRC32C checksums (`crc32c` of `@liveupdate/kernel`):
  *
  * ```
  * KHO subtree "LUO" → FDT
  * / {
- *     compatible = "luo-v1";
+ *     compatible = "luo-v2";                // or "luo-v1"
  *     liveupdate-number = <u64>;            // native-endian (little-endian)
  *     luo-session {
- *         compatible = "luo-session-v1";
+ *         compatible = "luo-session-v2";    // "luo-session-v1" under luo-v1
  *         luo-session-header = <u64>;       // phys of luo_session_header_ser
+ *         luo-session-crc = <u32>;          // v2: crc32c of the header and the session array
  *     };
  *     luo-flb {
- *         compatible = "luo-flb-v1";
+ *         compatible = "luo-flb-v2";        // "luo-flb-v1" under luo-v1
  *         luo-flb-header = <u64>;           // phys of luo_flb_header_ser (one page)
+ *         luo-flb-crc = <u32>;              // v2: crc32c of the whole page
  *     };
  * };
  * luo_session_header_ser { count }, then luo_session_ser[count]
@@ -35,6 +38,7 @@ import {
   fdtValue,
   findNode,
   readStringList,
+  readU32,
   readU64,
   type FdtNode,
 } from '@liveupdate/fdt';
@@ -42,27 +46,37 @@ import { hex, type PhysicalMemory } from '@liveupdate/machine';
 import { LIVEUPDATE_HNDL_COMPAT_LENGTH } from './file-handler.js';
 import { LIVEUPDATE_SESSION_NAME_LENGTH } from './liveupdate-uapi.js';
 import { printableSessionName, sessionNameKey } from './session-name.js';
-import { cbytes, cstring, defineStruct, strnlen, u64, type StructCodec } from './struct-codec.js';
+import { cbytes, cstring, defineStruct, strnlen, u32, u64, type StructCodec } from './struct-codec.js';
 
 /** Name of LUO's KHO subtree (`LUO_FDT_KHO_ENTRY_NAME`). */
 export const LUO_FDT_KHO_ENTRY_NAME = 'LUO';
-/** `compatible` of the LUO FDT's root: the version of the whole ABI. */
-export const LUO_FDT_COMPATIBLE = 'luo-v1';
+/** `compatible` of the LUO FDT's root: the version of the whole ABI, the one written. */
+export const LUO_FDT_COMPATIBLE = 'luo-v2';
+/** The first version, without checksums: still read, never written. */
+export const LUO_FDT_COMPATIBLE_V1 = 'luo-v1';
 /** Root property: the number of live updates so far, a native-endian u64. */
 export const LUO_FDT_LIVEUPDATE_NUM = 'liveupdate-number';
 /** The node describing the sessions. */
 export const LUO_FDT_SESSION_NODE_NAME = 'luo-session';
 /** `compatible` of the session node: the version of the session and file structs below. */
-export const LUO_FDT_SESSION_COMPATIBLE = 'luo-session-v1';
+export const LUO_FDT_SESSION_COMPATIBLE = 'luo-session-v2';
+/** The session node's `compatible` under `luo-v1`. */
+export const LUO_FDT_SESSION_COMPATIBLE_V1 = 'luo-session-v1';
 /** Session node property: physical address of `luo_session_header_ser`, a native-endian u64. */
 export const LUO_FDT_SESSION_HEADER = 'luo-session-header';
+/** Session node property (v2): crc32c of the header and the session array, a `<u32>` cell. */
+export const LUO_FDT_SESSION_CRC = 'luo-session-crc';
 
 /** The node describing the FLBs (file-lifecycle-bound objects). */
 export const LUO_FDT_FLB_NODE_NAME = 'luo-flb';
 /** `compatible` of the FLB node: the version of the FLB structs below. */
-export const LUO_FDT_FLB_COMPATIBLE = 'luo-flb-v1';
+export const LUO_FDT_FLB_COMPATIBLE = 'luo-flb-v2';
+/** The FLB node's `compatible` under `luo-v1`. */
+export const LUO_FDT_FLB_COMPATIBLE_V1 = 'luo-flb-v1';
 /** FLB node property: physical address of `luo_flb_header_ser`, a native-endian u64. */
 export const LUO_FDT_FLB_HEADER = 'luo-flb-header';
+/** FLB node property (v2): crc32c of the whole FLB page, a `<u32>` cell. */
+export const LUO_FDT_FLB_CRC = 'luo-flb-crc';
 /** Size of `name` in `luo_flb_ser`, including the NUL (`LIVEUPDATE_FLB_COMPAT_LENGTH`). */
 export const LIVEUPDATE_FLB_COMPAT_LENGTH = 48;
 /** Pages of the FLB table: `luo_flb_header_ser.pgcnt` is always 1. */
@@ -78,6 +92,9 @@ export interface LuoSessionHeaderSer {
   count: bigint;
 }
 
+/** The version of the structs: 1 (`luo-v1`, no checksums) or 2 (`luo-v2`). */
+export type LuoAbiVersion = 1 | 2;
+
 /** `struct luo_session_ser`, with its embedded `struct luo_file_set_ser` flattened. */
 export interface LuoSessionSer {
   /** The session's name: 1..63 bytes of any value but NUL, compared as bytes. */
@@ -86,6 +103,8 @@ export interface LuoSessionSer {
   files: bigint;
   /** `file_set_ser.count`: number of files. */
   count: bigint;
+  /** v2: crc32c of the file array (`count` entries; 0 when there are none). 0 in v1. */
+  filesCrc: number;
 }
 
 /** `struct luo_file_ser`: one preserved file. */
@@ -96,6 +115,14 @@ export interface LuoFileSer {
   data: bigint;
   /** The user's token for the file. */
   token: bigint;
+  /**
+   * v2: bytes `dataCrc` covers from `data` — the whole KHO-preserved folio that `data` is the
+   * start of — or 0 when `data` is not the start of a folio the old kernel preserved (nothing
+   * is checksummed). 0 in v1.
+   */
+  dataSize: bigint;
+  /** v2: crc32c of the `dataSize` bytes at `data`, taken after the file's `freeze`. 0 in v1. */
+  dataCrc: number;
 }
 
 /** `struct luo_flb_header_ser`: heads the FLB array. */
@@ -136,21 +163,65 @@ export const luoSessionHeaderSer: StructCodec<LuoSessionHeaderSer> = defineStruc
 );
 
 /**
- * `struct luo_session_ser` (80 bytes): `name` char[64] @0, `file_set_ser.files` u64 @64,
- * `file_set_ser.count` u64 @72.
+ * `struct luo_session_ser` of `luo-v2` (88 bytes): `name` char[64] @0, `file_set_ser.files` u64
+ * @64, `file_set_ser.count` u64 @72, `files_crc` u32 @80, `reserved` u32 @84 (0).
  */
-export const luoSessionSer: StructCodec<LuoSessionSer> = defineStruct('luo_session_ser', [
+export const luoSessionSer = defineStruct('luo_session_ser', [
+  ['name', cbytes(LIVEUPDATE_SESSION_NAME_LENGTH)],
+  ['files', u64],
+  ['count', u64],
+  ['filesCrc', u32],
+  ['reserved', u32],
+] as const);
+
+/**
+ * `struct luo_session_ser` of `luo-v1` (80 bytes): `name` char[64] @0, `file_set_ser.files` u64
+ * @64, `file_set_ser.count` u64 @72.
+ */
+export const luoSessionSerV1 = defineStruct('luo_session_ser', [
   ['name', cbytes(LIVEUPDATE_SESSION_NAME_LENGTH)],
   ['files', u64],
   ['count', u64],
 ] as const);
 
-/** `struct luo_file_ser` (64 bytes): `compatible` char[48] @0, `data` u64 @48, `token` u64 @56. */
-export const luoFileSer: StructCodec<LuoFileSer> = defineStruct('luo_file_ser', [
+/**
+ * `struct luo_file_ser` of `luo-v2` (80 bytes): `compatible` char[48] @0, `data` u64 @48,
+ * `token` u64 @56, `data_size` u64 @64, `data_crc` u32 @72, `reserved` u32 @76 (0).
+ */
+export const luoFileSer = defineStruct('luo_file_ser', [
+  ['compatible', cstring(LIVEUPDATE_HNDL_COMPAT_LENGTH)],
+  ['data', u64],
+  ['token', u64],
+  ['dataSize', u64],
+  ['dataCrc', u32],
+  ['reserved', u32],
+] as const);
+
+/** `struct luo_file_ser` of `luo-v1` (64 bytes): `compatible` char[48] @0, `data` u64 @48, `token` u64 @56. */
+export const luoFileSerV1 = defineStruct('luo_file_ser', [
   ['compatible', cstring(LIVEUPDATE_HNDL_COMPAT_LENGTH)],
   ['data', u64],
   ['token', u64],
 ] as const);
+
+const sessionSer = (version: LuoAbiVersion) => (version === 2 ? luoSessionSer : luoSessionSerV1);
+const fileSer = (version: LuoAbiVersion) => (version === 2 ? luoFileSer : luoFileSerV1);
+
+/** Decode a session entry of either version; a v2 entry's `reserved` must be 0. */
+function decodeSession(raw: Uint8Array, offset: number, version: LuoAbiVersion): LuoSessionSer {
+  if (version === 1) return { ...luoSessionSerV1.decode(raw, offset), filesCrc: 0 };
+  const { reserved, ...session } = luoSessionSer.decode(raw, offset);
+  if (reserved !== 0) throw new LuoAbiError(`reserved is ${hex(reserved)}, not 0`);
+  return session;
+}
+
+/** Decode a file entry of either version; a v2 entry's `reserved` must be 0. */
+function decodeFile(raw: Uint8Array, offset: number, version: LuoAbiVersion): LuoFileSer {
+  if (version === 1) return { ...luoFileSerV1.decode(raw, offset), dataSize: 0n, dataCrc: 0 };
+  const { reserved, ...file } = luoFileSer.decode(raw, offset);
+  if (reserved !== 0) throw new LuoAbiError(`reserved is ${hex(reserved)}, not 0`);
+  return file;
+}
 
 const MARKER = Symbol.for('liveupdate.LuoAbiError');
 
@@ -174,33 +245,53 @@ export class LuoAbiError extends Error {
 
 /** What the LUO FDT carries. */
 export interface LuoFdt {
+  /** 2 for `luo-v2` (what is written), 1 for `luo-v1`. */
+  version: LuoAbiVersion;
   /** `liveupdate-number`: live updates so far, counting the one this FDT was written for. */
   liveupdateNumber: bigint;
   /** `luo-session/luo-session-header`: physical address of `luo_session_header_ser`. */
   sessionHeaderPhys: bigint;
+  /** v2 `luo-session/luo-session-crc`: crc32c of the session table; `null` in v1. */
+  sessionCrc: number | null;
   /** `luo-flb/luo-flb-header`: physical address of `luo_flb_header_ser`. */
   flbHeaderPhys: bigint;
+  /** v2 `luo-flb/luo-flb-crc`: crc32c of the FLB page; `null` in v1. */
+  flbCrc: number | null;
 }
 
 const NATIVE_ENDIAN = { littleEndian: true };
 
-/** Build the LUO FDT blob (DTB v17) for KHO's `LUO` subtree. */
+/**
+ * Build the LUO FDT blob (DTB v17) for KHO's `LUO` subtree: `luo-v2` with its checksums, or
+ * `luo-v1` (for tests of an update from an older kernel) when `fdt.version` is 1.
+ *
+ * @throws LuoAbiError when a v2 FDT lacks a checksum
+ */
 export function encodeLuoFdt(fdt: LuoFdt): Uint8Array {
+  const v2 = fdt.version === 2;
+  if (v2 && (fdt.sessionCrc === null || fdt.flbCrc === null)) {
+    throw new LuoAbiError('a luo-v2 FDT needs luo-session-crc and luo-flb-crc');
+  }
+  const crc = (name: string, value: number | null) => (v2 ? { [name]: fdtValue.u32(value!) } : {});
   return encodeFdt(
     fdtNode(
       '',
       {
-        compatible: fdtValue.string(LUO_FDT_COMPATIBLE),
+        compatible: fdtValue.string(v2 ? LUO_FDT_COMPATIBLE : LUO_FDT_COMPATIBLE_V1),
         [LUO_FDT_LIVEUPDATE_NUM]: fdtValue.u64(fdt.liveupdateNumber, NATIVE_ENDIAN),
       },
       [
         fdtNode(LUO_FDT_SESSION_NODE_NAME, {
-          compatible: fdtValue.string(LUO_FDT_SESSION_COMPATIBLE),
+          compatible: fdtValue.string(
+            v2 ? LUO_FDT_SESSION_COMPATIBLE : LUO_FDT_SESSION_COMPATIBLE_V1,
+          ),
           [LUO_FDT_SESSION_HEADER]: fdtValue.u64(fdt.sessionHeaderPhys, NATIVE_ENDIAN),
+          ...crc(LUO_FDT_SESSION_CRC, fdt.sessionCrc),
         }),
         fdtNode(LUO_FDT_FLB_NODE_NAME, {
-          compatible: fdtValue.string(LUO_FDT_FLB_COMPATIBLE),
+          compatible: fdtValue.string(v2 ? LUO_FDT_FLB_COMPATIBLE : LUO_FDT_FLB_COMPATIBLE_V1),
           [LUO_FDT_FLB_HEADER]: fdtValue.u64(fdt.flbHeaderPhys, NATIVE_ENDIAN),
+          ...crc(LUO_FDT_FLB_CRC, fdt.flbCrc),
         }),
       ],
     ),
@@ -208,40 +299,78 @@ export function encodeLuoFdt(fdt: LuoFdt): Uint8Array {
 }
 
 /**
- * Read the LUO FDT of the previous kernel. Like `fdt_node_check_compatible()`, a node is
- * compatible when its `compatible` list holds the expected string.
+ * Read the LUO FDT of the previous kernel, `luo-v2` or `luo-v1`. Like
+ * `fdt_node_check_compatible()`, a node is compatible when its `compatible` list holds the
+ * expected string; the nodes must be of the root's version.
  *
  * @throws LuoAbiError when the blob is not a valid FDT, a node or property is missing, a
- *   `compatible` is not ours, or a u64 property is not 8 bytes
+ *   `compatible` is not ours or mixes versions, or a u64 property is not 8 bytes
  */
 export function decodeLuoFdt(blob: Uint8Array): LuoFdt {
   const root = fdtOrThrow('LUO FDT is not a valid FDT', () => decodeFdt(blob).root);
-  checkCompatible(root, '/', LUO_FDT_COMPATIBLE);
+  const rootList = fdtOrThrow('LUO FDT', () => readStringList(root, 'compatible'));
+  if (!rootList.includes(LUO_FDT_COMPATIBLE) && !rootList.includes(LUO_FDT_COMPATIBLE_V1)) {
+    throw new LuoAbiError(
+      `LUO FDT node / is not compatible with "${LUO_FDT_COMPATIBLE}" or "${LUO_FDT_COMPATIBLE_V1}": it says ${JSON.stringify(rootList)}`,
+    );
+  }
+  const version: LuoAbiVersion = rootList.includes(LUO_FDT_COMPATIBLE) ? 2 : 1;
   const liveupdateNumber = fdtOrThrow('LUO FDT', () =>
     readU64(root, LUO_FDT_LIVEUPDATE_NUM, NATIVE_ENDIAN),
   );
-  const sessionHeaderPhys = readChildU64(
+  const v2 = version === 2;
+  const session = readChild(
     root,
     LUO_FDT_SESSION_NODE_NAME,
-    LUO_FDT_SESSION_COMPATIBLE,
+    v2 ? LUO_FDT_SESSION_COMPATIBLE : LUO_FDT_SESSION_COMPATIBLE_V1,
     LUO_FDT_SESSION_HEADER,
+    v2 ? LUO_FDT_SESSION_CRC : null,
   );
-  const flbHeaderPhys = readChildU64(
+  const flb = readChild(
     root,
     LUO_FDT_FLB_NODE_NAME,
-    LUO_FDT_FLB_COMPATIBLE,
+    v2 ? LUO_FDT_FLB_COMPATIBLE : LUO_FDT_FLB_COMPATIBLE_V1,
     LUO_FDT_FLB_HEADER,
+    v2 ? LUO_FDT_FLB_CRC : null,
   );
-  return { liveupdateNumber, sessionHeaderPhys, flbHeaderPhys };
+  return {
+    version,
+    liveupdateNumber,
+    sessionHeaderPhys: session.phys,
+    sessionCrc: session.crc,
+    flbHeaderPhys: flb.phys,
+    flbCrc: flb.crc,
+  };
 }
 
-/** The u64 `property` of the root's child `name`, which must be `compatible`. */
-function readChildU64(root: FdtNode, name: string, compatible: string, property: string): bigint {
+/** The u64 `property` (and the u32 `crcProperty`) of the root's child `name`, which must be `compatible`. */
+function readChild(
+  root: FdtNode,
+  name: string,
+  compatible: string,
+  property: string,
+  crcProperty: string | null,
+): { phys: bigint; crc: number | null } {
   const path = `/${name}`;
   const node = findNode(root, path);
   if (node === undefined) throw new LuoAbiError(`LUO FDT has no node ${path}`);
   checkCompatible(node, path, compatible);
-  return fdtOrThrow('LUO FDT', () => readU64(node, property, NATIVE_ENDIAN));
+  const phys = fdtOrThrow('LUO FDT', () => readU64(node, property, NATIVE_ENDIAN));
+  const crc = crcProperty === null ? null : fdtOrThrow('LUO FDT', () => readU32(node, crcProperty));
+  return { phys, crc };
+}
+
+/**
+ * The root `compatible` list of `blob` if it is a valid FDT that has one, else `undefined`: to
+ * recognise a LUO FDT published under another subtree name.
+ */
+export function decodeFdtCompatible(blob: Uint8Array): string[] | undefined {
+  try {
+    return readStringList(decodeFdt(blob).root, 'compatible');
+  } catch (error) {
+    if (error instanceof FdtError) return undefined;
+    throw error;
+  }
 }
 
 function checkCompatible(node: FdtNode, path: string, expected: string): void {
@@ -265,13 +394,13 @@ function fdtOrThrow<T>(context: string, read: () => T): T {
 }
 
 /** Bytes of a session table of `n` sessions: the header and the array. */
-export function luoSessionTableSize(n: number): number {
-  return luoSessionHeaderSer.size + n * luoSessionSer.size;
+export function luoSessionTableSize(n: number, version: LuoAbiVersion = 2): number {
+  return luoSessionHeaderSer.size + n * sessionSer(version).size;
 }
 
 /** Bytes of a file table of `n` files. */
-export function luoFileTableSize(n: number): number {
-  return n * luoFileSer.size;
+export function luoFileTableSize(n: number, version: LuoAbiVersion = 2): number {
+  return n * fileSer(version).size;
 }
 
 /**
@@ -284,7 +413,9 @@ export function readLuoSessionTable(
   memory: PhysicalMemory,
   headerPhys: number,
   maxSessions: number,
+  version: LuoAbiVersion = 2,
 ): LuoSessionSer[] {
+  const entrySize = sessionSer(version).size;
   const where = `luo_session_header_ser at ${hex(headerPhys)}`;
   if (!memory.contains(headerPhys, luoSessionHeaderSer.size)) {
     throw new LuoAbiError(`${where} is outside RAM`);
@@ -295,7 +426,7 @@ export function readLuoSessionTable(
   }
   const n = Number(count);
   const arrayPhys = headerPhys + luoSessionHeaderSer.size;
-  const arraySize = n * luoSessionSer.size;
+  const arraySize = n * entrySize;
   if (!memory.contains(arrayPhys, arraySize)) {
     throw new LuoAbiError(`${where}: its ${n} luo_session_ser entries run outside RAM`);
   }
@@ -304,7 +435,7 @@ export function readLuoSessionTable(
   const sessions: LuoSessionSer[] = [];
   const names = new Set<string>();
   for (let i = 0; i < n; i++) {
-    const offset = i * luoSessionSer.size;
+    const offset = i * entrySize;
     const entry = `${where}: luo_session_ser[${i}]`;
     const nameField = raw.subarray(offset, offset + LIVEUPDATE_SESSION_NAME_LENGTH);
     const length = strnlen(nameField, LIVEUPDATE_SESSION_NAME_LENGTH);
@@ -314,7 +445,7 @@ export function readLuoSessionTable(
       );
     }
     if (length === 0) throw new LuoAbiError(`${entry}: name is empty`);
-    const session = luoSessionSer.decode(raw, offset);
+    const session = entryOrThrow(entry, () => decodeSession(raw, offset, version));
     const key = sessionNameKey(session.name);
     if (names.has(key)) {
       throw new LuoAbiError(`${entry}: name "${printableSessionName(session.name)}" appears twice`);
@@ -337,13 +468,15 @@ export function readLuoFileTable(
   filesPhys: number,
   count: number,
   maxFiles: number,
+  version: LuoAbiVersion = 2,
 ): LuoFileSer[] {
+  const entrySize = fileSer(version).size;
   const where = `luo_file_ser[${count}] at ${hex(filesPhys)}`;
   if (!Number.isSafeInteger(count) || count < 0 || count > maxFiles) {
     throw new LuoAbiError(`${where}: count ${count} is not in 0..${maxFiles}`);
   }
   if (count === 0) return [];
-  const arraySize = luoFileTableSize(count);
+  const arraySize = luoFileTableSize(count, version);
   if (filesPhys === 0 || !memory.contains(filesPhys, arraySize)) {
     throw new LuoAbiError(`${where} is outside RAM`);
   }
@@ -351,7 +484,7 @@ export function readLuoFileTable(
   const files: LuoFileSer[] = [];
   const tokens = new Set<bigint>();
   for (let i = 0; i < count; i++) {
-    const offset = i * luoFileSer.size;
+    const offset = i * entrySize;
     const entry = `${where}: entry ${i}`;
     const compatibleField = raw.subarray(offset, offset + LIVEUPDATE_HNDL_COMPAT_LENGTH);
     const length = strnlen(compatibleField, LIVEUPDATE_HNDL_COMPAT_LENGTH);
@@ -361,7 +494,7 @@ export function readLuoFileTable(
       );
     }
     if (length === 0) throw new LuoAbiError(`${entry}: compatible is empty`);
-    const file = luoFileSer.decode(raw, offset);
+    const file = entryOrThrow(entry, () => decodeFile(raw, offset, version));
     if (tokens.has(file.token)) {
       throw new LuoAbiError(`${entry}: token ${file.token} appears twice`);
     }
@@ -381,9 +514,10 @@ export function writeLuoSessionTable(
   memory: PhysicalMemory,
   phys: number,
   sessions: readonly LuoSessionSer[],
+  version: LuoAbiVersion = 2,
 ): void {
   const where = `session table at ${hex(phys)}`;
-  const out = new Uint8Array(luoSessionTableSize(sessions.length));
+  const out = new Uint8Array(luoSessionTableSize(sessions.length, version));
   luoSessionHeaderSer.encodeInto(out, 0, { count: BigInt(sessions.length) });
   const names = new Set<string>();
   sessions.forEach((session, i) => {
@@ -392,8 +526,11 @@ export function writeLuoSessionTable(
     if (key === '') throw new LuoAbiError(`${entry}: name is empty`);
     if (names.has(key)) throw new LuoAbiError(`${entry}: name appears twice`);
     names.add(key);
+    const offset = luoSessionHeaderSer.size + i * sessionSer(version).size;
     encodeOrThrow(entry, () =>
-      luoSessionSer.encodeInto(out, luoSessionHeaderSer.size + i * luoSessionSer.size, session),
+      version === 2
+        ? luoSessionSer.encodeInto(out, offset, { ...session, reserved: 0 })
+        : luoSessionSerV1.encodeInto(out, offset, session),
     );
   });
   writeOrThrow(memory, phys, out, where);
@@ -409,18 +546,35 @@ export function writeLuoFileTable(
   memory: PhysicalMemory,
   phys: number,
   files: readonly LuoFileSer[],
+  version: LuoAbiVersion = 2,
 ): void {
   const where = `file table at ${hex(phys)}`;
-  const out = new Uint8Array(luoFileTableSize(files.length));
+  const out = new Uint8Array(luoFileTableSize(files.length, version));
   const tokens = new Set<bigint>();
   files.forEach((file, i) => {
     const entry = `${where}: file ${i} (token ${file.token})`;
     if (file.compatible === '') throw new LuoAbiError(`${entry}: compatible is empty`);
     if (tokens.has(file.token)) throw new LuoAbiError(`${entry}: token appears twice`);
     tokens.add(file.token);
-    encodeOrThrow(entry, () => luoFileSer.encodeInto(out, i * luoFileSer.size, file));
+    const offset = i * fileSer(version).size;
+    encodeOrThrow(entry, () =>
+      version === 2
+        ? luoFileSer.encodeInto(out, offset, { ...file, reserved: 0 })
+        : luoFileSerV1.encodeInto(out, offset, file),
+    );
   });
   writeOrThrow(memory, phys, out, where);
+}
+
+function entryOrThrow<T>(entry: string, decode: () => T): T {
+  try {
+    return decode();
+  } catch (error) {
+    if (error instanceof LuoAbiError) {
+      throw new LuoAbiError(`${entry}: ${error.message}`, { cause: error });
+    }
+    throw error;
+  }
 }
 
 function encodeOrThrow(entry: string, encode: () => void): void {

@@ -22,6 +22,17 @@ export class LuoFile {
   readonly lock = new Mutex();
   /** Its `retrieve` is running: asking for this file again from inside it is a cycle. */
   retrieving = false;
+  /** Incoming, `luo-v2`: bytes at `serializedData` that {@link dataCrc} covers (0: none). */
+  dataSize = 0n;
+  /** Incoming, `luo-v2`: crc32c of the serialized state, checked before `retrieve` or `finish`. */
+  dataCrc = 0;
+  /** Incoming: its serialized state checked out (crc32c) and may be handed to its handler. */
+  verified = false;
+  /**
+   * Incoming: why this file's serialized state cannot be trusted (a mismatched checksum, a
+   * `data` shared with another file). Its handler is never called; it fails with `EIO`.
+   */
+  damage: string | undefined;
   /** The session's handle given to every op of this file. */
   readonly session: LiveUpdateFileSession;
 

@@ -49,6 +49,7 @@ export {
   type ModuleServices,
   type ServiceKey,
 } from './kernel-module.js';
+export { crc32c } from './crc32c.js';
 export { KernelPanic } from './kernel-panic.js';
 export { KexecHandover, type KhoStats, type KhoSubtree } from './kho/kexec-handover.js';
 export { KHO_FDT_COMPATIBLE } from './kho/kho-abi.js';

@@ -233,6 +233,8 @@ export class Kernel {
       log,
     );
     log.trace('modules-init', 'E', { modules: modules.loaded.join(',') });
+    // Drivers and modules have taken their subtrees; what is left has a name nobody knows.
+    kho.reportUnclaimedSubtrees();
     log.info('Run /sbin/init as init process');
     log.trace('boot', 'E');
     return kernel;

@@ -112,4 +112,23 @@ describe('a corrupted KHO handover', () => {
     );
     expect(await probe(second, 'retrieveSubtree', { name: 'kho-probe' })).toBe('ENOENT');
   });
+
+  it('reports, as an error naming it, a subtree whose name was damaged into another valid one', async () => {
+    const machine = await bootedMachine(testImage('6.18.0'), {
+      onHandover: ({ memory, khoFdtPhys }) => {
+        const bytes = memory.view(khoFdtPhys!, locate(memory, khoFdtPhys!).fdtSize);
+        const at = Buffer.from(bytes).indexOf('kho-probe\0');
+        bytes[at + 4] = 'q'.charCodeAt(0); // "kho-qrobe": still a valid name, unknown to all
+      },
+    });
+    const first = machine.spawn();
+    await probe(first, 'preserve', { orders: [0], seed: 1 });
+    await first.kexecLoad(testImage('6.18.1'));
+    await first.reboot(0x45584543);
+    const second = machine.spawn();
+    expect(await probe(second, 'retrieveSubtree', { name: 'kho-probe' })).toBe('ENOENT');
+    expect(machine.dmesg()).toMatch(
+      /KHO: incoming subtree "kho-qrobe" \(blob 0x[0-9a-f]+\+\d+\) was retrieved by no subsystem: its name is damaged or unknown to this kernel/,
+    );
+  });
 });

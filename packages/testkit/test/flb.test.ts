@@ -12,7 +12,7 @@ import {
 } from '@liveupdate/core';
 import { MachineHaltedError, type Process } from '@liveupdate/machine';
 import { liveUpdateImage, statsDifferences, testkitStats } from '@liveupdate/testkit';
-import { boot, openDevice, readLuoFdt, readNote } from './helpers.js';
+import { boot, openDevice, readLuoFdt, readNote, sealLuoHandover } from './helpers.js';
 
 const FLB_MODULE = new URL('./fixtures/flb-module.js', import.meta.url).href;
 
@@ -222,6 +222,7 @@ describe('FLBs across a live update', () => {
     const harness = await bootItems({
       onHandover: ({ memory, khoFdtPhys }) => {
         memory.writeU64(Number(readLuoFdt(memory, khoFdtPhys!).flbHeaderPhys), 2n);
+        sealLuoHandover(memory, khoFdtPhys!);
       },
     });
     await preserveItem(
@@ -375,6 +376,7 @@ describe('getFileIncoming', () => {
         const parentPhys = Number(files.find((f) => f.token === 1n)!.data);
         memory.writeU32(parentPhys + 2048, 1);
         memory.writeU64(parentPhys + 2056, 2n);
+        sealLuoHandover(memory, khoFdtPhys!);
       },
     });
     const session = await (await openDevice(harness.process)).createSession('s');

@@ -66,7 +66,7 @@ export function readPreservedMemfd(
   serPhys: number,
 ): PreservedMemfd {
   const { memory, kho } = ctx;
-  const ser = memfdLuoSer.decode(memory.view(serPhys, memfdLuoSer.size));
+  const ser = memfdLuoSer.decode(memory.read(serPhys, memfdLuoSer.size));
   const where = `memfd_luo_ser at ${hex(serPhys)}`;
   const invalid = (what: string): never => {
     throw new KernelError('EINVAL', `memfd: ${where}: ${what}`);

@@ -1,5 +1,5 @@
 import { inject, injectable } from 'tsyringe';
-import { encodeFdt, fdtNode, fdtValue, readU64, type FdtNode } from '@liveupdate/fdt';
+import { encodeFdt, fdtNode, fdtValue, type FdtNode } from '@liveupdate/fdt';
 import { KernelError, PAGE_SIZE, hex, type PhysicalMemory } from '@liveupdate/machine';
 import { CommandLine } from '../command-line.js';
 import { KernelLog } from '../kernel-log.js';
@@ -21,6 +21,7 @@ import {
   KHO_PROP_PRESERVED_DATA,
   KHO_PROP_SCRATCH_LEN,
   KHO_PROP_SCRATCH_PHYS,
+  KHO_SUBTREE_NAME,
 } from './kho-abi.js';
 import type { KhoIncoming } from './kho-incoming.js';
 import { khoMapPages, writeKhoMemoryMap } from './kho-memory-map.js';
@@ -46,8 +47,6 @@ export interface KhoStats {
 
 /** Folios listed by name in the unclaimed-memory warning; the rest are counted. */
 const UNCLAIMED_LISTED = 8;
-
-const SUBTREE_NAME = /^[A-Za-z0-9,._+-]{1,31}$/;
 
 /**
  * Kexec HandOver. Outgoing: tracks preserved folios and named subtrees, and at kexec writes the
@@ -76,8 +75,9 @@ export class KexecHandover {
   readonly #preservedFrames: Uint8Array;
   readonly #subtrees = new Map<string, KhoSubtree>();
   readonly #incoming = new Map<number, number>();
-  readonly #incomingSubtrees: ReadonlyMap<string, FdtNode>;
-  readonly #retrievedSubtrees = new Set<string>();
+  readonly #incomingSubtrees: ReadonlyMap<string, KhoSubtree>;
+  /** Incoming subtrees some subsystem retrieved. */
+  readonly #claimedSubtrees = new Set<string>();
   #unclaimedFolios = 0;
   #unclaimedFrames = 0;
   readonly #khoBoot: boolean;
@@ -266,6 +266,15 @@ export class KexecHandover {
     return chunks.map((chunk) => this.restoreFolio(chunk.pfn * PAGE_SIZE, chunk.order));
   }
 
+  /**
+   * The order of the folio this kernel preserves for the next one that starts at `phys`, or
+   * `undefined` when no preserved folio starts there: what an allocation from
+   * {@link allocPreserve} covers, for checksumming it.
+   */
+  preservedOrder(phys: number): number | undefined {
+    return phys % PAGE_SIZE === 0 ? this.#preserved.get(phys / PAGE_SIZE) : undefined;
+  }
+
   /** `kho_restore_free()`: restore a preserved folio and free it at once. */
   restoreFree(phys: number): void {
     const pfn = toPfn(phys);
@@ -282,7 +291,7 @@ export class KexecHandover {
    */
   addSubtree(name: string, phys: number, size: number): void {
     this.#checkWritable();
-    if (typeof name !== 'string' || !SUBTREE_NAME.test(name)) {
+    if (typeof name !== 'string' || !KHO_SUBTREE_NAME.test(name)) {
       throw new KernelError(
         'EINVAL',
         `kho: subtree name ${JSON.stringify(name)} is not a valid node name`,
@@ -311,25 +320,36 @@ export class KexecHandover {
   }
 
   /**
-   * `kho_retrieve_subtree()`: the blob the previous kernel published under `name`. `ENOENT` when
-   * this is not a KHO boot or there is no such subtree; `EINVAL` when its properties are missing
-   * or malformed.
+   * `kho_retrieve_subtree()`: the blob the previous kernel published under `name` (validated at
+   * boot: in RAM and in preserved memory). `ENOENT` when this is not a KHO boot or there is no
+   * such subtree. Marks the subtree as claimed (see {@link reportUnclaimedSubtrees}).
    */
   retrieveSubtree(name: string): KhoSubtree {
-    const node = this.#incomingSubtrees.get(name);
-    if (!node) throw new KernelError('ENOENT', `kho: no incoming subtree ${name}`);
-    this.#retrievedSubtrees.add(name);
-    try {
-      const le = { littleEndian: true };
-      const phys = Number(readU64(node, KHO_PROP_PRESERVED_DATA, le));
-      const size = Number(readU64(node, KHO_PROP_BLOB_SIZE, le));
-      if (!this.#memory.contains(phys, size))
-        throw new Error(`blob ${hex(phys)}+${size} is outside RAM`);
-      return { phys, size };
-    } catch (error) {
-      throw new KernelError('EINVAL', `kho: subtree ${name}: ${(error as Error).message}`, {
-        cause: error,
-      });
+    const subtree = this.#incomingSubtrees.get(name);
+    if (!subtree) throw new KernelError('ENOENT', `kho: no incoming subtree ${name}`);
+    this.#claimedSubtrees.add(name);
+    return subtree;
+  }
+
+  /**
+   * Every subtree the previous kernel published, by name, whether retrieved or not: for a
+   * subsystem that finds its own name missing to look for its data under a damaged name.
+   */
+  get incomingSubtrees(): ReadonlyMap<string, KhoSubtree> {
+    return this.#incomingSubtrees;
+  }
+
+  /**
+   * Log, as an error, every incoming subtree that no subsystem retrieved. The kernel calls it once
+   * its drivers and modules are up: such a subtree has a name no subsystem of this kernel knows —
+   * a damaged name, or a subsystem this kernel lacks. Its memory stays reserved; nothing is used.
+   */
+  reportUnclaimedSubtrees(): void {
+    for (const [name, subtree] of this.#incomingSubtrees) {
+      if (this.#claimedSubtrees.has(name)) continue;
+      this.#log.err(
+        `KHO: incoming subtree "${name}" (blob ${hex(subtree.phys)}+${subtree.size}) was retrieved by no subsystem: its name is damaged or unknown to this kernel; its memory stays reserved`,
+      );
     }
   }
 
@@ -362,7 +382,7 @@ export class KexecHandover {
   /** Subtrees never retrieved, and the first unclaimed folios: where the memory came from. */
   #describeUnclaimed(folios: readonly Folio[]): string {
     const subtrees = [...this.#incomingSubtrees.keys()].filter(
-      (name) => !this.#retrievedSubtrees.has(name),
+      (name) => !this.#claimedSubtrees.has(name),
     );
     const listed = folios
       .slice(0, UNCLAIMED_LISTED)
@@ -382,6 +402,16 @@ export class KexecHandover {
   finalize(): number | null {
     if (!this.enabled) return null;
     this.#checkWritable();
+    for (const [name, subtree] of this.#subtrees) {
+      const first = toPfn(subtree.phys - (subtree.phys % PAGE_SIZE));
+      const last = Math.floor((subtree.phys + subtree.size - 1) / PAGE_SIZE);
+      if (this.#preservedFrames.subarray(first, last + 1).includes(0)) {
+        throw new KernelError(
+          'EINVAL',
+          `kho: subtree ${name} blob ${hex(subtree.phys)}+${subtree.size} is not in preserved memory`,
+        );
+      }
+    }
     const allocated: Folio[] = [];
     try {
       const draft = encodeFdt(this.#rootFdt(0));

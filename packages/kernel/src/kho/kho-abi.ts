@@ -24,5 +24,10 @@ export const KHO_PROP_SCRATCH_PHYS = 'scratch-phys';
 export const KHO_PROP_SCRATCH_LEN = 'scratch-len';
 export const KHO_PROP_PRESERVED_DATA = 'preserved-data';
 export const KHO_PROP_BLOB_SIZE = 'blob-size';
+/**
+ * What `kho_add_subtree()` accepts as a subtree name (a node name without a unit address, as
+ * subsystems use: `LUO`, `iommu`, `pci`); the next kernel refuses any other node.
+ */
+export const KHO_SUBTREE_NAME = /^[A-Za-z0-9,._+-]{1,31}$/;
 /** The largest root FDT the next kernel accepts. */
 export const KHO_FDT_MAX_SIZE = 1024 * 1024;

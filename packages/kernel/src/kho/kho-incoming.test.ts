@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { encodeFdt, fdtNode, fdtValue, getProperty, type FdtNode } from '@liveupdate/fdt';
+import { encodeFdt, fdtNode, fdtValue, type FdtNode } from '@liveupdate/fdt';
 import { PAGE_SIZE, PhysicalMemory, hex } from '@liveupdate/machine';
 import { KhoHandoverError, readKhoHandover, type KhoIncoming } from './kho-incoming.js';
 import { KHO_MAP_MAGIC, writeKhoMemoryMap, type PreservedFolio } from './kho-memory-map.js';
@@ -45,6 +45,29 @@ function writeHandover(memory: PhysicalMemory, options: HandoverOptions = {}): n
   return FDT_PFN * PAGE_SIZE;
 }
 
+/** A subtree node as kho_add_subtree() writes it, with `changes` applied (`null` removes). */
+function subtreeNode(
+  name: string,
+  phys: number,
+  size: number,
+  changes: Record<string, Uint8Array | null> = {},
+  children: FdtNode[] = [],
+): FdtNode {
+  const all: Record<string, Uint8Array | null> = {
+    'preserved-data': fdtValue.u64(BigInt(phys), le),
+    'blob-size': fdtValue.u64(BigInt(size), le),
+    ...changes,
+  };
+  const properties: Record<string, Uint8Array> = {};
+  for (const [key, value] of Object.entries(all)) if (value) properties[key] = value;
+  return fdtNode(name, properties, children);
+}
+
+/** `n` valid subtrees with blobs in the root FDT's own folio: they make the root FDT large. */
+function paddingSubtrees(n: number): FdtNode[] {
+  return Array.from({ length: n }, (_, i) => subtreeNode(`pad${i}`, FDT_PFN * PAGE_SIZE, 16));
+}
+
 function handoverError(memory: PhysicalMemory, fdtPhys: number): KhoHandoverError {
   try {
     readKhoHandover(memory, fdtPhys, MAX_ORDER, FIRST_USABLE_PFN);
@@ -59,7 +82,7 @@ describe('readKhoHandover', () => {
   it("reads a valid handover: folios sorted by pfn, the handover's own folios, scratch and subtrees", () => {
     const memory = PhysicalMemory.allocate(RAM);
     const subtree = fdtNode('luo', {
-      'preserved-data': fdtValue.u64(0x300000n, le),
+      'preserved-data': fdtValue.u64(BigInt(1300 * PAGE_SIZE + 8), le),
       'blob-size': fdtValue.u64(64n, le),
     });
     const fdtPhys = writeHandover(memory, {
@@ -85,7 +108,7 @@ describe('readKhoHandover', () => {
       { pfn: MAP_PFN, order: 0 },
     ]);
     expect([...incoming.subtrees.keys()]).toEqual(['luo']);
-    expect(getProperty(incoming.subtrees.get('luo')!, 'blob-size')).toEqual(fdtValue.u64(64n, le));
+    expect(incoming.subtrees.get('luo')).toEqual({ phys: 1300 * PAGE_SIZE + 8, size: 64 });
   });
 
   it('returns the compatible string, without looking further, for another KHO ABI', () => {
@@ -174,16 +197,13 @@ describe('readKhoHandover', () => {
 
   it('rejects a root FDT larger than the folio it is preserved in', () => {
     const memory = PhysicalMemory.allocate(RAM);
-    const fdtPhys = writeHandover(memory, { properties: { padding: new Uint8Array(5000) } });
+    const fdtPhys = writeHandover(memory, { children: paddingSubtrees(100) });
     expect(handoverError(memory, fdtPhys).message).toContain('not in preserved memory');
   });
 
   it('accepts a root FDT larger than a page when its folio is large enough', () => {
     const memory = PhysicalMemory.allocate(RAM);
-    const fdtPhys = writeHandover(memory, {
-      properties: { padding: new Uint8Array(5000) },
-      fdtOrder: 1,
-    });
+    const fdtPhys = writeHandover(memory, { children: paddingSubtrees(100), fdtOrder: 1 });
     const incoming = readKhoHandover(memory, fdtPhys, MAX_ORDER, FIRST_USABLE_PFN) as KhoIncoming;
     expect(incoming.handoverFolios[0]).toEqual({ pfn: FDT_PFN, order: 1 });
   });
@@ -242,5 +262,78 @@ describe('readKhoHandover', () => {
       properties: { 'scratch-phys': fdtValue.u64(phys, le), 'scratch-len': fdtValue.u64(len, le) },
     });
     expect(handoverError(memory, fdtPhys).message).toContain('scratch area');
+  });
+
+  it('rejects a root property KHO does not write, naming it', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const fdtPhys = writeHandover(memory, { properties: { 'scratch-phis': fdtValue.u64(0n, le) } });
+    expect(handoverError(memory, fdtPhys).message).toBe(
+      'root FDT: unknown property "scratch-phis"',
+    );
+  });
+
+  const BLOB = 1300 * PAGE_SIZE;
+  it.each<[string, FdtNode, string]>([
+    [
+      'a name kho_add_subtree() refuses',
+      subtreeNode('x'.repeat(32), BLOB, 16),
+      'not a name kho_add_subtree() accepts',
+    ],
+    ['a unit address', subtreeNode('LUO@1', BLOB, 16), 'not a name kho_add_subtree() accepts'],
+    ['a child node', subtreeNode('LUO', BLOB, 16, {}, [fdtNode('x', {})]), 'has child nodes'],
+    [
+      'an unknown property',
+      subtreeNode('LUO', BLOB, 16, { 'blob-sise': fdtValue.u64(1n, le) }),
+      'unknown property "blob-sise"',
+    ],
+    ['no blob-size', subtreeNode('LUO', BLOB, 16, { 'blob-size': null }), 'blob-size'],
+    [
+      'a preserved-data of 4 bytes',
+      subtreeNode('LUO', BLOB, 16, { 'preserved-data': fdtValue.u32(BLOB) }),
+      'preserved-data',
+    ],
+    [
+      'an empty blob',
+      subtreeNode('LUO', BLOB, 0),
+      `blob ${hex(BLOB)}+0 is empty, at 0 or outside RAM`,
+    ],
+    ['a blob at 0', subtreeNode('LUO', 0, 16), 'blob 0x0+16 is empty, at 0 or outside RAM'],
+    [
+      'a blob past the end of RAM',
+      subtreeNode('LUO', RAM - 8, 16),
+      'is empty, at 0 or outside RAM',
+    ],
+    [
+      'a blob in free memory',
+      subtreeNode('LUO', 1400 * PAGE_SIZE, 16),
+      `blob ${hex(1400 * PAGE_SIZE)}+16 is not in preserved memory`,
+    ],
+    [
+      'a blob running past its folio',
+      subtreeNode('LUO', BLOB + 4 * PAGE_SIZE - 8, 16),
+      'is not in preserved memory',
+    ],
+  ])('rejects a subtree with %s, naming it', (_what, node, problem) => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const fdtPhys = writeHandover(memory, {
+      folios: [{ pfn: 1300, order: 2 }],
+      children: [node],
+    });
+    const message = handoverError(memory, fdtPhys).message;
+    expect(message).toContain(`subtree ${JSON.stringify(node.name)}`);
+    expect(message).toContain(problem);
+  });
+
+  it('accepts a blob spanning two adjacent preserved folios', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const fdtPhys = writeHandover(memory, {
+      folios: [
+        { pfn: 1300, order: 2 },
+        { pfn: 1304, order: 0 },
+      ],
+      children: [subtreeNode('LUO', BLOB + 4 * PAGE_SIZE - 8, 16)],
+    });
+    const incoming = readKhoHandover(memory, fdtPhys, MAX_ORDER, FIRST_USABLE_PFN) as KhoIncoming;
+    expect(incoming.subtrees.get('LUO')).toEqual({ phys: BLOB + 4 * PAGE_SIZE - 8, size: 16 });
   });
 });

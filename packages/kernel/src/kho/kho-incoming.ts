@@ -10,10 +10,14 @@ import { PAGE_SIZE, hex, type PhysicalMemory } from '@liveupdate/machine';
 import {
   KHO_FDT_COMPATIBLE,
   KHO_FDT_MAX_SIZE,
+  KHO_PROP_BLOB_SIZE,
   KHO_PROP_MEMORY_MAP,
+  KHO_PROP_PRESERVED_DATA,
   KHO_PROP_SCRATCH_LEN,
   KHO_PROP_SCRATCH_PHYS,
+  KHO_SUBTREE_NAME,
 } from './kho-abi.js';
+import type { KhoSubtree } from './kexec-handover.js';
 import { KhoMapError, readKhoMemoryMap, type PreservedFolio } from './kho-memory-map.js';
 
 /** A range of frames. */
@@ -30,8 +34,8 @@ export interface KhoIncoming {
   readonly folios: readonly PreservedFolio[];
   /** The folios holding the root FDT and the memory map: freed once the handover is parsed. */
   readonly handoverFolios: readonly PreservedFolio[];
-  /** Subtree nodes of the root FDT by name. */
-  readonly subtrees: ReadonlyMap<string, FdtNode>;
+  /** The subtrees of the root FDT by name: each blob in RAM and in preserved memory. */
+  readonly subtrees: ReadonlyMap<string, KhoSubtree>;
 }
 
 /** The handover is corrupt; the message names what is wrong and where. The kernel panics. */
@@ -153,8 +157,95 @@ export function readKhoHandover(
     }
     handoverFolios.push(folio);
   }
-  const subtrees = new Map(root.children.map((child) => [child.name, child]));
+  const subtrees = readSubtrees(root, memory, folios);
   return { fdtPhys, scratch, folios, handoverFolios, subtrees };
+}
+
+const ROOT_PROPERTIES = new Set([
+  'compatible',
+  KHO_PROP_MEMORY_MAP,
+  KHO_PROP_SCRATCH_PHYS,
+  KHO_PROP_SCRATCH_LEN,
+]);
+const SUBTREE_PROPERTIES = new Set([KHO_PROP_PRESERVED_DATA, KHO_PROP_BLOB_SIZE]);
+
+/**
+ * The root's subtree nodes, each as `kho_add_subtree()` writes it: a name it accepts, exactly
+ * `preserved-data` and `blob-size`, no children, a non-empty blob in RAM whose every frame is
+ * preserved. Also refuses a root property KHO does not write. A damaged name that is still a
+ * valid one cannot be seen here; the kernel reports subtrees nobody retrieves
+ * (`reportUnclaimedSubtrees`).
+ */
+function readSubtrees(
+  root: FdtNode,
+  memory: PhysicalMemory,
+  folios: readonly PreservedFolio[],
+): Map<string, KhoSubtree> {
+  for (const { name } of root.properties) {
+    if (!ROOT_PROPERTIES.has(name)) {
+      throw new KhoHandoverError(`root FDT: unknown property ${JSON.stringify(name)}`);
+    }
+  }
+  const le = { littleEndian: true };
+  const subtrees = new Map<string, KhoSubtree>();
+  for (const node of root.children) {
+    const where = `root FDT: subtree ${JSON.stringify(node.name)}`;
+    if (!KHO_SUBTREE_NAME.test(node.name)) {
+      throw new KhoHandoverError(`${where}: not a name kho_add_subtree() accepts`);
+    }
+    if (subtrees.has(node.name)) throw new KhoHandoverError(`${where}: appears twice`);
+    if (node.children.length > 0) throw new KhoHandoverError(`${where}: has child nodes`);
+    for (const { name } of node.properties) {
+      if (!SUBTREE_PROPERTIES.has(name)) {
+        throw new KhoHandoverError(`${where}: unknown property ${JSON.stringify(name)}`);
+      }
+    }
+    const u64 = (name: string): bigint => {
+      try {
+        return readU64(node, name, le);
+      } catch (error) {
+        if (error instanceof FdtError) throw new KhoHandoverError(`${where}: ${error.message}`);
+        throw error;
+      }
+    };
+    const phys = u64(KHO_PROP_PRESERVED_DATA);
+    const size = u64(KHO_PROP_BLOB_SIZE);
+    const blob = `${where}: blob ${hex(phys)}+${size}`;
+    if (size === 0n || phys === 0n || phys + size > BigInt(memory.size)) {
+      throw new KhoHandoverError(`${blob} is empty, at 0 or outside RAM`);
+    }
+    const subtree = { phys: Number(phys), size: Number(size) };
+    if (!isPreserved(subtree, folios)) {
+      throw new KhoHandoverError(`${blob} is not in preserved memory`);
+    }
+    subtrees.set(node.name, subtree);
+  }
+  return subtrees;
+}
+
+/** Whether every frame of `range` lies in a folio of `folios` (sorted by pfn, disjoint). */
+function isPreserved(range: KhoSubtree, folios: readonly PreservedFolio[]): boolean {
+  let pfn = Math.floor(range.phys / PAGE_SIZE);
+  const end = Math.ceil((range.phys + range.size) / PAGE_SIZE);
+  // The last folio starting at or before pfn, by binary search.
+  let low = 0;
+  let high = folios.length - 1;
+  let index = -1;
+  while (low <= high) {
+    const mid = (low + high) >> 1;
+    if (folios[mid]!.pfn <= pfn) {
+      index = mid;
+      low = mid + 1;
+    } else {
+      high = mid - 1;
+    }
+  }
+  for (; index >= 0 && index < folios.length && pfn < end; index++) {
+    const folio = folios[index]!;
+    if (folio.pfn > pfn || folio.pfn + 2 ** folio.order <= pfn) return false;
+    pfn = folio.pfn + 2 ** folio.order;
+  }
+  return pfn >= end;
 }
 
 function describe(folio: PreservedFolio): string {

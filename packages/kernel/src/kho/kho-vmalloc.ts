@@ -180,7 +180,7 @@ export function khoReadVmalloc(
     for (const phys of chunkEntries(memory, chunk)) {
       if (index + runPages > totalPages) fail(`more pages than total_pages ${totalPages}`);
       take(phys, order, 'run');
-      data.set(memory.view(phys, runPages * PAGE_SIZE), index * PAGE_SIZE);
+      data.set(memory.read(phys, runPages * PAGE_SIZE), index * PAGE_SIZE);
       index += runPages;
     }
     const next = memory.readU64(chunk);
