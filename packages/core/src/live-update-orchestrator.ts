@@ -6,10 +6,8 @@ import {
   type FileOperations,
   type KernelLog,
   type KernelProcess,
-  type Folio,
   type KexecHandover,
   type ModuleContext,
-  type PageAllocator,
   type SyscallContext,
   type Vfs,
 } from '@liveupdate/kernel';
@@ -35,7 +33,6 @@ import {
   decodeLuoFdt,
   encodeLuoFdt,
   luoFileTableSize,
-  luoSessionHeaderSer,
   luoSessionTableSize,
   readLuoFileTable,
   readLuoFlbTable,
@@ -113,7 +110,6 @@ export class LiveUpdateOrchestrator {
   /** The context of every handler call (see `handler-call.ts`). */
   readonly #calls: { log: KernelLog; faultInjector: FaultInjector | undefined };
   readonly #kho: KexecHandover;
-  readonly #pages: PageAllocator;
   readonly #memory: PhysicalMemory;
   readonly #vfs: Vfs;
   readonly #outgoing = new Map<string, LuoSession>();
@@ -137,7 +133,6 @@ export class LiveUpdateOrchestrator {
     this.#calls = { log: ctx.log, faultInjector: undefined };
     this.flbs = new FlbRegistry(this.#calls, ctx.log);
     this.#kho = ctx.kho;
-    this.#pages = ctx.pages;
     this.#memory = ctx.memory;
     this.#vfs = ctx.vfs;
     const wanted = ctx.cmdline.bool('liveupdate', false);
@@ -389,8 +384,13 @@ export class LiveUpdateOrchestrator {
     try {
       const sessions = this.#readIncomingSessions(header);
       const blobs = [header, ...sessions.flatMap((s) => (s.files.length > 0 ? [s.blob] : []))];
-      for (const { session } of sessions) this.#incoming.set(session.name, session);
       for (const blob of blobs) this.#kho.restoreFree(blob);
+      await checkPreservedFrameClaims(
+        sessions.map((s) => s.session),
+        this.#calls,
+        this.#memory,
+      );
+      for (const { session } of sessions) this.#incoming.set(session.key, session);
       this.#deserialized = 'done';
       this.#log.info(
         `LUO: deserialized ${sessions.length} incoming sessions (luo-v${this.#incomingVersion})`,
@@ -429,7 +429,7 @@ export class LiveUpdateOrchestrator {
     const structures = new Map<bigint, string>([[BigInt(header), where]]);
     const sessions = table.map((entry) => {
       const session = this.#newSession(entry.name, true);
-      const what = `session "${entry.name}": luo_file_ser[${entry.count}] at ${hex(entry.files)}`;
+      const what = `session "${session.label}": luo_file_ser[${entry.count}] at ${hex(entry.files)}`;
       if (entry.count === 0n) {
         if (entry.files !== 0n || entry.filesCrc !== 0) {
           throw new LuoAbiError(`${what}: an empty session has files 0 and files_crc 0`);
@@ -462,13 +462,13 @@ export class LiveUpdateOrchestrator {
         const handler = this.registry.byCompatible(f.compatible);
         if (!handler) {
           throw new LuoAbiError(
-            `session "${session.name}" token ${f.token}: no file handler registered for compatible "${f.compatible}"`,
+            `session "${session.label}" token ${f.token}: no file handler registered for compatible "${f.compatible}"`,
           );
         }
         const luoFile = new LuoFile(session.handle, handler, f.token, null, f.data);
         luoFile.dataSize = f.dataSize;
         luoFile.dataCrc = f.dataCrc;
-        const name = `session "${session.name}" token ${f.token}`;
+        const name = `session "${session.label}" token ${f.token}`;
         const damage = (reason: string) => {
           luoFile.damage ??= `${name}: luo_file_ser data ${hex(f.data)}: ${reason}`;
         };
@@ -755,7 +755,7 @@ export class LiveUpdateOrchestrator {
       const { handler } = luoFile;
       if (luoFile.damage) {
         this.#log.err(
-          `LUO: session "${session.name}" token ${luoFile.token} is damaged: ${handler.compatible}'s finish is not called; its preserved memory stays reserved`,
+          `LUO: session "${session.label}" token ${luoFile.token} is damaged: ${handler.compatible}'s finish is not called; its preserved memory stays reserved`,
         );
       } else {
         await luoFile.lock.run(() =>
@@ -917,7 +917,7 @@ export class LiveUpdateOrchestrator {
    */
   #fileEntry(session: LuoSession, luoFile: LuoFile, owners: Map<bigint, string>): LuoFileSer {
     const data = luoFile.serializedData;
-    const name = `session "${session.name}" token ${luoFile.token}`;
+    const name = `session "${session.label}" token ${luoFile.token}`;
     const owner = data === 0n ? undefined : owners.get(data);
     if (owner !== undefined) {
       throw new KernelError(
@@ -1014,42 +1014,4 @@ function checkedData(handler: FileHandler, data: FileOpArgs['serializedData']): 
 function errnoName(errno: number): ErrnoName {
   const name = Object.keys(ERRNO).find((key) => ERRNO[key as ErrnoName] === errno);
   return name && isErrnoName(name) ? name : 'EIO';
-}
-
-/**
- * `kho_restore_folio()` of the preserved block LUO wrote at `phys`, checked to hold `size` bytes
- * from `phys`; `LuoAbiError` naming `what` otherwise, with nothing left restored.
- */
-function restoreBlock(
-  kho: KexecHandover,
-  pages: PageAllocator,
-  phys: number,
-  size: number,
-  what: string,
-): Folio {
-  let folio: Folio;
-  try {
-    folio = kho.restoreFolio(phys);
-  } catch (error) {
-    throw new LuoAbiError(
-      `${what} at ${hex(phys)} is not preserved memory: ${(error as Error).message}`,
-    );
-  }
-  checkFits(pages, folio, phys, size, what);
-  return folio;
-}
-
-/** The physical address just past `folio`. */
-function blockEnd(folio: Folio): number {
-  return (folio.pfn + 2 ** folio.order) * PAGE_SIZE;
-}
-
-/** `LuoAbiError` (after freeing `folio`) unless `[phys, phys + size)` lies in `folio`. */
-function checkFits(pages: PageAllocator, folio: Folio, phys: number, size: number, what: string) {
-  const end = blockEnd(folio);
-  if (phys + size <= end) return;
-  pages.freePages(folio);
-  throw new LuoAbiError(
-    `${what} at ${hex(phys)}: ${size} bytes run past its preserved block of ${end - phys} bytes`,
-  );
 }

@@ -165,7 +165,11 @@ describe('the serialized structs', () => {
     expect(view.getBigUint64(72, true)).toBe(3n);
     expect(view.getUint32(80, true)).toBe(0x8a9136aa);
     expect(luoSessionSer.decode(bytes)).toEqual(value);
-    expect(luoSessionSerV1.decode(bytes)).toEqual({ name: utf8.encode('vm0'), files: 0x5000n, count: 3n });
+    expect(luoSessionSerV1.decode(bytes)).toEqual({
+      name: utf8.encode('vm0'),
+      files: 0x5000n,
+      count: 3n,
+    });
     expect(luoSessionHeaderSer.decode(luoSessionHeaderSer.encode({ count: 819n }))).toEqual({
       count: 819n,
     });
@@ -481,7 +485,10 @@ describe('the session table', () => {
       [[sessions[0]!, { ...sessions[1]!, name: utf8.encode('vm0') }], /name appears twice/],
       [[{ name: utf8.encode('y'.repeat(64)), files: 0n, count: 0n, filesCrc: 0 }], /does not fit/],
       [[{ name: utf8.encode('é'.repeat(32)), files: 0n, count: 0n, filesCrc: 0 }], /does not fit/],
-      [[{ name: new Uint8Array([0x61, 0, 0x62]), files: 0n, count: 0n, filesCrc: 0 }], /does not fit/],
+      [
+        [{ name: new Uint8Array([0x61, 0, 0x62]), files: 0n, count: 0n, filesCrc: 0 }],
+        /does not fit/,
+      ],
     ];
     for (const [table, message] of cases) {
       expect(abiErrorOf(() => writeLuoSessionTable(memory, 0x1000, table))).toMatch(message);

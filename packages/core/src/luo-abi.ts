@@ -46,7 +46,15 @@ import { hex, type PhysicalMemory } from '@liveupdate/machine';
 import { LIVEUPDATE_HNDL_COMPAT_LENGTH } from './file-handler.js';
 import { LIVEUPDATE_SESSION_NAME_LENGTH } from './liveupdate-uapi.js';
 import { printableSessionName, sessionNameKey } from './session-name.js';
-import { cbytes, cstring, defineStruct, strnlen, u32, u64, type StructCodec } from './struct-codec.js';
+import {
+  cbytes,
+  cstring,
+  defineStruct,
+  strnlen,
+  u32,
+  u64,
+  type StructCodec,
+} from './struct-codec.js';
 
 /** Name of LUO's KHO subtree (`LUO_FDT_KHO_ENTRY_NAME`). */
 export const LUO_FDT_KHO_ENTRY_NAME = 'LUO';

@@ -208,6 +208,7 @@ export async function fillFdTable(process: Process): Promise<number> {
       throw error;
     }
   }
+}
 
 /** A raw `luo-v2` session entry and its raw file entries, as the bytes say (nothing validated). */
 export interface RawLuoSession {

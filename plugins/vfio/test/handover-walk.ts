@@ -33,7 +33,7 @@ export function handedOverFiles(memory: PhysicalMemory, khoFdtPhys: number): Han
   const fdt = luoFdt(memory, khoFdtPhys);
   return readLuoSessionTable(memory, Number(fdt.sessionHeaderPhys), 1024).flatMap((session) =>
     readLuoFileTable(memory, Number(session.files), Number(session.count), 1024).map((file) => ({
-      session: session.name,
+      session: new TextDecoder().decode(session.name),
       compatible: file.compatible,
       token: file.token,
       data: Number(file.data),
