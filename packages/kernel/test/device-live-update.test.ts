@@ -66,8 +66,10 @@ async function startAndPreserve(
   let at: AtHandover | undefined;
   const options: MachineOptions = {
     devices: [
-      { kind: 'nic', bdf: KEPT, packetsPerSecond: 500 },
-      { kind: 'nic', bdf: DROPPED, packetsPerSecond: 500 },
+      // 100 packets/s fills a ring of 2048 after 20 s: nobody consumes it, and on a loaded
+      // machine a test can take several seconds from start to its last wait for packets.
+      { kind: 'nic', bdf: KEPT, packetsPerSecond: 100 },
+      { kind: 'nic', bdf: DROPPED, packetsPerSecond: 100 },
     ],
     onHandover: ({ memory, khoFdtPhys }) => {
       at = {
