@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { LiveUpdateDevice } from '@liveupdate/core';
 import type { HandoverEvent, PhysicalMemory } from '@liveupdate/machine';
-import { testkitStats } from '@liveupdate/testkit';
+import { testkitStats, sealLuoHandover } from '@liveupdate/testkit';
 import { ringbufCreate } from '@liveupdate/example-ringbuf';
 import {
   KiB,
@@ -27,8 +27,11 @@ import {
 async function damagedHandover(damage: (memory: PhysicalMemory, ser: number) => void) {
   let where = { data: 0, size: 0 };
   const harness = await boot({
-    onHandover: ({ memory }: HandoverEvent) =>
-      damage(memory, findRingbufLuoSer(memory, where.data, where.size)),
+    onHandover: ({ memory, khoFdtPhys }: HandoverEvent) => {
+      damage(memory, findRingbufLuoSer(memory, where.data, where.size));
+      // LUO's checksums would refuse the damage first: reseal them, so the handler is tested.
+      sealLuoHandover(memory, khoFdtPhys!);
+    },
   });
   const fd = await ringbufCreate(harness.process, 4 * KiB);
   await append(harness.process, fd, [record(1, 100)]);

@@ -18,6 +18,14 @@ export {
   type BootForLiveUpdateOptions,
 } from './live-update-harness.js';
 export { errnoOf } from './errno-of.js';
+export {
+  downgradeToLuoV1,
+  luoFdtLocation,
+  rawLuoHandover,
+  readLuoFdt,
+  sealLuoHandover,
+  type RawLuoSession,
+} from './luo-handover-bytes.js';
 export { twoStage, type TwoStageOptions } from './two-stage.js';
 export {
   LEAK_STATS,

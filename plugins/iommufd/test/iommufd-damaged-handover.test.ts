@@ -3,6 +3,7 @@
 // on them (sticky errno, logged) while the preserved device keeps translating.
 import { describe, expect, it } from 'vitest';
 import type { PhysicalMemory } from '@liveupdate/machine';
+import { sealLuoHandover } from '@liveupdate/testkit';
 import {
   IOMMU_FLB_COMPATIBLE,
   IOMMUFD_LUO_COMPATIBLE,
@@ -65,9 +66,11 @@ describe('a damaged iommufd handover', () => {
   it.each(cases)(
     'fails the iommufd with a sticky EINVAL, logged, and leaves the device translating: %s',
     async (_name, damage, logged) => {
-      const harness = await bootWithDevices(({ memory, khoFdtPhys }) =>
-        damage(memory, khoFdtPhys!),
-      );
+      const harness = await bootWithDevices(({ memory, khoFdtPhys }) => {
+        damage(memory, khoFdtPhys!);
+        // LUO's checksums would refuse the damage first: reseal them, so iommufd is tested.
+        sealLuoHandover(memory, khoFdtPhys!);
+      });
       const vmm = await vmmSetup(harness.process);
       const oldDomain = (await vmm.device.state()).domainId;
       await preserveVmm(vmm);

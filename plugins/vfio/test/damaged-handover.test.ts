@@ -2,6 +2,7 @@
 // IOMMU FLB it depends on are read against what their writers can produce and against the IOMMU
 // and the iommufd of the session. A refusal fails the device file only (sticky errno, logged);
 // the device stays claimed and keeps doing DMA through its restored domain.
+import { sealLuoHandover } from '@liveupdate/testkit';
 import { describe, expect, it } from 'vitest';
 import { LiveUpdateDevice } from '@liveupdate/core';
 import type { PhysicalMemory } from '@liveupdate/machine';
@@ -71,7 +72,11 @@ describe('a damaged vfio-pci handover', () => {
     'fails the NIC file with a sticky errno, logged, and the NIC keeps streaming: %s',
     async (_name, damage, errno, logged, first) => {
       const harness = await bootVfio({
-        onHandover: ({ memory, khoFdtPhys }) => damage(memory, khoFdtPhys!),
+        onHandover: ({ memory, khoFdtPhys }) => {
+          damage(memory, khoFdtPhys!);
+          // LUO's checksums would refuse the damage first: reseal them, so vfio is tested.
+          sealLuoHandover(memory, khoFdtPhys!);
+        },
       });
       const vm = await createVm(harness.process, LAYOUT, { hwptToken: 1 });
       await vm.nic.start();
