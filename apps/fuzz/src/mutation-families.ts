@@ -84,16 +84,18 @@ export const MUTATION_FAMILIES: readonly MutationFamily[] = [
     },
   },
   bitFlip('kho-memory-map', "a bit of KHO's preserved-memory map", (m) => m.memoryMap),
-  bitFlip('kho-subtree-blob', "a bit of another subtree's blob", (m) =>
-    m.subtreeBlobs.filter((b) => b.phys !== m.luoFdt.phys),
-  ),
   bitFlip('luo-fdt', 'a bit of the LUO FDT', (m) => [m.luoFdt]),
   {
     name: 'luo-compatible',
     description: 'one character of a compatible string of the LUO FDT',
     apply: (ctx) => {
-      const text = ctx.random.pick(['luo-v1', 'luo-session-v1', 'luo-flb-v1']);
-      return changeString(ctx, ctx.map.luoFdt, text);
+      const blob = Buffer.from(ctx.memory.read(ctx.map.luoFdt.phys, ctx.map.luoFdt.size));
+      const present = ['luo-v', 'luo-session-v', 'luo-flb-v'].flatMap((prefix) =>
+        ['1', '2'].map((v) => prefix + v).filter((text) => blob.includes(`${text}\0`)),
+      );
+      return present.length === 0
+        ? null
+        : changeString(ctx, ctx.map.luoFdt, ctx.random.pick(present));
     },
   },
   {

@@ -42,17 +42,21 @@ describe('ModuleMemory', () => {
     expect(memory.frame(folio.pfn + 1)[0]).toBe(k2.memory.read(phys + PAGE_SIZE, 1)[0]);
   });
 
-  it('refuses another handler’s preserved frame until it is restored, then gives its bytes', () => {
+  it('lets a preserved frame be copied out but not viewed or written until it is restored', () => {
     const { k2, theirs, memory } = nextKernel();
     const phys = theirs.pfn * PAGE_SIZE;
-    const error = failure(() => memory.read(phys, 16));
+    // A reader checks handover data before it restores any of it: copying reads are allowed.
+    expect(memory.read(phys + PAGE_SIZE, 4)).toEqual(new Uint8Array(4).fill(0x22));
+    expect(memory.readU32(phys + PAGE_SIZE)).toBe(0x22222222);
+    const error = failure(() => memory.view(phys, 16));
     expect(error.code).toBe('EFAULT');
     expect(error.message).toBe(
       `EFAULT: module probe: access to 0x${phys.toString(16)}+0x10 touches frame 0x${phys.toString(16)}, which is preserved by the previous kernel and not restored (restore it through KHO before use), not memory of this kernel`,
     );
     expect(errorOf(() => memory.writeU32(phys + PAGE_SIZE, 1))).toBe('EFAULT');
     k2.kho.restoreFolio(phys, 1);
-    expect(memory.read(phys + PAGE_SIZE, 4)).toEqual(new Uint8Array(4).fill(0x22));
+    memory.writeU32(phys + PAGE_SIZE, 1);
+    expect(memory.view(phys + PAGE_SIZE, 4)).toEqual(new Uint8Array([1, 0, 0, 0]));
   });
 
   it('refuses free frames, firmware and the memory map, naming what they are', () => {

@@ -73,7 +73,7 @@ export function createMemfdLuoHandler(memfds: MemfdFileSystem): FileHandler {
   const { kho, pages, memory, log } = ctx;
 
   const readSer = (phys: number): MemfdLuoSer =>
-    memfdLuoSer.decode(memory.view(phys, memfdLuoSer.size));
+    memfdLuoSer.decode(memory.read(phys, memfdLuoSer.size));
   const writeSer = (phys: number, ser: MemfdLuoSer): void =>
     memfdLuoSer.encodeInto(memory.view(phys, memfdLuoSer.size), 0, ser);
 
@@ -96,7 +96,7 @@ export function createMemfdLuoHandler(memfds: MemfdFileSystem): FileHandler {
     try {
       return readPreservedMemfd(ctx, serPhys);
     } catch (error) {
-      const listed = memfdLuoSer.decode(memory.view(serPhys, memfdLuoSer.size)).nrFolios;
+      const listed = memfdLuoSer.decode(memory.read(serPhys, memfdLuoSer.size)).nrFolios;
       log.err(
         `${(error as Error).message} (${op} in session "${session}"); the folios it lists (nr_folios ${listed}) stay reserved`,
       );

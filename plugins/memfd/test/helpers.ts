@@ -84,6 +84,8 @@ export interface Stats {
     preservedFrames: number;
     unrestoredFolios: number;
     unrestoredFrames: number;
+    unclaimedFolios: number;
+    unclaimedFrames: number;
   };
   pinnedFrames: number;
 }
