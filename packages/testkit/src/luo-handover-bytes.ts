@@ -20,7 +20,9 @@ import {
   luoSessionHeaderSer,
   luoSessionSer,
   luoSessionSerV1,
+  readLuoFlbTable,
   type LuoFdt,
+  type LuoFlbSer,
 } from '@liveupdate/core';
 import { crc32c } from '@liveupdate/kernel';
 import type { PhysicalMemory } from '@liveupdate/machine';
@@ -58,12 +60,13 @@ export interface RawLuoSession {
 
 /**
  * The `luo-v2` handover's sessions and files as raw entries with their addresses, read with the
- * codecs alone, so a test can edit bytes the reader would refuse and then {@link sealLuoHandover}.
+ * codecs alone, so a test can edit bytes the reader would refuse and then {@link sealLuoHandover};
+ * and its FLB table (`luo_flb_ser[]`), to find an FLB's `data`.
  */
 export function rawLuoHandover(
   memory: PhysicalMemory,
   khoFdtPhys: number,
-): { fdt: LuoFdt; sessions: RawLuoSession[] } {
+): { fdt: LuoFdt; sessions: RawLuoSession[]; flbs: LuoFlbSer[] } {
   const fdt = readLuoFdt(memory, khoFdtPhys);
   const header = Number(fdt.sessionHeaderPhys);
   const count = Number(memory.readU64(header));
@@ -76,7 +79,7 @@ export function rawLuoHandover(
     });
     return { phys, entry, files };
   });
-  return { fdt, sessions };
+  return { fdt, sessions, flbs: readLuoFlbTable(memory, Number(fdt.flbHeaderPhys)) };
 }
 
 /**

@@ -3,14 +3,13 @@
 // on them (sticky errno, logged) while the preserved device keeps translating.
 import { describe, expect, it } from 'vitest';
 import type { PhysicalMemory } from '@liveupdate/machine';
-import { sealLuoHandover } from '@liveupdate/testkit';
+import { rawLuoHandover, sealLuoHandover } from '@liveupdate/testkit';
 import {
   IOMMU_FLB_COMPATIBLE,
   IOMMUFD_LUO_COMPATIBLE,
   IommufdDevice,
   iommufdLu,
 } from '../src/index.js';
-import { handedOverFiles, handedOverFlbData } from './handover-walk.js';
 import { errnoOf } from './helpers.js';
 import { COPY_ENGINE, TestDevice, bootWithDevices } from './hwpt-helpers.js';
 import {
@@ -23,21 +22,29 @@ import {
 
 type Damage = (memory: PhysicalMemory, khoFdtPhys: number) => void;
 
+/** The `data` of FLB `name` in the handover. */
+const flbData = (memory: PhysicalMemory, khoFdtPhys: number, name: string): number =>
+  Number(rawLuoHandover(memory, khoFdtPhys).flbs.find((f) => f.name === name)!.data);
+
 /** The `iommufd_lu` of the preserved iommufd. */
 const iommufdLuAt = (memory: PhysicalMemory, khoFdtPhys: number): number =>
-  handedOverFiles(memory, khoFdtPhys).find((f) => f.compatible === IOMMUFD_LUO_COMPATIBLE)!.data;
+  Number(
+    rawLuoHandover(memory, khoFdtPhys)
+      .sessions.flatMap((s) => s.files)
+      .find((f) => f.entry.compatible === IOMMUFD_LUO_COMPATIBLE)!.entry.data,
+  );
 /** Offset of `hwpts[0]`'s field `at` in the `iommufd_lu`. */
 const hwpt0 = (at: number) => iommufdLu.size + at;
 
 const cases: [string, Damage, RegExp][] = [
   [
     'the IOMMU FLB of another version',
-    (memory, fdt) => memory.writeU32(handedOverFlbData(memory, fdt, IOMMU_FLB_COMPATIBLE), 2),
+    (memory, fdt) => memory.writeU32(flbData(memory, fdt, IOMMU_FLB_COMPATIBLE), 2),
     /LUO: FLB iommu-liveupdate-v1: retrieve failed \(EINVAL: IOMMU FLB: iommu_lu_flb_ser at 0x[0-9a-f]+: version 2 is not 1\)/,
   ],
   [
     'the IOMMU FLB with a reserved field set',
-    (memory, fdt) => memory.writeU32(handedOverFlbData(memory, fdt, IOMMU_FLB_COMPATIBLE) + 4, 9),
+    (memory, fdt) => memory.writeU32(flbData(memory, fdt, IOMMU_FLB_COMPATIBLE) + 4, 9),
     /IOMMU FLB: iommu_lu_flb_ser at 0x[0-9a-f]+: __reserved is 0x9, not 0/,
   ],
   [

@@ -2,13 +2,12 @@
 // IOMMU FLB it depends on are read against what their writers can produce and against the IOMMU
 // and the iommufd of the session. A refusal fails the device file only (sticky errno, logged);
 // the device stays claimed and keeps doing DMA through its restored domain.
-import { sealLuoHandover } from '@liveupdate/testkit';
+import { rawLuoHandover, sealLuoHandover } from '@liveupdate/testkit';
 import { describe, expect, it } from 'vitest';
 import { LiveUpdateDevice } from '@liveupdate/core';
 import type { PhysicalMemory } from '@liveupdate/machine';
 import { IOMMU_FLB_COMPATIBLE } from '@liveupdate/plugin-iommufd';
 import { VFIO_PCI_LUO_COMPATIBLE, VfioDevice, vfioPciCoreDeviceSer } from '../src/index.js';
-import { handedOverFiles, handedOverFlbData } from './handover-walk.js';
 import { NIC_BDF, NIC_CDEV, bootVfio, errnoOf } from './helpers.js';
 import { MiB, VM_TOKENS, createVm, preserveVm, until, type VmFile, type VmLayout } from './vmm.js';
 
@@ -21,11 +20,19 @@ const { offsets } = vfioPciCoreDeviceSer;
 
 type Damage = (memory: PhysicalMemory, khoFdtPhys: number) => void;
 
+/** The `data` of FLB `name` in the handover. */
+const flbData = (memory: PhysicalMemory, khoFdtPhys: number, name: string): number =>
+  Number(rawLuoHandover(memory, khoFdtPhys).flbs.find((f) => f.name === name)!.data);
+
 /** The NIC's `vfio_pci_core_device_ser`, found through the LUO file table. */
 const nicSer = (memory: PhysicalMemory, khoFdtPhys: number): number =>
-  handedOverFiles(memory, khoFdtPhys).find(
-    (f) => f.compatible === VFIO_PCI_LUO_COMPATIBLE && f.token === VM_TOKENS.nic,
-  )!.data;
+  Number(
+    rawLuoHandover(memory, khoFdtPhys)
+      .sessions.flatMap((s) => s.files)
+      .find(
+        (f) => f.entry.compatible === VFIO_PCI_LUO_COMPATIBLE && f.entry.token === VM_TOKENS.nic,
+      )!.entry.data,
+  );
 
 /** Each case: its name, the damage, the NIC file's errno, what the log says, what is retrieved first. */
 const cases: [string, Damage, 'EINVAL' | 'ENOENT', RegExp, VmFile[]][] = [
@@ -60,7 +67,7 @@ const cases: [string, Damage, 'EINVAL' | 'ENOENT', RegExp, VmFile[]][] = [
   ],
   [
     'an IOMMU FLB of another version',
-    (memory, fdt) => memory.writeU32(handedOverFlbData(memory, fdt, IOMMU_FLB_COMPATIBLE), 5),
+    (memory, fdt) => memory.writeU32(flbData(memory, fdt, IOMMU_FLB_COMPATIBLE), 5),
     'EINVAL',
     /LUO: FLB iommu-liveupdate-v1: retrieve failed \(EINVAL: IOMMU FLB: iommu_lu_flb_ser at 0x[0-9a-f]+: version 5 is not 1\)/,
     [],
