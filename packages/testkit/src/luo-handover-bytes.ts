@@ -20,7 +20,9 @@ import {
   luoSessionHeaderSer,
   luoSessionSer,
   luoSessionSerV1,
-  readLuoFlbTable,
+  LUO_FLB_MAX,
+  luoFlbHeaderSer,
+  luoFlbSer,
   type LuoFdt,
   type LuoFlbSer,
 } from '@liveupdate/core';
@@ -79,7 +81,15 @@ export function rawLuoHandover(
     });
     return { phys, entry, files };
   });
-  return { fdt, sessions, flbs: readLuoFlbTable(memory, Number(fdt.flbHeaderPhys)) };
+  // Raw too: a test may have damaged the FLB table on purpose before it reseals.
+  const flbHeader = Number(fdt.flbHeaderPhys);
+  const flbCount = Math.min(Number(memory.readU64(flbHeader + 8)), LUO_FLB_MAX);
+  const flbs = Array.from({ length: flbCount }, (_, i) =>
+    luoFlbSer.decode(
+      memory.read(flbHeader + luoFlbHeaderSer.size + i * luoFlbSer.size, luoFlbSer.size),
+    ),
+  );
+  return { fdt, sessions, flbs };
 }
 
 /**
