@@ -580,7 +580,7 @@ describe('KexecHandover preservation', () => {
     k2.kho.reportUnclaimedSubtrees();
     const reported = k2.lines.filter((line) => line.includes('retrieved by no subsystem'));
     expect(reported).toEqual([
-      `KHO: incoming subtree "memfd.0" (blob ${hex(small.pfn * PAGE_SIZE)}+${PAGE_SIZE}) was retrieved by no subsystem: its name is damaged or unknown to this kernel; its memory stays reserved`,
+      `KHO: incoming subtree "memfd.0" (blob ${hex(small.pfn * PAGE_SIZE)}+${PAGE_SIZE}) was retrieved by no subsystem: its name is damaged or unknown to this kernel; its memory stays reserved until the last incoming session finishes, then is freed as unclaimed`,
     ]);
   });
 

@@ -342,13 +342,14 @@ export class KexecHandover {
   /**
    * Log, as an error, every incoming subtree that no subsystem retrieved. The kernel calls it once
    * its drivers and modules are up: such a subtree has a name no subsystem of this kernel knows —
-   * a damaged name, or a subsystem this kernel lacks. Its memory stays reserved; nothing is used.
+   * a damaged name, or a subsystem this kernel lacks. Nothing in it is used; its memory stays reserved
+   * until {@link reclaimUnrestored} frees it as unclaimed.
    */
   reportUnclaimedSubtrees(): void {
     for (const [name, subtree] of this.#incomingSubtrees) {
       if (this.#claimedSubtrees.has(name)) continue;
       this.#log.err(
-        `KHO: incoming subtree "${name}" (blob ${hex(subtree.phys)}+${subtree.size}) was retrieved by no subsystem: its name is damaged or unknown to this kernel; its memory stays reserved`,
+        `KHO: incoming subtree "${name}" (blob ${hex(subtree.phys)}+${subtree.size}) was retrieved by no subsystem: its name is damaged or unknown to this kernel; its memory stays reserved until the last incoming session finishes, then is freed as unclaimed`,
       );
     }
   }
