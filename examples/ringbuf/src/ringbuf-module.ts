@@ -1,6 +1,7 @@
 import { registerFileHandler } from '@liveupdate/core';
 import { KernelError, defineModule } from '@liveupdate/kernel';
 import { registerRingbufCreate } from './ringbuf-create.js';
+import { RINGBUF_LUO_FH_COMPATIBLE } from './ringbuf-luo-abi.js';
 import { createRingbufLuoHandler } from './ringbuf-luo-handler.js';
 
 /**
@@ -10,6 +11,7 @@ import { createRingbufLuoHandler } from './ringbuf-luo-handler.js';
  */
 export const ringbufModule = defineModule({
   name: 'ringbuf',
+  reads: [RINGBUF_LUO_FH_COMPATIBLE],
   init(ctx) {
     registerRingbufCreate(ctx);
     try {

@@ -1,5 +1,10 @@
 import { KernelError } from '@liveupdate/machine';
-import { LIVEUPDATE_HNDL_COMPAT_LENGTH, type FileHandler } from './file-handler.js';
+import {
+  LIVEUPDATE_HNDL_COMPAT_LENGTH,
+  handlerReads,
+  handlerWrites,
+  type FileHandler,
+} from './file-handler.js';
 
 const REQUIRED_OPS = ['canPreserve', 'preserve', 'unpreserve', 'retrieve', 'finish'] as const;
 const OPTIONAL_OPS = ['freeze', 'unfreeze', 'canFinish', 'getId'] as const;
@@ -24,8 +29,17 @@ export class FileHandlerRegistry {
    */
   register(handler: FileHandler): void {
     checkHandler(handler);
-    if (this.#handlers.includes(handler) || this.byCompatible(handler.compatible)) {
+    if (this.#handlers.includes(handler) || this.#handlers.some((h) => h.compatible === handler.compatible)) {
       throw new KernelError('EEXIST', `file handler "${handler.compatible}" is already registered`);
+    }
+    for (const format of handlerReads(handler)) {
+      const other = this.byCompatible(format);
+      if (other) {
+        throw new KernelError(
+          'EEXIST',
+          `file handler "${handler.compatible}" reads "${format}", which "${other.compatible}" already reads`,
+        );
+      }
     }
     this.#handlers.push(handler);
   }
@@ -41,9 +55,33 @@ export class FileHandlerRegistry {
     this.#handlers.splice(index, 1);
   }
 
-  /** The handler registered with exactly this `compatible`. */
+  /** The handler that reads exactly this format (its `compatible` or one of its `reads`). */
   byCompatible(compatible: string): FileHandler | undefined {
-    return this.#handlers.find((h) => h.compatible === compatible);
+    return this.#handlers.find((h) => handlerReads(h).includes(compatible));
+  }
+
+  /** Every format the registered handlers read. */
+  reads(): string[] {
+    return this.#handlers.flatMap((h) => handlerReads(h));
+  }
+}
+
+/** `reads` or `writes`, when given: a non-empty list of distinct valid compatible strings. */
+function checkFormats(handler: FileHandler, key: 'reads' | 'writes'): void {
+  const list: unknown = handler[key];
+  if (list === undefined) return;
+  const bad = (why: string): never => {
+    throw new KernelError('EINVAL', `file handler "${handler.compatible}": ${key} ${why}`);
+  };
+  if (!Array.isArray(list) || list.length === 0) bad(`must be a non-empty array, found ${JSON.stringify(list)}`);
+  const seen = new Set<string>();
+  for (const format of list as unknown[]) {
+    const length = typeof format === 'string' ? utf8.encode(format).length : -1;
+    if (length < 1 || length > LIVEUPDATE_HNDL_COMPAT_LENGTH - 1 || (format as string).includes('\0')) {
+      bad(`holds ${JSON.stringify(format)}, not 1-${LIVEUPDATE_HNDL_COMPAT_LENGTH - 1} bytes without NUL`);
+    }
+    if (seen.has(format as string)) bad(`lists ${JSON.stringify(format)} twice`);
+    seen.add(format as string);
   }
 }
 
@@ -58,6 +96,23 @@ function checkHandler(handler: FileHandler): void {
     throw new KernelError(
       'EINVAL',
       `file handler compatible must be 1-${LIVEUPDATE_HNDL_COMPAT_LENGTH - 1} bytes without NUL, got ${JSON.stringify(compatible)}`,
+    );
+  }
+  checkFormats(handler, 'reads');
+  checkFormats(handler, 'writes');
+  if (handlerWrites(handler)[0] !== compatible) {
+    throw new KernelError(
+      'EINVAL',
+      `file handler "${compatible}": writes[0] must be its compatible, found ${JSON.stringify(handlerWrites(handler)[0])}`,
+    );
+  }
+  if (!handlerReads(handler).includes(compatible)) {
+    throw new KernelError('EINVAL', `file handler "${compatible}": reads must include its compatible`);
+  }
+  if (handlerWrites(handler).length > 1 && typeof handler.freeze !== 'function') {
+    throw new KernelError(
+      'EINVAL',
+      `file handler "${compatible}" writes ${handlerWrites(handler).length} formats, so it must implement freeze() to write the one the next kernel reads`,
     );
   }
   for (const op of REQUIRED_OPS) {

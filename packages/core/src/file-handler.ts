@@ -56,6 +56,17 @@ export interface FileOpArgs {
   /** The handler being called. */
   readonly handler: FileHandler;
   /**
+   * The format of the file's serialized state (its `luo_file_ser.compatible`). In `preserve` and
+   * `freeze`: the one to write, which LUO picks as the first of the handler's
+   * {@link FileHandler.writes} that the kernel loaded with `kexec_load` reads (the handler's own
+   * `compatible` when no kernel is loaded yet). It can differ between `preserve` and `freeze`
+   * when another kernel was loaded in between: `freeze` then rewrites the state in the new
+   * format. In `unpreserve` and `unfreeze`: the one last asked for. In the next kernel
+   * (`preservedFrames`, `retrieve`, `canFinish`, `finish`): the one it was written in, one of
+   * the handler's {@link FileHandler.reads}.
+   */
+  readonly compatible: string;
+  /**
    * The session of the file (kernel: `args->session`); see {@link LiveUpdateFileSession}. Given
    * to every op but `canPreserve` and `getId`.
    */
@@ -107,6 +118,24 @@ export interface FileHandler {
    * whose `compatible` matches exactly, so change it whenever the serialized layout changes.
    */
   readonly compatible: string;
+
+  /**
+   * The formats `retrieve` (and `finish`, `preservedFrames`) accepts, newest first; a preserved
+   * file goes to the handler whose `reads` lists its compatible exactly. Default
+   * `[compatible]`. Must include `compatible`, and no two registered handlers may read the same
+   * format. List them in the module's `reads` too (see `handoverReads`): that is how a kernel
+   * about to kexec into this one learns what it can read.
+   */
+  readonly reads?: readonly string[];
+
+  /**
+   * The formats `preserve` and `freeze` can write, newest first; `writes[0]` must be
+   * `compatible`. Default `[compatible]`. LUO writes the first one the next kernel reads
+   * (`args.compatible`), so listing an older format here is what makes an update to an older
+   * kernel (a rollback) possible; when the next kernel reads none of them, the kexec is refused
+   * before the blackout. A handler with more than one must implement `freeze`.
+   */
+  readonly writes?: readonly string[];
 
   /**
    * `can_preserve`: whether this handler takes `file`. Called at `PRESERVE_FD` for each handler
@@ -210,4 +239,39 @@ export interface FileHandler {
  */
 export function defineHandler<H extends FileHandler>(handler: H): H {
   return handler;
+}
+
+/** `handler.reads`, or its default `[handler.compatible]`. */
+export function handlerReads(handler: FileHandler): readonly string[] {
+  return handler.reads ?? [handler.compatible];
+}
+
+/** `handler.writes`, or its default `[handler.compatible]`. */
+export function handlerWrites(handler: FileHandler): readonly string[] {
+  return handler.writes ?? [handler.compatible];
+}
+
+/**
+ * The handover formats a module's handlers and FLBs read, for its `defineModule({ reads })`: the
+ * note of the kernel image that tells a kernel about to kexec into it what it can take.
+ *
+ * @example
+ * ```ts
+ * export default defineModule({
+ *   name: 'counter',
+ *   reads: handoverReads(counterHandler),
+ *   init(ctx) { registerFileHandler(ctx, counterHandler); },
+ * });
+ * ```
+ */
+export function handoverReads(
+  ...items: readonly (FileHandler | { readonly compatible: string; readonly reads?: undefined })[]
+): string[] {
+  const out: string[] = [];
+  for (const item of items) {
+    for (const c of 'canPreserve' in item ? handlerReads(item) : [item.compatible]) {
+      if (!out.includes(c)) out.push(c);
+    }
+  }
+  return out;
 }

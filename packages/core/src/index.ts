@@ -8,6 +8,9 @@
 export {
   LIVEUPDATE_HNDL_COMPAT_LENGTH,
   defineHandler,
+  handlerReads,
+  handlerWrites,
+  handoverReads,
   type FileHandler,
   type FileId,
   type FileOpArgs,
@@ -29,6 +32,10 @@ export type { LiveUpdateOrchestrator, LuoLimits } from './live-update-orchestrat
 export type { FileHandlerRegistry } from './file-handler-registry.js';
 export * from './liveupdate-uapi.js';
 export * from './luo-abi.js';
-export { LIVEUPDATE_DEVICE_PATH, LiveUpdateDevice } from './client/live-update-device.js';
+export {
+  LIVEUPDATE_DEVICE_PATH,
+  LiveUpdateDevice,
+  type KexecCheckReport,
+} from './client/live-update-device.js';
 export { LiveUpdateSession } from './client/live-update-session.js';
 export { restoreSerializedFolio, serializedDataAddress } from './serialized-data.js';

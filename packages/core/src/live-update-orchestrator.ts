@@ -6,7 +6,9 @@ import {
   type FileOperations,
   type KernelLog,
   type KernelProcess,
+  type KexecControl,
   type KexecHandover,
+  type KexecTarget,
   type ModuleContext,
   type SyscallContext,
   type Vfs,
@@ -20,12 +22,19 @@ import {
   type PhysicalMemory,
 } from '@liveupdate/machine';
 import { RwLock } from './async-lock.js';
-import type { FileHandler, FileOpArgs, LiveUpdateFileSession } from './file-handler.js';
+import {
+  handlerWrites,
+  type FileHandler,
+  type FileOpArgs,
+  type LiveUpdateFileSession,
+} from './file-handler.js';
 import { FileHandlerRegistry } from './file-handler-registry.js';
 import { FlbRegistry } from './flb-registry.js';
 import type { FaultInjector } from './fault-injector.js';
 import { callHandler, callVoidHandler } from './handler-call.js';
 import {
+  LUO_FDT_COMPATIBLE,
+  LUO_FDT_COMPATIBLE_V1,
   LUO_FDT_KHO_ENTRY_NAME,
   LUO_FLB_TABLE_SIZE,
   LuoAbiError,
@@ -45,6 +54,11 @@ import {
   type LuoFlbSer,
 } from './luo-abi.js';
 import {
+  LIVEUPDATE_CHECK_REPORT_LENGTH,
+  LIVEUPDATE_CHECK_VERSION_LENGTH,
+  LIVEUPDATE_CMD_EXT_BASE,
+  LIVEUPDATE_EXT_IOCTLS,
+  checkKexecArg,
   LIVEUPDATE_CMD_BASE,
   LIVEUPDATE_CMD_SESSION_BASE,
   LIVEUPDATE_DEVICE_IOCTLS,
@@ -81,6 +95,16 @@ interface Handover {
   readonly releaseLock: () => void;
 }
 
+/** What {@link LiveUpdateOrchestrator.reboot} writes for the loaded kernel. */
+interface HandoverPlan {
+  /** The format each outgoing file is written in. */
+  readonly formats: ReadonlyMap<LuoFile, string>;
+  /** What the loaded kernel cannot read; a kexec with any is refused. */
+  readonly problems: readonly string[];
+  /** The LUO ABI version: 2 (`luo-v2`) unless the loaded kernel reads only `luo-v1`. */
+  readonly abi: LuoAbiVersion;
+}
+
 /**
  * The Live Update Orchestrator of one kernel: the handler registry, the outgoing and incoming
  * sessions, `/dev/liveupdate` and the session files, the reboot notifier that freezes and
@@ -112,6 +136,7 @@ export class LiveUpdateOrchestrator {
   readonly #kho: KexecHandover;
   readonly #memory: PhysicalMemory;
   readonly #vfs: Vfs;
+  readonly #kexec: KexecControl;
   readonly #outgoing = new Map<string, LuoSession>();
   readonly #incoming = new Map<string, LuoSession>();
   readonly #ids = new Map<unknown, LuoFile>();
@@ -135,6 +160,7 @@ export class LiveUpdateOrchestrator {
     this.#kho = ctx.kho;
     this.#memory = ctx.memory;
     this.#vfs = ctx.vfs;
+    this.#kexec = ctx.kexec;
     const wanted = ctx.cmdline.bool('liveupdate', false);
     this.enabled = wanted && ctx.kho.enabled;
     if (wanted && !ctx.kho.enabled)
@@ -193,6 +219,10 @@ export class LiveUpdateOrchestrator {
     open: () => this.#deserialize(),
     ioctl: (_file, cmd, arg, ctx) =>
       this.#lock.read(async () => {
+        if ((cmd & 0xff) >= LIVEUPDATE_CMD_EXT_BASE) {
+          ioctlIndex(cmd, arg, LIVEUPDATE_EXT_IOCTLS, LIVEUPDATE_CMD_EXT_BASE);
+          return this.#checkKexec(arg);
+        }
         const index = ioctlIndex(cmd, arg, LIVEUPDATE_DEVICE_IOCTLS, LIVEUPDATE_CMD_BASE);
         return index === 0 ? this.#createSession(arg, ctx) : this.#retrieveSession(arg, ctx);
       }),
@@ -235,10 +265,24 @@ export class LiveUpdateOrchestrator {
     const releaseLock = await this.#lock.lockWrite();
     const sessions = [...this.#outgoing.values()];
     const frozen: LuoSession[] = [];
+    let plan: HandoverPlan;
+    try {
+      // Checked before the kexec already; again under the lock, as a session may have changed.
+      plan = this.#plan(this.#kexec.target());
+      if (plan.problems.length > 0) {
+        throw new KernelError(
+          'ENOEXEC',
+          `LUO: the loaded kernel cannot read ${plan.problems.join('; ')}`,
+        );
+      }
+    } catch (error) {
+      releaseLock();
+      throw error;
+    }
     try {
       await this.#log.span('luo-freeze', async () => {
         for (const session of sessions) {
-          await this.#freezeSession(session);
+          await this.#freezeSession(session, plan.formats);
           frozen.push(session);
         }
       });
@@ -248,9 +292,11 @@ export class LiveUpdateOrchestrator {
       throw error;
     }
     try {
-      const written = await this.#log.span('luo-serialize', () => this.#writeHandover(sessions), {
-        sessions: sessions.length,
-      });
+      const written = await this.#log.span(
+        'luo-serialize',
+        () => this.#writeHandover(sessions, plan.abi),
+        { sessions: sessions.length, abi: plan.abi === 2 ? LUO_FDT_COMPATIBLE : LUO_FDT_COMPATIBLE_V1 },
+      );
       this.#handover = { ...written, releaseLock };
     } catch (error) {
       for (const session of [...sessions].reverse()) await this.#unfreezeFiles(session.files);
@@ -465,7 +511,7 @@ export class LiveUpdateOrchestrator {
             `session "${session.label}" token ${f.token}: no file handler registered for compatible "${f.compatible}"`,
           );
         }
-        const luoFile = new LuoFile(session.handle, handler, f.token, null, f.data);
+        const luoFile = new LuoFile(session.handle, handler, f.token, null, f.data, f.compatible);
         luoFile.dataSize = f.dataSize;
         luoFile.dataCrc = f.dataCrc;
         const name = `session "${session.label}" token ${f.token}`;
@@ -609,7 +655,14 @@ export class LiveUpdateOrchestrator {
             `LUO: ${file.path} is already preserved, or retrieved and not finished`,
           );
         }
-        const luoFile = new LuoFile(session.handle, handler, request.token, file, 0n);
+        const luoFile = new LuoFile(
+          session.handle,
+          handler,
+          request.token,
+          file,
+          0n,
+          this.#formatFor(handler, this.#kexec.target()) ?? handler.compatible,
+        );
         luoFile.id = id;
         this.#ids.set(id, luoFile);
         try {
@@ -875,11 +928,102 @@ export class LiveUpdateOrchestrator {
     if (file) await this.#vfs.fput(file);
   }
 
+  /**
+   * The first of `handler`'s formats `target` reads: what it writes for that kernel. With no
+   * kernel loaded, its own `compatible`; `undefined` when the target reads none of them.
+   */
+  #formatFor(handler: FileHandler, target: KexecTarget | undefined): string | undefined {
+    if (!target) return handler.compatible;
+    return handlerWrites(handler).find((format) => target.reads.has(format));
+  }
+
+  /**
+   * What this kernel would write for `target`: each outgoing file's format, the LUO ABI version,
+   * and everything `target` could not read (one line each, naming session, token and formats).
+   */
+  #plan(target: KexecTarget | undefined): HandoverPlan {
+    const formats = new Map<LuoFile, string>();
+    const problems: string[] = [];
+    let abi: LuoAbiVersion = 2;
+    const sessions = [...this.#outgoing.values()];
+    const flbs = this.flbs.outgoingTable();
+    if (!target) return { formats, problems, abi };
+    if (sessions.length > 0 || flbs.length > 0) {
+      if (target.reads.has(LUO_FDT_COMPATIBLE)) abi = 2;
+      else if (target.reads.has(LUO_FDT_COMPATIBLE_V1)) abi = 1;
+      else {
+        problems.push(
+          `the LUO handover (${LUO_FDT_COMPATIBLE} or ${LUO_FDT_COMPATIBLE_V1}): it has no liveupdate module that reads either`,
+        );
+      }
+    }
+    for (const session of sessions) {
+      for (const luoFile of session.files) {
+        const format = this.#formatFor(luoFile.handler, target);
+        if (format !== undefined) {
+          formats.set(luoFile, format);
+        } else {
+          problems.push(
+            `session "${session.label}" token ${luoFile.token}: ${luoFile.handler.compatible} writes ${handlerWrites(luoFile.handler).join(', ')}; it reads none of them`,
+          );
+        }
+      }
+    }
+    for (const flb of flbs) {
+      if (!target.reads.has(flb.name)) problems.push(`FLB ${flb.name}: it does not read it`);
+    }
+    return { formats, problems, abi };
+  }
+
+  /**
+   * `LIVEUPDATE_IOCTL_CHECK_KEXEC`: every kexec check (the kernel's, LUO's, other modules') against
+   * the loaded kernel, as `reboot` would run them; changes nothing.
+   */
+  async #checkKexec(arg: Uint8Array | null): Promise<number> {
+    const request = copyStructFromUser(checkKexecArg, arg);
+    if (request.flags !== 0) {
+      throw new KernelError('EINVAL', `LUO: CHECK_KEXEC flags ${hex(request.flags)} must be 0`);
+    }
+    const { version, problems } = await this.#kexec.check();
+    const encoder = new TextEncoder();
+    const versionBytes = new Uint8Array(LIVEUPDATE_CHECK_VERSION_LENGTH);
+    versionBytes.set(encoder.encode(version).subarray(0, LIVEUPDATE_CHECK_VERSION_LENGTH - 1));
+    const report = new Uint8Array(LIVEUPDATE_CHECK_REPORT_LENGTH);
+    let used = 0;
+    for (const problem of problems) {
+      const line = encoder.encode(`${used === 0 ? '' : '\n'}${problem}`);
+      if (used + line.length > LIVEUPDATE_CHECK_REPORT_LENGTH - 1) break;
+      report.set(line, used);
+      used += line.length;
+    }
+    copyStructToUser(checkKexecArg, arg!, {
+      ...request,
+      status: problems.length === 0 ? 0 : ERRNO.ENOEXEC,
+      nr_problems: problems.length,
+      version: versionBytes,
+      report,
+    });
+    return 0;
+  }
+
+  /** The check before a kexec (see `ModuleContext.kexec`): {@link #plan}'s problems. */
+  readonly kexecCheck = {
+    name: 'liveupdate',
+    check: (target: KexecTarget): Promise<readonly string[]> =>
+      this.#lock.read(async () => this.#plan(target).problems),
+  };
+
   /** `luo_file_freeze()` of one session: FIFO; on failure unfreeze those before, forwards. */
-  async #freezeSession(session: LuoSession): Promise<void> {
+  async #freezeSession(session: LuoSession, formats: ReadonlyMap<LuoFile, string>): Promise<void> {
     const done: LuoFile[] = [];
     for (const luoFile of session.files) {
       const { handler } = luoFile;
+      const format = formats.get(luoFile) ?? luoFile.compatible;
+      if (format !== luoFile.compatible && !handler.freeze) {
+        // The registry refuses a handler that writes several formats without freeze.
+        throw new KernelError('EIO', `LUO: ${handler.compatible} cannot rewrite its state as ${format}`);
+      }
+      luoFile.compatible = format;
       if (handler.freeze) {
         try {
           await luoFile.lock.run(async () => {
@@ -930,7 +1074,7 @@ export class LiveUpdateOrchestrator {
       data <= BigInt(Number.MAX_SAFE_INTEGER) ? this.#kho.preservedOrder(Number(data)) : undefined;
     const size = order === undefined ? 0 : PAGE_SIZE * 2 ** order;
     return {
-      compatible: luoFile.handler.compatible,
+      compatible: luoFile.compatible,
       data,
       token: luoFile.token,
       dataSize: BigInt(size),
@@ -938,8 +1082,14 @@ export class LiveUpdateOrchestrator {
     };
   }
 
-  /** Write the luo-v2 ABI into KHO-preserved memory and publish it as the `LUO` subtree. */
-  #writeHandover(sessions: readonly LuoSession[]): { blobs: number[]; fdtPhys: number } {
+  /**
+   * Write the LUO ABI, `luo-v2` (or `luo-v1` for a kernel that reads only that), into
+   * KHO-preserved memory and publish it as the `LUO` subtree.
+   */
+  #writeHandover(
+    sessions: readonly LuoSession[],
+    version: LuoAbiVersion,
+  ): { blobs: number[]; fdtPhys: number } {
     const blobs: number[] = [];
     const preserve = (size: number): number => {
       const phys = this.#kho.allocPreserve(size);
@@ -954,21 +1104,21 @@ export class LiveUpdateOrchestrator {
         let filesCrc = 0;
         if (session.files.length > 0) {
           const entries = session.files.map((f) => this.#fileEntry(session, f, owners));
-          const size = luoFileTableSize(entries.length);
+          const size = luoFileTableSize(entries.length, version);
           const phys = preserve(size);
-          writeLuoFileTable(this.#memory, phys, entries);
+          writeLuoFileTable(this.#memory, phys, entries, version);
           files = BigInt(phys);
           filesCrc = crcOf(phys, size);
         }
         return { name: session.name, files, count: BigInt(session.files.length), filesCrc };
       });
-      const headerSize = luoSessionTableSize(table.length);
+      const headerSize = luoSessionTableSize(table.length, version);
       const header = preserve(headerSize);
-      writeLuoSessionTable(this.#memory, header, table);
+      writeLuoSessionTable(this.#memory, header, table, version);
       const flbHeader = preserve(LUO_FLB_TABLE_SIZE);
       writeLuoFlbTable(this.#memory, flbHeader, this.flbs.outgoingTable());
       const fdt = encodeLuoFdt({
-        version: 2,
+        version,
         liveupdateNumber: this.liveupdateNumber,
         sessionHeaderPhys: BigInt(header),
         sessionCrc: crcOf(header, headerSize),

@@ -1,6 +1,6 @@
 import type { ModuleContext, ServiceKey } from '@liveupdate/kernel';
 import { KernelError } from '@liveupdate/machine';
-import type { FileHandler } from './file-handler.js';
+import { handlerReads, type FileHandler } from './file-handler.js';
 import type { LiveUpdateFlb } from './liveupdate-flb.js';
 import type { LiveUpdateOrchestrator } from './live-update-orchestrator.js';
 
@@ -31,6 +31,16 @@ function orchestrator(ctx: ModuleContext): LiveUpdateOrchestrator {
  */
 export function registerFileHandler(ctx: ModuleContext, handler: FileHandler): void {
   orchestrator(ctx).registry.register(handler);
+  warnUndeclared(ctx, handler.compatible, handlerReads(handler));
+}
+
+/** Log formats this kernel's image does not say it reads: updates into it would be refused. */
+function warnUndeclared(ctx: ModuleContext, what: string, formats: readonly string[]): void {
+  const missing = formats.filter((format) => !ctx.kexec.self().reads.has(format));
+  if (missing.length === 0) return;
+  ctx.log.warn(
+    `LUO: ${what} reads ${missing.join(', ')}, which module ${ctx.name} does not list in its reads (see handoverReads): a live update into this kernel would be refused for such files`,
+  );
 }
 
 /**
@@ -65,6 +75,7 @@ export function registerFlb(ctx: ModuleContext, handler: FileHandler, flb: LiveU
     );
   }
   luo.flbs.register(handler, flb);
+  warnUndeclared(ctx, `FLB ${flb.compatible}`, [flb.compatible]);
 }
 
 /**

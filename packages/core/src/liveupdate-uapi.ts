@@ -104,6 +104,43 @@ export const getNameArg = defineStruct('liveupdate_session_get_name', [
 ] as const);
 
 /** One slot of an ioctl table: the exact command number and its argument struct. */
+/**
+ * First command number of this project's extensions to the uAPI, apart from upstream's device
+ * (`0x00`…) and session (`0x40`…) ranges so that a future upstream ioctl cannot collide.
+ */
+export const LIVEUPDATE_CMD_EXT_BASE = 0x80;
+
+/**
+ * `LIVEUPDATE_IOCTL_CHECK_KEXEC` (extension, `0xBA80`) on `/dev/liveupdate`: can the kernel loaded
+ * with `kexec_load` read everything a kexec now would hand over? It runs the same checks as
+ * `reboot(LINUX_REBOOT_CMD_KEXEC)` and changes nothing: ask it before pausing a workload. Errors:
+ * `ENOENT` when no kernel is loaded, `EINVAL` for nonzero `flags`; otherwise it succeeds and
+ * `status` carries the answer.
+ */
+export const LIVEUPDATE_IOCTL_CHECK_KEXEC = _IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_EXT_BASE);
+
+/** Bytes of `liveupdate_ioctl_check_kexec.version`. */
+export const LIVEUPDATE_CHECK_VERSION_LENGTH = 64;
+/** Bytes of `liveupdate_ioctl_check_kexec.report`: the struct is one 4 KiB page. */
+export const LIVEUPDATE_CHECK_REPORT_LENGTH = 4096 - 16 - LIVEUPDATE_CHECK_VERSION_LENGTH;
+
+/**
+ * `struct liveupdate_ioctl_check_kexec` (4096 bytes): `size` u32 @0 (in), `flags` u32 @4 (in, must
+ * be 0), `status` u32 @8 (out: 0 when the loaded kernel reads everything, else `ENOEXEC`, the
+ * errno `reboot` would return), `nr_problems` u32 @12 (out), `version` char[64] @16 (out: the
+ * loaded kernel's version, NUL-padded, cut to 63 bytes), `report` char[4016] @80 (out: one problem
+ * per line, `\n`-separated, NUL-terminated; cut at a line when too long — `nr_problems` counts
+ * them all).
+ */
+export const checkKexecArg = defineStruct('liveupdate_ioctl_check_kexec', [
+  ['size', u32],
+  ['flags', u32],
+  ['status', u32],
+  ['nr_problems', u32],
+  ['version', bytes(LIVEUPDATE_CHECK_VERSION_LENGTH)],
+  ['report', bytes(LIVEUPDATE_CHECK_REPORT_LENGTH)],
+] as const);
+
 export interface IoctlEntry {
   readonly cmd: number;
   readonly arg: StructCodec<unknown>;
@@ -116,6 +153,11 @@ export const LIVEUPDATE_DEVICE_IOCTLS: readonly IoctlEntry[] = [
 ];
 
 /** The ioctls of a session fd, from `nr` = {@link LIVEUPDATE_CMD_SESSION_BASE} on. */
+/** This project's extensions on `/dev/liveupdate`, numbered from {@link LIVEUPDATE_CMD_EXT_BASE}. */
+export const LIVEUPDATE_EXT_IOCTLS: readonly IoctlEntry[] = [
+  { cmd: LIVEUPDATE_IOCTL_CHECK_KEXEC, arg: checkKexecArg },
+];
+
 export const LIVEUPDATE_SESSION_IOCTLS: readonly IoctlEntry[] = [
   { cmd: LIVEUPDATE_SESSION_PRESERVE_FD, arg: preserveFdArg },
   { cmd: LIVEUPDATE_SESSION_RETRIEVE_FD, arg: retrieveFdArg },

@@ -10,6 +10,11 @@ import type { FileHandler, FileId, FileOpArgs, LiveUpdateFileSession } from './f
 export class LuoFile {
   readonly handler: FileHandler;
   readonly token: bigint;
+  /**
+   * The format of its serialized state: outgoing, the one last asked of `preserve` or `freeze`
+   * (what `luo_file_ser.compatible` will say); incoming, the one it was written in.
+   */
+  compatible: string;
   /** LUO's own reference: taken at preserve, or the one `retrieve` returned. */
   file: File | null;
   serializedData: bigint;
@@ -42,10 +47,12 @@ export class LuoFile {
     token: bigint,
     file: File | null,
     serializedData: bigint,
+    compatible: string = handler.compatible,
   ) {
     this.session = session;
     this.handler = handler;
     this.token = token;
+    this.compatible = compatible;
     this.file = file;
     this.serializedData = serializedData;
   }
@@ -54,6 +61,7 @@ export class LuoFile {
   args(): FileOpArgs {
     return {
       handler: this.handler,
+      compatible: this.compatible,
       session: this.session,
       file: this.file,
       serializedData: this.serializedData,

@@ -33,6 +33,7 @@ export {
 } from './drivers/pci-bus.js';
 export {
   PCI_DEV_SER_SIZE,
+  PCI_LU_COMPATIBLE,
   PCI_LU_SUBTREE,
   PCI_SER_HEADER_SIZE,
   PciHandoverError,
@@ -50,6 +51,24 @@ export {
   type ServiceKey,
 } from './kernel-module.js';
 export { crc32c } from './crc32c.js';
+export {
+  KERNEL_NOTE_OWNER,
+  KERNEL_NOTES_MAX_BYTES,
+  NT_HANDOVER_READS,
+  decodeKernelNotes,
+  encodeKernelNotes,
+  handoverReadsNote,
+  readHandoverReads,
+  type KernelNote,
+} from './kexec-notes.js';
+export {
+  kexecTarget,
+  type KexecCheck,
+  type KexecCheckResult,
+  type KexecControl,
+  type KexecTarget,
+} from './kexec-target.js';
+export { KERNEL_SUBTREE_FORMATS, kernelOwnNote } from './kernel-formats.js';
 export { KernelPanic } from './kernel-panic.js';
 export { KexecHandover, type KhoStats, type KhoSubtree } from './kho/kexec-handover.js';
 export { KHO_FDT_COMPATIBLE } from './kho/kho-abi.js';

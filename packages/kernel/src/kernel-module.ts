@@ -1,4 +1,5 @@
 import type { CommandLine } from './command-line.js';
+import type { KexecControl } from './kexec-target.js';
 import type { KexecHandover } from './kho/kexec-handover.js';
 import type { KernelLog } from './kernel-log.js';
 import type { ModuleMemory } from './module-memory.js';
@@ -31,6 +32,11 @@ export interface ModuleContext {
   readonly syscalls: SyscallTable;
   readonly rebootNotifiers: RebootNotifierChain;
   /**
+   * The kernel loaded with `kexec_load` (its version and what it says it reads), and the checks
+   * `reboot(LINUX_REBOOT_CMD_KEXEC)` runs before anything irreversible.
+   */
+  readonly kexec: KexecControl;
+  /**
    * Services modules share within this boot: a module that offers one (LUO's handler registry)
    * provides it in its `init`; modules after it in the image get it. Keys are symbols the
    * providing package exports.
@@ -59,6 +65,14 @@ export interface ModuleServices {
  */
 export interface KernelModule {
   readonly name: string;
+  /**
+   * The handover formats (compatible strings) this module can read after a live update: every
+   * format its file handlers and FLBs take. The kernel publishes them as a note of its image, so a
+   * kernel that `kexec_load`s this one knows, before its blackout, what this one can read (see
+   * `handoverReads` of `@liveupdate/core`). A format left out here makes every live update that
+   * would carry it to this kernel fail before the blackout. Default none.
+   */
+  readonly reads?: readonly string[];
   init(ctx: ModuleContext): void | Promise<void>;
   exit?(ctx: ModuleContext): void | Promise<void>;
 }
@@ -91,6 +105,15 @@ export function defineModule<M extends KernelModule>(module: M): M {
   if (typeof module.init !== 'function') {
     throw new TypeError(
       `defineModule(${module.name}): init must be a function, got ${typeof module.init}`,
+    );
+  }
+  if (
+    module.reads !== undefined &&
+    (!Array.isArray(module.reads) ||
+      !module.reads.every((c: unknown) => typeof c === 'string' && c.length > 0 && !c.includes('\0')))
+  ) {
+    throw new TypeError(
+      `defineModule(${module.name}): reads must be an array of non-empty compatible strings`,
     );
   }
   if (module.exit !== undefined && typeof module.exit !== 'function') {

@@ -3,6 +3,8 @@ import type { KernelToMachine, KernelWorkerData, MachineToKernel } from '@liveup
 import { Kernel } from './kernel.js';
 import { KernelPanic } from './kernel-panic.js';
 import { ModuleLoader } from './module-loader.js';
+import { kernelOwnNote } from './kernel-formats.js';
+import { encodeKernelNotes } from './kexec-notes.js';
 
 /**
  * The worker side of the boot protocol: import the image's modules and report `loaded`, wait for
@@ -13,6 +15,13 @@ export async function runKernelWorker(port: MessagePort, data: KernelWorkerData)
   const modules = new ModuleLoader();
   try {
     await modules.load(data.image.modules, data.image.moduleBase);
+  } catch (error) {
+    output({ type: 'load-failed', reason: (error as Error).message });
+    return;
+  }
+  let notes: Uint8Array;
+  try {
+    notes = encodeKernelNotes([kernelOwnNote(), ...modules.notes()]);
   } catch (error) {
     output({ type: 'load-failed', reason: (error as Error).message });
     return;
@@ -53,9 +62,9 @@ export async function runKernelWorker(port: MessagePort, data: KernelWorkerData)
         void kernel?.syscall(message.id, message.pid, message.name, message.args);
         return;
       case 'kexec-load-result':
-        kernel?.kexecLoadResult(message.id, message.error);
+        kernel?.kexecLoadResult(message.id, message.error, message.notes);
         return;
     }
   });
-  output({ type: 'loaded' });
+  output({ type: 'loaded', notes });
 }

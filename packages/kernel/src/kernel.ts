@@ -22,6 +22,9 @@ import { IOMMU_SERVICE, IommuDriver } from './drivers/iommu-driver.js';
 import { IommuHandoverError } from './drivers/iommu-handover.js';
 import { PCI_BUS_SERVICE, PciBus } from './drivers/pci-bus.js';
 import { PciHandoverError } from './drivers/pci-handover.js';
+import { kernelFormatsCheck, kernelOwnNote } from './kernel-formats.js';
+import { encodeKernelNotes } from './kexec-notes.js';
+import { KexecChecks, kexecTarget, type KexecTarget } from './kexec-target.js';
 import { KexecHandover } from './kho/kexec-handover.js';
 import { KhoHandoverError, readKhoHandover, type KhoIncoming } from './kho/kho-incoming.js';
 import { KernelLog } from './kernel-log.js';
@@ -62,9 +65,14 @@ export class Kernel {
   readonly #processes: ProcessTable;
   readonly #syscalls: SyscallTable;
   readonly #modules: ModuleLoader;
-  #pendingKexecLoads = new Map<number, (error?: WireError) => void>();
+  #pendingKexecLoads = new Map<
+    number,
+    (result: { error?: WireError; notes?: Uint8Array }) => void
+  >();
   #nextRequest = 1;
   #kexecImage: KernelImage | undefined;
+  #kexecTarget: KexecTarget | undefined;
+  readonly #kexecChecks: KexecChecks;
   #rebooting = false;
   #gone = false;
   /** The machine's id of each syscall running, for the reply only the machine can give. */
@@ -77,6 +85,13 @@ export class Kernel {
     this.#modules = modules;
     this.#processes = container.resolve(ProcessTable);
     this.#syscalls = container.resolve(SyscallTable);
+    const { version, cmdline } = container.resolve<BootParams>(BOOT_PARAMS);
+    const self = kexecTarget(
+      version,
+      cmdline,
+      encodeKernelNotes([kernelOwnNote(), ...modules.notes()]),
+    );
+    this.#kexecChecks = new KexecChecks(this.log, self, () => this.#kexecTarget);
   }
 
   /**
@@ -198,6 +213,7 @@ export class Kernel {
     const vfs = container.resolve(Vfs);
     vfs.registerCharDevice('/dev/null', nullDeviceOperations);
     const kernel = new Kernel(container, output, modules);
+    kernel.#kexecChecks.registerCheck(kernelFormatsCheck(kho));
     const syscalls = container.resolve(SyscallTable);
     registerFileSyscalls(syscalls, vfs, memory);
     registerEventfdSyscalls(syscalls, vfs);
@@ -227,6 +243,7 @@ export class Kernel {
         vfs,
         syscalls,
         rebootNotifiers: container.resolve(RebootNotifierChain),
+        kexec: kernel.#kexecChecks,
         services,
         panic,
       }),
@@ -278,8 +295,8 @@ export class Kernel {
   }
 
   /** The machine's answer to a `kexec-load` request. */
-  kexecLoadResult(id: number, error: WireError | undefined): void {
-    this.#pendingKexecLoads.get(id)?.(error);
+  kexecLoadResult(id: number, error: WireError | undefined, notes: Uint8Array | undefined): void {
+    this.#pendingKexecLoads.get(id)?.({ ...(error ? { error } : {}), ...(notes ? { notes } : {}) });
     this.#pendingKexecLoads.delete(id);
   }
 
@@ -290,13 +307,23 @@ export class Kernel {
       // The kexec lock is held by a reboot in progress.
       if (this.#rebooting) throw new KernelError('EBUSY', 'kexec: a reboot is already in progress');
       const id = this.#nextRequest++;
-      const error = await new Promise<WireError | undefined>((resolve) => {
-        this.#pendingKexecLoads.set(id, resolve);
-        this.#output({ type: 'kexec-load', id, image: checked });
-      });
+      const { error, notes } = await new Promise<{ error?: WireError; notes?: Uint8Array }>(
+        (resolve) => {
+          this.#pendingKexecLoads.set(id, resolve);
+          this.#output({ type: 'kexec-load', id, image: checked });
+        },
+      );
+      // A failed load unloads what was loaded before, as kexec_load does.
+      this.#kexecImage = undefined;
+      this.#kexecTarget = undefined;
       if (error) throw new KernelError('ENOEXEC', error.message.replace(/^ENOEXEC: /, ''));
+      // The image's notes are data from outside this kernel: read them like any input.
+      const target = kexecTarget(checked.version, checked.cmdline, notes ?? new Uint8Array(0));
       this.#kexecImage = checked;
-      this.log.info(`kexec: loaded ${checked.version} (${checked.modules.length} modules)`);
+      this.#kexecTarget = target;
+      this.log.info(
+        `kexec: loaded ${checked.version} (${checked.modules.length} modules; reads ${[...target.reads.keys()].join(', ') || 'nothing'})`,
+      );
       return 0;
     });
     this.#syscalls.register('reboot', (ctx, cmd) => this.#reboot(cmd, this.#syscallIds.get(ctx)!));
@@ -328,6 +355,13 @@ export class Kernel {
     const log = this.log;
     log.trace('reboot', 'B');
     try {
+      // Before anything irreversible: can the loaded kernel read everything that would cross?
+      log.trace('kexec-check', 'B');
+      try {
+        await this.#kexecChecks.assertReadable();
+      } finally {
+        log.trace('kexec-check', 'E');
+      }
       log.info('reboot: running reboot notifiers');
       log.trace('reboot-notifiers', 'B');
       let abortNotifiers: () => Promise<void>;

@@ -5,6 +5,7 @@ import { KernelError } from '@liveupdate/machine';
 import { KernelPanic } from './kernel-panic.js';
 import type { KernelLog } from './kernel-log.js';
 import { isKernelModule, type KernelModule, type ModuleContext } from './kernel-module.js';
+import { handoverReadsNote, type KernelNote } from './kexec-notes.js';
 
 /** Resolve a module specifier of a kernel image to a URL the worker can import. */
 export function resolveModuleSpecifier(specifier: string, base: string): string {
@@ -44,6 +45,13 @@ export class ModuleLoader {
       }
       this.#available.push(exported);
     }
+  }
+
+  /** A `NT_HANDOVER_READS` note for each imported module that declares `reads`. */
+  notes(): KernelNote[] {
+    return this.#available
+      .filter((m) => m.reads && m.reads.length > 0)
+      .map((m) => handoverReadsNote(m.name, m.reads!));
   }
 
   /** Run every module's `init` in order. A failing init is logged and the module left out. */

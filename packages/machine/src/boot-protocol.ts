@@ -34,11 +34,21 @@ export type MachineToKernel =
       readonly name: string;
       readonly args: readonly unknown[];
     }
-  | { readonly type: 'kexec-load-result'; readonly id: number; readonly error?: WireError };
+  | {
+      readonly type: 'kexec-load-result';
+      readonly id: number;
+      readonly error?: WireError;
+      /** The loaded image's notes (what it reads), as the image's worker reported them. */
+      readonly notes?: Uint8Array;
+    };
 
 /** Kernel → machine. */
 export type KernelToMachine =
-  | { readonly type: 'loaded' }
+  /**
+   * The modules are imported. `notes` is the image's note blob (ELF notes: what the kernel and
+   * its modules can read), handed to the kernel that `kexec_load`ed it as bytes.
+   */
+  | { readonly type: 'loaded'; readonly notes: Uint8Array }
   /** The image could not be loaded (a module failed to import); the worker does nothing more. */
   | { readonly type: 'load-failed'; readonly reason: string }
   | { readonly type: 'running' }

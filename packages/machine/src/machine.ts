@@ -74,7 +74,8 @@ interface KernelSlot {
   readonly worker: Worker;
   readonly image: KernelImage;
   boot: number;
-  readonly loaded: Deferred<void>;
+  /** Resolves with the image's note blob once its modules are imported. */
+  readonly loaded: Deferred<Uint8Array>;
   readonly running: Deferred<void>;
   terminated: boolean;
 }
@@ -305,7 +306,7 @@ export class Machine implements SyscallChannel {
     const isCurrent = slot === this.#current;
     switch (message.type) {
       case 'loaded':
-        slot.loaded.resolve();
+        slot.loaded.resolve(message.notes);
         return;
       case 'load-failed':
         slot.terminated = true;
@@ -385,26 +386,25 @@ export class Machine implements SyscallChannel {
   }
 
   async #kexecLoad(slot: KernelSlot, id: number, image: KernelImage): Promise<void> {
-    const reply = (error?: WireError): void => {
-      if (slot === this.#current)
-        this.#post(slot, { type: 'kexec-load-result', id, ...(error ? { error } : {}) });
+    const reply = (result: { error?: WireError; notes?: Uint8Array }): void => {
+      if (slot === this.#current) this.#post(slot, { type: 'kexec-load-result', id, ...result });
     };
     const previous = this.#loadedImage?.slot;
     this.#loadedImage = undefined;
     if (previous) await this.#terminate(previous);
-    if (!this.#preload) {
-      this.#loadedImage = { image, slot: undefined };
-      reply();
-      return;
-    }
     const next = this.#startWorker(image);
     this.#loadedImage = { image, slot: next };
     try {
-      await next.loaded.promise;
-      reply();
+      const notes = await next.loaded.promise;
+      if (!this.#preload && this.#loadedImage?.slot === next) {
+        // Read the image's notes, then drop the worker: it starts again at reboot.
+        this.#loadedImage = { image, slot: undefined };
+        await this.#terminate(next);
+      }
+      reply({ notes });
     } catch (error) {
       if (this.#loadedImage?.slot === next) this.#loadedImage = undefined;
-      reply({ code: 'ENOEXEC', message: `ENOEXEC: ${(error as Error).message}` });
+      reply({ error: { code: 'ENOEXEC', message: `ENOEXEC: ${(error as Error).message}` } });
     }
   }
 

@@ -3,6 +3,7 @@ import { IOMMU_SERVICE, KernelError, defineModule } from '@liveupdate/kernel';
 import { MEMFD_SERVICE } from '@liveupdate/plugin-memfd';
 import { IOMMU_FLB_SERVICE, createIommuFlb, retrieveIommuFlbFor } from './iommu-flb.js';
 import { createIommufdFileOperations } from './iommufd-file-operations.js';
+import { IOMMU_FLB_COMPATIBLE, IOMMUFD_LUO_COMPATIBLE } from './iommufd-lu-abi.js';
 import { createIommufdLuoHandler } from './iommufd-luo-handler.js';
 
 /** The path of the iommufd char device. */
@@ -21,6 +22,7 @@ export const IOMMUFD_DEVICE_PATH = '/dev/iommu';
  */
 export const iommufdModule = defineModule({
   name: 'iommufd',
+  reads: [IOMMUFD_LUO_COMPATIBLE, IOMMU_FLB_COMPATIBLE],
   init(ctx) {
     const iommu = ctx.services.get(IOMMU_SERVICE);
     if (!iommu) throw new Error('iommufd: the kernel provides no IOMMU driver (IOMMU_SERVICE)');

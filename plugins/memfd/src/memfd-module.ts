@@ -2,6 +2,7 @@ import { registerFileHandler } from '@liveupdate/core';
 import { KernelError, defineModule } from '@liveupdate/kernel';
 import { registerMemfdCreate } from './memfd-create.js';
 import { MEMFD_SERVICE, MemfdFileSystem } from './memfd-file-system.js';
+import { MEMFD_LUO_FH_COMPATIBLE } from './memfd-luo-abi.js';
 import { createMemfdLuoHandler } from './memfd-luo-handler.js';
 
 /**
@@ -12,6 +13,7 @@ import { createMemfdLuoHandler } from './memfd-luo-handler.js';
  */
 export const memfdModule = defineModule({
   name: 'memfd',
+  reads: [MEMFD_LUO_FH_COMPATIBLE],
   init(ctx) {
     const memfds = new MemfdFileSystem(ctx);
     registerMemfdCreate(ctx, memfds);

@@ -11,6 +11,7 @@ import { KernelError } from '@liveupdate/machine';
 import { IOMMU_FLB_SERVICE } from '@liveupdate/plugin-iommufd';
 import { createVfioFileOperations } from './vfio-file-operations.js';
 import { VfioPciDevice } from './vfio-pci-device.js';
+import { VFIO_PCI_LUO_COMPATIBLE } from './vfio-pci-luo-abi.js';
 import { createVfioPciLuoHandler } from './vfio-pci-luo-handler.js';
 
 /**
@@ -66,6 +67,7 @@ export function parseVfioPciIds(text: string): { vendor: number; device: number 
  */
 export const vfioModule = defineModule({
   name: 'vfio-pci',
+  reads: [VFIO_PCI_LUO_COMPATIBLE],
   init(ctx) {
     const bus = ctx.services.get(PCI_BUS_SERVICE);
     const vfio = new VfioDevices();

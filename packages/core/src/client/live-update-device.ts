@@ -1,10 +1,26 @@
 import { O_RDWR, type Process } from '@liveupdate/machine';
 import {
+  LIVEUPDATE_CHECK_REPORT_LENGTH,
+  LIVEUPDATE_CHECK_VERSION_LENGTH,
+  LIVEUPDATE_IOCTL_CHECK_KEXEC,
   LIVEUPDATE_IOCTL_CREATE_SESSION,
   LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
+  checkKexecArg,
   createSessionArg,
   retrieveSessionArg,
 } from '../liveupdate-uapi.js';
+
+/** What {@link LiveUpdateDevice.checkKexec} found. */
+export interface KexecCheckReport {
+  /** The loaded kernel reads everything a kexec now would hand over: `reboot` would go on. */
+  readonly ok: boolean;
+  /** The loaded kernel's version (`uname -r` of the image). */
+  readonly version: string;
+  /** What it cannot read, one line each (as many as fit one page; see {@link problemCount}). */
+  readonly problems: readonly string[];
+  /** How many problems there are, listed or not. */
+  readonly problemCount: number;
+}
 import { LiveUpdateSession, encodeSessionName } from './live-update-session.js';
 
 /** Path of the LUO device node. */
@@ -60,6 +76,37 @@ export class LiveUpdateDevice {
     const arg = createSessionArg.encode({ size: createSessionArg.size, fd: 0, name: bytes });
     await this.process.ioctl(this.fd, LIVEUPDATE_IOCTL_CREATE_SESSION, arg);
     return new LiveUpdateSession(this.process, createSessionArg.decode(arg).fd, bytes);
+  }
+
+  /**
+   * `LIVEUPDATE_IOCTL_CHECK_KEXEC` (an extension of this project): whether the kernel loaded with
+   * `kexec_load` can read every file of every outgoing session, every FLB, the LUO and KHO roots
+   * and the devices' state as a kexec now would write them — what `reboot` checks before it
+   * freezes anything, when it fails with `ENOEXEC`. Changes nothing. `ENOENT` when no kernel is
+   * loaded.
+   */
+  async checkKexec(): Promise<KexecCheckReport> {
+    const arg = checkKexecArg.encode({
+      size: checkKexecArg.size,
+      flags: 0,
+      status: 0,
+      nr_problems: 0,
+      version: new Uint8Array(LIVEUPDATE_CHECK_VERSION_LENGTH),
+      report: new Uint8Array(LIVEUPDATE_CHECK_REPORT_LENGTH),
+    });
+    await this.process.ioctl(this.fd, LIVEUPDATE_IOCTL_CHECK_KEXEC, arg);
+    const out = checkKexecArg.decode(arg);
+    const text = (bytes: Uint8Array): string => {
+      const nul = bytes.indexOf(0);
+      return new TextDecoder().decode(nul < 0 ? bytes : bytes.subarray(0, nul));
+    };
+    const report = text(out.report);
+    return {
+      ok: out.status === 0,
+      version: text(out.version),
+      problems: report === '' ? [] : report.split('\n'),
+      problemCount: out.nr_problems,
+    };
   }
 
   /**

@@ -2,6 +2,11 @@ import { formatBdf } from '@liveupdate/machine';
 
 /** Name of the PCI bus's subtree in the KHO root FDT; the name versions the `pci_ser` layout. */
 export const PCI_LU_SUBTREE = 'pci';
+/**
+ * The format of the `pci` subtree's `pci_ser`, as the kernel's image note names it (the subtree
+ * name itself carries no version).
+ */
+export const PCI_LU_COMPATIBLE = 'pci-ser-v1';
 
 /** `struct pci_ser` header: `u64 max_nr_devices; u64 nr_devices`. */
 export const PCI_SER_HEADER_SIZE = 16;

@@ -307,6 +307,11 @@ export class KexecHandover {
     this.#subtrees.set(name, { phys, size });
   }
 
+  /** The names of the subtrees published for the next kernel, in publication order. */
+  subtreeNames(): string[] {
+    return [...this.#subtrees.keys()];
+  }
+
   /** `kho_remove_subtree()`: remove the subtree whose blob is at `phys`. */
   removeSubtree(phys: number): void {
     this.#checkWritable();
