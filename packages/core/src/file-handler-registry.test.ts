@@ -87,3 +87,42 @@ describe('FileHandlerRegistry', () => {
     expect(errnoOf(() => registry.unregister(a))).toBe('ENOENT');
   });
 });
+
+describe('FileHandlerRegistry formats (reads, writes)', () => {
+  const freeze = () => undefined;
+
+  it('finds a handler by any format it reads, and by nothing else', () => {
+    const registry = new FileHandlerRegistry();
+    const v3 = handler('x-v3', { reads: ['x-v3', 'x-v2'], writes: ['x-v3', 'x-v2'], freeze });
+    registry.register(v3);
+    expect(registry.byCompatible('x-v3')).toBe(v3);
+    expect(registry.byCompatible('x-v2')).toBe(v3);
+    expect(registry.byCompatible('x-v1')).toBeUndefined();
+    expect(registry.reads()).toEqual(['x-v3', 'x-v2']);
+  });
+
+  it('refuses a second handler that reads a format another reads (EEXIST)', () => {
+    const registry = new FileHandlerRegistry();
+    registry.register(handler('x-v3', { reads: ['x-v3', 'x-v2'] }));
+    expect(errnoOf(() => registry.register(handler('x-v2')))).toBe('EEXIST');
+    expect(errnoOf(() => registry.register(handler('y-v1', { reads: ['y-v1', 'x-v3'] })))).toBe(
+      'EEXIST',
+    );
+    expect(registry.handlers).toHaveLength(1);
+  });
+
+  it.each([
+    ['reads without its compatible', { reads: ['x-v1'] }],
+    ['empty reads', { reads: [] }],
+    ['a format listed twice', { reads: ['x-v2', 'x-v2'] }],
+    ['a format with NUL', { reads: ['x-v2', 'x\0'] }],
+    ['a format of 48 bytes', { reads: ['x-v2', 'y'.repeat(48)] }],
+    ['writes not led by its compatible', { writes: ['x-v1', 'x-v2'], freeze }],
+    ['two writes and no freeze', { writes: ['x-v2', 'x-v1'] }],
+    ['reads that is not an array', { reads: 'x-v2' as unknown as string[] }],
+  ])('refuses a handler with %s (EINVAL)', (_what, extra) => {
+    const registry = new FileHandlerRegistry();
+    expect(errnoOf(() => registry.register(handler('x-v2', extra)))).toBe('EINVAL');
+    expect(registry.handlers).toHaveLength(0);
+  });
+});

@@ -29,7 +29,10 @@ export class FileHandlerRegistry {
    */
   register(handler: FileHandler): void {
     checkHandler(handler);
-    if (this.#handlers.includes(handler) || this.#handlers.some((h) => h.compatible === handler.compatible)) {
+    if (
+      this.#handlers.includes(handler) ||
+      this.#handlers.some((h) => h.compatible === handler.compatible)
+    ) {
       throw new KernelError('EEXIST', `file handler "${handler.compatible}" is already registered`);
     }
     for (const format of handlerReads(handler)) {
@@ -73,12 +76,19 @@ function checkFormats(handler: FileHandler, key: 'reads' | 'writes'): void {
   const bad = (why: string): never => {
     throw new KernelError('EINVAL', `file handler "${handler.compatible}": ${key} ${why}`);
   };
-  if (!Array.isArray(list) || list.length === 0) bad(`must be a non-empty array, found ${JSON.stringify(list)}`);
+  if (!Array.isArray(list) || list.length === 0)
+    bad(`must be a non-empty array, found ${JSON.stringify(list)}`);
   const seen = new Set<string>();
   for (const format of list as unknown[]) {
     const length = typeof format === 'string' ? utf8.encode(format).length : -1;
-    if (length < 1 || length > LIVEUPDATE_HNDL_COMPAT_LENGTH - 1 || (format as string).includes('\0')) {
-      bad(`holds ${JSON.stringify(format)}, not 1-${LIVEUPDATE_HNDL_COMPAT_LENGTH - 1} bytes without NUL`);
+    if (
+      length < 1 ||
+      length > LIVEUPDATE_HNDL_COMPAT_LENGTH - 1 ||
+      (format as string).includes('\0')
+    ) {
+      bad(
+        `holds ${JSON.stringify(format)}, not 1-${LIVEUPDATE_HNDL_COMPAT_LENGTH - 1} bytes without NUL`,
+      );
     }
     if (seen.has(format as string)) bad(`lists ${JSON.stringify(format)} twice`);
     seen.add(format as string);
@@ -107,7 +117,10 @@ function checkHandler(handler: FileHandler): void {
     );
   }
   if (!handlerReads(handler).includes(compatible)) {
-    throw new KernelError('EINVAL', `file handler "${compatible}": reads must include its compatible`);
+    throw new KernelError(
+      'EINVAL',
+      `file handler "${compatible}": reads must include its compatible`,
+    );
   }
   if (handlerWrites(handler).length > 1 && typeof handler.freeze !== 'function') {
     throw new KernelError(

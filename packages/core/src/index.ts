@@ -28,7 +28,14 @@ export {
   registerFlb,
   unregisterFileHandler,
 } from './liveupdate-service.js';
-export type { LiveUpdateOrchestrator, LuoLimits } from './live-update-orchestrator.js';
+export {
+  LUO_ABI_VERSIONS,
+  luoAbiCompatible,
+  type LiveUpdateOrchestrator,
+  type LuoLimits,
+  type LuoOptions,
+} from './live-update-orchestrator.js';
+export { createLiveUpdateModule } from './create-liveupdate-module.js';
 export type { FileHandlerRegistry } from './file-handler-registry.js';
 export * from './liveupdate-uapi.js';
 export * from './luo-abi.js';

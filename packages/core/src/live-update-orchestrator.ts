@@ -1,4 +1,5 @@
 import {
+  CommandLine,
   File as KernelFile,
   KernelError,
   crc32c,
@@ -88,6 +89,24 @@ export interface LuoLimits {
 /** Defaults: far above upstream G1's fixed 819 sessions and 128 files, within one KHO folio. */
 export const DEFAULT_LUO_LIMITS: LuoLimits = { maxSessions: 4096, maxFilesPerSession: 4096 };
 
+/** The LUO ABI versions of this core, newest first: it writes `luo-v2` and reads both. */
+export const LUO_ABI_VERSIONS: readonly LuoAbiVersion[] = [2, 1];
+
+/** `luo-v2` or `luo-v1`, the root compatible of an ABI version. */
+export function luoAbiCompatible(version: LuoAbiVersion): string {
+  return version === 2 ? LUO_FDT_COMPATIBLE : LUO_FDT_COMPATIBLE_V1;
+}
+
+/** Options of the orchestrator, fixed per kernel build (see `createLiveUpdateModule`). */
+export interface LuoOptions {
+  /**
+   * The LUO ABI versions it reads and can write, newest first. Default {@link LUO_ABI_VERSIONS}.
+   * `[1]` is a core as built before `luo-v2`: it panics on a `luo-v2` handover, as an older
+   * kernel would on a compatible it does not know, and writes `luo-v1`.
+   */
+  readonly abi?: readonly LuoAbiVersion[];
+}
+
 /** What the reboot notifier wrote, so an aborted kexec can take it back. */
 interface Handover {
   readonly blobs: number[];
@@ -123,6 +142,8 @@ export class LiveUpdateOrchestrator {
   /** The FLBs linked to handlers, with their outgoing and incoming refcounts. */
   readonly flbs: FlbRegistry;
   readonly limits: LuoLimits;
+  /** The LUO ABI versions this core reads and writes, newest first (see {@link LuoOptions}). */
+  readonly abi: readonly LuoAbiVersion[];
   /** The number this kernel hands over: incoming + 1, or 1 after a cold boot. */
   readonly liveupdateNumber: bigint;
   /**
@@ -153,7 +174,14 @@ export class LiveUpdateOrchestrator {
    * at once and panics on a missing or incompatible `luo-v1` root, as `luo_early_startup` does;
    * sessions and files are deserialized later, at the first open of `/dev/liveupdate`.
    */
-  constructor(ctx: ModuleContext) {
+  constructor(ctx: ModuleContext, options: LuoOptions = {}) {
+    this.abi = options.abi ?? LUO_ABI_VERSIONS;
+    if (this.abi.length === 0 || this.abi.some((v) => v !== 1 && v !== 2)) {
+      throw new KernelError(
+        'EINVAL',
+        `LUO: abi must list versions 1 and/or 2, got ${JSON.stringify(this.abi)}`,
+      );
+    }
     this.#log = ctx.log;
     this.#calls = { log: ctx.log, faultInjector: undefined };
     this.flbs = new FlbRegistry(this.#calls, ctx.log);
@@ -295,7 +323,7 @@ export class LiveUpdateOrchestrator {
       const written = await this.#log.span(
         'luo-serialize',
         () => this.#writeHandover(sessions, plan.abi),
-        { sessions: sessions.length, abi: plan.abi === 2 ? LUO_FDT_COMPATIBLE : LUO_FDT_COMPATIBLE_V1 },
+        { sessions: sessions.length, abi: luoAbiCompatible(plan.abi) },
       );
       this.#handover = { ...written, releaseLock };
     } catch (error) {
@@ -349,6 +377,11 @@ export class LiveUpdateOrchestrator {
     try {
       this.#checkContainer(BigInt(subtree.phys), subtree.size, 'LUO FDT');
       const root = decodeLuoFdt(ctx.memory.read(subtree.phys, subtree.size));
+      if (!this.abi.includes(root.version)) {
+        throw new LuoAbiError(
+          `the LUO FDT is ${luoAbiCompatible(root.version)}, and this kernel reads only ${this.abi.map(luoAbiCompatible).join(', ')}`,
+        );
+      }
       // luo_flb_setup_incoming(): like the FDT, a bad FLB table is fatal at boot.
       const flbWhere = `luo_flb_header_ser at ${hex(root.flbHeaderPhys)}`;
       this.#checkContainer(root.flbHeaderPhys, LUO_FLB_TABLE_SIZE, flbWhere);
@@ -944,17 +977,20 @@ export class LiveUpdateOrchestrator {
   #plan(target: KexecTarget | undefined): HandoverPlan {
     const formats = new Map<LuoFile, string>();
     const problems: string[] = [];
-    let abi: LuoAbiVersion = 2;
     const sessions = [...this.#outgoing.values()];
     const flbs = this.flbs.outgoingTable();
-    if (!target) return { formats, problems, abi };
+    if (!target) return { formats, problems, abi: this.abi[0]! };
+    // With nothing to hand over, LUO writes an empty handover the target may ignore.
+    const readable = this.abi.find((v) => target.reads.has(luoAbiCompatible(v)));
+    const abi = readable ?? this.abi[0]!;
     if (sessions.length > 0 || flbs.length > 0) {
-      if (target.reads.has(LUO_FDT_COMPATIBLE)) abi = 2;
-      else if (target.reads.has(LUO_FDT_COMPATIBLE_V1)) abi = 1;
-      else {
+      if (readable === undefined) {
         problems.push(
-          `the LUO handover (${LUO_FDT_COMPATIBLE} or ${LUO_FDT_COMPATIBLE_V1}): it has no liveupdate module that reads either`,
+          `the LUO handover: this kernel writes ${this.abi.map(luoAbiCompatible).join(', ')}; it reads none of them`,
         );
+      } else if (!new CommandLine(target.cmdline).bool('liveupdate', false)) {
+        // Its LUO would stay off and never deserialize: every session would be lost.
+        problems.push(`the LUO handover: its command line does not turn LUO on (liveupdate=on)`);
       }
     }
     for (const session of sessions) {
@@ -1021,7 +1057,10 @@ export class LiveUpdateOrchestrator {
       const format = formats.get(luoFile) ?? luoFile.compatible;
       if (format !== luoFile.compatible && !handler.freeze) {
         // The registry refuses a handler that writes several formats without freeze.
-        throw new KernelError('EIO', `LUO: ${handler.compatible} cannot rewrite its state as ${format}`);
+        throw new KernelError(
+          'EIO',
+          `LUO: ${handler.compatible} cannot rewrite its state as ${format}`,
+        );
       }
       luoFile.compatible = format;
       if (handler.freeze) {

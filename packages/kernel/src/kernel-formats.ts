@@ -1,5 +1,6 @@
 import { IOMMU_LU_COMPATIBLE, IOMMU_LU_SUBTREE } from './drivers/iommu-handover.js';
 import { PCI_LU_COMPATIBLE, PCI_LU_SUBTREE } from './drivers/pci-handover.js';
+import { CommandLine } from './command-line.js';
 import { KHO_FDT_COMPATIBLE } from './kho/kho-abi.js';
 import { KERNEL_NOTE_OWNER, handoverReadsNote, type KernelNote } from './kexec-notes.js';
 import type { KexecCheck } from './kexec-target.js';
@@ -15,7 +16,10 @@ export const KERNEL_SUBTREE_FORMATS: ReadonlyMap<string, string> = new Map([
 
 /** The kernel's own note: it reads `kho-v1` and its drivers' formats. */
 export function kernelOwnNote(): KernelNote {
-  return handoverReadsNote(KERNEL_NOTE_OWNER, [KHO_FDT_COMPATIBLE, ...KERNEL_SUBTREE_FORMATS.values()]);
+  return handoverReadsNote(KERNEL_NOTE_OWNER, [
+    KHO_FDT_COMPATIBLE,
+    ...KERNEL_SUBTREE_FORMATS.values(),
+  ]);
 }
 
 /**
@@ -37,6 +41,9 @@ export function kernelFormatsCheck(kho: {
       if (subtrees.length === 0 && kho.stats.preservedFolios === 0) return [];
       if (!target.reads.has(KHO_FDT_COMPATIBLE)) {
         problems.push(`the KHO root (${KHO_FDT_COMPATIBLE})`);
+      } else if (!new CommandLine(target.cmdline).bool('kho', false)) {
+        // Its build reads kho-v1, but this boot of it would ignore the handover.
+        problems.push(`the KHO handover: its command line does not turn KHO on (kho=on)`);
       }
       for (const name of subtrees) {
         const format = KERNEL_SUBTREE_FORMATS.get(name);

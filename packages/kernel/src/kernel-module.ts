@@ -110,7 +110,9 @@ export function defineModule<M extends KernelModule>(module: M): M {
   if (
     module.reads !== undefined &&
     (!Array.isArray(module.reads) ||
-      !module.reads.every((c: unknown) => typeof c === 'string' && c.length > 0 && !c.includes('\0')))
+      !module.reads.every(
+        (c: unknown) => typeof c === 'string' && c.length > 0 && !c.includes('\0'),
+      ))
   ) {
     throw new TypeError(
       `defineModule(${module.name}): reads must be an array of non-empty compatible strings`,

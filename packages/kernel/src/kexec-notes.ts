@@ -50,9 +50,15 @@ export function encodeKernelNotes(notes: readonly KernelNote[]): Uint8Array {
     }
     return { name, note };
   });
-  const size = parts.reduce((n, p) => n + 12 + align4(p.name.length + 1) + align4(p.note.desc.length), 0);
+  const size = parts.reduce(
+    (n, p) => n + 12 + align4(p.name.length + 1) + align4(p.note.desc.length),
+    0,
+  );
   if (size > KERNEL_NOTES_MAX_BYTES) {
-    throw new KernelError('EINVAL', `kernel notes: ${size} bytes, more than ${KERNEL_NOTES_MAX_BYTES}`);
+    throw new KernelError(
+      'EINVAL',
+      `kernel notes: ${size} bytes, more than ${KERNEL_NOTES_MAX_BYTES}`,
+    );
   }
   const out = new Uint8Array(size);
   const view = new DataView(out.buffer);
@@ -95,7 +101,8 @@ export function decodeKernelNotes(blob: Uint8Array): KernelNote[] {
     if (name[namesz - 1] !== 0 || name.subarray(0, namesz - 1).includes(0)) {
       bad(at, 'the name is not one NUL-terminated string');
     }
-    const isZero = (from: number, to: number): boolean => blob.subarray(from, to).every((b) => b === 0);
+    const isZero = (from: number, to: number): boolean =>
+      blob.subarray(from, to).every((b) => b === 0);
     if (!isZero(at + 12 + namesz, nameEnd) || !isZero(nameEnd + descsz, descEnd)) {
       bad(at, 'padding is not zero');
     }
@@ -137,13 +144,17 @@ export function readHandoverReads(note: KernelNote): string[] {
   const { desc } = note;
   if (desc.length === 0) return [];
   if (desc[desc.length - 1] !== 0) {
-    throw new KernelError('ENOEXEC', `kernel note ${note.owner}: the reads list is not NUL-terminated`);
+    throw new KernelError(
+      'ENOEXEC',
+      `kernel note ${note.owner}: the reads list is not NUL-terminated`,
+    );
   }
   const out: string[] = [];
   let start = 0;
   for (let i = 0; i < desc.length; i++) {
     if (desc[i] !== 0) continue;
-    if (i === start) throw new KernelError('ENOEXEC', `kernel note ${note.owner}: an empty compatible`);
+    if (i === start)
+      throw new KernelError('ENOEXEC', `kernel note ${note.owner}: an empty compatible`);
     try {
       out.push(decoder.decode(desc.subarray(start, i)));
     } catch {

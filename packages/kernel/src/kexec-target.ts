@@ -113,7 +113,9 @@ export class KexecChecks implements KexecControl {
       try {
         for (const problem of await check.check(target)) problems.push(`${check.name}: ${problem}`);
       } catch (error) {
-        problems.push(`${check.name}: the check failed: ${(error as Error)?.message ?? String(error)}`);
+        problems.push(
+          `${check.name}: the check failed: ${(error as Error)?.message ?? String(error)}`,
+        );
       }
     }
     return { version: target.version, problems };

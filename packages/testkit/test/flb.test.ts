@@ -12,7 +12,14 @@ import {
 } from '@liveupdate/core';
 import { MachineHaltedError, type Process } from '@liveupdate/machine';
 import { liveUpdateImage, statsDifferences, testkitStats } from '@liveupdate/testkit';
-import { boot, openDevice, readLuoFdt, readNote, sealLuoHandover } from './helpers.js';
+import {
+  CLAIMS_FORMATS_MODULE,
+  boot,
+  openDevice,
+  readLuoFdt,
+  readNote,
+  sealLuoHandover,
+} from './helpers.js';
 
 const FLB_MODULE = new URL('./fixtures/flb-module.js', import.meta.url).href;
 
@@ -244,11 +251,30 @@ describe('FLBs across a live update', () => {
       'red',
       'r',
     );
-    const next = await harness.liveUpdate(liveUpdateImage({ version: '6.18.1', modules: [] }));
+    // The image says it reads the items and their FLBs, but registers neither.
+    const next = await harness.liveUpdate(
+      liveUpdateImage({ version: '6.18.1', modules: [CLAIMS_FORMATS_MODULE] }),
+    );
     await expect(openDevice(next)).rejects.toMatchObject({ code: 'EIO' });
     const dmesg = harness.machine.dmesg();
     expect(dmesg).toMatch(/incoming FLB "shared-flb-v1" has no registered FLB.*leaked/);
     expect(dmesg).toMatch(/incoming FLB "red-flb-v1" has no registered FLB.*leaked/);
+  });
+});
+
+describe('FLBs and the check before a kexec', () => {
+  it('names each FLB a kernel without their module cannot read, and refuses the kexec', async () => {
+    const harness = await bootItems();
+    const device = await openDevice(harness.process);
+    await preserveItem(await device.createSession('s'), 1n, 'red', 'r');
+    await harness.process.kexecLoad(liveUpdateImage({ version: '6.18.1', modules: [] }));
+    const report = await device.checkKexec();
+    expect(report.ok).toBe(false);
+    expect(report.problems).toEqual([
+      'liveupdate: session "s" token 1: red-v1 writes red-v1; it reads none of them',
+      'liveupdate: FLB shared-flb-v1: it does not read it',
+      'liveupdate: FLB red-flb-v1: it does not read it',
+    ]);
   });
 });
 

@@ -18,6 +18,9 @@ export {
 } from '@liveupdate/testkit';
 
 export const NOTE_MODULE = new URL('./fixtures/note-module.js', import.meta.url).href;
+/** Says in its image note that it reads the note and item formats, and registers nothing (a lying build). */
+export const CLAIMS_FORMATS_MODULE = new URL('./fixtures/claims-formats-module.js', import.meta.url)
+  .href;
 export const CHEAT_MODULE = new URL('./fixtures/cheat-module.js', import.meta.url).href;
 export const REGISTRATION_PROBE_MODULE = new URL(
   './fixtures/registration-probe-module.js',
