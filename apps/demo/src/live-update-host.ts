@@ -1,8 +1,16 @@
-import { LINUX_REBOOT_CMD_KEXEC, type KernelImage, type Machine } from '@liveupdate/machine';
+import {
+  LINUX_REBOOT_CMD_KEXEC,
+  type KernelImage,
+  type Machine,
+  type Process,
+} from '@liveupdate/machine';
 import { CacheProcess, type CacheRetrieveTimings } from './cache-process.js';
 import { kexecTimings, type KexecPhases } from './phase-timings.js';
 import type { GuestNicState } from './vm-guest-nic.js';
 import { NIC_BDF, VmmProcess, type VmRestoreTimings } from './vm-process.js';
+
+/** The NIC's hardware counters, as `machine.counters()` reads them. */
+export type NicCounters = ReturnType<Machine['counters']>;
 
 /** The services running on the host that a live update carries over. Either may be absent. */
 export interface HostServices {
@@ -69,6 +77,39 @@ export interface HostLiveUpdate {
   readonly vm?: VmLiveUpdate;
 }
 
+/** A live update made ready, before the blackout: see {@link prepareHostLiveUpdate}. */
+export interface PreparedHostLiveUpdate {
+  /** The process that loaded `next` and will reboot into it. */
+  readonly updater: Process;
+  readonly kexecLoadMs: number;
+  readonly cachePreserveMs: number | undefined;
+  readonly vmPreserveMs: number | undefined;
+  /** The NIC's counters before the first `PRESERVE_FD`, when there is a VM. */
+  readonly nicAtStart: NicCounters | undefined;
+}
+
+/**
+ * The steps of a live update before the blackout, while everything runs: each service preserves
+ * its files in its own LUO session, then an updater process loads `next` (`kexec_load`). What a
+ * kexec now would hand over can be checked from here on (`LIVEUPDATE_IOCTL_CHECK_KEXEC`).
+ */
+export async function prepareHostLiveUpdate(
+  machine: Machine,
+  services: HostServices,
+  next: KernelImage,
+): Promise<PreparedHostLiveUpdate> {
+  const { vmm } = services;
+  const nicAtStart = vmm ? machine.counters(NIC_BDF) : undefined;
+  vmm?.guest.clearMaxOccupancy();
+  const cachePreserveMs = await services.cache?.preserve();
+  const vmPreserveMs = await vmm?.preserve();
+  const updater = machine.spawn();
+  const start = performance.now();
+  await updater.kexecLoad(next);
+  const kexecLoadMs = performance.now() - start;
+  return { updater, kexecLoadMs, cachePreserveMs, vmPreserveMs, nicAtStart };
+}
+
 /**
  * Live-update the kernel under the host's services to `next` (DESIGN §4): each service preserves
  * its files in its own LUO session while it runs, an updater process loads the next kernel, the
@@ -80,16 +121,26 @@ export async function liveUpdateHost(
   services: HostServices,
   next: KernelImage,
 ): Promise<HostLiveUpdate> {
+  return completeHostLiveUpdate(
+    machine,
+    services,
+    await prepareHostLiveUpdate(machine, services, next),
+  );
+}
+
+/**
+ * The blackout of a prepared live update: the guest pauses, the updater reboots into the loaded
+ * kernel, and new processes take the cache and the VM back.
+ */
+export async function completeHostLiveUpdate(
+  machine: Machine,
+  services: HostServices,
+  prepared: PreparedHostLiveUpdate,
+): Promise<HostLiveUpdate> {
   const { vmm } = services;
+  const { updater, kexecLoadMs, cachePreserveMs, vmPreserveMs } = prepared;
   const nicCounters = () => (vmm ? machine.counters(NIC_BDF) : undefined);
-  const atStart = nicCounters();
-  vmm?.guest.clearMaxOccupancy();
-  const cachePreserveMs = await services.cache?.preserve();
-  const vmPreserveMs = await vmm?.preserve();
-  const updater = machine.spawn();
-  const start = performance.now();
-  await updater.kexecLoad(next);
-  const kexecLoadMs = performance.now() - start;
+  const atStart = prepared.nicAtStart;
   await vmm?.guest.pause();
   const pausedAt = machine.now();
   const atPause = nicCounters();

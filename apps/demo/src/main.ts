@@ -4,22 +4,31 @@
 // 6.18.1, or further with --updates). Each preserves its files in a LUO session; after the kexec
 // new processes retrieve them: the cache answers every key from the same RAM frames, the VMM
 // moves the still-running NIC onto a new IOAS and its guest takes up the ring where it left it.
-// Prints each phase of the blackout, what the NIC did during it, and the checks; with --json only
-// a report. Exits 1 if any check fails.
+// With --scenario skew the kernels differ in their modules (6.18.0 → 6.19.0 → back to 6.18.0 →
+// a kernel without vfio-pci, which the running kernel refuses before the blackout). Prints each
+// phase of the blackout, what the NIC did during it, the formats written and the checks; with
+// --json only a report. Exits 1 if any check fails.
 import { Machine } from '@liveupdate/machine';
 import { CacheProcess, CACHE_SESSION, CACHE_TOKEN, FIRST_KEY } from './cache-process.js';
 import { DEMO_USAGE, parseDemoOptions, type DemoOptions } from './demo-options.js';
-import { hostKernelImage } from './host-kernel-image.js';
-import { planKvCache, type KvCacheCheck, type KvCacheLayout } from './kv-cache.js';
 import {
-  cacheLiveUpdateOf,
-  type CacheLiveUpdate,
-  type LiveUpdatePhases,
-} from './live-update-cache.js';
-import { liveUpdateHost, type VmDmaReport, type VmLiveUpdate } from './live-update-host.js';
+  liveUpdateReport,
+  nicActivity,
+  type DemoStep,
+  type RefusedStep,
+  type UpdatedStep,
+} from './demo-report.js';
+import { HandoverFormatsRecorder, type HandoverFormats } from './handover-formats.js';
+import { checkHost, type HostCheck } from './host-check.js';
+import { sameKernelChain, skewKernelChain } from './kernel-chain.js';
+import { planKvCache, type KvCacheLayout } from './kv-cache.js';
+import { attemptLiveUpdateHost } from './live-update-attempt.js';
+import { cacheLiveUpdateOf, type CacheLiveUpdate } from './live-update-cache.js';
+import type { VmDmaReport, VmLiveUpdate } from './live-update-host.js';
 import { textTable } from './text-table.js';
-import { checkGuestRing, type GuestRingCheck } from './vm-ring-check.js';
-import { NIC_BDF, VM_SESSION, VmmProcess, type VmRestoreTimings } from './vm-process.js';
+import { fillGuestMemory } from './vm-guest-memory.js';
+import type { GuestRingCheck } from './vm-ring-check.js';
+import { NIC_BDF, VM_SESSION, VM_TOKENS, VmmProcess } from './vm-process.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -27,34 +36,6 @@ const MiB = 1024 ** 2;
 const NIC_PACKETS_PER_SECOND = 10_000;
 const RING_SIZE = 8192;
 
-/** One live update in the JSON report. */
-interface LiveUpdateReport {
-  readonly from: string;
-  readonly to: string;
-  readonly blackoutMs: number;
-  readonly untilKernelRunningMs: number;
-  readonly phases: Readonly<Record<keyof LiveUpdatePhases | 'other', number>>;
-  readonly cache: { readonly keys: number; readonly verified: number; readonly mismatches: number };
-  readonly vm: {
-    readonly blackoutMs: number;
-    readonly guestPausedMs: number;
-    readonly preserveMs: number;
-    readonly phases: Readonly<Record<keyof VmRestoreTimings, number>>;
-    readonly ring: GuestRingCheck;
-  };
-  readonly dma: VmDmaReport;
-}
-
-/** One live update as the demo saw it: both services' sides and the checks made after it. */
-interface UpdateSeen {
-  readonly update: CacheLiveUpdate;
-  readonly vm: VmLiveUpdate;
-  readonly check: KvCacheCheck;
-  readonly verifyMs: number;
-  readonly ring: GuestRingCheck;
-}
-
-const ms = (value: number): number => Number(value.toFixed(3));
 const fixed = (value: number): string => value.toFixed(2);
 const count = (value: number): string => value.toLocaleString('en-US');
 
@@ -76,22 +57,28 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
   const guestBytes = options.guestMib * MiB;
   // Allocated lazily: only frames the kernels touch cost host memory.
   const ramBytes = Math.max(2, Math.ceil((layout.fileBytes + guestBytes) / GiB) + 1) * GiB;
-  const versions = Array.from({ length: options.updates + 1 }, (_, n) => `6.18.${n}`);
+  const chain = options.scenario === 'skew' ? skewKernelChain() : sameKernelChain(options.updates);
+  // Two sessions, the VM's with the most files.
+  const handovers = new HandoverFormatsRecorder(2, Object.keys(VM_TOKENS).length);
   const machine = Machine.create({
     ramBytes,
     devices: [{ kind: 'nic', bdf: NIC_BDF, packetsPerSecond: NIC_PACKETS_PER_SECOND }],
+    onHandover: handovers.onHandover,
   });
-  const seen: UpdateSeen[] = [];
+  const steps: DemoStep[] = [];
   let vmm: VmmProcess | undefined;
   try {
     say(
-      `liveupdate demo: ${ramBytes / GiB} GiB machine, kernels ${versions.join(' → ')}, ` +
+      `liveupdate demo: ${ramBytes / GiB} GiB machine, kernels ${chain.map((k) => k.version).join(' → ')}, ` +
         `cache of ${count(options.keys)} keys in a ${options.mib} MiB memfd, ` +
         `VM with ${options.guestMib} MiB of guest RAM and a passthrough NIC at ${NIC_BDF}`,
     );
+    if (options.scenario === 'skew') {
+      for (const kernel of chain) say(`  ${kernel.version}: ${kernel.build}`);
+    }
     let start = performance.now();
-    await machine.boot(hostKernelImage(versions[0]!));
-    say(`\n${versions[0]} cold boot: ${fixed(performance.now() - start)} ms`);
+    await machine.boot(chain[0]!.image);
+    say(`\n${chain[0]!.version} cold boot: ${fixed(performance.now() - start)} ms`);
     const created = await CacheProcess.create(machine, layout);
     let cacheProcess = created.cacheProcess;
     say(
@@ -104,6 +91,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
     );
     start = performance.now();
     vmm = await VmmProcess.create(machine, { guestBytes, ringSize: RING_SIZE });
+    fillGuestMemory(vmm.guest);
     say(
       `VMM pid ${vmm.process.pid}: guest RAM memfd of ${options.guestMib} MiB (sealed grow/shrink/seal), ` +
         `iommufd IOAS ${vmm.ioas} mapping it at IOVA 0, NIC ${NIC_BDF} bound through vfio and ` +
@@ -112,25 +100,35 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
     say(
       `  the guest polls a ring of ${count(RING_SIZE)} descriptors in guest RAM; the NIC sends ` +
         `${count(NIC_PACKETS_PER_SECOND)} packets/s, so the ring holds ` +
-        `${fixed(((RING_SIZE - 1) / NIC_PACKETS_PER_SECOND) * 1000)} ms of traffic`,
+        `${fixed(((RING_SIZE - 1) / NIC_PACKETS_PER_SECOND) * 1000)} ms of traffic; ` +
+        `the rest of guest RAM is stamped page by page`,
     );
 
-    for (const next of versions.slice(1)) {
-      const host = await liveUpdateHost(
+    for (const next of chain.slice(1)) {
+      const attempt = await attemptLiveUpdateHost(
         machine,
         { cache: cacheProcess, vmm },
-        hostKernelImage(next),
+        next.image,
       );
-      const update = cacheLiveUpdateOf(host);
-      const vm = host.vm!;
+      if (attempt.outcome === 'refused') {
+        const { refusal } = attempt;
+        const host = await checkHost(machine, cacheProcess, vmm, refusal.guestAtRefusal!);
+        const step: RefusedStep = {
+          ...attempt,
+          host,
+          dmaAfterRefusal: nicActivity(refusal.nicAtRefusal!, machine.counters(NIC_BDF)),
+        };
+        steps.push(step);
+        sayRefused(say, step, layout);
+        continue;
+      }
+      const update = cacheLiveUpdateOf(attempt.update);
+      const vm = attempt.update.vm!;
       cacheProcess = update.cacheProcess;
       vmm = vm.vmm;
-      start = performance.now();
-      // Yields between slices, so the guest loop keeps draining its ring meanwhile.
-      const check = await cacheProcess.cache.verifyAllYielding();
-      const verifyMs = performance.now() - start;
-      const ring = await checkGuestRing(vmm.guest, vm.ring, () => machine.counters(NIC_BDF).drops);
-      seen.push({ update, vm, check, verifyMs, ring });
+      const formats = handovers.formatsOf(machine.bootCount - 1);
+      const host = await checkHost(machine, cacheProcess, vmm, vm.ring);
+      steps.push({ ...attempt, update, vm, formats, host });
 
       say(heading(`live update ${update.from} → ${update.to}`));
       say('before the blackout, while the cache serves and the NIC streams into the guest:');
@@ -143,9 +141,13 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
       say(
         `  kexec_load ${update.to} (its worker starts and imports its modules): ${fixed(update.kexecLoadMs)} ms`,
       );
+      say(
+        `  LIVEUPDATE_IOCTL_CHECK_KEXEC: ${attempt.check.version} reads everything a kexec now would hand over`,
+      );
       say(`then the guest pauses and reboot(LINUX_REBOOT_CMD_KEXEC); from the kernels' logs:`);
       say(storyLines(machine, machine.bootCount - 2));
       say(storyLines(machine, machine.bootCount - 1));
+      say(formatsLine(formats));
       say(
         `new cache pid ${cacheProcess.process.pid}: retrieved "${CACHE_SESSION}" and the memfd, mapped it ` +
           `(${cacheProcess.mapping.segments.length} segments), answered key ${FIRST_KEY}: ` +
@@ -155,10 +157,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
         `new VMM pid ${vmm.process.pid}: retrieved "${VM_SESSION}", restored HWPT, bound the NIC, ` +
           `moved it onto IOAS ${vmm.ioas} without stopping it, finished; the guest resumed its ring`,
       );
-      say(
-        `verified every key: ${count(check.verified)} of ${count(layout.keys)} right, ` +
-          `${count(check.mismatches)} mismatches (${fixed(verifyMs)} ms)`,
-      );
+      say(checkLines(host, layout));
       say(nicLines(vm.dma));
       if (vm.dma.packetsDropped > 0) {
         say(
@@ -168,43 +167,83 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
               : 'this machine was too slow for the ring; drops are expected'),
         );
       }
-      say(ringLine(ring));
+      say(ringLine(host.ring));
     }
 
+    const updated = steps.filter((step): step is UpdatedStep => step.outcome === 'updated');
     if (options.json) {
-      const liveUpdates: LiveUpdateReport[] = seen.map(({ update, vm, check, ring }) => ({
-        from: update.from,
-        to: update.to,
-        blackoutMs: ms(update.blackoutMs),
-        untilKernelRunningMs: ms(update.untilKernelRunningMs),
-        phases: msRecord({ ...update.phases, other: update.otherMs }),
-        cache: { keys: layout.keys, verified: check.verified, mismatches: check.mismatches },
-        vm: {
-          blackoutMs: ms(vm.blackoutMs),
-          guestPausedMs: ms(vm.guestPausedMs),
-          preserveMs: ms(vm.preserveMs),
-          phases: msRecord(vm.phases),
-          ring,
-        },
-        dma: vm.dma,
-      }));
+      const liveUpdates = steps.map((step) => liveUpdateReport(step, layout.keys));
       console.log(JSON.stringify({ liveUpdates }, null, 2));
-    } else {
-      printPhases(seen);
+    } else if (updated.length > 0) {
+      printPhases(updated);
     }
   } finally {
     // The guest loop issues syscalls; stop it before the machine goes.
     await vmm?.guest.pause().catch(() => undefined);
     await machine.shutdown();
   }
-  return seen.every(
-    ({ update, vm, check, ring }) =>
-      update.firstKeyOk &&
-      check.mismatches === 0 &&
-      ring.ok &&
-      vm.dma.iommuFaults === 0 &&
-      !dropsUnexplained(vm),
+  return steps.every((step) => {
+    const { host } = step;
+    const intact = host.cache.mismatches === 0 && host.ring.ok && host.guestMemory.mismatches === 0;
+    if (step.outcome === 'refused') {
+      return (
+        intact &&
+        step.dmaAfterRefusal.packetsDelivered > 0 &&
+        step.dmaAfterRefusal.iommuFaults === 0
+      );
+    }
+    return (
+      intact &&
+      step.update.firstKeyOk &&
+      step.vm.dma.iommuFaults === 0 &&
+      !dropsUnexplained(step.vm)
+    );
+  });
+}
+
+/** The refused step: what the check said, what `reboot` did, and the services afterwards. */
+function sayRefused(say: (text: string) => void, step: RefusedStep, layout: KvCacheLayout): void {
+  const { check, refusal, host, dmaAfterRefusal } = step;
+  say(heading(`live update ${refusal.from} → ${refusal.to}: refused before the blackout`));
+  say(
+    'the services preserved their files and the updater loaded the kernel, as for any update; ' +
+      'then, before pausing anything:',
   );
+  say(
+    `  LIVEUPDATE_IOCTL_CHECK_KEXEC: ${check.version} cannot read ${check.problemCount} ` +
+      `thing${check.problemCount === 1 ? '' : 's'} a kexec now would hand over:`,
+  );
+  for (const problem of check.problems) say(`    ${problem}`);
+  say(
+    `reboot(LINUX_REBOOT_CMD_KEXEC) anyway, the guest still running: ${refusal.code}; ` +
+      `${refusal.from} logged, before its reboot notifiers (nothing frozen):`,
+  );
+  for (const line of refusal.logLines) say(`  ${line}`);
+  say(`${refusal.from} keeps running the cache and the VM:`);
+  say(checkLines(host, layout));
+  say(
+    `the NIC since the refusal: ${count(dmaAfterRefusal.packetsDelivered)} more delivered, ` +
+      `${count(dmaAfterRefusal.packetsDropped)} dropped, ${count(dmaAfterRefusal.iommuFaults)} IOMMU faults`,
+  );
+  say(ringLine(host.ring));
+}
+
+function formatsLine(formats: HandoverFormats): string {
+  return (
+    'formats written, read from the handover between the kernels: ' +
+    Object.entries(formats)
+      .map(([file, compatible]) => `${file} ${compatible}`)
+      .join(', ')
+  );
+}
+
+function checkLines(host: HostCheck, layout: KvCacheLayout): string {
+  return [
+    `verified every key: ${count(host.cache.verified)} of ${count(layout.keys)} right, ` +
+      `${count(host.cache.mismatches)} mismatches (${fixed(host.verifyMs)} ms)`,
+    `guest memory: ${count(host.guestMemory.pages)} stamped pages, ` +
+      `${count(host.guestMemory.mismatches)} changed`,
+  ].join('\n');
 }
 
 /** How long the ring holds the NIC's traffic with nobody taking packets out. */
@@ -217,12 +256,6 @@ const RING_HEADROOM_MS = ((RING_SIZE - 1) / NIC_PACKETS_PER_SECOND) * 1000;
  */
 function dropsUnexplained(vm: VmLiveUpdate): boolean {
   return vm.dma.packetsDropped > 0 && vm.guestPausedMs < RING_HEADROOM_MS;
-}
-
-function msRecord<K extends string>(record: Readonly<Record<K, number>>): Record<K, number> {
-  return Object.fromEntries(
-    Object.entries<number>(record).map(([name, value]) => [name, ms(value)]),
-  ) as Record<K, number>;
 }
 
 function nicLines(dma: VmDmaReport): string {
@@ -244,7 +277,7 @@ function ringLine(ring: GuestRingCheck): string {
   );
 }
 
-function printPhases(seen: readonly UpdateSeen[]): void {
+function printPhases(seen: readonly UpdatedStep[]): void {
   const updates = seen.map((s) => s.update);
   const columns = ['phase', ...updates.map((u) => `${u.from} → ${u.to}`)];
   console.log(heading('the blackout, phase by phase (ms)'));
@@ -273,7 +306,7 @@ function printPhases(seen: readonly UpdateSeen[]): void {
   );
 
   console.log(heading("the VM's blackout, after the cache's (ms)"));
-  const vmRows: [string, (s: UpdateSeen) => number][] = [
+  const vmRows: [string, (s: UpdatedStep) => number][] = [
     ['reboot → first key answered (the cache first)', (s) => s.update.blackoutMs],
     ['new VMM: retrieve session', (s) => s.vm.phases['retrieve-session']],
     ['retrieve fds (NIC, guest RAM, iommufd)', (s) => s.vm.phases['retrieve-fds']],

@@ -31,10 +31,11 @@ export interface KexecTimings {
  * number) sits between them. Throws if the timeline lacks one of them.
  */
 export function kexecTimings(machine: Machine, boot: number): KexecTimings {
+  // The last span of a name: a reboot refused before the blackout leaves an earlier one.
   const span = (of: number, name: string, source: 'kernel' | 'machine'): TimelineSpan => {
     const found = machine
       .spans({ boot: of, name })
-      .find((s) => (s.version === 'machine') === (source === 'machine'));
+      .findLast((s) => (s.version === 'machine') === (source === 'machine'));
     if (!found) throw new Error(`the timeline has no ${source} span "${name}" of boot ${of}`);
     return found;
   };

@@ -9,12 +9,16 @@ interface Report {
   liveUpdates: {
     from: string;
     to: string;
+    outcome: string;
+    reason: unknown;
+    formats: Record<string, string>;
     blackoutMs: number;
     cache: { keys: number; verified: number; mismatches: number };
     vm: {
       blackoutMs: number;
       guestPausedMs: number;
       ring: { sequences: number; missing: number; outOfOrder: number; badChecksum: number };
+      guestMemory: { pages: number; mismatches: number };
     };
     dma: {
       packetsSent: number;
@@ -39,7 +43,18 @@ it('live-updates the cache and the VM twice and reports what the NIC did (--json
     '6.18.1 → 6.18.2',
   ]);
   for (const update of report.liveUpdates) {
+    expect(update.outcome).toBe('updated');
+    expect(update.reason).toBeNull();
+    // Read from the handover bytes: both memfds in the memfd plugin's format (the same kernel
+    // build on both sides writes its newest), the iommufd and the NIC in theirs.
+    expect(Object.keys(update.formats).sort()).toEqual(['kv-cache/1', 'vm0/1', 'vm0/2', 'vm0/3']);
+    expect(update.formats['kv-cache/1']).toMatch(/^memfd-v\d+$/);
+    expect(update.formats['vm0/1']).toBe(update.formats['kv-cache/1']);
+    expect(update.formats['vm0/2']).toBe('iommufd-v1');
+    expect(update.formats['vm0/3']).toBe('vfio-pci-v1');
     expect(update.cache).toEqual({ keys: 20000, verified: 20000, mismatches: 0 });
+    expect(update.vm.guestMemory.pages).toBeGreaterThan(0);
+    expect(update.vm.guestMemory.mismatches).toBe(0);
     const { dma, vm } = update;
     expect(dma.iommuFaults).toBe(0);
     // The NIC kept delivering while the guest was paused across the kexec.

@@ -1,0 +1,45 @@
+import type { KernelImage } from '@liveupdate/machine';
+import { MEMFD_V2_MODULE, hostKernelImage } from './host-kernel-image.js';
+
+/** One kernel of the demo's chain: booted first, or live-updated to. */
+export interface ChainKernel {
+  readonly version: string;
+  readonly image: KernelImage;
+  /** How it differs from the others, for the printout. */
+  readonly build: string;
+}
+
+/** `--scenario same`: 6.18.0 → 6.18.1 → … → 6.18.`updates`, every one the same build. */
+export function sameKernelChain(updates: number): ChainKernel[] {
+  return Array.from({ length: updates + 1 }, (_, n) => {
+    const version = `6.18.${n}`;
+    return { version, image: hostKernelImage(version), build: 'the host build' };
+  });
+}
+
+/** The kernel `--scenario skew` tries last, built without the vfio-pci module. */
+export const NO_VFIO_VERSION = '6.19.0-novfio';
+
+/**
+ * `--scenario skew`: kernels built from different modules. 6.18.0 has the memfd plugin as it
+ * shipped then (reads and writes only `memfd-v2`); 6.19.0 has today's (`memfd-v3`, reads v2 and
+ * writes it for a kernel that reads nothing newer); then back to the very same 6.18.0 image (the
+ * rollback); last a kernel without vfio-pci, which cannot take the VM's NIC.
+ */
+export function skewKernelChain(): ChainKernel[] {
+  const old: ChainKernel = {
+    version: '6.18.0',
+    image: hostKernelImage('6.18.0', { memfd: MEMFD_V2_MODULE }),
+    build: `memfd from ${MEMFD_V2_MODULE}`,
+  };
+  return [
+    old,
+    { version: '6.19.0', image: hostKernelImage('6.19.0'), build: 'memfd of today' },
+    old,
+    {
+      version: NO_VFIO_VERSION,
+      image: hostKernelImage(NO_VFIO_VERSION, { vfio: false }),
+      build: 'built without vfio-pci',
+    },
+  ];
+}

@@ -1,0 +1,158 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+const KEYS = 20_000;
+
+interface RingCheck {
+  sequences: number;
+  missing: number;
+  outOfOrder: number;
+  badChecksum: number;
+  takenAfterResume: number;
+  ok: boolean;
+}
+interface GuestMemory {
+  pages: number;
+  mismatches: number;
+}
+interface Cache {
+  keys: number;
+  verified: number;
+  mismatches: number;
+}
+interface Updated {
+  from: string;
+  to: string;
+  outcome: 'updated';
+  reason: null;
+  formats: Record<string, string>;
+  blackoutMs: number;
+  cache: Cache;
+  vm: { ring: RingCheck; guestMemory: GuestMemory; guestPausedMs: number };
+  dma: {
+    packetsSent: number;
+    packetsDelivered: number;
+    packetsDropped: number;
+    iommuFaults: number;
+    deliveredDuringBlackout: number;
+  };
+}
+interface Refused {
+  from: string;
+  to: string;
+  outcome: 'refused';
+  reason: string[];
+  formats: Record<string, string>;
+  errno: string;
+  cache: Cache;
+  vm: { ring: RingCheck; guestMemory: GuestMemory };
+  dmaAfterRefusal: { packetsDelivered: number; packetsDropped: number; iommuFaults: number };
+}
+type Entry = Updated | Refused;
+
+/**
+ * What each step writes: the first of the writer's formats its target reads. 6.18.0's memfd
+ * writes only memfd-v2; 6.19.0's writes memfd-v3 first but 6.18.0 reads only v2, so the rollback
+ * carries memfd-v2 too. The other handlers have one format each.
+ */
+const WRITTEN_FOR_6_18_AND_6_19 = {
+  'kv-cache/1': 'memfd-v2',
+  'vm0/1': 'memfd-v2',
+  'vm0/2': 'iommufd-v1',
+  'vm0/3': 'vfio-pci-v1',
+};
+
+describe('pnpm demo --scenario skew --json', () => {
+  let entries: Entry[];
+
+  beforeAll(async () => {
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [
+        MAIN,
+        '--scenario',
+        'skew',
+        '--json',
+        '--mib',
+        '16',
+        '--keys',
+        `${KEYS}`,
+        '--guest-mib',
+        '64',
+      ],
+      { encoding: 'utf8' },
+    );
+    entries = (JSON.parse(stdout) as { liveUpdates: Entry[] }).liveUpdates;
+  });
+
+  const updated = (from: string, to: string): Updated => {
+    const entry = entries.find((e) => e.from === from && e.to === to);
+    if (entry?.outcome !== 'updated') throw new Error(`no update ${from} → ${to} in the report`);
+    return entry;
+  };
+
+  it('updates to 6.19.0, rolls back to 6.18.0, and is refused the kernel without vfio-pci', () => {
+    expect(entries.map((e) => `${e.from} → ${e.to}: ${e.outcome}`)).toEqual([
+      '6.18.0 → 6.19.0: updated',
+      '6.19.0 → 6.18.0: updated',
+      '6.18.0 → 6.19.0-novfio: refused',
+    ]);
+  });
+
+  it('writes every file in a format its target reads, read from the handover bytes', () => {
+    expect(updated('6.18.0', '6.19.0').formats).toEqual(WRITTEN_FOR_6_18_AND_6_19);
+    expect(updated('6.19.0', '6.18.0').formats).toEqual(WRITTEN_FOR_6_18_AND_6_19);
+  });
+
+  it('keeps the NIC delivering into guest RAM through the rollback, and the guest RAM intact', () => {
+    const rollback = updated('6.19.0', '6.18.0');
+    // The NIC's own counters: it delivered while the guest was paused across the kexec.
+    expect(rollback.dma.deliveredDuringBlackout).toBeGreaterThan(0);
+    expect(rollback.dma.packetsDelivered).toBeGreaterThan(rollback.dma.deliveredDuringBlackout);
+    expect(rollback.dma.iommuFaults).toBe(0);
+    // The guest's ring in guest RAM: every packet in order with its checksum, and more after.
+    expect(rollback.vm.ring.ok).toBe(true);
+    expect(rollback.vm.ring.outOfOrder + rollback.vm.ring.badChecksum).toBe(0);
+    expect(rollback.vm.ring.takenAfterResume).toBeGreaterThanOrEqual(200);
+    // The guest's own pages, stamped at boot, came back as they were.
+    expect(rollback.vm.guestMemory.pages).toBeGreaterThan(0);
+    expect(rollback.vm.guestMemory.mismatches).toBe(0);
+  });
+
+  it('keeps the cache and the VM intact after every update', () => {
+    for (const entry of entries.filter((e): e is Updated => e.outcome === 'updated')) {
+      expect(entry.reason).toBeNull();
+      expect(entry.cache).toEqual({ keys: KEYS, verified: KEYS, mismatches: 0 });
+      expect(entry.vm.ring.ok).toBe(true);
+      expect(entry.vm.guestMemory.mismatches).toBe(0);
+      expect(entry.dma.iommuFaults).toBe(0);
+    }
+  });
+
+  it('refuses the kernel without vfio-pci with ENOEXEC, naming the NIC it cannot read', () => {
+    const refused = entries.at(-1) as Refused;
+    expect(refused.errno).toBe('ENOEXEC');
+    // Only the NIC's cdev: that kernel still reads memfd and iommufd.
+    expect(refused.reason).toHaveLength(1);
+    expect(refused.reason[0]).toMatch(/session "vm0" token 3: vfio-pci-v1\b/);
+    // Nothing was written for it.
+    expect(refused.formats).toEqual({});
+  });
+
+  it('checks the cache and the VM after the refusal, the NIC still delivering', () => {
+    const refused = entries.at(-1) as Refused;
+    expect(refused.cache).toEqual({ keys: KEYS, verified: KEYS, mismatches: 0 });
+    expect(refused.dmaAfterRefusal.packetsDelivered).toBeGreaterThan(0);
+    expect(refused.dmaAfterRefusal.iommuFaults).toBe(0);
+    expect(refused.vm.ring.ok).toBe(true);
+    expect(refused.vm.ring.takenAfterResume).toBeGreaterThanOrEqual(200);
+    expect(refused.vm.guestMemory.pages).toBeGreaterThan(0);
+    expect(refused.vm.guestMemory.mismatches).toBe(0);
+    // The guest's ring ran on from the rollback, in the same VM, without a reset.
+    const rollback = updated('6.19.0', '6.18.0');
+    expect(refused.vm.ring.sequences).toBeGreaterThan(rollback.vm.ring.sequences);
+  });
+});
