@@ -133,7 +133,7 @@ const VERSION_NAME = /^[A-Za-z0-9._+-]{1,48}$/;
 const PRESERVED: readonly TestkitStat[] = ['khoPreservedFolios', 'khoPreservedFrames', 'openFiles'];
 
 /** The kernel version a handler version runs as. */
-export function kernelVersionOf(version: HandlerVersion): string {
+function kernelVersionOf(version: HandlerVersion): string {
   return `${DEFAULT_HARNESS_VERSION}-${version.name}`;
 }
 
