@@ -12,7 +12,14 @@ import {
 } from '@liveupdate/core';
 import { MachineHaltedError, type Process } from '@liveupdate/machine';
 import { liveUpdateImage, statsDifferences, testkitStats } from '@liveupdate/testkit';
-import { boot, openDevice, readLuoFdt, readNote, sealLuoHandover } from './helpers.js';
+import {
+  CLAIMS_READS_MODULE,
+  boot,
+  openDevice,
+  readLuoFdt,
+  readNote,
+  sealLuoHandover,
+} from './helpers.js';
 
 const FLB_MODULE = new URL('./fixtures/flb-module.js', import.meta.url).href;
 
@@ -244,7 +251,9 @@ describe('FLBs across a live update', () => {
       'red',
       'r',
     );
-    const next = await harness.liveUpdate(liveUpdateImage({ version: '6.18.1', modules: [] }));
+    const next = await harness.liveUpdate(
+      liveUpdateImage({ version: '6.18.1', modules: [CLAIMS_READS_MODULE] }),
+    );
     await expect(openDevice(next)).rejects.toMatchObject({ code: 'EIO' });
     const dmesg = harness.machine.dmesg();
     expect(dmesg).toMatch(/incoming FLB "shared-flb-v1" has no registered FLB.*leaked/);

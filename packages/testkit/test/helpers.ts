@@ -18,6 +18,9 @@ export {
 } from '@liveupdate/testkit';
 
 export const NOTE_MODULE = new URL('./fixtures/note-module.js', import.meta.url).href;
+/** Claims to read the note and FLB fixtures' formats and registers nothing; see the fixture. */
+export const CLAIMS_READS_MODULE = new URL('./fixtures/claims-reads-module.js', import.meta.url)
+  .href;
 export const CHEAT_MODULE = new URL('./fixtures/cheat-module.js', import.meta.url).href;
 export const REGISTRATION_PROBE_MODULE = new URL(
   './fixtures/registration-probe-module.js',

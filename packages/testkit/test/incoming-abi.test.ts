@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { MachineHaltedError, type HandoverEvent, type PhysicalMemory } from '@liveupdate/machine';
 import { liveUpdateImage } from '@liveupdate/testkit';
 import {
+  CLAIMS_READS_MODULE,
   boot,
   downgradeToLuoV1,
   luoFdtLocation,
@@ -63,7 +64,9 @@ describe('the incoming LUO data', () => {
   it('makes /dev/liveupdate EIO, logging the compatible, when no handler takes a file', async () => {
     const harness = await boot();
     await preserveNote(await (await openDevice(harness.process)).createSession('s'), 7, 'note');
-    const next = await harness.liveUpdate(liveUpdateImage({ version: '6.18.1', modules: [] }));
+    const next = await harness.liveUpdate(
+      liveUpdateImage({ version: '6.18.1', modules: [CLAIMS_READS_MODULE] }),
+    );
     await expect(openDevice(next)).rejects.toMatchObject({ code: 'EIO' });
     expect(harness.machine.dmesg()).toMatch(
       /LUO: deserialization failed: session "s" token 7: no file handler registered for compatible "note-v1"/,

@@ -14,6 +14,7 @@ import {
 import { ERRNO, O_RDWR, type Process } from '@liveupdate/machine';
 import { liveUpdateImage } from '@liveupdate/testkit';
 import {
+  CLAIMS_READS_MODULE,
   boot,
   createNote,
   fillFdTable,
@@ -71,8 +72,11 @@ describe('open(/dev/liveupdate)', () => {
     const harness = await boot();
     const { session } = await outgoingSession(harness.process);
     await preserveNote(session, 1, 'orphan');
-    // The next kernel has no handler for note-v1, so deserialization fails at the first open.
-    const next = await harness.liveUpdate(liveUpdateImage({ version: '6.18.1', modules: [] }));
+    // The next kernel claims note-v1 but has no handler for it: deserialization fails at the first
+    // open.
+    const next = await harness.liveUpdate(
+      liveUpdateImage({ version: '6.18.1', modules: [CLAIMS_READS_MODULE] }),
+    );
     await expect(openDevice(next)).rejects.toMatchObject({ code: 'EIO' });
     await expect(openDevice(next)).rejects.toMatchObject({ code: 'EIO' });
     await expect(openDevice(harness.machine.spawn())).rejects.toMatchObject({ code: 'EIO' });
