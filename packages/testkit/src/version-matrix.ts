@@ -296,6 +296,8 @@ export async function runVersionPair(
   let harness: LiveUpdateHarness | undefined;
   let timedOut = false;
   let timer: NodeJS.Timeout | undefined;
+  // Fault injection on for `faultStatus`, whose counts of handler calls show what a refused pair
+  // ran; no fault is ever set.
   const cmdline = `liveupdate.fault_injection=on${options.cmdline ? ` ${options.cmdline}` : ''}`;
   const moduleBase = options.moduleBase === undefined ? {} : { moduleBase: options.moduleBase };
 
