@@ -1,7 +1,7 @@
 /**
  * Test harness for Live Update Orchestrator file handlers: boot a simulated machine with LUO on,
  * live-update it, and check what the next kernel receives; the conformance suite, the table
- * tester for a handler's own cases, fault injection and leak accounting.
+ * tester for a handler's own cases, the version matrix, fault injection and leak accounting.
  *
  * @module @liveupdate/testkit
  */
@@ -76,4 +76,16 @@ export {
   type RefusedCase,
 } from './handler-cases.js';
 export { runHandlerCases } from './run-handler-cases.js';
+export {
+  checkVersionMatrix,
+  checkVersionPair,
+  formatVersionMatrix,
+  type HandlerVersion,
+  type VersionMatrixOptions,
+  type VersionMatrixReport,
+  type VersionPairExpectation,
+  type VersionPairOutcome,
+  type VersionPairVerdict,
+} from './version-matrix.js';
+export { describeVersionMatrix } from './describe-version-matrix.js';
 export type { CallSite } from './call-site.js';

@@ -1,14 +1,18 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
 import { afterAll, expect, it } from 'vitest';
 
 const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
 const blocks = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
 const [module, main] = blocks;
 const conformance = blocks.find((block) => block.startsWith('// stamp.test.js'));
+const versionMatrix = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)]
+  .map((m) => m[1]!)
+  .find((block) => block.startsWith('// stamp-versions.test.ts'));
 
 // Inside the package, so that `@liveupdate/testkit` resolves to this package by self-reference.
 const dir = mkdtempSync(fileURLToPath(new URL('./readme-', import.meta.url)));
@@ -21,23 +25,23 @@ it('runs the README example: a stamp preserved in kernel 1 is read back in kerne
   expect(output.trim()).toBe('42n');
 });
 
-it("runs the README's conformance suite and handler cases for the stamp: every test passes", () => {
-  writeFileSync(join(dir, 'stamp.test.js'), conformance!);
+/** Run vitest on the test files of `root` (its own config); the title and status of each test. */
+function runNestedVitest(root: string, include: string): Record<string, string> {
   // Its own vitest config, so that the nested run does not take this package's.
   writeFileSync(
-    join(dir, 'vitest.config.mjs'),
-    "export default { test: { include: ['*.test.js'] } };",
+    join(root, 'vitest.config.mjs'),
+    `export default { test: { include: ['${include}'] } };`,
   );
   const vitest = join(
     dirname(createRequire(import.meta.url).resolve('vitest/package.json')),
     'vitest.mjs',
   );
-  const report = join(dir, 'report.json');
+  const report = join(root, 'report.json');
   try {
     execFileSync(
       process.execPath,
-      [vitest, 'run', '--root', dir, '--reporter=json', `--outputFile=${report}`],
-      { cwd: dir, stdio: 'pipe', env: { ...process.env, CI: 'true' } },
+      [vitest, 'run', '--root', root, '--reporter=json', `--outputFile=${report}`],
+      { cwd: root, stdio: 'pipe', env: { ...process.env, CI: 'true' } },
     );
   } catch {
     // A failing test makes vitest exit non-zero; the report says which.
@@ -45,11 +49,60 @@ it("runs the README's conformance suite and handler cases for the stamp: every t
   const results = JSON.parse(readFileSync(report, 'utf8')) as {
     testResults: { assertionResults: { title: string; status: string }[] }[];
   };
-  const statuses = Object.fromEntries(
+  return Object.fromEntries(
     results.testResults.flatMap((f) => f.assertionResults).map((r) => [r.title, r.status]),
   );
+}
+
+it("runs the README's conformance suite and handler cases for the stamp: every test passes", () => {
+  writeFileSync(join(dir, 'stamp.test.js'), conformance!);
+  const statuses = runNestedVitest(dir, '*.test.js');
   // 10 laws (the stamp has no freeze, so that law is skipped) and 3 cases.
   expect(Object.entries(statuses).filter(([, status]) => status === 'failed')).toEqual([]);
   expect(Object.values(statuses).filter((status) => status === 'passed')).toHaveLength(13);
   expect(statuses).toMatchObject({ 'freeze then unfreeze round-trips': 'skipped' });
 });
+
+it("type-checks and runs the README's version matrix: every pair of the stamp's builds behaves as declared", () => {
+  const root = join(dir, 'versions');
+  mkdirSync(root);
+  for (const file of [
+    'stamp-build.js',
+    'stamp-v1-module.js',
+    'stamp-v2-module.js',
+    'stamp-v3-module.js',
+  ]) {
+    copyFileSync(fileURLToPath(new URL(`./fixtures/${file}`, import.meta.url)), join(root, file));
+  }
+  const example = join(root, 'stamp-versions.test.ts');
+  writeFileSync(example, versionMatrix!);
+
+  // The compiler options of this repository (tooling/tsconfig/base.json), as an author's would be.
+  const program = ts.createProgram([example], {
+    target: ts.ScriptTarget.ES2023,
+    lib: ['lib.es2023.d.ts'],
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    types: ['node'],
+    strict: true,
+    noUncheckedIndexedAccess: true,
+    verbatimModuleSyntax: true,
+    skipLibCheck: true,
+    noEmit: true,
+  });
+  const diagnostics = ts
+    .getPreEmitDiagnostics(program)
+    .map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+  expect(diagnostics).toEqual([]);
+
+  const statuses = runNestedVitest(root, '*.test.ts');
+  expect(Object.entries(statuses).filter(([, status]) => status !== 'passed')).toEqual([]);
+  // Three versions: nine ordered pairs, of which 1.0 and 2.0 with 3.0 either way are refused.
+  expect(Object.keys(statuses)).toHaveLength(9);
+  expect(statuses).toMatchObject({
+    '2.0 → 1.0 updates, written as stamp-v1': 'passed',
+    '2.0 → 2.0 updates, written as stamp-v2': 'passed',
+    '1.0 → 3.0 is refused before the blackout': 'passed',
+    '3.0 → 2.0 is refused before the blackout': 'passed',
+  });
+}, 300_000);
