@@ -7,10 +7,11 @@ import {
 } from '@liveupdate/core';
 import {
   KernelError,
+  PAGE_SIZE,
   eventfdFromFile,
   type EventFd,
   type File,
-  type Folio,
+  type FrameRange,
   type ModuleContext,
 } from '@liveupdate/kernel';
 import { EFD_NONBLOCK, EFD_SEMAPHORE, O_NONBLOCK, hex } from '@liveupdate/machine';
@@ -49,6 +50,7 @@ function isEventfd(file: File): boolean {
  *   the eventfd after `PRESERVE_FD` crosses; `unpreserve` frees the page.
  * - `retrieve` makes a new eventfd with that counter and mode: `EINVAL` for missing data, flags
  *   no `eventfd-v1` writer sets, or a reserved field that is not 0, logged with what was wrong.
+ *   `preservedFrames` checks the same before any retrieve, and names the page to LUO.
  * - `finish` frees the page of an eventfd that was never retrieved.
  */
 export function createEventfdLuoHandler(ctx: ModuleContext): FileHandler {
@@ -74,8 +76,21 @@ export function createEventfdLuoHandler(ctx: ModuleContext): FileHandler {
     throw new KernelError('EINVAL', message);
   };
 
-  /** Check what an `eventfd-v1` writer guarantees; `count` has no wrong value. */
-  const checkSer = (args: FileOpArgs, ser: EventfdLuoSer, serPhys: number): void => {
+  /** The address of the file's `eventfd_luo_ser` page; `EINVAL` (logged) for another value. */
+  const serPageOf = (args: FileOpArgs): number => {
+    try {
+      return serializedDataAddress(args.serializedData, memory, 'luo_file_ser.data');
+    } catch (error) {
+      return refuse(args, (error as Error).message);
+    }
+  };
+
+  /**
+   * The `eventfd_luo_ser` at `serPhys`, read as a copy (it may not be restored yet), with what an
+   * `eventfd-v1` writer guarantees checked; `count` has no wrong value.
+   */
+  const readSer = (args: FileOpArgs, serPhys: number): EventfdLuoSer => {
+    const ser = eventfdLuoSer.decode(memory.read(serPhys, eventfdLuoSer.size));
     if ((ser.flags & ~EVENTFD_LUO_FLAGS) !== 0) {
       refuse(
         args,
@@ -83,23 +98,15 @@ export function createEventfdLuoHandler(ctx: ModuleContext): FileHandler {
       );
     }
     if (ser.reserved !== 0) {
-      refuse(
-        args,
-        `eventfd_luo_ser at ${hex(serPhys)}: reserved is ${hex(ser.reserved)}, not 0`,
-      );
+      refuse(args, `eventfd_luo_ser at ${hex(serPhys)}: reserved is ${hex(ser.reserved)}, not 0`);
     }
+    return ser;
   };
 
-  /** The page `serializedData` names, restored; `EINVAL` (logged) when it is not one. */
-  const restoreSer = (args: FileOpArgs): { serPhys: number; folio: Folio } => {
-    try {
-      const serPhys = serializedDataAddress(args.serializedData, memory, 'luo_file_ser.data');
-      return {
-        serPhys,
-        folio: restoreSerializedFolio(kho, serPhys, SER_ORDER, 'eventfd_luo_ser page'),
-      };
-    } catch (error) {
-      return refuse(args, (error as Error).message);
+  /** Whether the previous kernel preserved a page at `serPhys`; `EINVAL` (logged) if not. */
+  const checkPreserved = (args: FileOpArgs, serPhys: number): void => {
+    if (kho.incomingOrder(serPhys) !== SER_ORDER) {
+      refuse(args, `${hex(serPhys)} is not a preserved eventfd_luo_ser page`);
     }
   };
 
@@ -140,14 +147,26 @@ export function createEventfdLuoHandler(ctx: ModuleContext): FileHandler {
 
     /** `retrieve`: a new eventfd with the preserved counter and mode. */
     async retrieve(args) {
-      const { serPhys, folio } = restoreSer(args);
+      const serPhys = serPageOf(args);
+      checkPreserved(args, serPhys);
+      const folio = restoreSerializedFolio(kho, serPhys, SER_ORDER, 'eventfd_luo_ser page');
       try {
-        const ser = eventfdLuoSer.decode(memory.view(serPhys, eventfdLuoSer.size));
-        checkSer(args, ser, serPhys);
+        const ser = readSer(args, serPhys);
         args.file = await createEventfdFile(syscalls, vfs, ser.count, ser.flags);
       } finally {
         pages.freePages(folio);
       }
+    },
+
+    /**
+     * `preservedFrames`: the `eventfd_luo_ser` page, read and checked as `retrieve` reads it, so
+     * that LUO fails both files of a handover that names one page twice; nothing is restored.
+     */
+    preservedFrames(args): FrameRange[] {
+      const serPhys = serPageOf(args);
+      checkPreserved(args, serPhys);
+      readSer(args, serPhys);
+      return [{ pfn: serPhys / PAGE_SIZE, frames: 1 }];
     },
 
     /** `finish`: for an eventfd never retrieved, free its page. */
