@@ -28,9 +28,7 @@ import {
  * patches the handover between the kernels. Resolves in the second kernel with the retrieved
  * session.
  */
-async function damagedHandover(
-  damage: (memory: PhysicalMemory, khoFdtPhys: number) => void,
-) {
+async function damagedHandover(damage: (memory: PhysicalMemory, khoFdtPhys: number) => void) {
   const harness = await boot({
     onHandover: ({ memory, khoFdtPhys }: HandoverEvent) => {
       damage(memory, khoFdtPhys!);
