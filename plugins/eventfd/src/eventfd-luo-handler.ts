@@ -69,7 +69,7 @@ export function createEventfdLuoHandler(ctx: ModuleContext): FileHandler {
     return preservation;
   };
 
-  /** Log why a preserved eventfd cannot be used, and fail its retrieve with `EINVAL`. */
+  /** Log why a preserved eventfd cannot be used, and fail the file with `EINVAL`. */
   const refuse = (args: FileOpArgs, why: string): never => {
     const message = `eventfd: session ${args.session.name}: ${why}`;
     log.err(message);
@@ -103,7 +103,7 @@ export function createEventfdLuoHandler(ctx: ModuleContext): FileHandler {
     return ser;
   };
 
-  /** Whether the previous kernel preserved a page at `serPhys`; `EINVAL` (logged) if not. */
+  /** Check that the previous kernel preserved a page at `serPhys`; `EINVAL` (logged) if not. */
   const checkPreserved = (args: FileOpArgs, serPhys: number): void => {
     if (kho.incomingOrder(serPhys) !== SER_ORDER) {
       refuse(args, `${hex(serPhys)} is not a preserved eventfd_luo_ser page`);
