@@ -110,7 +110,7 @@ export {
   type PhysicalSegment,
   type SyscallContext,
 } from './vfs/file.js';
-export { EventFd, eventfdFromFile } from './vfs/event-fd.js';
+export { EventFd, eventfdCreateFile, eventfdFromFile } from './vfs/event-fd.js';
 export { Vfs, type CharDeviceOptions } from './vfs/vfs.js';
 // The error type and uAPI constants are the machine's; re-exported for module authors.
 export { KernelError, ERRNO, PAGE_SIZE, type ErrnoName } from '@liveupdate/machine';

@@ -8,14 +8,14 @@ import {
 import {
   KernelError,
   PAGE_SIZE,
+  eventfdCreateFile,
   eventfdFromFile,
   type EventFd,
   type File,
   type FrameRange,
   type ModuleContext,
 } from '@liveupdate/kernel';
-import { EFD_NONBLOCK, EFD_SEMAPHORE, O_NONBLOCK, hex } from '@liveupdate/machine';
-import { createEventfdFile } from './eventfd-file.js';
+import { EFD_CLOEXEC, EFD_NONBLOCK, EFD_SEMAPHORE, O_NONBLOCK, hex } from '@liveupdate/machine';
 import { EVENTFD_LUO_FH_COMPATIBLE, EVENTFD_LUO_FLAGS, eventfdLuoSer } from './eventfd-luo-abi.js';
 
 /** What `preserve` leaves in `privateData` for `freeze` and `unpreserve`; this kernel only. */
@@ -54,7 +54,7 @@ function isEventfd(file: File): boolean {
  * - `finish` frees the page of an eventfd that was never retrieved.
  */
 export function createEventfdLuoHandler(ctx: ModuleContext): FileHandler {
-  const { kho, pages, memory, vfs, syscalls, log } = ctx;
+  const { kho, pages, memory, vfs, log } = ctx;
 
   const writeSer = ({ file, eventfd, serPhys }: EventfdPreservation): void =>
     eventfdLuoSer.encodeInto(memory.view(serPhys, eventfdLuoSer.size), 0, {
@@ -152,7 +152,8 @@ export function createEventfdLuoHandler(ctx: ModuleContext): FileHandler {
       const folio = restoreSerializedFolio(kho, serPhys, SER_ORDER, 'eventfd_luo_ser page');
       try {
         const ser = readSer(args, serPhys);
-        args.file = await createEventfdFile(syscalls, vfs, ser.count, ser.flags);
+        // EFD_CLOEXEC is an fd flag; RETRIEVE_FD makes every fd close-on-exec anyway.
+        args.file = eventfdCreateFile(vfs, ser.count, ser.flags & ~EFD_CLOEXEC);
       } finally {
         pages.freePages(folio);
       }

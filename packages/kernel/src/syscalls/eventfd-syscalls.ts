@@ -1,10 +1,8 @@
-import { EFD_CLOEXEC, EFD_NONBLOCK, EFD_SEMAPHORE, KernelError, O_RDWR } from '@liveupdate/machine';
-import { EventFd, eventfdOperations } from '../vfs/event-fd.js';
+import { EFD_CLOEXEC, KernelError } from '@liveupdate/machine';
+import { EFD_FLAGS, eventfdCreateFile } from '../vfs/event-fd.js';
 import type { Vfs } from '../vfs/vfs.js';
 import { argUint } from './syscall-args.js';
 import type { SyscallTable } from './syscall-table.js';
-
-const EFD_FLAGS = EFD_SEMAPHORE | EFD_CLOEXEC | EFD_NONBLOCK;
 
 /** Register `eventfd2(initval, flags)`. */
 export function registerEventfdSyscalls(table: SyscallTable, vfs: Vfs): void {
@@ -18,14 +16,7 @@ export function registerEventfdSyscalls(table: SyscallTable, vfs: Vfs): void {
     }
     const process = ctx.process;
     const fd = process.files.reserve((how & EFD_CLOEXEC) !== 0);
-    const eventfd = new EventFd(BigInt(count), (how & EFD_SEMAPHORE) !== 0);
-    const file = vfs.anonInodeGetFile(
-      'eventfd',
-      eventfdOperations,
-      eventfd,
-      O_RDWR | (how & EFD_NONBLOCK),
-    );
-    process.files.fill(fd, file);
+    process.files.fill(fd, eventfdCreateFile(vfs, BigInt(count), how));
     return fd;
   });
 }

@@ -1,5 +1,13 @@
-import { KernelError, O_NONBLOCK } from '@liveupdate/machine';
+import {
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
+  EFD_SEMAPHORE,
+  KernelError,
+  O_NONBLOCK,
+  O_RDWR,
+} from '@liveupdate/machine';
 import type { File, FileOperations, SyscallContext } from './file.js';
+import type { Vfs } from './vfs.js';
 
 /** `ULLONG_MAX`: a counter value no write may reach, and the value a write may not carry. */
 const ULLONG_MAX = 0xffff_ffff_ffff_ffffn;
@@ -20,7 +28,7 @@ export class EventFd {
   #count: bigint;
   readonly #waiters = new Set<() => void>();
 
-  /** @internal Made by the `eventfd2` syscall. */
+  /** @internal Made by {@link eventfdCreateFile} (and so by the `eventfd2` syscall). */
   constructor(initval: bigint, semaphore: boolean) {
     this.#count = initval;
     this.semaphore = semaphore;
@@ -157,4 +165,31 @@ export function eventfdFromFile(file: File): EventFd {
     throw new KernelError('EINVAL', `${file.path} is not an eventfd`);
   }
   return file.privateData;
+}
+
+/** The flags of `eventfd2` and {@link eventfdCreateFile}. */
+export const EFD_FLAGS = EFD_SEMAPHORE | EFD_CLOEXEC | EFD_NONBLOCK;
+
+/**
+ * `eventfd_create()` for kernel code (what `eventfd2` does, minus the fd): a new
+ * `anon_inode:[eventfd]` file whose counter holds `count` (any u64 but `ULLONG_MAX`, which only
+ * a signal reaches: the counter saturates there), in semaphore and non-blocking mode as `flags`
+ * say, holding one reference for the caller. `EFD_CLOEXEC` is an fd flag and is ignored here.
+ * `EINVAL` for another flag or a count outside the u64 range. A LUO handler rebuilds a retrieved
+ * eventfd with it.
+ */
+export function eventfdCreateFile(vfs: Vfs, count: bigint, flags: number): File {
+  if (!Number.isInteger(flags) || (flags & ~EFD_FLAGS) !== 0 || flags < 0) {
+    throw new KernelError('EINVAL', `unknown eventfd flags 0x${flags.toString(16)}`);
+  }
+  if (typeof count !== 'bigint' || count < 0n || count > ULLONG_MAX) {
+    throw new KernelError('EINVAL', `eventfd count ${String(count)} is not a u64`);
+  }
+  const eventfd = new EventFd(count, (flags & EFD_SEMAPHORE) !== 0);
+  return vfs.anonInodeGetFile(
+    'eventfd',
+    eventfdOperations,
+    eventfd,
+    O_RDWR | (flags & EFD_NONBLOCK),
+  );
 }
