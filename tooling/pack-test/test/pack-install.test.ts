@@ -4,26 +4,26 @@
 // the workspace: the project sits outside it, the tarballs' dependencies on each other are pinned
 // to the tarballs with npm `overrides` (the packages are not on the registry), and the fixture
 // reports where every package resolved from.
-import { execFile } from 'node:child_process';
 import {
   copyFileSync,
-  existsSync,
   mkdirSync,
-  mkdtempSync,
   readFileSync,
-  readdirSync,
   realpathSync,
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { basename, join, relative } from 'node:path';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  cleanEnv,
+  packPackages,
+  publishedPackages,
+  run,
+  temporaryProject,
+  timed,
+} from './pack-helpers.js';
 
-const run = promisify(execFile);
-const root = fileURLToPath(new URL('../../..', import.meta.url));
 const fixture = fileURLToPath(new URL('./fixtures/live-update.mjs', import.meta.url));
 const ownDependencies = Object.keys(
   (
@@ -32,44 +32,6 @@ const ownDependencies = Object.keys(
     }
   ).dependencies,
 ).sort();
-
-interface PublishedPackage {
-  readonly name: string;
-  readonly dir: string;
-}
-
-/** Every non-private package of packages/, plugins/ and examples/: what gets published. */
-function publishedPackages(): PublishedPackage[] {
-  return ['packages', 'plugins', 'examples'].flatMap((group) => {
-    const groupDir = join(root, group);
-    if (!existsSync(groupDir)) return [];
-    return readdirSync(groupDir, { withFileTypes: true })
-      .filter((entry) => entry.isDirectory())
-      .map((entry) => join(groupDir, entry.name))
-      .filter((dir) => existsSync(join(dir, 'package.json')))
-      .map((dir) => ({
-        dir,
-        pkg: JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
-          name: string;
-          private?: boolean;
-        },
-      }))
-      .filter(({ pkg }) => pkg.private !== true)
-      .map(({ dir, pkg }) => ({ name: pkg.name, dir }));
-  });
-}
-
-/**
- * The environment for npm and node in the temporary project: without the npm_/pnpm_ variables
- * pnpm sets for scripts, and without NODE_PATH/NODE_OPTIONS, so that nothing points back into the
- * workspace.
- */
-const cleanEnv = Object.fromEntries(
-  Object.entries(process.env).filter(
-    ([key]) =>
-      !/^(npm_|pnpm_)/i.test(key) && !['NODE_PATH', 'NODE_OPTIONS', 'INIT_CWD'].includes(key),
-  ),
-);
 
 interface FixtureResult {
   readonly project: string;
@@ -96,29 +58,13 @@ describe('the packed packages, installed with npm outside the workspace', () => 
   const seconds: Record<string, string> = {};
 
   beforeAll(async () => {
-    project = realpathSync(mkdtempSync(join(tmpdir(), 'liveupdate-pack-test-')));
-    if (!relative(realpathSync(root), project).startsWith('..')) {
-      throw new Error(`the temporary directory ${project} is inside the workspace; set TMPDIR`);
-    }
-    const time = async <T>(step: string, work: () => Promise<T>): Promise<T> => {
-      const started = performance.now();
-      const value = await work();
-      seconds[step] = ((performance.now() - started) / 1000).toFixed(1);
-      return value;
-    };
+    project = temporaryProject('liveupdate-pack-test-');
+    const time = <T>(step: string, work: () => Promise<T>): Promise<T> =>
+      timed(seconds, step, work);
 
     const tarballs = join(project, 'tarballs');
     mkdirSync(tarballs);
-    const packed = await time('pnpm pack', () =>
-      Promise.all(
-        packages.map(async ({ name, dir }) => {
-          const { stdout } = await run('pnpm', ['pack', '--pack-destination', tarballs, '--json'], {
-            cwd: dir,
-          });
-          return { name, tarball: basename((JSON.parse(stdout) as { filename: string }).filename) };
-        }),
-      ),
-    );
+    const packed = await time('pnpm pack', () => packPackages(packages, tarballs));
 
     const dependencies = Object.fromEntries(
       packed.map(({ name, tarball }) => [name, `file:tarballs/${tarball}`]),
