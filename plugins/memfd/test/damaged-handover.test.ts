@@ -19,6 +19,7 @@ import {
   unpackPfnFlags,
 } from '@liveupdate/plugin-memfd';
 import {
+  MEMFD_V2_MODULE,
   MiB,
   bootedMachine,
   errnoOf,
@@ -145,7 +146,7 @@ async function liveUpdateDamaged(damage: Damage): Promise<{
     // LUO's checksums would refuse the damage first: reseal them, so memfd's reader is tested.
     sealLuoHandover(memory, khoFdtPhys!);
   };
-  const machine = await bootedMachine(testImage('6.18.0'), onHandover);
+  const machine = await bootedMachine(testImage('6.18.0', { memfd: MEMFD_V2_MODULE }), onHandover);
   const process = machine.spawn();
   const device = await LiveUpdateDevice.open(process);
   const preserve = async (
@@ -168,7 +169,7 @@ async function liveUpdateDamaged(damage: Damage): Promise<{
   expect(victim.folios.map((f) => f.order)).toEqual([9, 1, 0]);
   Object.assign(memfds, { victim, other });
   await device.close();
-  const next = await kexec(machine, process, testImage('6.18.1'));
+  const next = await kexec(machine, process, testImage('6.18.1', { memfd: MEMFD_V2_MODULE }));
   return { next, dmesg: () => machine.dmesg(1), victim, bystander, other };
 }
 
@@ -209,13 +210,13 @@ describe('a memfd whose folio list its writer cannot have written', () => {
     [
       'a first folio that is not at page 0',
       'EIO',
-      /memfd_luo_folio_ser\[0\]: index 1: the first folio must be at page 0/,
+      /memfd_luo_folio_ser\[0\]: index 1 to the next folio's 512 is 511 pages, not a folio/,
       (memory, at) => rewriteEntry(memory, at.array, 0, (e) => ({ ...e, index: 1n })),
     ],
     [
       'a size one page larger than the folios cover',
       'EIO',
-      /memfd_luo_folio_ser\[2\]: pfn 0x[0-9a-f]+ (order 1 was preserved with order 0|is not an order-1 folio in RAM)/,
+      /memfd_luo_folio_ser\[2\]: pfn 0x[0-9a-f]+ (order 1 was preserved with order 0|is not an order-1 folio: not aligned)/,
       (memory, at) => rewriteSer(memory, at.ser, (ser) => void (ser.size += BigInt(PAGE_SIZE))),
     ],
     [

@@ -30,19 +30,36 @@ export function physAt(mapping: MemoryMapping, offset: number): number {
 }
 /** Room for a 64 MiB memfd beside the firmware megabyte and the KHO scratch area. */
 export const TEST_RAM = 128 * MiB;
-/** The memfd module, by its package name, as a kernel image lists it. */
+/** The memfd module, by its package name, as a kernel image lists it: memfd-v3, reads v2. */
 export const MEMFD_MODULE = '@liveupdate/plugin-memfd';
+/** The memfd module as shipped in 6.18.0: reads and writes memfd-v2 only. */
+export const MEMFD_V2_MODULE = '@liveupdate/plugin-memfd/memfd-v2';
 export const LUO_MODULE = '@liveupdate/core/module';
 export const PROBE = new URL('./fixtures/memfd-probe.js', import.meta.url).href;
 export const POISON = 0xaa;
 
-/** A kernel with the memfd module and the probe; LUO too unless `luo: false`. */
-export function testImage(version: string, options: { luo?: boolean } = {}): KernelImage {
+export interface TestImageOptions {
+  /** Load LUO (default true). */
+  readonly luo?: boolean;
+  /** The memfd module to list (default {@link MEMFD_MODULE}). */
+  readonly memfd?: string;
+  /** The layout the probe's own handler writes and reads (default its newest, memfd-v3). */
+  readonly probeLayout?: string;
+}
+
+/** A kernel with a memfd module and the probe; LUO too unless `luo: false`. */
+export function testImage(version: string, options: TestImageOptions = {}): KernelImage {
   const luo = options.luo ?? true;
+  const cmdline = [
+    'kho=on',
+    ...(luo ? ['liveupdate=on'] : []),
+    'page_poison=on',
+    ...(options.probeLayout ? [`memfd_probe.layout=${options.probeLayout}`] : []),
+  ].join(' ');
   return createKernelImage({
     version,
-    cmdline: luo ? 'kho=on liveupdate=on page_poison=on' : 'kho=on page_poison=on',
-    modules: [...(luo ? [LUO_MODULE] : []), MEMFD_MODULE, PROBE],
+    cmdline,
+    modules: [...(luo ? [LUO_MODULE] : []), options.memfd ?? MEMFD_MODULE, PROBE],
     moduleBase: import.meta.url,
   });
 }
