@@ -91,22 +91,113 @@ export interface MemfdFormat {
   listed(memory: PhysicalMemory, serPhys: number): string;
 }
 
-/** The fields of `memfd_luo_ser` every layout has. */
-export interface MemfdSerHeader {
+/** The fields of `memfd_luo_ser` every layout has, at the same offsets. */
+export interface MemfdSerFields {
   readonly pos: bigint;
   readonly size: bigint;
   readonly seals: number;
   readonly flags: number;
-  /** The entry count and its field's name. */
+  /** The entry count (`nr_runs`, `nr_folios`). */
   readonly count: bigint;
-  readonly countName: string;
-  /** The `kho_vmalloc` of the entries and its field's name. */
+  /** The `kho_vmalloc` of the entries (`runs`, `folios`). */
   readonly array: { first: bigint; totalPages: number; flags: number; order: number };
+}
+
+/** An entry's error: `EIO` naming the `memfd_luo_ser`, the entry and what is wrong. */
+export type EntryError = (what: string) => never;
+
+/** What one layout defines; {@link defineMemfdFormat} builds its reader and writer from it. */
+export interface MemfdLayout {
+  readonly compatible: string;
+  /** The names of the entry count and of the entry array in `memfd_luo_ser`, for messages. */
+  readonly countName: string;
   readonly arrayName: string;
+  /** `memfd_luo_ser` in this layout's codec. */
+  readonly serSize: number;
+  decodeSer(bytes: Uint8Array): MemfdSerFields;
+  encodeSer(fields: MemfdSerFields): Uint8Array;
+  /** One entry's struct name and size. */
+  readonly entryName: string;
+  readonly entrySize: number;
+  /**
+   * Decode `count` entries from `data` as runs, refusing through `bad(i)` what only this layout
+   * can get wrong; {@link checkRuns} checks the rest.
+   */
+  decodeRuns(
+    data: Uint8Array,
+    count: number,
+    endPage: number,
+    bad: (i: number) => EntryError,
+  ): PreservedRun[];
+  /** The entries listing `folios` (sorted by index), and how many. */
+  encodeEntries(folios: readonly MemfdFolio[]): { data: Uint8Array; count: number };
+}
+
+/**
+ * A layout's {@link MemfdFormat}: the header's checks, the entry array's reading and writing, and
+ * {@link checkRuns}, shared by every layout.
+ */
+export function defineMemfdFormat(layout: MemfdLayout): MemfdFormat {
+  const decode = (memory: PhysicalMemory, serPhys: number): MemfdSerFields =>
+    layout.decodeSer(memory.read(serPhys, layout.serSize));
+  return {
+    compatible: layout.compatible,
+    read(ctx, serPhys) {
+      const where = `memfd_luo_ser at ${hex(serPhys)}`;
+      const ser = decode(ctx.memory, serPhys);
+      const entries = readMemfdEntries(ctx, where, layout, ser);
+      const bad =
+        (i: number): EntryError =>
+        (what) => {
+          throw new KernelError('EIO', `memfd: ${where}: ${layout.entryName}[${i}]: ${what}`);
+        };
+      const runs = layout.decodeRuns(entries.data, entries.count, entries.endPage, bad);
+      checkRuns(ctx, runs, entries.endPage, entries.arrayFolios, bad);
+      return {
+        size: entries.size,
+        pos: entries.pos,
+        seals: ser.seals,
+        flags: ser.flags,
+        runs,
+        arrayFolios: entries.arrayFolios,
+      };
+    },
+    write(ctx, state) {
+      const { data, count } = layout.encodeEntries(state.folios);
+      const serPhys = ctx.kho.allocPreserve(PAGE_SIZE * 2 ** MEMFD_LUO_SER_ORDER);
+      let array: KhoVmalloc | null = null;
+      try {
+        array = count > 0 ? khoPreserveVmalloc(ctx, data) : null;
+        const ser = layout.encodeSer({
+          pos: BigInt(state.pos),
+          size: BigInt(state.size),
+          seals: state.seals,
+          flags: 0,
+          count: BigInt(count),
+          array: {
+            first: BigInt(array?.first ?? 0),
+            totalPages: array?.totalPages ?? 0,
+            flags: array?.flags ?? 0,
+            order: array?.order ?? 0,
+          },
+        });
+        ctx.memory.write(serPhys, ser);
+      } catch (error) {
+        if (array) khoUnpreserveVmalloc(ctx, array);
+        ctx.kho.unpreserveFree(serPhys);
+        throw error;
+      }
+      return { compatible: layout.compatible, serPhys, array };
+    },
+    setPos(memory, serPhys, pos) {
+      memory.write(serPhys, layout.encodeSer({ ...decode(memory, serPhys), pos: BigInt(pos) }));
+    },
+    listed: (memory, serPhys) => `${layout.countName} ${decode(memory, serPhys).count}`,
+  };
 }
 
 /** A header checked, and the bytes of its entry array (empty for an empty file). */
-export interface MemfdEntries {
+interface MemfdEntries {
   readonly size: number;
   readonly pos: number;
   readonly endPage: number;
@@ -123,14 +214,14 @@ export interface MemfdEntries {
  * `KHO_VMALLOC_ALLOC`, exactly the pages they need, zeros after the last entry), or a chain KHO
  * does not hold (see `khoReadVmalloc`).
  */
-export function readMemfdEntries(
+function readMemfdEntries(
   ctx: MemfdReadContext,
   where: string,
-  header: MemfdSerHeader,
-  entrySize: number,
+  { countName, arrayName, entrySize }: MemfdLayout,
+  header: MemfdSerFields,
 ): MemfdEntries {
   const { memory } = ctx;
-  const { countName, arrayName, array } = header;
+  const { array } = header;
   const invalid = (what: string): never => {
     throw new KernelError('EINVAL', `memfd: ${where}: ${what}`);
   };
@@ -179,9 +270,6 @@ export function readMemfdEntries(
   }
   return { size, pos, endPage, count, data: contents.data, arrayFolios: contents.folios };
 }
-
-/** An entry's error: `EIO` naming the `memfd_luo_ser`, the entry and what is wrong. */
-export type EntryError = (what: string) => never;
 
 /** `EIO` unless `flags` are what the writers give every folio, `DIRTY | UPTODATE`. */
 export function checkFolioFlags(flags: number, bad: EntryError): void {
@@ -264,46 +352,8 @@ function checkDisjoint(
   });
 }
 
-/**
- * Preserve `entries` as a KHO vmalloc area and a `memfd_luo_ser` page, filled by `writeSer` with
- * the area's description. All or nothing.
- */
-export function writeMemfdSer(
-  ctx: KhoVmallocContext,
-  compatible: string,
-  entries: Uint8Array,
-  writeSer: (serPhys: number, array: KhoVmalloc | null) => void,
-): WrittenMemfd {
-  const serPhys = ctx.kho.allocPreserve(PAGE_SIZE * 2 ** MEMFD_LUO_SER_ORDER);
-  let array: KhoVmalloc | null = null;
-  try {
-    array = entries.length > 0 ? khoPreserveVmalloc(ctx, entries) : null;
-    writeSer(serPhys, array);
-  } catch (error) {
-    if (array) khoUnpreserveVmalloc(ctx, array);
-    ctx.kho.unpreserveFree(serPhys);
-    throw error;
-  }
-  return { compatible, serPhys, array };
-}
-
-/** Unpreserve and free what {@link writeMemfdSer} preserved. */
+/** Unpreserve and free what a {@link MemfdFormat.write} preserved. */
 export function unwriteMemfd(ctx: KhoVmallocContext, written: WrittenMemfd): void {
   if (written.array) khoUnpreserveVmalloc(ctx, written.array);
   ctx.kho.unpreserveFree(written.serPhys);
-}
-
-/** The `KhoVmalloc` as the `kho_vmalloc` fields of a `memfd_luo_ser`; zeros for none. */
-export function vmallocField(array: KhoVmalloc | null): {
-  first: bigint;
-  totalPages: number;
-  flags: number;
-  order: number;
-} {
-  return {
-    first: BigInt(array?.first ?? 0),
-    totalPages: array?.totalPages ?? 0,
-    flags: array?.flags ?? 0,
-    order: array?.order ?? 0,
-  };
 }

@@ -13,6 +13,7 @@ import {
   MAX_PRESERVED_PAGES,
   MEMFD_LUO_SER_ORDER,
   unwriteMemfd,
+  type MemfdFormat,
   type PreservedMemfd,
   type WrittenMemfd,
 } from './memfd-format.js';
@@ -67,6 +68,14 @@ export function createMemfdLuoHandler(
   const { kho, pages, memory, log } = ctx;
   const compatible = formats.writes[0]!;
 
+  /** The layout named `layout`, if this handler's `formats[list]` has it; `EINVAL` otherwise. */
+  const layoutOf = (list: 'reads' | 'writes', layout: string): MemfdFormat => {
+    if (!formats[list].includes(layout)) {
+      throw new KernelError('EINVAL', `memfd: handler ${compatible} ${list} no "${layout}"`);
+    }
+    return memfdFormat(layout);
+  };
+
   const serAddress = (data: bigint): number => serializedDataAddress(data, memory, 'memfd');
   const restoreSer = (phys: number): Folio =>
     restoreSerializedFolio(kho, phys, MEMFD_LUO_SER_ORDER, 'memfd_luo_ser');
@@ -93,7 +102,7 @@ export function createMemfdLuoHandler(
    * session, what is wrong, and that the folios it lists stay reserved.
    */
   const read = (layout: string, serPhys: number, session: string, op: string): PreservedMemfd => {
-    const format = memfdFormat(layout);
+    const format = layoutOf('reads', layout);
     try {
       return format.read(ctx, serPhys);
     } catch (error) {
@@ -150,7 +159,7 @@ export function createMemfdLuoHandler(
           kho.preserveFolio(folio);
           undo.push(() => kho.unpreserveFolio(folio));
         }
-        const written = memfdFormat(args.compatible).write(ctx, {
+        const written = layoutOf('writes', args.compatible).write(ctx, {
           pos: file.pos,
           size: inode.size,
           seals: inode.seals,
@@ -195,7 +204,7 @@ export function createMemfdLuoHandler(
         memfdFormat(written.compatible).setPos(memory, written.serPhys, pos);
         return;
       }
-      const rewritten = memfdFormat(args.compatible).write(ctx, {
+      const rewritten = layoutOf('writes', args.compatible).write(ctx, {
         pos,
         size: inode.size,
         seals: inode.seals,

@@ -1,20 +1,12 @@
-import { KernelError } from '@liveupdate/kernel';
-import { hex, type PhysicalMemory } from '@liveupdate/machine';
+import { hex } from '@liveupdate/machine';
 import {
   MEMFD_FOLIO_FLAGS,
   checkFolioFlags,
-  checkRuns,
-  readMemfdEntries,
-  vmallocField,
-  writeMemfdSer,
-  type MemfdFormat,
+  defineMemfdFormat,
   type PreservedRun,
 } from './memfd-format.js';
 import type { MemfdFolio } from './memfd-inode.js';
 import { MEMFD_LUO_FH_COMPATIBLE, memfdLuoRunSer, memfdLuoSerV3 } from './memfd-luo-abi.js';
-
-const decodeSer = (memory: PhysicalMemory, serPhys: number) =>
-  memfdLuoSerV3.decode(memory.read(serPhys, memfdLuoSerV3.size));
 
 /** Whether `next` continues `run`: the next folio in the file and in memory, of the same order. */
 function continues(run: PreservedRun, next: PreservedRun): boolean {
@@ -28,9 +20,11 @@ export function foliosToRuns(folios: readonly MemfdFolio[]): PreservedRun[] {
   for (const { index, folio } of folios) {
     const next = { index, pfn: folio.pfn, nrFolios: 1, order: folio.order };
     const last = runs.at(-1);
-    if (last && continues(last, next))
+    if (last && continues(last, next)) {
       runs[runs.length - 1] = { ...last, nrFolios: last.nrFolios + 1 };
-    else runs.push(next);
+    } else {
+      runs.push(next);
+    }
   }
   return runs;
 }
@@ -38,33 +32,33 @@ export function foliosToRuns(folios: readonly MemfdFolio[]): PreservedRun[] {
 /**
  * memfd-v3: `memfd_luo_ser` and one `memfd_luo_run_ser` per run of folios contiguous in the file
  * and in memory with one order. The writer makes the longest runs, so the reader also refuses two
- * entries that make one run, besides everything {@link checkRuns} refuses.
+ * entries that make one run, besides everything `checkRuns` refuses.
  */
-export const memfdV3Format: MemfdFormat = {
+export const memfdV3Format = defineMemfdFormat({
   compatible: MEMFD_LUO_FH_COMPATIBLE,
+  countName: 'nr_runs',
+  arrayName: 'runs',
+  serSize: memfdLuoSerV3.size,
+  decodeSer(bytes) {
+    const { nrRuns, runs, ...rest } = memfdLuoSerV3.decode(bytes);
+    return { ...rest, count: nrRuns, array: runs };
+  },
+  encodeSer: ({ count, array, ...rest }) =>
+    memfdLuoSerV3.encode({ ...rest, nrRuns: count, runs: array }),
+  entryName: 'memfd_luo_run_ser',
+  entrySize: memfdLuoRunSer.size,
 
-  read(ctx, serPhys) {
-    const ser = decodeSer(ctx.memory, serPhys);
-    const where = `memfd_luo_ser at ${hex(serPhys)}`;
-    const entries = readMemfdEntries(
-      ctx,
-      where,
-      { ...ser, count: ser.nrRuns, countName: 'nr_runs', array: ser.runs, arrayName: 'runs' },
-      memfdLuoRunSer.size,
-    );
-    const bad =
-      (i: number) =>
-      (what: string): never => {
-        throw new KernelError('EIO', `memfd: ${where}: memfd_luo_run_ser[${i}]: ${what}`);
-      };
-    const runs = Array.from({ length: entries.count }, (_, i): PreservedRun => {
-      const entry = memfdLuoRunSer.decode(entries.data, i * memfdLuoRunSer.size);
+  decodeRuns(data, count, _endPage, bad) {
+    const runs = Array.from({ length: count }, (_, i): PreservedRun => {
+      const entry = memfdLuoRunSer.decode(data, i * memfdLuoRunSer.size);
       checkFolioFlags(entry.flags, bad(i));
       if (entry.nrFolios === 0) bad(i)('nr_folios 0');
-      if (entry.pfn > BigInt(Number.MAX_SAFE_INTEGER))
+      if (entry.pfn > BigInt(Number.MAX_SAFE_INTEGER)) {
         bad(i)(`pfn ${hex(entry.pfn)} is outside RAM`);
-      if (entry.index > BigInt(Number.MAX_SAFE_INTEGER))
+      }
+      if (entry.index > BigInt(Number.MAX_SAFE_INTEGER)) {
         bad(i)(`index ${entry.index} is beyond any page`);
+      }
       return {
         index: Number(entry.index),
         pfn: Number(entry.pfn),
@@ -80,22 +74,14 @@ export const memfdV3Format: MemfdFormat = {
         );
       }
     });
-    checkRuns(ctx, runs, entries.endPage, entries.arrayFolios, bad);
-    return {
-      size: entries.size,
-      pos: entries.pos,
-      seals: ser.seals,
-      flags: ser.flags,
-      runs,
-      arrayFolios: entries.arrayFolios,
-    };
+    return runs;
   },
 
-  write(ctx, state) {
-    const runs = foliosToRuns(state.folios);
-    const array = new Uint8Array(runs.length * memfdLuoRunSer.size);
+  encodeEntries(folios) {
+    const runs = foliosToRuns(folios);
+    const data = new Uint8Array(runs.length * memfdLuoRunSer.size);
     runs.forEach(({ index, pfn, nrFolios, order }, i) => {
-      memfdLuoRunSer.encodeInto(array, i * memfdLuoRunSer.size, {
+      memfdLuoRunSer.encodeInto(data, i * memfdLuoRunSer.size, {
         pfn: BigInt(pfn),
         index: BigInt(index),
         nrFolios,
@@ -103,25 +89,6 @@ export const memfdV3Format: MemfdFormat = {
         flags: MEMFD_FOLIO_FLAGS,
       });
     });
-    return writeMemfdSer(ctx, MEMFD_LUO_FH_COMPATIBLE, array, (serPhys, vmalloc) => {
-      memfdLuoSerV3.encodeInto(ctx.memory.view(serPhys, memfdLuoSerV3.size), 0, {
-        pos: BigInt(state.pos),
-        size: BigInt(state.size),
-        seals: state.seals,
-        flags: 0,
-        nrRuns: BigInt(runs.length),
-        runs: vmallocField(vmalloc),
-      });
-    });
+    return { data, count: runs.length };
   },
-
-  setPos(memory, serPhys, pos) {
-    const ser = decodeSer(memory, serPhys);
-    memfdLuoSerV3.encodeInto(memory.view(serPhys, memfdLuoSerV3.size), 0, {
-      ...ser,
-      pos: BigInt(pos),
-    });
-  },
-
-  listed: (memory, serPhys) => `nr_runs ${decodeSer(memory, serPhys).nrRuns}`,
-};
+});

@@ -1,40 +1,24 @@
 // memfd-v3 handovers damaged field by field between two kernels, through LUO: each value its
 // writer cannot produce fails that file alone with the documented errno and a log line naming the
 // field, the other files come back intact, and nothing of the damaged file is restored.
-import { errnoOf, sealLuoHandover, rawLuoHandover } from '@liveupdate/testkit';
+import { errnoOf, rawLuoHandover } from '@liveupdate/testkit';
 import { describe, expect, it } from 'vitest';
 import { LiveUpdateDevice } from '@liveupdate/core';
-import {
-  PAGE_SIZE,
-  type HandoverEvent,
-  type PhysicalMemory,
-  type Process,
-} from '@liveupdate/machine';
+import { PAGE_SIZE, type PhysicalMemory } from '@liveupdate/machine';
 import { memfdLuoRunSer, memfdLuoSerV3 } from '@liveupdate/plugin-memfd';
 import {
+  MEMFD_MODULE,
   MiB,
   TEST_RAM,
-  bootedMachine,
   expectBytes,
-  inode,
-  kexec,
-  pattern,
+  frameCount,
+  liveUpdateDamaged,
   readAll,
   stats,
-  testImage,
-  writeAll,
-  type InodeView,
 } from './helpers.js';
 
 type MemfdLuoSerV3 = ReturnType<typeof memfdLuoSerV3.decode>;
 type MemfdLuoRunSer = ReturnType<typeof memfdLuoRunSer.decode>;
-
-/** A preserved memfd as the test knows it from the old kernel. */
-interface Preserved {
-  readonly token: bigint;
-  readonly data: Uint8Array;
-  readonly folios: InodeView['folios'];
-}
 
 /** Where the victim's handover lies: its memfd_luo_ser and the page of its run array. */
 interface Victim {
@@ -81,50 +65,21 @@ function damageVictim(memory: PhysicalMemory, victim: Victim, damage: Damage): v
 }
 
 /**
- * Three memfds: the victim (token 1, 8 MiB + 3 pages: four order-9 folios in one run, then order
- * 1 and order 0) and a bystander (token 2) in session "vm0", and another in "vm1".
+ * Three memfds, the victim of 8 MiB + 3 pages (four order-9 folios in one run, then order 1 and
+ * order 0), in memfd-v3; `damage` edits the victim's handover.
  */
-async function liveUpdateDamaged(damage: Damage): Promise<{
-  next: Process;
-  dmesg: () => string;
-  victim: Preserved;
-  bystander: Preserved;
-  other: Preserved;
-}> {
-  const onHandover = ({ memory, khoFdtPhys }: HandoverEvent): void => {
-    damageVictim(memory, locate(memory, khoFdtPhys!), damage);
-    // LUO's checksums would refuse the damage first: reseal them, so memfd's reader is tested.
-    sealLuoHandover(memory, khoFdtPhys!);
-  };
-  const machine = await bootedMachine(testImage('6.19.0'), onHandover);
-  const process = machine.spawn();
-  const device = await LiveUpdateDevice.open(process);
-  const preserve = async (
-    session: Awaited<ReturnType<typeof device.createSession>>,
-    token: bigint,
-    size: number,
-    seed: number,
-  ): Promise<Preserved> => {
-    const fd = await process.memfdCreate(`memfd-${seed}`);
-    const data = pattern(size, seed);
-    await writeAll(process, fd, data);
-    await session.preserveFd(fd, token);
-    return { token, data, folios: (await inode(process, fd)).folios };
-  };
-  const vm0 = await device.createSession('vm0');
-  const vm1 = await device.createSession('vm1');
-  const victim = await preserve(vm0, 1n, 8 * MiB + 3 * PAGE_SIZE, 1);
-  const bystander = await preserve(vm0, 2n, 5 * PAGE_SIZE, 2);
-  const other = await preserve(vm1, 1n, 2 * MiB + 3 * PAGE_SIZE, 3);
-  expect(victim.folios.map((f) => f.order)).toEqual([9, 9, 9, 9, 1, 0]);
-  await device.close();
-  const next = await kexec(machine, process, testImage('6.19.1'));
-  return { next, dmesg: () => machine.dmesg(1), victim, bystander, other };
+async function liveUpdateDamagedV3(damage: Damage) {
+  const result = await liveUpdateDamaged({
+    memfd: MEMFD_MODULE,
+    victimSize: 8 * MiB + 3 * PAGE_SIZE,
+    damage: ({ memory, khoFdtPhys }) => damageVictim(memory, locate(memory, khoFdtPhys!), damage),
+  });
+  expect(result.victim.folios.map((f) => f.order)).toEqual([9, 9, 9, 9, 1, 0]);
+  return result;
 }
 
 /** Frames of one memfd's handover besides its folios: memfd_luo_ser, chunk, array page. */
 const HANDOVER_FRAMES = 3;
-const frameCount = (memfd: Preserved): number => memfd.folios.reduce((n, f) => n + 2 ** f.order, 0);
 const RAM_FRAMES = TEST_RAM / PAGE_SIZE;
 
 describe('a memfd-v3 handover its writer cannot have written', () => {
@@ -272,7 +227,7 @@ describe('a memfd-v3 handover its writer cannot have written', () => {
   ])(
     'fails that file alone with %s, logs the field, and keeps its folios reserved',
     async (_what, errno, logged, damage) => {
-      const { next, dmesg, victim, bystander, other } = await liveUpdateDamaged(damage);
+      const { next, dmesg, victim, bystander, other } = await liveUpdateDamagedV3(damage);
       const device = await LiveUpdateDevice.open(next);
       const vm0 = await device.retrieveSession('vm0');
       const vm1 = await device.retrieveSession('vm1');

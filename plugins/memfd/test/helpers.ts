@@ -1,9 +1,13 @@
 import { afterEach, expect } from 'vitest';
+import { LiveUpdateDevice } from '@liveupdate/core';
 import { createKernelImage, type PageStats } from '@liveupdate/kernel';
+import { sealLuoHandover } from '@liveupdate/testkit';
 import {
   LINUX_REBOOT_CMD_KEXEC,
   Machine,
+  PAGE_SIZE,
   type MachineOptions,
+  type HandoverEvent,
   type KernelImage,
   type MemoryMapping,
   type Process,
@@ -165,3 +169,67 @@ export async function writeAll(
 }
 
 export { errnoOf } from '@liveupdate/testkit';
+
+/** A preserved memfd as a damaged-handover test knows it from the old kernel. */
+export interface PreservedMemfdView {
+  readonly session: string;
+  readonly token: bigint;
+  readonly data: Uint8Array;
+  readonly folios: InodeView['folios'];
+}
+
+/** The three memfds of {@link liveUpdateDamaged}. */
+export interface DamagedScenario {
+  readonly victim: PreservedMemfdView;
+  readonly bystander: PreservedMemfdView;
+  readonly other: PreservedMemfdView;
+}
+
+/** Frames of all the folios of `memfd`. */
+export const frameCount = (memfd: PreservedMemfdView): number =>
+  memfd.folios.reduce((n, f) => n + 2 ** f.order, 0);
+
+/**
+ * Three memfds: the victim (token 1, `victimSize` bytes) and a bystander (token 2, 5 pages) in
+ * session "vm0", and another (token 1, 2 MiB + 3 pages) in "vm1", preserved in a kernel with the
+ * memfd module `memfd`; then a kexec into another such kernel, `damage` running on the handover
+ * between them. LUO's checksums would refuse the damage first, so the handover is resealed after
+ * it: what is tested is memfd's reader.
+ */
+export async function liveUpdateDamaged(options: {
+  readonly memfd: string;
+  readonly victimSize: number;
+  readonly damage: (event: HandoverEvent, memfds: DamagedScenario) => void;
+}): Promise<DamagedScenario & { next: Process; dmesg: () => string }> {
+  const preserved: { memfds?: DamagedScenario } = {};
+  const onHandover = (event: HandoverEvent): void => {
+    options.damage(event, preserved.memfds!);
+    sealLuoHandover(event.memory, event.khoFdtPhys!);
+  };
+  const machine = await bootedMachine(testImage('6.18.0', { memfd: options.memfd }), onHandover);
+  const process = machine.spawn();
+  const device = await LiveUpdateDevice.open(process);
+  const preserve = async (
+    session: Awaited<ReturnType<typeof device.createSession>>,
+    token: bigint,
+    size: number,
+    seed: number,
+  ): Promise<PreservedMemfdView> => {
+    const fd = await process.memfdCreate(`memfd-${seed}`);
+    const data = pattern(size, seed);
+    await writeAll(process, fd, data);
+    await session.preserveFd(fd, token);
+    return { session: session.name, token, data, folios: (await inode(process, fd)).folios };
+  };
+  const vm0 = await device.createSession('vm0');
+  const vm1 = await device.createSession('vm1');
+  const memfds = {
+    victim: await preserve(vm0, 1n, options.victimSize, 1),
+    bystander: await preserve(vm0, 2n, 5 * PAGE_SIZE, 2),
+    other: await preserve(vm1, 1n, 2 * MiB + 3 * PAGE_SIZE, 3),
+  };
+  preserved.memfds = memfds;
+  await device.close();
+  const next = await kexec(machine, process, testImage('6.18.1', { memfd: options.memfd }));
+  return { ...memfds, next, dmesg: () => machine.dmesg(1) };
+}
