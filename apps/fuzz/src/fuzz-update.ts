@@ -88,7 +88,8 @@ export interface FuzzUpdateOptions {
 }
 
 /**
- * One damaged live update: boot a kernel with the memfd handler, preserve {@link SHAPES} with
+ * One damaged live update: boot a kernel with the memfd handler (the family's
+ * {@link MutationFamily.memfdModule}, or the newest), preserve {@link SHAPES} with
  * random contents, damage the handover between the kernels with `family`, then retrieve every
  * session and file in the new kernel and compare them byte for byte with what was preserved.
  */
@@ -99,7 +100,7 @@ export async function fuzzUpdate(options: FuzzUpdateOptions): Promise<UpdateResu
   let harness: LiveUpdateHarness | undefined;
   const run = async (): Promise<UpdateResult> => {
     harness = await bootForLiveUpdate({
-      modules: ['@liveupdate/plugin-memfd'],
+      modules: [options.family.memfdModule ?? '@liveupdate/plugin-memfd'],
       moduleBase: import.meta.url,
       onHandover: ({ memory, khoFdtPhys }: HandoverEvent) => {
         if (khoFdtPhys === null) throw new Error('the old kernel handed over no KHO root');

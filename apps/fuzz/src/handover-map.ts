@@ -7,7 +7,12 @@ import {
   luoSessionSer,
 } from '@liveupdate/core';
 import type { PhysicalMemory } from '@liveupdate/machine';
-import { memfdLuoFolioSer, memfdLuoSer } from '@liveupdate/plugin-memfd';
+import {
+  MEMFD_LUO_FH_COMPATIBLE_V2,
+  memfdLuoFolioSer,
+  memfdLuoRunSer,
+  memfdLuoSer,
+} from '@liveupdate/plugin-memfd';
 
 /** A range of RAM the fuzzer may damage, and what it holds. */
 export interface Region {
@@ -27,10 +32,15 @@ export interface MappedFile {
   readonly index: number;
   /** Its `luo_file_ser`. */
   readonly entry: Region;
+  /** Its `luo_file_ser.compatible`. */
+  readonly compatible: string;
   /** The memfd's `memfd_luo_ser`, when the file is a memfd. */
   readonly memfdSer?: Region;
-  /** Its `memfd_luo_folio_ser[]` (in the first run of the KHO vmalloc area). */
-  readonly folios: Region[];
+  /**
+   * Its entries (in the first page of the KHO vmalloc area): `memfd_luo_run_ser[]` for
+   * memfd-v3, `memfd_luo_folio_ser[]` for memfd-v2.
+   */
+  readonly entries: Region[];
 }
 
 /**
@@ -137,9 +147,15 @@ export function mapHandover(memory: PhysicalMemory, khoFdtPhys: number): Handove
         session: s,
         index: f,
         entry: { what: `${where} luo_file_ser`, phys: entryPhys, size: luoFileSer.size },
-        folios: [],
+        compatible: entry.compatible,
+        entries: [],
       };
       if (entry.compatible.startsWith('memfd-')) {
+        // memfd-v2 and v3 share the header: the entry count @24, their kho_vmalloc @32.
+        const v2 = entry.compatible === MEMFD_LUO_FH_COMPATIBLE_V2;
+        const [struct, array, codec] = v2
+          ? (['memfd_luo_folio_ser', 'folios', memfdLuoFolioSer] as const)
+          : (['memfd_luo_run_ser', 'runs', memfdLuoRunSer] as const);
         const serPhys = Number(entry.data);
         const ser = memfdLuoSer.decode(memory.view(serPhys, memfdLuoSer.size));
         Object.assign(mapped, {
@@ -147,16 +163,16 @@ export function mapHandover(memory: PhysicalMemory, khoFdtPhys: number): Handove
         });
         if (ser.nrFolios > 0n) {
           addresses.push({
-            what: `${where} memfd_luo_ser.folios.first`,
+            what: `${where} memfd_luo_ser.${array}.first`,
             phys: serPhys + 32,
             size: 8,
           });
-          const run = Number(memory.readU64(Number(ser.folios.first) + 8));
+          const page = Number(memory.readU64(Number(ser.folios.first) + 8));
           for (let i = 0; i < Number(ser.nrFolios); i++) {
-            mapped.folios.push({
-              what: `${where} memfd_luo_folio_ser[${i}]`,
-              phys: run + i * memfdLuoFolioSer.size,
-              size: memfdLuoFolioSer.size,
+            mapped.entries.push({
+              what: `${where} ${struct}[${i}]`,
+              phys: page + i * codec.size,
+              size: codec.size,
             });
           }
         }

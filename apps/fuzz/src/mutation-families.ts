@@ -1,5 +1,5 @@
 import type { PhysicalMemory } from '@liveupdate/machine';
-import { MEMFD_LUO_FOLIO_UPTODATE } from '@liveupdate/plugin-memfd';
+import { MEMFD_LUO_FH_COMPATIBLE_V2, MEMFD_LUO_FOLIO_UPTODATE } from '@liveupdate/plugin-memfd';
 import type { HandoverMap, Region } from './handover-map.js';
 import type { Random } from './random.js';
 
@@ -18,8 +18,16 @@ export interface MutationContext {
 export interface MutationFamily {
   readonly name: string;
   readonly description: string;
+  /**
+   * The memfd module both kernels of the update load, when not the newest (which writes
+   * memfd-v3): `@liveupdate/plugin-memfd/memfd-v2` to damage memfd-v2 handovers.
+   */
+  readonly memfdModule?: string;
   apply(ctx: MutationContext): string | null;
 }
+
+/** The memfd module of kernel 6.18.0, which writes memfd-v2. */
+export const MEMFD_V2_MODULE = '@liveupdate/plugin-memfd/memfd-v2';
 
 const PAGE = 4096;
 
@@ -174,19 +182,21 @@ export const MUTATION_FAMILIES: readonly MutationFamily[] = [
   ),
   {
     name: 'memfd-values',
-    description: "a memfd's size, position, seals or folio count set to another plausible value",
+    description: "a memfd's size, position, seals or run count set to another plausible value",
     apply: ({ memory, map, random }) => {
-      const sers = map.files.flatMap((f) => (f.memfdSer ? [f.memfdSer] : []));
-      if (sers.length === 0) return null;
-      const ser = random.pick(sers);
+      const files = map.files.filter((f) => f.memfdSer);
+      if (files.length === 0) return null;
+      const file = random.pick(files);
+      const ser = file.memfdSer!;
+      const count = file.compatible === MEMFD_LUO_FH_COMPATIBLE_V2 ? 'nr_folios' : 'nr_runs';
       const field = random.pick([
         ['pos', 0, 1n],
         ['size', 8, BigInt(PAGE)],
         ['size', 8, 1n],
-        ['nr_folios', 24, 1n],
+        [count, 24, 1n],
       ] as const);
       const [name, offset, delta] = field;
-      if (random.below(3) === 0 && name !== 'nr_folios') {
+      if (random.below(3) === 0 && name !== count) {
         // Seals, u32 @16: one bit toggled.
         const bit = random.pick([1, 2, 4, 8, 16]);
         memory.writeU32(ser.phys + 16, memory.readU32(ser.phys + 16) ^ bit);
@@ -198,13 +208,67 @@ export const MUTATION_FAMILIES: readonly MutationFamily[] = [
       return `${ser.what}.${name} ${old} → ${value}`;
     },
   },
-  bitFlip('memfd-folio', 'a bit of a memfd_luo_folio_ser', (m) => m.files.flatMap((f) => f.folios)),
+  bitFlip('memfd-run', 'a bit of a memfd_luo_run_ser', (m) => m.files.flatMap((f) => f.entries)),
   {
-    name: 'memfd-folio-values',
-    description: "a folio's pfn made 0 or another file's, UPTODATE cleared, or its index moved",
+    name: 'memfd-run-values',
+    description:
+      "a run's pfn made 0 or another run's, UPTODATE cleared, its index moved, or its folio count or order changed by one",
     apply: (ctx) => {
       const { memory, random } = ctx;
-      const folios = ctx.map.files.flatMap((f) => f.folios);
+      // memfd_luo_run_ser: pfn u64 @0, index u64 @8, nr_folios u32 @16, order u16 @20, flags u16 @22.
+      const runs = ctx.map.files.flatMap((f) => f.entries);
+      if (runs.length === 0) return null;
+      const run = random.pick(runs);
+      switch (random.below(6)) {
+        case 0:
+          memory.writeU64(run.phys, 0n);
+          return `${run.what}.pfn → 0`;
+        case 1: {
+          const other = runs.filter((r) => r !== run);
+          if (other.length === 0) return null;
+          const from = random.pick(other);
+          memory.writeU64(run.phys, memory.readU64(from.phys));
+          return `${run.what}.pfn := ${from.what}.pfn`;
+        }
+        case 2: {
+          const flags = memory.view(run.phys + 22, 2);
+          flags[0]! &= ~MEMFD_LUO_FOLIO_UPTODATE;
+          return `${run.what}: UPTODATE cleared`;
+        }
+        case 3: {
+          const index = memory.readU64(run.phys + 8);
+          memory.writeU64(run.phys + 8, index + 1n);
+          return `${run.what}.index ${index} → ${index + 1n}`;
+        }
+        case 4: {
+          const old = memory.readU32(run.phys + 16);
+          const value = random.below(2) === 0 || old === 0 ? old + 1 : old - 1;
+          memory.writeU32(run.phys + 16, value);
+          return `${run.what}.nr_folios ${old} → ${value}`;
+        }
+        default: {
+          const order = memory.view(run.phys + 20, 2);
+          const old = order[0]!;
+          order[0] = random.below(2) === 0 || old === 0 ? old + 1 : old - 1;
+          return `${run.what}.order ${old} → ${order[0]}`;
+        }
+      }
+    },
+  },
+  {
+    ...bitFlip('memfd-v2-folio', 'a bit of a memfd_luo_folio_ser (memfd-v2)', (m) =>
+      m.files.flatMap((f) => f.entries),
+    ),
+    memfdModule: MEMFD_V2_MODULE,
+  },
+  {
+    name: 'memfd-v2-folio-values',
+    description:
+      "a memfd-v2 folio's pfn made 0 or another file's, UPTODATE cleared, or its index moved",
+    memfdModule: MEMFD_V2_MODULE,
+    apply: (ctx) => {
+      const { memory, random } = ctx;
+      const folios = ctx.map.files.flatMap((f) => f.entries);
       if (folios.length === 0) return null;
       const folio = random.pick(folios);
       const pfnFlags = memory.readU64(folio.phys);

@@ -33,8 +33,11 @@ describe('pnpm fuzz', () => {
       name: 'contents',
       description: "a byte of a memfd's first data page",
       apply: ({ memory, map }) => {
-        const folio = map.files.flatMap((f) => f.folios)[0]!;
-        const pfn = Number(memory.readU64(folio.phys) & ((1n << 52n) - 1n));
+        // memfd_luo_run_ser.pfn, u64 @0: the first folio of the first memfd-v3 run.
+        const [run] = map.files
+          .filter((f) => f.compatible === 'memfd-v3')
+          .flatMap((f) => f.entries);
+        const pfn = Number(memory.readU64(run!.phys));
         memory.view(pfn * 4096, 1)[0]! ^= 0xff;
         return `byte 0 of pfn ${pfn} inverted`;
       },

@@ -9,18 +9,25 @@ import {
 } from '@liveupdate/machine';
 
 /**
- * The memfd handler's ABI (`include/linux/kho/abi/memfd.h`, memfd-v2). Change the compatible
- * string whenever a layout below changes: the next kernel matches it exactly.
+ * The memfd handler's ABI (`include/linux/kho/abi/memfd.h`), newest layout: memfd-v3, whose
+ * folios are listed as runs ({@link memfdLuoSerV3}). Change the compatible string whenever a
+ * layout below changes: the next kernel matches it exactly.
  */
-export const MEMFD_LUO_FH_COMPATIBLE = 'memfd-v2';
+export const MEMFD_LUO_FH_COMPATIBLE = 'memfd-v3';
 
-/** The seals memfd-v2 carries over; a memfd with any other bit is refused (`EOPNOTSUPP`). */
+/**
+ * The previous layout, memfd-v2 (one entry per folio, {@link memfdLuoSer}), as the plugin of
+ * kernel 6.18.0 writes it. Still read, and written for a kernel that reads only it.
+ */
+export const MEMFD_LUO_FH_COMPATIBLE_V2 = 'memfd-v2';
+
+/** The seals memfd-v2 and v3 carry over; a memfd with any other bit is refused (`EOPNOTSUPP`). */
 export const MEMFD_LUO_ALL_SEALS =
   F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_EXEC;
 
-/** `memfd_luo_folio_ser.flags`: the folio was dirty. */
+/** `memfd_luo_folio_ser.flags` and `memfd_luo_run_ser.flags`: the folio was dirty. */
 export const MEMFD_LUO_FOLIO_DIRTY = 1 << 0;
-/** `memfd_luo_folio_ser.flags`: the folio's contents are valid. */
+/** `memfd_luo_folio_ser.flags` and `memfd_luo_run_ser.flags`: the folio's contents are valid. */
 export const MEMFD_LUO_FOLIO_UPTODATE = 1 << 1;
 
 /** A struct used as a field of another (C's nested struct member). */
@@ -105,3 +112,49 @@ export function packPfnFlags(pfn: number, flags: number): bigint {
 export function unpackPfnFlags(pfnFlags: bigint): { pfn: number; flags: number } {
   return { pfn: Number(pfnFlags & PFN_MASK), flags: Number(pfnFlags >> PFN_BITS) };
 }
+
+/**
+ * `struct memfd_luo_ser` of memfd-v3 (48 bytes), in one preserved page whose physical address is
+ * the file's `serialized_data`. memfd-v2's header with `nr_folios` become `nr_runs`, the count of
+ * {@link memfdLuoRunSer} entries:
+ *
+ * | offset | size | field |
+ * |---|---|---|
+ * | 0 | 8 | `pos`: the file position |
+ * | 8 | 8 | `size`: `i_size` |
+ * | 16 | 4 | `seals`: `F_SEAL_*` bits |
+ * | 20 | 4 | `flags`: unused, 0 |
+ * | 24 | 8 | `nr_runs` |
+ * | 32 | 16 | `runs`: a {@link khoVmallocSer} holding `memfd_luo_run_ser[nr_runs]` |
+ */
+export const memfdLuoSerV3 = defineStruct('memfd_luo_ser', [
+  ['pos', u64],
+  ['size', u64],
+  ['seals', u32],
+  ['flags', u32],
+  ['nrRuns', u64],
+  ['runs', nested(khoVmallocSer)],
+] as const);
+
+/**
+ * `struct memfd_luo_run_ser` (24 bytes, memfd-v3), one per run of folios that follow each other
+ * both in the file and in physical memory, with the same order and flags; sorted by index. Folio
+ * `k` of a run (`k < nr_folios`) is at page `index + k * 2^order` of the file and frame
+ * `pfn + k * 2^order`. A file of folios allocated contiguously needs a handful of runs where
+ * memfd-v2 lists every folio.
+ *
+ * | offset | size | field |
+ * |---|---|---|
+ * | 0 | 8 | `pfn`: the first folio's first frame |
+ * | 8 | 8 | `index`: the first folio's first page in the file |
+ * | 16 | 4 | `nr_folios`: at least 1 |
+ * | 20 | 2 | `order` of every folio of the run |
+ * | 22 | 2 | `flags`: `MEMFD_LUO_FOLIO_DIRTY`, `MEMFD_LUO_FOLIO_UPTODATE` |
+ */
+export const memfdLuoRunSer = defineStruct('memfd_luo_run_ser', [
+  ['pfn', u64],
+  ['index', u64],
+  ['nrFolios', u32],
+  ['order', u16],
+  ['flags', u16],
+] as const);

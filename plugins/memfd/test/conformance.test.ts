@@ -1,5 +1,6 @@
-// memfd-v2 against the testkit's conformance suite and table tester, exactly as a third-party
-// handler package runs them: from the published entry point, with the module by package name.
+// Both builds of the memfd plugin (memfd-v3, and the memfd-v2 one of 6.18.0) against the
+// testkit's conformance suite and table tester, exactly as a third-party handler package runs
+// them: from the published entry points, with the module by package name.
 import {
   F_ADD_SEALS,
   F_GET_SEALS,
@@ -14,11 +15,10 @@ import {
 } from '@liveupdate/machine';
 import { describeConformance, handlerCase, runHandlerCases } from '@liveupdate/testkit';
 
-const machine = {
-  handlerCompatible: 'memfd-v2',
-  modules: ['@liveupdate/plugin-memfd'],
-  moduleBase: import.meta.url,
-} as const;
+const builds = [
+  { handlerCompatible: 'memfd-v3', module: '@liveupdate/plugin-memfd' },
+  { handlerCompatible: 'memfd-v2', module: '@liveupdate/plugin-memfd/memfd-v2' },
+] as const;
 
 /** A recognisable byte pattern. */
 const pattern = (length: number, seed: number): Uint8Array =>
@@ -50,60 +50,63 @@ async function readMemfd(process: Process, fd: number): Promise<unknown> {
   };
 }
 
-describeConformance({
-  ...machine,
-  name: 'memfd-v2 conformance',
-  createFile: createMemfd,
-  readContent: readMemfd,
-  async mutate(process, fd) {
-    // Inside the frozen size, in what was a hole before preserve filled it.
-    await process.pwrite(fd, pattern(PAGE_SIZE + 5, 3), 2 * PAGE_SIZE);
-  },
-});
+for (const { handlerCompatible, module } of builds) {
+  const machine = { handlerCompatible, modules: [module], moduleBase: import.meta.url };
+  describeConformance({
+    ...machine,
+    name: `${handlerCompatible} conformance`,
+    createFile: createMemfd,
+    readContent: readMemfd,
+    async mutate(process, fd) {
+      // Inside the frozen size, in what was a hole before preserve filled it.
+      await process.pwrite(fd, pattern(PAGE_SIZE + 5, 3), 2 * PAGE_SIZE);
+    },
+  });
 
-runHandlerCases({
-  ...machine,
-  name: 'memfd-v2 cases',
-  readContent: readMemfd,
-  preservable: [
-    handlerCase({ name: 'an empty memfd', setup: ({ process }) => process.memfdCreate('empty') }),
-    handlerCase({
-      name: 'a memfd that is only a hole',
-      async setup({ process }) {
-        const fd = await process.memfdCreate('hole');
-        await process.ftruncate(fd, 3 * PAGE_SIZE);
-        return fd;
-      },
-    }),
-  ],
-  refused: [
-    handlerCase({
-      name: 'a hugetlb memfd, which no handler takes',
-      setup: ({ process }) => process.memfdCreate('huge', MFD_HUGETLB),
-      errno: 'ENOENT',
-    }),
-  ],
-  failing: [
-    handlerCase({
-      name: 'growing a preserved memfd',
-      async setup({ process, session }) {
-        const fd = await process.memfdCreate('frozen');
-        await process.pwrite(fd, pattern(100, 4), 0);
-        await session.preserveFd(fd, 1n);
-        return fd;
-      },
-      op: ({ process }, fd: number) => process.ftruncate(fd, 2 * PAGE_SIZE),
-      errno: 'EPERM',
-    }),
-    handlerCase({
-      name: 'writing past the end of a preserved memfd',
-      async setup({ process, session }) {
-        const fd = await process.memfdCreate('frozen');
-        await session.preserveFd(fd, 1n);
-        return fd;
-      },
-      op: ({ process }, fd: number) => process.pwrite(fd, pattern(10, 5), 0),
-      errno: 'EPERM',
-    }),
-  ],
-});
+  runHandlerCases({
+    ...machine,
+    name: `${handlerCompatible} cases`,
+    readContent: readMemfd,
+    preservable: [
+      handlerCase({ name: 'an empty memfd', setup: ({ process }) => process.memfdCreate('empty') }),
+      handlerCase({
+        name: 'a memfd that is only a hole',
+        async setup({ process }) {
+          const fd = await process.memfdCreate('hole');
+          await process.ftruncate(fd, 3 * PAGE_SIZE);
+          return fd;
+        },
+      }),
+    ],
+    refused: [
+      handlerCase({
+        name: 'a hugetlb memfd, which no handler takes',
+        setup: ({ process }) => process.memfdCreate('huge', MFD_HUGETLB),
+        errno: 'ENOENT',
+      }),
+    ],
+    failing: [
+      handlerCase({
+        name: 'growing a preserved memfd',
+        async setup({ process, session }) {
+          const fd = await process.memfdCreate('frozen');
+          await process.pwrite(fd, pattern(100, 4), 0);
+          await session.preserveFd(fd, 1n);
+          return fd;
+        },
+        op: ({ process }, fd: number) => process.ftruncate(fd, 2 * PAGE_SIZE),
+        errno: 'EPERM',
+      }),
+      handlerCase({
+        name: 'writing past the end of a preserved memfd',
+        async setup({ process, session }) {
+          const fd = await process.memfdCreate('frozen');
+          await session.preserveFd(fd, 1n);
+          return fd;
+        },
+        op: ({ process }, fd: number) => process.pwrite(fd, pattern(10, 5), 0),
+        errno: 'EPERM',
+      }),
+    ],
+  });
+}

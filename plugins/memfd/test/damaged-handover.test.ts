@@ -1,15 +1,10 @@
-// memfd handovers damaged byte by byte between two kernels, through LUO: the damaged file fails
+// memfd-v2 handovers (written and read by the memfd-v2 build) damaged byte by byte between two
+// kernels, through LUO: the damaged file fails
 // alone with the documented errno and a log line, the other files come back intact, and the
 // frames that cannot be trusted stay reserved while everything else is restored or freed.
-import { sealLuoHandover } from '@liveupdate/testkit';
 import { describe, expect, it } from 'vitest';
 import { LiveUpdateDevice } from '@liveupdate/core';
-import {
-  PAGE_SIZE,
-  type HandoverEvent,
-  type PhysicalMemory,
-  type Process,
-} from '@liveupdate/machine';
+import { PAGE_SIZE, type PhysicalMemory, type Process } from '@liveupdate/machine';
 import {
   MEMFD_LUO_FOLIO_DIRTY,
   MEMFD_LUO_FOLIO_UPTODATE,
@@ -19,18 +14,15 @@ import {
   unpackPfnFlags,
 } from '@liveupdate/plugin-memfd';
 import {
+  MEMFD_V2_MODULE,
   MiB,
-  bootedMachine,
   errnoOf,
   expectBytes,
-  inode,
-  kexec,
-  pattern,
+  frameCount,
+  liveUpdateDamaged,
   readAll,
   stats,
-  testImage,
-  writeAll,
-  type InodeView,
+  type PreservedMemfdView,
 } from './helpers.js';
 
 /** Where one memfd's handover lies in RAM: its memfd_luo_ser, kho_vmalloc_chunk and array page. */
@@ -40,13 +32,7 @@ interface MemfdHandover {
   readonly array: number;
 }
 
-/** A preserved memfd as the test knows it from the old kernel, and its handover once found. */
-interface Preserved {
-  readonly session: string;
-  readonly token: bigint;
-  readonly data: Uint8Array;
-  readonly folios: InodeView['folios'];
-}
+type Preserved = PreservedMemfdView;
 
 const u64 = (value: number): Buffer => {
   const bytes = Buffer.alloc(8);
@@ -124,52 +110,16 @@ type Damage = (
   memfds: { victim: Preserved; other: Preserved },
 ) => void;
 
-const frameCount = (memfd: Preserved): number => memfd.folios.reduce((n, f) => n + 2 ** f.order, 0);
-
-/**
- * Three memfds: the victim (token 1, 2 MiB + 3 pages: folios of order 9, 1 and 0) and a
- * bystander (token 2) in session "vm0", and another (token 1, the same shape) in "vm1". `damage`
- * runs on the handover between the kernels.
- */
-async function liveUpdateDamaged(damage: Damage): Promise<{
-  next: Process;
-  dmesg: () => string;
-  victim: Preserved;
-  bystander: Preserved;
-  other: Preserved;
-}> {
-  const memfds: { victim?: Preserved; other?: Preserved } = {};
-  const onHandover = ({ memory, khoFdtPhys }: HandoverEvent): void => {
-    const { victim, other } = memfds as { victim: Preserved; other: Preserved };
-    damage(memory, locate(memory, victim), { victim, other });
-    // LUO's checksums would refuse the damage first: reseal them, so memfd's reader is tested.
-    sealLuoHandover(memory, khoFdtPhys!);
-  };
-  const machine = await bootedMachine(testImage('6.18.0'), onHandover);
-  const process = machine.spawn();
-  const device = await LiveUpdateDevice.open(process);
-  const preserve = async (
-    session: Awaited<ReturnType<typeof device.createSession>>,
-    token: bigint,
-    size: number,
-    seed: number,
-  ): Promise<Preserved> => {
-    const fd = await process.memfdCreate(`memfd-${seed}`);
-    const data = pattern(size, seed);
-    await writeAll(process, fd, data);
-    await session.preserveFd(fd, token);
-    return { session: session.name, token, data, folios: (await inode(process, fd)).folios };
-  };
-  const vm0 = await device.createSession('vm0');
-  const vm1 = await device.createSession('vm1');
-  const victim = await preserve(vm0, 1n, 2 * MiB + 3 * PAGE_SIZE, 1);
-  const bystander = await preserve(vm0, 2n, 5 * PAGE_SIZE, 2);
-  const other = await preserve(vm1, 1n, 2 * MiB + 3 * PAGE_SIZE, 3);
-  expect(victim.folios.map((f) => f.order)).toEqual([9, 1, 0]);
-  Object.assign(memfds, { victim, other });
-  await device.close();
-  const next = await kexec(machine, process, testImage('6.18.1'));
-  return { next, dmesg: () => machine.dmesg(1), victim, bystander, other };
+/** Three memfds, the victim of 2 MiB + 3 pages (folios of order 9, 1 and 0), in memfd-v2. */
+async function liveUpdateDamagedV2(damage: Damage) {
+  const result = await liveUpdateDamaged({
+    memfd: MEMFD_V2_MODULE,
+    victimSize: 2 * MiB + 3 * PAGE_SIZE,
+    damage: ({ memory }, { victim, other }) =>
+      damage(memory, locate(memory, victim), { victim, other }),
+  });
+  expect(result.victim.folios.map((f) => f.order)).toEqual([9, 1, 0]);
+  return result;
 }
 
 /** Retrieve `memfd` in the new kernel and compare every byte. */
@@ -209,13 +159,13 @@ describe('a memfd whose folio list its writer cannot have written', () => {
     [
       'a first folio that is not at page 0',
       'EIO',
-      /memfd_luo_folio_ser\[0\]: index 1: the first folio must be at page 0/,
+      /memfd_luo_folio_ser\[0\]: index 1 to the next folio's 512 is 511 pages, not a folio/,
       (memory, at) => rewriteEntry(memory, at.array, 0, (e) => ({ ...e, index: 1n })),
     ],
     [
       'a size one page larger than the folios cover',
       'EIO',
-      /memfd_luo_folio_ser\[2\]: pfn 0x[0-9a-f]+ (order 1 was preserved with order 0|is not an order-1 folio in RAM)/,
+      /memfd_luo_folio_ser\[2\]: pfn 0x[0-9a-f]+ (order 1 was preserved with order 0|is not an order-1 folio: not aligned)/,
       (memory, at) => rewriteSer(memory, at.ser, (ser) => void (ser.size += BigInt(PAGE_SIZE))),
     ],
     [
@@ -233,7 +183,7 @@ describe('a memfd whose folio list its writer cannot have written', () => {
   ])(
     'fails that file alone with %s, logs it, and keeps its folios reserved',
     async (_what, errno, logged, damage) => {
-      const { next, dmesg, victim, bystander, other } = await liveUpdateDamaged(damage);
+      const { next, dmesg, victim, bystander, other } = await liveUpdateDamagedV2(damage);
       const device = await LiveUpdateDevice.open(next);
       const vm0 = await device.retrieveSession('vm0');
       const vm1 = await device.retrieveSession('vm1');
@@ -266,7 +216,7 @@ describe('a memfd whose folio list its writer cannot have written', () => {
   );
 
   it('lets its session finish when it was never retrieved, its frames then freed as unclaimed', async () => {
-    const { next, victim, bystander } = await liveUpdateDamaged((memory, at) =>
+    const { next, victim, bystander } = await liveUpdateDamagedV2((memory, at) =>
       rewriteEntry(memory, at.array, 1, (e) => ({ ...e, pfn: 0 })),
     );
     const device = await LiveUpdateDevice.open(next);
@@ -285,7 +235,7 @@ describe('a memfd whose folio list its writer cannot have written', () => {
 describe('frames claimed by two files', () => {
   it('fails both files with a sticky EIO before either is retrieved, naming both and the range', async () => {
     let shared = 0;
-    const { next, dmesg, victim, bystander, other } = await liveUpdateDamaged(
+    const { next, dmesg, victim, bystander, other } = await liveUpdateDamagedV2(
       (memory, at, { other }) => {
         // The victim's order-0 folio now names the other file's order-0 folio.
         shared = other.folios[2]!.phys;

@@ -1,9 +1,13 @@
 import { afterEach, expect } from 'vitest';
+import { LiveUpdateDevice } from '@liveupdate/core';
 import { createKernelImage, type PageStats } from '@liveupdate/kernel';
+import { sealLuoHandover } from '@liveupdate/testkit';
 import {
   LINUX_REBOOT_CMD_KEXEC,
   Machine,
+  PAGE_SIZE,
   type MachineOptions,
+  type HandoverEvent,
   type KernelImage,
   type MemoryMapping,
   type Process,
@@ -30,19 +34,36 @@ export function physAt(mapping: MemoryMapping, offset: number): number {
 }
 /** Room for a 64 MiB memfd beside the firmware megabyte and the KHO scratch area. */
 export const TEST_RAM = 128 * MiB;
-/** The memfd module, by its package name, as a kernel image lists it. */
+/** The memfd module, by its package name, as a kernel image lists it: memfd-v3, reads v2. */
 export const MEMFD_MODULE = '@liveupdate/plugin-memfd';
+/** The memfd module as shipped in 6.18.0: reads and writes memfd-v2 only. */
+export const MEMFD_V2_MODULE = '@liveupdate/plugin-memfd/memfd-v2';
 export const LUO_MODULE = '@liveupdate/core/module';
 export const PROBE = new URL('./fixtures/memfd-probe.js', import.meta.url).href;
 export const POISON = 0xaa;
 
-/** A kernel with the memfd module and the probe; LUO too unless `luo: false`. */
-export function testImage(version: string, options: { luo?: boolean } = {}): KernelImage {
+export interface TestImageOptions {
+  /** Load LUO (default true). */
+  readonly luo?: boolean;
+  /** The memfd module to list (default {@link MEMFD_MODULE}). */
+  readonly memfd?: string;
+  /** The layout the probe's own handler writes and reads (default its newest, memfd-v3). */
+  readonly probeLayout?: string;
+}
+
+/** A kernel with a memfd module and the probe; LUO too unless `luo: false`. */
+export function testImage(version: string, options: TestImageOptions = {}): KernelImage {
   const luo = options.luo ?? true;
+  const cmdline = [
+    'kho=on',
+    ...(luo ? ['liveupdate=on'] : []),
+    'page_poison=on',
+    ...(options.probeLayout ? [`memfd_probe.layout=${options.probeLayout}`] : []),
+  ].join(' ');
   return createKernelImage({
     version,
-    cmdline: luo ? 'kho=on liveupdate=on page_poison=on' : 'kho=on page_poison=on',
-    modules: [...(luo ? [LUO_MODULE] : []), MEMFD_MODULE, PROBE],
+    cmdline,
+    modules: [...(luo ? [LUO_MODULE] : []), options.memfd ?? MEMFD_MODULE, PROBE],
     moduleBase: import.meta.url,
   });
 }
@@ -148,3 +169,67 @@ export async function writeAll(
 }
 
 export { errnoOf } from '@liveupdate/testkit';
+
+/** A preserved memfd as a damaged-handover test knows it from the old kernel. */
+export interface PreservedMemfdView {
+  readonly session: string;
+  readonly token: bigint;
+  readonly data: Uint8Array;
+  readonly folios: InodeView['folios'];
+}
+
+/** The three memfds of {@link liveUpdateDamaged}. */
+export interface DamagedScenario {
+  readonly victim: PreservedMemfdView;
+  readonly bystander: PreservedMemfdView;
+  readonly other: PreservedMemfdView;
+}
+
+/** Frames of all the folios of `memfd`. */
+export const frameCount = (memfd: PreservedMemfdView): number =>
+  memfd.folios.reduce((n, f) => n + 2 ** f.order, 0);
+
+/**
+ * Three memfds: the victim (token 1, `victimSize` bytes) and a bystander (token 2, 5 pages) in
+ * session "vm0", and another (token 1, 2 MiB + 3 pages) in "vm1", preserved in a kernel with the
+ * memfd module `memfd`; then a kexec into another such kernel, `damage` running on the handover
+ * between them. LUO's checksums would refuse the damage first, so the handover is resealed after
+ * it: what is tested is memfd's reader.
+ */
+export async function liveUpdateDamaged(options: {
+  readonly memfd: string;
+  readonly victimSize: number;
+  readonly damage: (event: HandoverEvent, memfds: DamagedScenario) => void;
+}): Promise<DamagedScenario & { next: Process; dmesg: () => string }> {
+  const preserved: { memfds?: DamagedScenario } = {};
+  const onHandover = (event: HandoverEvent): void => {
+    options.damage(event, preserved.memfds!);
+    sealLuoHandover(event.memory, event.khoFdtPhys!);
+  };
+  const machine = await bootedMachine(testImage('6.18.0', { memfd: options.memfd }), onHandover);
+  const process = machine.spawn();
+  const device = await LiveUpdateDevice.open(process);
+  const preserve = async (
+    session: Awaited<ReturnType<typeof device.createSession>>,
+    token: bigint,
+    size: number,
+    seed: number,
+  ): Promise<PreservedMemfdView> => {
+    const fd = await process.memfdCreate(`memfd-${seed}`);
+    const data = pattern(size, seed);
+    await writeAll(process, fd, data);
+    await session.preserveFd(fd, token);
+    return { session: session.name, token, data, folios: (await inode(process, fd)).folios };
+  };
+  const vm0 = await device.createSession('vm0');
+  const vm1 = await device.createSession('vm1');
+  const memfds = {
+    victim: await preserve(vm0, 1n, options.victimSize, 1),
+    bystander: await preserve(vm0, 2n, 5 * PAGE_SIZE, 2),
+    other: await preserve(vm1, 1n, 2 * MiB + 3 * PAGE_SIZE, 3),
+  };
+  preserved.memfds = memfds;
+  await device.close();
+  const next = await kexec(machine, process, testImage('6.18.1', { memfd: options.memfd }));
+  return { ...memfds, next, dmesg: () => machine.dmesg(1) };
+}

@@ -49,7 +49,7 @@ interface SerView {
   folios: { first: number; totalPages: number; flags: number; order: number };
 }
 
-const image = (version: string) => testImage(version, { luo: false });
+const image = (version: string) => testImage(version, { luo: false, probeLayout: 'memfd-v2' });
 
 async function boot(): Promise<{ machine: Machine; process: Process }> {
   const machine = await bootedMachine(image('6.18.0'));
