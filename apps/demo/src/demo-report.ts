@@ -15,6 +15,8 @@ export interface UpdatedStep {
   readonly update: CacheLiveUpdate;
   readonly vm: VmLiveUpdate;
   readonly formats: HandoverFormats;
+  /** The LUO ABI written (`luo-v2` or `luo-v1`), from the handover. */
+  readonly luo: string;
   readonly host: HostCheck;
 }
 
@@ -60,6 +62,8 @@ interface UpdatedReport {
   readonly reason: null;
   /** The compatible of each preserved file as written (`session/token`), from the handover. */
   readonly formats: HandoverFormats;
+  /** The LUO ABI written, `luo-v2` or `luo-v1` (the first the target reads), from the handover. */
+  readonly luo: string;
   readonly blackoutMs: number;
   readonly untilKernelRunningMs: number;
   readonly phases: Readonly<Record<keyof LiveUpdatePhases | 'other', number>>;
@@ -84,6 +88,7 @@ interface RefusedReport {
   readonly reason: readonly string[];
   /** Nothing was written. */
   readonly formats: HandoverFormats;
+  readonly luo: null;
   /** The errno `reboot(LINUX_REBOOT_CMD_KEXEC)` failed with. */
   readonly errno: string;
   /** The cache's keys and the VM, checked after the refusal in the kernel that stayed. */
@@ -113,6 +118,7 @@ export function liveUpdateReport(step: DemoStep, keys: number): LiveUpdateReport
       outcome: 'refused',
       reason: step.check.problems,
       formats: {},
+      luo: null,
       errno: step.refusal.code,
       cache,
       vm: { ring: host.ring, guestMemory: host.guestMemory },
@@ -126,6 +132,7 @@ export function liveUpdateReport(step: DemoStep, keys: number): LiveUpdateReport
     outcome: 'updated',
     reason: null,
     formats: step.formats,
+    luo: step.luo,
     blackoutMs: ms(update.blackoutMs),
     untilKernelRunningMs: ms(update.untilKernelRunningMs),
     phases: msRecord({ ...update.phases, other: update.otherMs }),

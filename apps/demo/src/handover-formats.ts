@@ -1,9 +1,16 @@
-import { readLuoFileTable, readLuoSessionTable } from '@liveupdate/core';
+import { luoAbiCompatible, readLuoFileTable, readLuoSessionTable } from '@liveupdate/core';
 import type { HandoverEvent, PhysicalMemory } from '@liveupdate/machine';
 import { readLuoFdt } from '@liveupdate/testkit';
 
 /** The compatible string of each preserved file as written, keyed `session/token`. */
 export type HandoverFormats = Readonly<Record<string, string>>;
+
+/** What one handover carried: the LUO ABI version written and each file's format. */
+interface HandoverRecord {
+  /** `luo-v2` or `luo-v1`: the root compatible of the LUO FDT. */
+  readonly luo: string;
+  readonly formats: HandoverFormats;
+}
 
 const sessionName = new TextDecoder('utf-8', { fatal: true });
 
@@ -16,7 +23,7 @@ const sessionName = new TextDecoder('utf-8', { fatal: true });
  * preserves is not what its kernels wrote: the reader refuses it.
  */
 export class HandoverFormatsRecorder {
-  readonly #byBoot = new Map<number, HandoverFormats | Error>();
+  readonly #byBoot = new Map<number, HandoverRecord | Error>();
   readonly #maxSessions: number;
   readonly #maxFiles: number;
 
@@ -49,13 +56,22 @@ export class HandoverFormatsRecorder {
    * could not be read.
    */
   formatsOf(boot: number): HandoverFormats {
-    const formats = this.#byBoot.get(boot);
-    if (!formats) throw new Error(`no handover was recorded for boot ${boot}`);
-    if (formats instanceof Error) throw formats;
-    return formats;
+    return this.#recordOf(boot).formats;
   }
 
-  #read(memory: PhysicalMemory, khoFdtPhys: number): HandoverFormats {
+  /** The LUO ABI (`luo-v2` or `luo-v1`) of the handover boot `boot` received; throws as {@link formatsOf}. */
+  luoAbiOf(boot: number): string {
+    return this.#recordOf(boot).luo;
+  }
+
+  #recordOf(boot: number): HandoverRecord {
+    const record = this.#byBoot.get(boot);
+    if (!record) throw new Error(`no handover was recorded for boot ${boot}`);
+    if (record instanceof Error) throw record;
+    return record;
+  }
+
+  #read(memory: PhysicalMemory, khoFdtPhys: number): HandoverRecord {
     const fdt = readLuoFdt(memory, khoFdtPhys);
     const formats: Record<string, string> = {};
     const sessions = readLuoSessionTable(
@@ -75,6 +91,6 @@ export class HandoverFormatsRecorder {
       );
       for (const file of files) formats[`${name}/${file.token}`] = file.compatible;
     }
-    return formats;
+    return { luo: luoAbiCompatible(fdt.version), formats };
   }
 }

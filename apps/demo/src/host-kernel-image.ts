@@ -4,14 +4,14 @@ import type { KernelImage } from '@liveupdate/machine';
 /** The memfd plugin as it ships now: writes `memfd-v3` (or `memfd-v2`), reads both. */
 export const MEMFD_MODULE = '@liveupdate/plugin-memfd';
 
-/**
- * The memfd plugin as 6.18.0 shipped it, for `--scenario skew`: reads and writes only
- * `memfd-v2`. Its entry is `@liveupdate/plugin-memfd/memfd-v2`.
- *
- * TEMPORARY: that entry is not merged yet, so this points at {@link MEMFD_MODULE}; set it to
- * `'@liveupdate/plugin-memfd/memfd-v2'` once it is. This constant is the only place to change.
- */
-export const MEMFD_V2_MODULE: string = MEMFD_MODULE;
+/** The memfd plugin as 6.18.0 shipped it, for `--scenario skew`: reads and writes only `memfd-v2`. */
+export const MEMFD_V2_MODULE = '@liveupdate/plugin-memfd/memfd-v2';
+
+/** The LUO core as it ships now: writes `luo-v2`, reads `luo-v2` and `luo-v1`. */
+export const LUO_MODULE = '@liveupdate/core/module';
+
+/** The LUO core as 6.18.0 shipped it, for `--scenario skew`: reads and writes only `luo-v1`. */
+export const LUO_V1_MODULE = '@liveupdate/core/module-luo-v1';
 
 /** Options of {@link hostKernelImage}. */
 export interface HostKernelOptions {
@@ -20,6 +20,8 @@ export interface HostKernelOptions {
    * upstream does today, so its DMA stops for the update. For the benchmark's comparison.
    */
   readonly resetOnFreeze?: boolean;
+  /** The LUO core module the image loads. Default {@link LUO_MODULE}. */
+  readonly luo?: string;
   /** The memfd module the image loads. Default {@link MEMFD_MODULE}. */
   readonly memfd?: string;
   /** Build the image without vfio-pci: it cannot take a passthrough device. Default `true`. */
@@ -33,7 +35,7 @@ export interface HostKernelOptions {
  */
 export function hostKernelModules(options: HostKernelOptions = {}): string[] {
   return [
-    '@liveupdate/core/module',
+    options.luo ?? LUO_MODULE,
     options.memfd ?? MEMFD_MODULE,
     '@liveupdate/plugin-iommufd',
     ...(options.vfio === false ? [] : ['@liveupdate/plugin-vfio']),

@@ -127,8 +127,9 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
       cacheProcess = update.cacheProcess;
       vmm = vm.vmm;
       const formats = handovers.formatsOf(machine.bootCount - 1);
+      const luo = handovers.luoAbiOf(machine.bootCount - 1);
       const host = await checkHost(machine, cacheProcess, vmm, vm.ring);
-      steps.push({ ...attempt, update, vm, formats, host });
+      steps.push({ ...attempt, update, vm, formats, luo, host });
 
       say(heading(`live update ${update.from} → ${update.to}`));
       say('before the blackout, while the cache serves and the NIC streams into the guest:');
@@ -147,7 +148,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
       say(`then the guest pauses and reboot(LINUX_REBOOT_CMD_KEXEC); from the kernels' logs:`);
       say(storyLines(machine, machine.bootCount - 2));
       say(storyLines(machine, machine.bootCount - 1));
-      say(formatsLine(formats));
+      say(formatsLine(luo, formats));
       say(
         `new cache pid ${cacheProcess.process.pid}: retrieved "${CACHE_SESSION}" and the memfd, mapped it ` +
           `(${cacheProcess.mapping.segments.length} segments), answered key ${FIRST_KEY}: ` +
@@ -228,9 +229,9 @@ function sayRefused(say: (text: string) => void, step: RefusedStep, layout: KvCa
   say(ringLine(host.ring));
 }
 
-function formatsLine(formats: HandoverFormats): string {
+function formatsLine(luo: string, formats: HandoverFormats): string {
   return (
-    'formats written, read from the handover between the kernels: ' +
+    `formats written, read from the handover between the kernels: LUO ${luo}, ` +
     Object.entries(formats)
       .map(([file, compatible]) => `${file} ${compatible}`)
       .join(', ')

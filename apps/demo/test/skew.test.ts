@@ -29,6 +29,7 @@ interface Updated {
   outcome: 'updated';
   reason: null;
   formats: Record<string, string>;
+  luo: string;
   blackoutMs: number;
   cache: Cache;
   vm: { ring: RingCheck; guestMemory: GuestMemory; guestPausedMs: number };
@@ -46,6 +47,7 @@ interface Refused {
   outcome: 'refused';
   reason: string[];
   formats: Record<string, string>;
+  luo: null;
   errno: string;
   cache: Cache;
   vm: { ring: RingCheck; guestMemory: GuestMemory };
@@ -55,15 +57,15 @@ type Entry = Updated | Refused;
 
 /**
  * What each step writes: the first of the writer's formats its target reads. 6.18.0's memfd
- * writes only memfd-v2; 6.19.0's writes memfd-v3 first but 6.18.0 reads only v2, so the rollback
- * carries memfd-v2 too. The other handlers have one format each.
+ * writes only memfd-v2; 6.19.x's writes memfd-v3 first, which 6.19.1 reads, but 6.18.0 reads only
+ * v2, so the rollback carries memfd-v2. The other handlers have one format each.
  */
-const WRITTEN_FOR_6_18_AND_6_19 = {
-  'kv-cache/1': 'memfd-v2',
-  'vm0/1': 'memfd-v2',
+const written = (memfd: string) => ({
+  'kv-cache/1': memfd,
+  'vm0/1': memfd,
   'vm0/2': 'iommufd-v1',
   'vm0/3': 'vfio-pci-v1',
-};
+});
 
 describe('pnpm demo --scenario skew --json', () => {
   let entries: Entry[];
@@ -94,21 +96,25 @@ describe('pnpm demo --scenario skew --json', () => {
     return entry;
   };
 
-  it('updates to 6.19.0, rolls back to 6.18.0, and is refused the kernel without vfio-pci', () => {
+  it('updates to 6.19.0 and 6.19.1, rolls back to 6.18.0, and is refused the kernel without vfio-pci', () => {
     expect(entries.map((e) => `${e.from} → ${e.to}: ${e.outcome}`)).toEqual([
       '6.18.0 → 6.19.0: updated',
-      '6.19.0 → 6.18.0: updated',
+      '6.19.0 → 6.19.1: updated',
+      '6.19.1 → 6.18.0: updated',
       '6.18.0 → 6.19.0-novfio: refused',
     ]);
   });
 
   it('writes every file in a format its target reads, read from the handover bytes', () => {
-    expect(updated('6.18.0', '6.19.0').formats).toEqual(WRITTEN_FOR_6_18_AND_6_19);
-    expect(updated('6.19.0', '6.18.0').formats).toEqual(WRITTEN_FOR_6_18_AND_6_19);
+    expect(updated('6.18.0', '6.19.0').formats).toEqual(written('memfd-v2'));
+    expect(updated('6.19.0', '6.19.1').formats).toEqual(written('memfd-v3'));
+    expect(updated('6.19.1', '6.18.0').formats).toEqual(written('memfd-v2'));
+    // LUO's own ABI: 6.18.0's core reads and writes only luo-v1.
+    expect(entries.map((e) => e.luo)).toEqual(['luo-v1', 'luo-v2', 'luo-v1', null]);
   });
 
   it('keeps the NIC delivering into guest RAM through the rollback, and the guest RAM intact', () => {
-    const rollback = updated('6.19.0', '6.18.0');
+    const rollback = updated('6.19.1', '6.18.0');
     // The NIC's own counters: it delivered while the guest was paused across the kexec.
     expect(rollback.dma.deliveredDuringBlackout).toBeGreaterThan(0);
     expect(rollback.dma.packetsDelivered).toBeGreaterThan(rollback.dma.deliveredDuringBlackout);
@@ -152,7 +158,7 @@ describe('pnpm demo --scenario skew --json', () => {
     expect(refused.vm.guestMemory.pages).toBeGreaterThan(0);
     expect(refused.vm.guestMemory.mismatches).toBe(0);
     // The guest's ring ran on from the rollback, in the same VM, without a reset.
-    const rollback = updated('6.19.0', '6.18.0');
+    const rollback = updated('6.19.1', '6.18.0');
     expect(refused.vm.ring.sequences).toBeGreaterThan(rollback.vm.ring.sequences);
   });
 });
