@@ -1,10 +1,6 @@
 import { defineModule, type KernelModule } from '@liveupdate/kernel';
-import {
-  LUO_ABI_VERSIONS,
-  LiveUpdateOrchestrator,
-  luoAbiCompatible,
-  type LuoOptions,
-} from './live-update-orchestrator.js';
+import { LiveUpdateOrchestrator, type LuoOptions } from './live-update-orchestrator.js';
+import { LUO_ABI_VERSIONS, luoAbiCompatible } from './luo-abi.js';
 import { LIVEUPDATE_SERVICE } from './liveupdate-service.js';
 
 /**

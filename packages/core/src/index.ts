@@ -28,14 +28,7 @@ export {
   registerFlb,
   unregisterFileHandler,
 } from './liveupdate-service.js';
-export {
-  LUO_ABI_VERSIONS,
-  luoAbiCompatible,
-  type LiveUpdateOrchestrator,
-  type LuoLimits,
-  type LuoOptions,
-} from './live-update-orchestrator.js';
-export { createLiveUpdateModule } from './create-liveupdate-module.js';
+export type { LiveUpdateOrchestrator, LuoLimits, LuoOptions } from './live-update-orchestrator.js';
 export type { FileHandlerRegistry } from './file-handler-registry.js';
 export * from './liveupdate-uapi.js';
 export * from './luo-abi.js';

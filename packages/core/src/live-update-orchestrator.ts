@@ -34,14 +34,14 @@ import { FlbRegistry } from './flb-registry.js';
 import type { FaultInjector } from './fault-injector.js';
 import { callHandler, callVoidHandler } from './handler-call.js';
 import {
-  LUO_FDT_COMPATIBLE,
-  LUO_FDT_COMPATIBLE_V1,
+  LUO_ABI_VERSIONS,
   LUO_FDT_KHO_ENTRY_NAME,
   LUO_FLB_TABLE_SIZE,
   LuoAbiError,
   decodeFdtCompatible,
   decodeLuoFdt,
   encodeLuoFdt,
+  luoAbiCompatible,
   luoFileTableSize,
   luoSessionTableSize,
   readLuoFileTable,
@@ -88,14 +88,6 @@ export interface LuoLimits {
 
 /** Defaults: far above upstream G1's fixed 819 sessions and 128 files, within one KHO folio. */
 export const DEFAULT_LUO_LIMITS: LuoLimits = { maxSessions: 4096, maxFilesPerSession: 4096 };
-
-/** The LUO ABI versions of this core, newest first: it writes `luo-v2` and reads both. */
-export const LUO_ABI_VERSIONS: readonly LuoAbiVersion[] = [2, 1];
-
-/** `luo-v2` or `luo-v1`, the root compatible of an ABI version. */
-export function luoAbiCompatible(version: LuoAbiVersion): string {
-  return version === 2 ? LUO_FDT_COMPATIBLE : LUO_FDT_COMPATIBLE_V1;
-}
 
 /** Options of the orchestrator, fixed per kernel build (see `createLiveUpdateModule`). */
 export interface LuoOptions {
@@ -988,9 +980,19 @@ export class LiveUpdateOrchestrator {
         problems.push(
           `the LUO handover: this kernel writes ${this.abi.map(luoAbiCompatible).join(', ')}; it reads none of them`,
         );
-      } else if (!new CommandLine(target.cmdline).bool('liveupdate', false)) {
+      } else {
         // Its LUO would stay off and never deserialize: every session would be lost.
-        problems.push(`the LUO handover: its command line does not turn LUO on (liveupdate=on)`);
+        const cmdline = new CommandLine(target.cmdline);
+        for (const [key, what] of [
+          ['kho', 'KHO'],
+          ['liveupdate', 'LUO'],
+        ] as const) {
+          if (!cmdline.bool(key, false)) {
+            problems.push(
+              `the LUO handover: its command line does not turn ${what} on (${key}=on)`,
+            );
+          }
+        }
       }
     }
     for (const session of sessions) {

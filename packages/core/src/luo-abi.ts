@@ -103,6 +103,14 @@ export interface LuoSessionHeaderSer {
 /** The version of the structs: 1 (`luo-v1`, no checksums) or 2 (`luo-v2`). */
 export type LuoAbiVersion = 1 | 2;
 
+/** The LUO ABI versions this core reads and can write, newest first. */
+export const LUO_ABI_VERSIONS: readonly LuoAbiVersion[] = [2, 1];
+
+/** `luo-v2` or `luo-v1`: the LUO FDT's root compatible of an ABI version. */
+export function luoAbiCompatible(version: LuoAbiVersion): string {
+  return version === 2 ? LUO_FDT_COMPATIBLE : LUO_FDT_COMPATIBLE_V1;
+}
+
 /** `struct luo_session_ser`, with its embedded `struct luo_file_set_ser` flattened. */
 export interface LuoSessionSer {
   /** The session's name: 1..63 bytes of any value but NUL, compared as bytes. */

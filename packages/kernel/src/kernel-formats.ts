@@ -1,6 +1,5 @@
 import { IOMMU_LU_COMPATIBLE, IOMMU_LU_SUBTREE } from './drivers/iommu-handover.js';
 import { PCI_LU_COMPATIBLE, PCI_LU_SUBTREE } from './drivers/pci-handover.js';
-import { CommandLine } from './command-line.js';
 import { KHO_FDT_COMPATIBLE } from './kho/kho-abi.js';
 import { KERNEL_NOTE_OWNER, handoverReadsNote, type KernelNote } from './kexec-notes.js';
 import type { KexecCheck } from './kexec-target.js';
@@ -39,11 +38,10 @@ export function kernelFormatsCheck(kho: {
       const problems: string[] = [];
       const subtrees = kho.subtreeNames();
       if (subtrees.length === 0 && kho.stats.preservedFolios === 0) return [];
+      // Whether its command line turns KHO on is LUO's check: a kernel may kexec into one that
+      // drops a bare KHO handover on purpose, as upstream allows.
       if (!target.reads.has(KHO_FDT_COMPATIBLE)) {
         problems.push(`the KHO root (${KHO_FDT_COMPATIBLE})`);
-      } else if (!new CommandLine(target.cmdline).bool('kho', false)) {
-        // Its build reads kho-v1, but this boot of it would ignore the handover.
-        problems.push(`the KHO handover: its command line does not turn KHO on (kho=on)`);
       }
       for (const name of subtrees) {
         const format = KERNEL_SUBTREE_FORMATS.get(name);

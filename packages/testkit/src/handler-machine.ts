@@ -63,6 +63,23 @@ export function checkOptions(
       `${caller}: modules must list the module specifiers that register the handler (e.g. ['@acme/my-handler']), got ${inspect(modules)}`,
     );
   }
+  checkMachineOptions(caller, record);
+  for (const key of functions.required) {
+    if (typeof record[key] !== 'function') {
+      throw new TypeError(`${caller}: ${key} must be a function, got ${inspect(record[key])}`);
+    }
+  }
+  for (const key of functions.optional ?? []) {
+    if (record[key] !== undefined && typeof record[key] !== 'function') {
+      throw new TypeError(
+        `${caller}: ${key} must be a function when given, got ${inspect(record[key])}`,
+      );
+    }
+  }
+}
+
+/** The machine options every checker takes: `moduleBase` and `cmdline` strings, `ramBytes`. */
+export function checkMachineOptions(caller: string, record: Record<string, unknown>): void {
   for (const key of ['moduleBase', 'cmdline'] as const) {
     if (record[key] !== undefined && typeof record[key] !== 'string') {
       throw new TypeError(`${caller}: ${key} must be a string, got ${inspect(record[key])}`);
@@ -75,18 +92,6 @@ export function checkOptions(
     throw new TypeError(
       `${caller}: ramBytes must be a positive integer, got ${inspect(record.ramBytes)}`,
     );
-  }
-  for (const key of functions.required) {
-    if (typeof record[key] !== 'function') {
-      throw new TypeError(`${caller}: ${key} must be a function, got ${inspect(record[key])}`);
-    }
-  }
-  for (const key of functions.optional ?? []) {
-    if (record[key] !== undefined && typeof record[key] !== 'function') {
-      throw new TypeError(
-        `${caller}: ${key} must be a function when given, got ${inspect(record[key])}`,
-      );
-    }
   }
 }
 

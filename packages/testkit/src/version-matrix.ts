@@ -8,7 +8,7 @@ import {
 } from '@liveupdate/machine';
 import { describeError } from './describe-error.js';
 import { faultStatus } from './fault-injection.js';
-import { HANDLER_MACHINE_RAM_BYTES } from './handler-machine.js';
+import { HANDLER_MACHINE_RAM_BYTES, checkMachineOptions } from './handler-machine.js';
 import {
   DEFAULT_HARNESS_VERSION,
   bootForLiveUpdate,
@@ -175,19 +175,7 @@ function checkVersionMatrixOptions(
       `${caller}: name must be the title of the matrix, got ${inspect(record.name)}`,
     );
   }
-  for (const key of ['moduleBase', 'cmdline'] as const) {
-    if (record[key] !== undefined && typeof record[key] !== 'string') {
-      throw new TypeError(`${caller}: ${key} must be a string, got ${inspect(record[key])}`);
-    }
-  }
-  if (
-    record.ramBytes !== undefined &&
-    (!Number.isSafeInteger(record.ramBytes) || (record.ramBytes as number) <= 0)
-  ) {
-    throw new TypeError(
-      `${caller}: ramBytes must be a positive integer, got ${inspect(record.ramBytes)}`,
-    );
-  }
+  checkMachineOptions(caller, record);
   for (const key of ['createFile', 'readContent'] as const) {
     if (typeof record[key] !== 'function') {
       throw new TypeError(`${caller}: ${key} must be a function, got ${inspect(record[key])}`);

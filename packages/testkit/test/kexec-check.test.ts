@@ -103,7 +103,7 @@ describe('the check before a kexec', () => {
     );
   });
 
-  it('reports a kernel whose command line leaves LUO off', async () => {
+  it('reports a kernel whose command line leaves LUO or KHO off', async () => {
     const harness = await boot();
     const device = await openDevice(harness.process);
     await preserveNote(await device.createSession('s'), 1, 'x');
@@ -116,6 +116,13 @@ describe('the check before a kexec', () => {
     await expect(harness.process.reboot(LINUX_REBOOT_CMD_KEXEC)).rejects.toMatchObject({
       code: 'ENOEXEC',
     });
+    // KHO off: LUO would be off too, and the handover ignored.
+    await harness.process.kexecLoad(
+      liveUpdateImage({ version: '6.19.0', modules: [NOTE_MODULE], cmdline: 'kho=off' }),
+    );
+    expect((await device.checkKexec()).problems).toEqual([
+      'liveupdate: the LUO handover: its command line does not turn KHO on (kho=on)',
+    ]);
   });
 
   it('validates CHECK_KEXEC: ENOENT with no kernel loaded, EINVAL for flags, its own number', async () => {

@@ -3,8 +3,8 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import ts from 'typescript';
 import { afterAll, expect, it } from 'vitest';
+import { typecheckFiles } from '@liveupdate/vitest-config/typecheck';
 
 const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
 const blocks = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
@@ -77,23 +77,7 @@ it("type-checks and runs the README's version matrix: every pair of the stamp's 
   const example = join(root, 'stamp-versions.test.ts');
   writeFileSync(example, versionMatrix!);
 
-  // The compiler options of this repository (tooling/tsconfig/base.json), as an author's would be.
-  const program = ts.createProgram([example], {
-    target: ts.ScriptTarget.ES2023,
-    lib: ['lib.es2023.d.ts'],
-    module: ts.ModuleKind.NodeNext,
-    moduleResolution: ts.ModuleResolutionKind.NodeNext,
-    types: ['node'],
-    strict: true,
-    noUncheckedIndexedAccess: true,
-    verbatimModuleSyntax: true,
-    skipLibCheck: true,
-    noEmit: true,
-  });
-  const diagnostics = ts
-    .getPreEmitDiagnostics(program)
-    .map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
-  expect(diagnostics).toEqual([]);
+  expect(typecheckFiles([example])).toEqual([]);
 
   const statuses = runNestedVitest(root, '*.test.ts');
   expect(Object.entries(statuses).filter(([, status]) => status !== 'passed')).toEqual([]);
