@@ -1,4 +1,5 @@
 import type { FileHandler } from './file-handler.js';
+import type { FlbOp, LiveUpdateFlb } from './liveupdate-flb.js';
 
 /** The name of a handler op, as the orchestrator calls it: `'preserve'`, `'freeze'`, … */
 export type HandlerOp = Exclude<keyof FileHandler, 'compatible'>;
@@ -22,4 +23,14 @@ export interface FaultInjector {
    * also blocks any later reboot, while other sessions' ioctls still run.
    */
   beforeCall(handler: FileHandler, op: HandlerOp): void | Promise<void>;
+
+  /**
+   * Called before `flb`'s `op`, with the same meaning as {@link FaultInjector.beforeCall}: a
+   * `KernelError` fails the op with its errno (a failed `preserve` fails the `PRESERVE_FD` that
+   * needed it and rolls back; a failed `retrieve` fails the caller of `flbGetIncoming`, sticky
+   * as a refusal of the FLB's own), anything else becomes `EIO`, and from `unpreserve` or
+   * `finish` it is a logged warning after which LUO carries on. A promise that never settles
+   * hangs the op holding the FLB's lock. Optional: an injector without it leaves FLBs alone.
+   */
+  beforeFlbCall?(flb: LiveUpdateFlb, op: FlbOp): void | Promise<void>;
 }

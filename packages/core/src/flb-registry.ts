@@ -84,6 +84,11 @@ export class FlbRegistry {
     this.#byHandler.set(handler, linked);
   }
 
+  /** The compatibles of the registered FLBs, in registration order. */
+  get compatibles(): string[] {
+    return this.#flbs.map((r) => r.flb.compatible);
+  }
+
   /** Whether `handler` has FLBs linked (it cannot be unregistered then). */
   linked(handler: FileHandler): boolean {
     return (this.#byHandler.get(handler)?.length ?? 0) > 0;

@@ -3,7 +3,8 @@ import { CommandLine, KernelLog, type ModuleContext } from '@liveupdate/kernel';
 import { KernelError } from '@liveupdate/machine';
 import type { FaultInjector, HandlerOp } from './fault-injector.js';
 import { defineHandler, type FileHandler } from './file-handler.js';
-import { callHandler, callVoidHandler } from './handler-call.js';
+import { callFlb, callHandler, callVoidFlb, callVoidHandler } from './handler-call.js';
+import { defineFlb, type FlbOp, type LiveUpdateFlb } from './liveupdate-flb.js';
 import { LiveUpdateOrchestrator } from './live-update-orchestrator.js';
 
 const handler: FileHandler = defineHandler({
@@ -104,6 +105,69 @@ describe('callHandler with a fault injector', () => {
     await expect(
       callHandler({ log, faultInjector: undefined }, handler, 'canPreserve', () => true),
     ).resolves.toBe(true);
+  });
+});
+
+describe('callFlb with a fault injector', () => {
+  const flb = defineFlb({
+    compatible: 'probe-flb-v1',
+    preserve: () => undefined,
+    unpreserve: () => undefined,
+    retrieve: () => undefined,
+    finish: () => undefined,
+  });
+
+  /** An injector with FLB faults: records what it was asked and answers with `answer`. */
+  function flbInjector(answer: () => void | Promise<void>): FaultInjector & { asked: string[] } {
+    const asked: string[] = [];
+    return {
+      asked,
+      beforeCall: () => undefined,
+      beforeFlbCall(f: LiveUpdateFlb, op: FlbOp) {
+        asked.push(`${f.compatible} ${op}`);
+        return answer();
+      },
+    };
+  }
+
+  it("fails the FLB op with the injector's KernelError, errno kept, without calling it", async () => {
+    const { log } = logged();
+    const faults = flbInjector(() => {
+      throw new KernelError('ENOMEM', 'injected');
+    });
+    let called = false;
+    const outcome = callFlb({ log, faultInjector: faults }, flb, 'preserve', () => {
+      called = true;
+    });
+    await expect(outcome).rejects.toMatchObject({ code: 'ENOMEM' });
+    expect(called).toBe(false);
+    expect(faults.asked).toEqual(['probe-flb-v1 preserve']);
+  });
+
+  it('logs an injected failure of a void FLB op and carries on without calling it', async () => {
+    const { log, lines } = logged();
+    const faults = flbInjector(() => Promise.reject(new Error('boom')));
+    let called = false;
+    await expect(
+      callVoidFlb({ log, faultInjector: faults }, flb, 'finish', () => {
+        called = true;
+      }),
+    ).resolves.toBeUndefined();
+    expect(called).toBe(false);
+    expect(lines[0]).toMatch(
+      /^LUO: FLB probe-flb-v1: finish threw Error: boom[\s\S]*; continuing$/,
+    );
+  });
+
+  it('calls the FLB op when the injector has no beforeFlbCall', async () => {
+    const { log } = logged();
+    const faults = injector(() => {
+      throw new KernelError('EIO', 'handler ops only');
+    });
+    await expect(callFlb({ log, faultInjector: faults }, flb, 'retrieve', () => 5)).resolves.toBe(
+      5,
+    );
+    expect(faults.asked).toEqual([]);
   });
 });
 

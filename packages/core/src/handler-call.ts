@@ -30,8 +30,8 @@ export async function callHandler<T>(
 }
 
 /**
- * {@link callHandler} for an FLB op (`preserve`, `retrieve`): the same error handling. The fault
- * injector is not asked: its contract names file handlers and their ops only.
+ * {@link callHandler} for an FLB op (`preserve`, `retrieve`): the same error handling, and the
+ * fault injector's `beforeFlbCall` asked first.
  */
 export function callFlb<T>(
   context: HandlerCallContext,
@@ -39,7 +39,10 @@ export function callFlb<T>(
   op: FlbOp,
   call: () => T | Promise<T>,
 ): Promise<T> {
-  return guard(context, `FLB ${flb.compatible}`, op, call);
+  return guard(context, `FLB ${flb.compatible}`, op, async () => {
+    await context.faultInjector?.beforeFlbCall?.(flb, op);
+    return call();
+  });
 }
 
 /** {@link callVoidHandler} for an FLB op that returns nothing (`unpreserve`, `finish`). */
@@ -50,6 +53,7 @@ export async function callVoidFlb(
   call: () => unknown,
 ): Promise<void> {
   try {
+    await context.faultInjector?.beforeFlbCall?.(flb, op);
     await call();
   } catch (error) {
     if (KernelPanic.isInstance(error)) throw error;

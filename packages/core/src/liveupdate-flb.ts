@@ -56,7 +56,8 @@ export interface LiveUpdateFlb {
   /**
    * `retrieve`: in the new kernel, rebuild the object from `args.data` and set `args.obj`. Called
    * once, on the first `flbGetIncoming`, or implicitly before `finish` if nobody asked. A throw
-   * is returned to that caller, and the next call tries again.
+   * is returned to that caller and is sticky: the data was read and refused, so every later
+   * `flbGetIncoming` gets the same errno, and `finish` is never called.
    */
   retrieve(args: FlbOpArgs): void | Promise<void>;
 

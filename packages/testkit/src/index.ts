@@ -37,11 +37,14 @@ export {
 } from './testkit-stats.js';
 export {
   FAULT_OPS,
+  FLB_FAULT_OPS,
   clearFault,
   faultStatus,
   injectFault,
   type FaultKind,
   type FaultSpec,
+  type FlbFaultSpec,
+  type HandlerFaultSpec,
   type FaultStatus,
   type InjectedFault,
 } from './fault-injection.js';

@@ -5,7 +5,7 @@
  *
  * - `testkit_stats()`: {@link TestkitStats}.
  * - `testkit_fault('set', spec)`, `testkit_fault('clear')`, `testkit_fault('status')`: handler
- *   fault injection (`injectFault`), when the kernel booted with `liveupdate.fault_injection=on`.
+ *   and FLB fault injection (`injectFault`), when the kernel booted with `liveupdate.fault_injection=on`.
  * - `testkit_same_file(fd1, fd2)`: whether two fds refer to one open file (`kcmp(KCMP_FILE)`).
  * - `testkit_handler(compatible)`: the ops the registered handler implements.
  * - `testkit_can_preserve(compatible, fd, times)`: call the handler's `canPreserve` on the file
@@ -42,7 +42,8 @@ export default defineModule({
       switch (command) {
         case 'set': {
           const fault = checkFaultSpec(spec);
-          handlerOf(luo, fault.compatible);
+          if ('flb' in fault) flbOf(luo, fault.flb);
+          else handlerOf(luo, fault.compatible);
           injector.set(fault);
           return 0;
         }
@@ -114,4 +115,16 @@ function handlerOf(luo: LiveUpdateOrchestrator | undefined, compatible: unknown)
     );
   }
   return handler;
+}
+
+/** Check that an FLB `compatible` is registered: `EOPNOTSUPP` without LUO, `ENOENT` otherwise. */
+function flbOf(luo: LiveUpdateOrchestrator | undefined, compatible: string): void {
+  if (!luo?.enabled) throw new KernelError('EOPNOTSUPP', 'testkit: LUO is not enabled');
+  const registered = luo.flbs.compatibles;
+  if (!registered.includes(compatible)) {
+    throw new KernelError(
+      'ENOENT',
+      `testkit: no FLB "${compatible}" is registered (registered: ${registered.join(', ') || 'none'})`,
+    );
+  }
 }
