@@ -13,11 +13,15 @@ const LAW_TEST_TIMEOUT_MS = 60_000;
 /**
  * The conformance suite for a file handler, as vitest tests: one `describe` named `options.name`
  * with one test per law of the handler contract (see `CONFORMANCE_LAWS`). Each law boots its own
- * machine with your modules, makes files with `createFile`, live-updates through real kexecs
+ * machine with your modules, makes files with `createFile` (or, for files that depend on other
+ * files of their session, `createSession`, whose files it preserves in order and retrieves as
+ * `readContent` asks for them), live-updates through real kexecs
  * with page poisoning on, and checks what `readContent` reads, what the kernel log says and what
  * the kernel counts (frames allocated, KHO preservations, open files), reporting a difference by
  * name ("frames allocated: 12 → 14"). Laws about optional ops are skipped when the handler does
- * not implement them. Call it at the top level of a test file.
+ * not implement them. A law the handler cannot meet by design is declared in `exceptions` with the
+ * reason: it is reported skipped with that reason while it fails, and fails once it holds. Call it
+ * at the top level of a test file.
  *
  * @example
  * ```ts

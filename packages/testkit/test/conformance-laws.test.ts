@@ -121,7 +121,23 @@ describe('the conformance suite', () => {
   it('refuses malformed options at once with a TypeError that says what is expected', () => {
     const { createFile: _omitted, ...withoutFactory } = noteConformance;
     expect(() => describeConformance(withoutFactory as typeof noteConformance)).toThrow(
-      /^describeConformance: createFile must be a function, got undefined$/,
+      /^describeConformance: give createFile \(one file per session\) or createSession \(a file and the files it depends on\), exactly one of them$/,
+    );
+    expect(() =>
+      describeConformance({
+        ...noteConformance,
+        createSession: async () => ({ files: [], fileUnderTest: 'x' }),
+      }),
+    ).toThrow(/exactly one of them$/);
+    expect(() =>
+      describeConformance({ ...noteConformance, exceptions: { 'retrieve-thrice': 'no' } as never }),
+    ).toThrow(
+      /^describeConformance: exceptions names an unknown law 'retrieve-thrice'; the laws are can-preserve, /,
+    );
+    expect(() =>
+      describeConformance({ ...noteConformance, exceptions: { reachable: ' ' } }),
+    ).toThrow(
+      /^describeConformance: the exception of law reachable must say why it cannot hold, got ' '$/,
     );
     expect(() => describeConformance({ ...noteConformance, modlues: [] } as never)).toThrow(
       /^describeConformance: unknown option "modlues"; the options are /,
