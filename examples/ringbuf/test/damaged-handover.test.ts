@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { LiveUpdateDevice } from '@liveupdate/core';
 import type { HandoverEvent, PhysicalMemory } from '@liveupdate/machine';
-import { testkitStats, sealLuoHandover } from '@liveupdate/testkit';
+import { findLuoFile, sealLuoHandover, testkitStats } from '@liveupdate/testkit';
 import { ringbufCreate } from '@liveupdate/example-ringbuf';
 import {
   KiB,
@@ -13,7 +13,6 @@ import {
   boot,
   dataPhys,
   errnoOf,
-  findRingbufLuoSer,
   patchRingbufLuoSer,
   preserveIn,
   record,
@@ -25,21 +24,21 @@ import {
  * kernel with the retrieved session and the buffer's physical address.
  */
 async function damagedHandover(damage: (memory: PhysicalMemory, ser: number) => void) {
-  let where = { data: 0, size: 0 };
   const harness = await boot({
     onHandover: ({ memory, khoFdtPhys }: HandoverEvent) => {
-      damage(memory, findRingbufLuoSer(memory, where.data, where.size));
+      // The file's serializedData is the address of its ringbuf_luo_ser.
+      damage(memory, Number(findLuoFile(memory, khoFdtPhys!, 'telemetry', 1n).data));
       // LUO's checksums would refuse the damage first: reseal them, so the handler is tested.
       sealLuoHandover(memory, khoFdtPhys!);
     },
   });
   const fd = await ringbufCreate(harness.process, 4 * KiB);
   await append(harness.process, fd, [record(1, 100)]);
-  where = { data: await dataPhys(harness.process, fd), size: 4 * KiB };
+  const data = await dataPhys(harness.process, fd);
   await preserveIn(await LiveUpdateDevice.open(harness.process), 'telemetry', fd);
   const next = await harness.liveUpdate();
   const session = await (await LiveUpdateDevice.open(next)).retrieveSession('telemetry');
-  return { harness, next, session, data: where.data };
+  return { harness, next, session, data };
 }
 
 describe('the ringbuf-v1 handler, given damaged or unknown data after the kexec', () => {

@@ -92,20 +92,6 @@ export async function dataPhys(process: Process, fd: number): Promise<number> {
   return mapping.segments[0]!.phys;
 }
 
-/**
- * The physical address of the `ringbuf_luo_ser` describing the buffer at `data` of `size` bytes:
- * the page that starts with those two fields (`ringbuf-v1` keeps the struct alone in its page).
- * For tests that damage a handover on purpose, from `onHandover`.
- */
-export function findRingbufLuoSer(memory: PhysicalMemory, data: number, size: number): number {
-  for (let phys = 0; phys + PAGE_SIZE <= memory.size; phys += PAGE_SIZE) {
-    if (memory.readU64(phys) === BigInt(size) && memory.readU64(phys + 8) === BigInt(data)) {
-      return phys;
-    }
-  }
-  throw new Error(`no ringbuf_luo_ser for ${data.toString(16)}+${size} in RAM`);
-}
-
 /** Rewrite fields of the `ringbuf_luo_ser` at `phys`. */
 export function patchRingbufLuoSer(
   memory: PhysicalMemory,

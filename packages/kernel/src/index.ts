@@ -106,6 +106,7 @@ export { argBytes, argFd, argInt, argPath, argUint } from './syscalls/syscall-ar
 export { SyscallTable, type SyscallHandler } from './syscalls/syscall-table.js';
 export {
   File,
+  FILE_STATUS_FLAGS,
   type FileOperations,
   type PhysicalSegment,
   type SyscallContext,

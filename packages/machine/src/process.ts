@@ -124,17 +124,23 @@ export class Process {
     return (await this.syscall('write', fd, data)) as number;
   }
 
-  /** `pread(2)`: read at `offset` without moving the file position. */
+  /**
+   * `pread(2)`: read at `offset` without moving the file position. Only for a file that can seek
+   * (its fops have `llseek`); any other, even a readable one, fails with `ESPIPE`.
+   */
   async pread(fd: number, count: number, offset: number): Promise<Uint8Array> {
     return (await this.syscall('pread', fd, count, offset)) as Uint8Array;
   }
 
-  /** `pwrite(2)`: write at `offset` without moving the file position. */
+  /**
+   * `pwrite(2)`: write at `offset` without moving the file position. Only for a file that can
+   * seek (its fops have `llseek`); any other, even a writable one, fails with `ESPIPE`.
+   */
   async pwrite(fd: number, data: Uint8Array, offset: number): Promise<number> {
     return (await this.syscall('pwrite', fd, data, offset)) as number;
   }
 
-  /** `lseek(2)`: returns the new position. */
+  /** `lseek(2)`: returns the new position. `ESPIPE` for a file that cannot seek. */
   async lseek(fd: number, offset: number, whence: number = SEEK_SET): Promise<number> {
     return (await this.syscall('lseek', fd, offset, whence)) as number;
   }

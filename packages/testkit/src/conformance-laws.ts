@@ -66,8 +66,14 @@ export interface ConformanceOptions extends HandlerMachineOptions {
    * Change the file's content the way a workload may while the file is preserved (after
    * `PRESERVE_FD`, before the reboot), e.g. write inside its size. When given, the laws check
    * that the next kernel gets the content as it was at the reboot, and that a file is usable again
-   * after an aborted reboot. It is called again after each of several live updates and through
-   * a second fd of a retrieved file, so it must work repeatedly (and make a change each time).
+   * after an aborted reboot.
+   *
+   * It must be repeatable: the laws call it again on a file it has already changed — after an
+   * aborted reboot, on the file retrieved after each of three live updates in a row (preserved
+   * again for the next one), and on one of two fds `RETRIEVE_FD` gave for one token (the change
+   * must show through the other) — so it must succeed whatever it did before (write at a fixed
+   * offset, take what is there; do not assume a fresh file, nor grow it each time past what your
+   * handler can preserve).
    */
   mutate?(process: Process, fd: number, files: ConformanceFiles): Promise<void>;
   /**

@@ -1,6 +1,19 @@
 import { inspect, isDeepStrictEqual } from 'node:util';
 import { LiveUpdateDevice, type LiveUpdateSession } from '@liveupdate/core';
-import { KernelError, isErrnoName, type ErrnoName, type Process } from '@liveupdate/machine';
+import { FILE_STATUS_FLAGS } from '@liveupdate/kernel';
+import {
+  F_GETFL,
+  KernelError,
+  O_ACCMODE,
+  O_APPEND,
+  O_NONBLOCK,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+  isErrnoName,
+  type ErrnoName,
+  type Process,
+} from '@liveupdate/machine';
 import { callerSite, formatCallSite, type CallSite } from './call-site.js';
 import { describeError } from './describe-error.js';
 import { faultStatus } from './fault-injection.js';
@@ -24,8 +37,10 @@ export interface HandlerCaseContext {
 
 /**
  * A file the handler must preserve: `PRESERVE_FD` succeeds through this handler, the file
- * crosses a live update, is retrieved (with the same content, when the tester has `readContent`)
- * and finishes leaving nothing preserved behind.
+ * crosses a live update, is retrieved with the same open flags — access mode, `O_APPEND` and
+ * `O_NONBLOCK`, as `fcntl(F_GETFL)` gives them (a read-only file must not come back read-write)
+ * — and the same content, when the tester has `readContent`, and finishes leaving nothing
+ * preserved behind.
  */
 export interface PreservableCase {
   readonly name: string;
@@ -314,6 +329,7 @@ async function checkPreservable(
       `PRESERVE_FD succeeded, but not through ${compatible}${taker ? ` (${taker} took it)` : ''}`,
     );
   }
+  const flags = await step('fcntl(F_GETFL)', () => openFlags(process, fd));
   const content = options.readContent
     ? await step('readContent', () => options.readContent!(process, fd))
     : undefined;
@@ -322,6 +338,14 @@ async function checkPreservable(
   const device = await step('opening /dev/liveupdate', () => LiveUpdateDevice.open(next));
   const incoming = await step('RETRIEVE_SESSION', () => device.retrieveSession('case'));
   const retrieved = await step('RETRIEVE_FD', () => incoming.retrieveFd(1n));
+  const flagsAfter = await step('fcntl(F_GETFL) of the retrieved file', () =>
+    openFlags(next, retrieved),
+  );
+  if (flagsAfter !== flags) {
+    throw new CaseFailure(
+      `the retrieved file's open flags differ\n  expected: ${openFlagsName(flags)}\n  actual:   ${openFlagsName(flagsAfter)}`,
+    );
+  }
   if (options.readContent) {
     const after = await step('readContent of the retrieved file', () =>
       options.readContent!(next, retrieved),
@@ -341,6 +365,26 @@ async function checkPreservable(
       `after RETRIEVE_FD and FINISH, ${folios} preserved folios (${stats.khoUnrestoredFrames + stats.khoUnclaimedFrames} frames) were never restored`,
     );
   }
+}
+
+/** The flags of `fd`'s file that a handler must carry across: `F_GETFL`'s, less the fd's own. */
+async function openFlags(process: Process, fd: number): Promise<number> {
+  return (await process.fcntl(fd, F_GETFL)) & FILE_STATUS_FLAGS;
+}
+
+const ACCESS_MODES: Readonly<Record<number, string>> = {
+  [O_RDONLY]: 'O_RDONLY',
+  [O_WRONLY]: 'O_WRONLY',
+  [O_RDWR]: 'O_RDWR',
+  [O_ACCMODE]: 'O_ACCMODE',
+};
+
+/** `flags` as a C programmer writes them: `O_RDONLY | O_NONBLOCK`. */
+function openFlagsName(flags: number): string {
+  const names = [ACCESS_MODES[flags & O_ACCMODE]!];
+  if (flags & O_APPEND) names.push('O_APPEND');
+  if (flags & O_NONBLOCK) names.push('O_NONBLOCK');
+  return names.join(' | ');
 }
 
 async function checkRefused(context: HandlerCaseContext, testCase: RefusedCase): Promise<void> {

@@ -20,10 +20,12 @@ export {
 export { errnoOf } from './errno-of.js';
 export {
   downgradeToLuoV1,
+  findLuoFile,
   luoFdtLocation,
   rawLuoHandover,
   readLuoFdt,
   sealLuoHandover,
+  type LuoHandoverFile,
   type RawLuoSession,
 } from './luo-handover-bytes.js';
 export { twoStage, type TwoStageOptions } from './two-stage.js';

@@ -74,6 +74,12 @@ export async function testkitStats(process: Process): Promise<TestkitStats> {
 /**
  * The counts among `stats` that differ between `before` and `after`, by name:
  * `["frames allocated: 12 → 14", "open files: 3 → 4"]`. Empty when they all match.
+ *
+ * By default `stats` is {@link LEAK_STATS}: frames allocated, KHO preserved, unrestored and
+ * unclaimed folios and frames, pinned frames and open files. Frames free and reserved are left
+ * out, since they move with those (a leaked frame shows as allocated); pass the counts you want
+ * to include them: `statsDifferences(before, after, [...LEAK_STATS, 'framesFree',
+ * 'framesReserved'])`, or every count with `Object.keys(TESTKIT_STAT_NAMES)`.
  */
 export function statsDifferences(
   before: TestkitStats,

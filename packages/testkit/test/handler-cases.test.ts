@@ -2,7 +2,14 @@
 // and what it does with cases that are malformed or fail.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { O_RDWR } from '@liveupdate/machine';
+import {
+  O_APPEND,
+  O_NONBLOCK,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+  type Process,
+} from '@liveupdate/machine';
 import {
   checkHandlerCase,
   checkHandlerCases,
@@ -10,7 +17,7 @@ import {
   runHandlerCases,
   type HandlerCasesOptions,
 } from '@liveupdate/testkit';
-import { NOTE_MODULE, TEST_RAM, createNote, readNote } from './helpers.js';
+import { CELL_MODULE, NOTE_MODULE, TEST_RAM, createNote, readNote } from './helpers.js';
 
 const machine = {
   name: 'note-v1 cases',
@@ -52,6 +59,28 @@ runHandlerCases({
       op: ({ session }, fd: number) => session.preserveFd(fd, 1n),
       errno: 'EEXIST',
     }),
+  ],
+});
+
+const cells = {
+  name: 'cell-v1 cases',
+  handlerCompatible: 'cell-v1',
+  modules: [CELL_MODULE],
+  ramBytes: TEST_RAM,
+} as const;
+const openCell = (flags: number) => (context: { process: Process }) =>
+  context.process.open('/dev/cell', flags);
+
+// A handler that rebuilds its device file with vfs.reopenCharDevice keeps every open mode.
+runHandlerCases({
+  ...cells,
+  preservable: [
+    handlerCase({ name: 'a cell opened read-only', setup: openCell(O_RDONLY) }),
+    handlerCase({
+      name: 'a cell opened write-only to append',
+      setup: openCell(O_WRONLY | O_APPEND),
+    }),
+    handlerCase({ name: 'a non-blocking read-write cell', setup: openCell(O_RDWR | O_NONBLOCK) }),
   ],
 });
 
@@ -142,6 +171,26 @@ describe('checkHandlerCase', () => {
         `^failing case "reading a note with a bad fd" at test/handler-cases\\.test\\.ts:${lineOf('// wrong errno') - 1}:\\d+: op failed with EBADF \\(.*\\); expected EPERM$`,
       ),
     );
+  });
+
+  it('fails a preservable case whose file comes back with other open flags, naming both', async () => {
+    const options: HandlerCasesOptions = {
+      ...cells,
+      cmdline: 'cell.bug=lose-mode',
+      preservable: [
+        { name: 'read-only', setup: openCell(O_RDONLY) },
+        { name: 'non-blocking', setup: openCell(O_RDWR | O_NONBLOCK) },
+        { name: 'read-write', setup: openCell(O_RDWR) },
+      ],
+    };
+    const verdicts = await Promise.all(
+      checkHandlerCases('cases', options).map((entry) => checkHandlerCase(options, entry)),
+    );
+    expect(verdicts.map((v) => v.message?.replace(/ at .*?\]\)/, '') ?? 'passed')).toEqual([
+      'preservable case "read-only": the retrieved file\'s open flags differ\n  expected: O_RDONLY\n  actual:   O_RDWR',
+      'preservable case "non-blocking": the retrieved file\'s open flags differ\n  expected: O_RDWR | O_NONBLOCK\n  actual:   O_RDWR',
+      'passed',
+    ]);
   });
 
   it('fails a refused case that is preserved, and a preservable one that is refused', async () => {

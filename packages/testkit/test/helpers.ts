@@ -18,6 +18,8 @@ export {
 } from '@liveupdate/testkit';
 
 export const NOTE_MODULE = new URL('./fixtures/note-module.js', import.meta.url).href;
+/** A char device, /dev/cell, whose handler carries each file's open flags; see fixtures/cell-module.js. */
+export const CELL_MODULE = new URL('./fixtures/cell-module.js', import.meta.url).href;
 /** Says in its image note that it reads the note and item formats, and registers nothing (a lying build). */
 export const CLAIMS_FORMATS_MODULE = new URL('./fixtures/claims-formats-module.js', import.meta.url)
   .href;

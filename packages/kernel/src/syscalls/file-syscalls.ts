@@ -75,6 +75,7 @@ export function registerFileSyscalls(table: SyscallTable, vfs: Vfs, memory: Phys
     return written;
   };
 
+  /** `pread`/`pwrite`'s offset: only a seekable file has one (Linux's `FMODE_PREAD`), else `ESPIPE`. */
   const positional = (file: File, offset: unknown): number => {
     const at = argInt(offset, 'offset');
     if (at < 0) throw new KernelError('EINVAL', `negative offset ${at}`);

@@ -1,5 +1,14 @@
-import { O_ACCMODE, O_RDONLY, O_WRONLY } from '@liveupdate/machine';
+import { O_ACCMODE, O_APPEND, O_NONBLOCK, O_RDONLY, O_WRONLY } from '@liveupdate/machine';
 import type { KernelProcess } from '../process-table.js';
+
+/**
+ * The open flags a file keeps for its life and that make it what it is to userspace: the access
+ * mode (`O_RDONLY`, `O_WRONLY`, `O_RDWR`: whether `read`, `write`, `ftruncate`, `mmap` are
+ * allowed) and the status flags `O_APPEND` and `O_NONBLOCK`. A LUO handler carries
+ * `file.flags & FILE_STATUS_FLAGS` across a live update and gives it back to the retrieved file
+ * (`vfs.reopenCharDevice`, `vfs.anonInodeGetFile`). `O_CLOEXEC` is the fd's, not the file's.
+ */
+export const FILE_STATUS_FLAGS = O_ACCMODE | O_APPEND | O_NONBLOCK;
 
 /** Who is making the call a file operation serves. */
 export interface SyscallContext {
@@ -14,7 +23,8 @@ export interface PhysicalSegment {
 
 /**
  * `struct file_operations`. Every op is optional; a missing one gives the errno Linux gives
- * (`read`/`write`: `EINVAL`, `llseek`: `ESPIPE`, `ioctl`: `ENOTTY`, `mmap`: `ENODEV`, …). Ops may be
+ * (`read`/`write`: `EINVAL`, `llseek`: `ESPIPE` for `lseek`, `pread` and `pwrite` alike, `ioctl`:
+ * `ENOTTY`, `mmap`: `ENODEV`, …). Ops may be
  * async, and signal failure by throwing a `KernelError`.
  */
 export interface FileOperations {
@@ -37,7 +47,11 @@ export interface FileOperations {
     offset: number,
     ctx: SyscallContext,
   ): number | Promise<number>;
-  /** Compute the new position for `lseek`; the VFS stores it. */
+  /**
+   * Compute the new position for `lseek`; the VFS stores it. Also what makes a file positionable:
+   * without it `lseek`, `pread` and `pwrite` fail with `ESPIPE` (a pipe's behaviour), even when
+   * `read` and `write` work — give it to a file whose `read`/`write` honour `offset`.
+   */
   llseek?(file: File, offset: number, whence: number): number;
   /** `arg` is the user's argument struct; changes to it are copied back to the caller. */
   ioctl?(

@@ -1,6 +1,16 @@
 import 'reflect-metadata';
 import { describe, expect, it } from 'vitest';
-import { KernelError, O_ACCMODE, O_RDONLY, O_RDWR, O_WRONLY } from '@liveupdate/machine';
+import {
+  KernelError,
+  O_ACCMODE,
+  O_APPEND,
+  O_CLOEXEC,
+  O_CREAT,
+  O_NONBLOCK,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+} from '@liveupdate/machine';
 import { KernelLog, LOGLEVEL } from '../kernel-log.js';
 import { KernelProcess } from '../process-table.js';
 import { File, type FileOperations, type SyscallContext } from './file.js';
@@ -161,6 +171,83 @@ describe('Vfs', () => {
       vfs.registerCharDevice('/dev/null', {});
       const files = await Promise.all([1, 2, 3].map(() => vfs.open('/dev/null', O_RDWR, ctx)));
       expect(new Set(files).size).toBe(3);
+    });
+  });
+
+  describe('reopening a char device file (a LUO handler rebuilding it)', () => {
+    it('makes the file open would make, with the given flags and private data, without the open op', () => {
+      const { vfs } = setup();
+      const { fops, released } = counting({
+        open() {
+          throw new KernelError('EPERM', 'the open op must not run');
+        },
+      });
+      vfs.registerCharDevice('/dev/kvs', fops);
+      const table = { entries: 3 };
+      const file = vfs.reopenCharDevice('/dev/kvs', O_RDONLY | O_NONBLOCK, table);
+      expect(file.path).toBe('/dev/kvs');
+      expect(file.fops).toBe(fops);
+      expect(file.flags).toBe(O_RDONLY | O_NONBLOCK);
+      expect([file.readable, file.writable]).toEqual([true, false]);
+      expect(file.privateData).toBe(table);
+      expect(file.refcount).toBe(1);
+      expect(vfs.openFiles).toBe(1);
+      const appending = vfs.reopenCharDevice('/dev/kvs', O_WRONLY | O_APPEND, table);
+      expect([appending.flags, appending.readable, appending.writable]).toEqual([
+        O_WRONLY | O_APPEND,
+        false,
+        true,
+      ]);
+      expect(released).toEqual([]);
+    });
+
+    it('counts the file against an exclusive device until its final fput', async () => {
+      const { vfs, ctx } = setup();
+      vfs.registerCharDevice('/dev/once', {}, { exclusive: true });
+      const file = vfs.reopenCharDevice('/dev/once', O_RDWR, null);
+      await expect(vfs.open('/dev/once', O_RDWR, ctx)).rejects.toMatchObject({ code: 'EBUSY' });
+      expect(errnoOf(() => vfs.reopenCharDevice('/dev/once', O_RDWR, null))).toBe('EBUSY');
+      await vfs.fput(file);
+      expect(vfs.openFiles).toBe(0);
+      expect((await vfs.open('/dev/once', O_RDWR, ctx)).path).toBe('/dev/once');
+    });
+
+    it.each<[string, string, number, RegExp]>([
+      ['a path outside /dev', 'kvs', O_RDWR, /path "kvs" must be \/dev\/<name>/],
+      [
+        'the access mode O_ACCMODE',
+        '/dev/kvs',
+        O_ACCMODE,
+        /flags 0o3 of \/dev\/kvs have the access mode O_ACCMODE/,
+      ],
+      [
+        'the fd flag O_CLOEXEC',
+        '/dev/kvs',
+        O_RDWR | O_CLOEXEC,
+        /flags 0o2000002 of \/dev\/kvs hold bits a file does not keep/,
+      ],
+      [
+        'the open-time flag O_CREAT',
+        '/dev/kvs',
+        O_RDONLY | O_CREAT,
+        /flags 0o100 of \/dev\/kvs hold bits/,
+      ],
+      ['negative flags', '/dev/kvs', -1, /flags -1 of \/dev\/kvs/],
+      ['fractional flags', '/dev/kvs', 1.5, /flags 1.5 of \/dev\/kvs/],
+    ])('refuses %s with EINVAL naming it, making no file', (_what, path, flags, message) => {
+      const { vfs } = setup();
+      vfs.registerCharDevice('/dev/kvs', {});
+      expect(() => vfs.reopenCharDevice(path, flags, null)).toThrow(
+        expect.objectContaining({ code: 'EINVAL', message: expect.stringMatching(message) }),
+      );
+      expect(vfs.openFiles).toBe(0);
+    });
+
+    it('refuses a device nobody registered with ENOENT', () => {
+      const { vfs } = setup();
+      expect(() => vfs.reopenCharDevice('/dev/kvs', O_RDWR, null)).toThrow(
+        expect.objectContaining({ code: 'ENOENT', message: expect.stringContaining('/dev/kvs') }),
+      );
     });
   });
 

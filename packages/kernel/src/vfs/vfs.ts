@@ -2,7 +2,7 @@ import { inject, injectable } from 'tsyringe';
 import { KernelError, O_ACCMODE, O_RDWR } from '@liveupdate/machine';
 import { KernelLog } from '../kernel-log.js';
 import type { KernelProcess } from '../process-table.js';
-import { File, type FileOperations, type SyscallContext } from './file.js';
+import { File, FILE_STATUS_FLAGS, type FileOperations, type SyscallContext } from './file.js';
 
 /** Options of {@link Vfs.registerCharDevice}. */
 export interface CharDeviceOptions {
@@ -67,17 +67,65 @@ export class Vfs {
       throw new KernelError('EINVAL', `bad access mode in flags ${flags}`);
     if (device.exclusive && device.open > 0)
       throw new KernelError('EBUSY', `${path} is already open`);
-    const file = new File(path, device.fops, flags);
-    device.open++;
-    file.onFinalPut = () => {
-      device.open--;
-    };
+    const file = deviceFile(path, device, flags, undefined);
     try {
       await device.fops.open?.(file, ctx);
     } catch (error) {
       device.open--;
       throw error;
     }
+    this.#openFiles.add(file);
+    return file;
+  }
+
+  /**
+   * A new file of the char device at `path`, as {@link open} would make it — the path, the
+   * device's fops, `flags`, one reference, counted against an exclusive device — but with
+   * `privateData` given rather than set by the device's `open` op, which is not called. A LUO
+   * handler rebuilds a retrieved device file with it, so the file comes back as the same device
+   * node opened the same way (not as an `anon_inode:[…]` file, nor read-write when it was
+   * opened read-only).
+   *
+   * `flags` is what the file kept of its opening, `file.flags & FILE_STATUS_FLAGS` of the
+   * preserved file: the access mode and the status flags (`O_APPEND`, `O_NONBLOCK`). `EINVAL`
+   * for a path that is not `/dev/<name>`, the access mode `O_ACCMODE`, or any other bit (its
+   * value named: open-time flags such as `O_CREAT`, and the fd flag `O_CLOEXEC`, which the
+   * retrieved fd gets from `RETRIEVE_FD`, have no place in a file); `ENOENT` when no device is
+   * registered at `path`; `EBUSY` when the device is exclusive and open.
+   *
+   * @example
+   * ```ts
+   * // preserve: writeSer(phys, { flags: args.file.flags & FILE_STATUS_FLAGS, ... })
+   * retrieve(args) {
+   *   const ser = readSer(phys); // check ser.flags against FILE_STATUS_FLAGS first: EINVAL
+   *   args.file = ctx.vfs.reopenCharDevice('/dev/kvs', ser.flags, table);
+   * },
+   * ```
+   */
+  reopenCharDevice(path: string, flags: number, privateData: unknown): File {
+    if (typeof path !== 'string' || !DEV_PATH.test(path)) {
+      throw new KernelError(
+        'EINVAL',
+        `reopenCharDevice: path ${JSON.stringify(path)} must be /dev/<name>`,
+      );
+    }
+    if (!Number.isInteger(flags) || flags < 0 || (flags & ~FILE_STATUS_FLAGS) !== 0) {
+      throw new KernelError(
+        'EINVAL',
+        `reopenCharDevice: flags ${octalFlags(flags)} of ${path} hold bits a file does not keep (${octalFlags(FILE_STATUS_FLAGS)} are the access mode and status flags)`,
+      );
+    }
+    if ((flags & O_ACCMODE) === O_ACCMODE) {
+      throw new KernelError(
+        'EINVAL',
+        `reopenCharDevice: flags ${octalFlags(flags)} of ${path} have the access mode O_ACCMODE`,
+      );
+    }
+    const device = this.#devices.get(path);
+    if (!device) throw new KernelError('ENOENT', `reopenCharDevice: ${path}: no such device`);
+    if (device.exclusive && device.open > 0)
+      throw new KernelError('EBUSY', `${path} is already open`);
+    const file = deviceFile(path, device, flags, privateData);
     this.#openFiles.add(file);
     return file;
   }
@@ -117,4 +165,20 @@ export class Vfs {
     this.#openFiles.add(file);
     return fd;
   }
+}
+
+/** A file of `device`, counted open on it until its final `fput`. */
+function deviceFile(path: string, device: CharDevice, flags: number, privateData: unknown): File {
+  const file = new File(path, device.fops, flags, privateData);
+  device.open++;
+  file.onFinalPut = () => {
+    device.open--;
+  };
+  return file;
+}
+
+function octalFlags(flags: number): string {
+  return typeof flags === 'number' && Number.isInteger(flags) && flags >= 0
+    ? `0o${flags.toString(8)}`
+    : String(flags);
 }
