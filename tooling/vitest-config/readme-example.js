@@ -6,16 +6,17 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runTypeScriptExample, typecheckFiles } from './typecheck.js';
+import { runTypeScriptExample, transpileExample, typecheckFiles } from './typecheck.js';
 
-/** @param {string} testFileUrl */
-function readmeOf(testFileUrl) {
-  return readFileSync(fileURLToPath(new URL('../README.md', testFileUrl)), 'utf8');
-}
-
-/** @param {string} testFileUrl */
-export function readmeExamples(testFileUrl) {
-  const readme = readmeOf(testFileUrl);
+/**
+ * @param {string} testFileUrl
+ * @param {string} [readmePath]
+ */
+export function readmeExamples(testFileUrl, readmePath) {
+  const readme = readFileSync(
+    readmePath ?? fileURLToPath(new URL('../README.md', testFileUrl)),
+    'utf8',
+  );
   // A fence may be indented (a block inside a list item); its lines are, by as much.
   return [...readme.matchAll(/^( *)```ts\n([\s\S]*?)^ *```$/gm)].map((match) => {
     const indent = match[1].length;
@@ -42,10 +43,14 @@ function inTemporaryFolder(testFileUrl, work) {
   }
 }
 
-/** @param {string} testFileUrl */
-export function typecheckReadmeExamples(testFileUrl) {
-  const examples = readmeExamples(testFileUrl);
-  if (examples.length === 0) throw new Error('README.md has no ```ts example');
+/**
+ * @param {string} testFileUrl
+ * @param {string} [readmePath]
+ */
+export function typecheckReadmeExamples(testFileUrl, readmePath) {
+  const label = readmePath ?? 'README.md';
+  const examples = readmeExamples(testFileUrl, readmePath);
+  if (examples.length === 0) throw new Error(`${label} has no \`\`\`ts example`);
   return inTemporaryFolder(testFileUrl, (dir) => {
     const files = examples.map(({ line, source }) => {
       const file = join(dir, `readme-line-${line}.ts`);
@@ -57,16 +62,38 @@ export function typecheckReadmeExamples(testFileUrl) {
     return typecheckFiles(files, { moduleDetection: 'force' }).map((message) =>
       message.replace(
         /^(readme-line-(\d+)\.ts)\((\d+),(\d+)\)/,
-        (_, _file, start, line, column) =>
-          `README.md:${Number(start) + Number(line) - 1}:${column}`,
+        (_, _file, start, line, column) => `${label}:${Number(start) + Number(line) - 1}:${column}`,
       ),
     );
   });
 }
 
-/** @param {string} testFileUrl */
-export function runReadmeExample(testFileUrl) {
-  const [first] = readmeExamples(testFileUrl);
-  if (first === undefined) throw new Error('README.md has no ```ts example');
-  return inTemporaryFolder(testFileUrl, (dir) => runTypeScriptExample(first.source, dir));
+/**
+ * @param {string} testFileUrl
+ * @param {{ main?: string; modules?: Record<string, string> }} [options]
+ */
+export function runReadmeExample(testFileUrl, options = {}) {
+  const examples = readmeExamples(testFileUrl);
+  /** @param {string | undefined} firstLine */
+  const find = (firstLine) => {
+    const example =
+      firstLine === undefined
+        ? examples[0]
+        : examples.find(({ source }) => source.split('\n', 1)[0] === firstLine);
+    if (example === undefined) {
+      throw new Error(
+        `README.md has no \`\`\`ts example${firstLine ? ` starting ${firstLine}` : ''}`,
+      );
+    }
+    return example.source;
+  };
+  const main = find(options.main);
+  const modules = Object.entries(options.modules ?? {}).map(([file, firstLine]) => [
+    file,
+    transpileExample(find(firstLine)),
+  ]);
+  return inTemporaryFolder(testFileUrl, (dir) => {
+    for (const [file, code] of modules) writeFileSync(join(dir, file), code);
+    return runTypeScriptExample(main, dir);
+  });
 }

@@ -9,6 +9,9 @@ export declare function typecheckFiles(
   options?: { moduleDetection?: 'force' },
 ): string[];
 
+/** `source` compiled to an ES module (types erased), as `tsc` would emit it for Node. */
+export declare function transpileExample(source: string): string;
+
 /**
  * Compile `source` to an ES module `main.mjs` in `dir`, run it with Node from `dir`, and return
  * what it printed, trimmed.

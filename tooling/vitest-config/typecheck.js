@@ -32,14 +32,18 @@ export function typecheckFiles(files, options = {}) {
   });
 }
 
+/** @param {string} source */
+export function transpileExample(source) {
+  return ts.transpileModule(source, {
+    compilerOptions: { target: ts.ScriptTarget.ES2023, module: ts.ModuleKind.ESNext },
+  }).outputText;
+}
+
 /**
  * @param {string} source
  * @param {string} dir
  */
 export function runTypeScriptExample(source, dir) {
-  const { outputText } = ts.transpileModule(source, {
-    compilerOptions: { target: ts.ScriptTarget.ES2023, module: ts.ModuleKind.ESNext },
-  });
-  writeFileSync(join(dir, 'main.mjs'), outputText);
+  writeFileSync(join(dir, 'main.mjs'), transpileExample(source));
   return execFileSync(process.execPath, ['main.mjs'], { cwd: dir, encoding: 'utf8' }).trim();
 }
