@@ -3,7 +3,7 @@
 // runs one compiled with Node.
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
@@ -16,12 +16,27 @@ function compilerOptions() {
   return { ...options, noEmit: true, declaration: false, declarationMap: false, sourceMap: false };
 }
 
-/** @param {readonly string[]} files */
-export function typecheckFiles(files) {
-  const program = ts.createProgram([...files], compilerOptions());
-  return ts
-    .getPreEmitDiagnostics(program)
-    .map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+/**
+ * @param {readonly string[]} files
+ * @param {{ moduleDetection?: 'force' }} [options]
+ */
+export function typecheckFiles(files, options = {}) {
+  const moduleDetection =
+    options.moduleDetection === 'force' ? { moduleDetection: ts.ModuleDetectionKind.Force } : {};
+  const program = ts.createProgram([...files], { ...compilerOptions(), ...moduleDetection });
+  return ts.getPreEmitDiagnostics(program).map((d) => {
+    const message = ts.flattenDiagnosticMessageText(d.messageText, '\n');
+    if (d.file === undefined || d.start === undefined) return message;
+    const { line, character } = d.file.getLineAndCharacterOfPosition(d.start);
+    return `${basename(d.file.fileName)}(${line + 1},${character + 1}): ${message}`;
+  });
+}
+
+/** @param {string} source */
+export function transpileExample(source) {
+  return ts.transpileModule(source, {
+    compilerOptions: { target: ts.ScriptTarget.ES2023, module: ts.ModuleKind.ESNext },
+  }).outputText;
 }
 
 /**
@@ -29,9 +44,6 @@ export function typecheckFiles(files) {
  * @param {string} dir
  */
 export function runTypeScriptExample(source, dir) {
-  const { outputText } = ts.transpileModule(source, {
-    compilerOptions: { target: ts.ScriptTarget.ES2023, module: ts.ModuleKind.ESNext },
-  });
-  writeFileSync(join(dir, 'main.mjs'), outputText);
+  writeFileSync(join(dir, 'main.mjs'), transpileExample(source));
   return execFileSync(process.execPath, ['main.mjs'], { cwd: dir, encoding: 'utf8' }).trim();
 }

@@ -1,20 +1,17 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
+import {
+  runReadmeExample,
+  typecheckReadmeExamples,
+} from '@liveupdate/vitest-config/readme-example';
 
-it('runs the README example: a counter in preserved memory counts two boots across a kexec', () => {
-  const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
-  const [module, main] = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
-  // Inside the package, so that `@liveupdate/kernel` resolves to this package by self-reference.
-  const dir = mkdtempSync(fileURLToPath(new URL('./readme-', import.meta.url)));
-  try {
-    writeFileSync(join(dir, 'counter-module.js'), module!);
-    writeFileSync(join(dir, 'main.mjs'), main!);
-    const output = execFileSync(process.execPath, ['main.mjs'], { cwd: dir, encoding: 'utf8' });
-    expect(output.trim()).toBe('2n');
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+it('type-checks every TypeScript example of the README', () => {
+  expect(typecheckReadmeExamples(import.meta.url)).toEqual([]);
+});
+
+it('runs the README example: a counter in a preserved page counts the second boot', () => {
+  const output = runReadmeExample(import.meta.url, {
+    main: "import { LINUX_REBOOT_CMD_KEXEC, Machine } from '@liveupdate/machine';",
+    modules: { 'counter-module.js': '// counter-module.ts' },
+  });
+  expect(output).toBe('2n');
 });

@@ -4,25 +4,33 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
-import { typecheckFiles } from '@liveupdate/vitest-config/typecheck';
+import { readmeExamples, typecheckReadmeExamples } from '@liveupdate/vitest-config/readme-example';
+import {
+  runTypeScriptExample,
+  transpileExample,
+  typecheckFiles,
+} from '@liveupdate/vitest-config/typecheck';
 
-const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
-const blocks = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
+const blocks = readmeExamples(import.meta.url).map(({ source }) => source);
 const [module, main] = blocks;
-const conformance = blocks.find((block) => block.startsWith('// stamp.test.js'));
-const versionMatrix = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)]
-  .map((m) => m[1]!)
-  .find((block) => block.startsWith('// stamp-versions.test.ts'));
+const startingWith = (firstLine: string) =>
+  blocks.find((block) => block.split('\n', 1)[0] === firstLine);
+const conformance = startingWith('// stamp.test.ts');
+const versionMatrix = startingWith('// stamp-versions.test.ts');
 
 // Inside the package, so that `@liveupdate/testkit` resolves to this package by self-reference.
+// The kernel's workers load JavaScript: the module is compiled, as an author's build would.
 const dir = mkdtempSync(fileURLToPath(new URL('./readme-', import.meta.url)));
-writeFileSync(join(dir, 'stamp-module.js'), module!);
+writeFileSync(join(dir, 'stamp-module.js'), transpileExample(module!));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+it('type-checks every TypeScript example of the README', () => {
+  expect(module!.split('\n', 1)[0]).toBe('// stamp-module.ts');
+  expect(typecheckReadmeExamples(import.meta.url)).toEqual([]);
+});
+
 it('runs the README example: a stamp preserved in kernel 1 is read back in kernel 2', () => {
-  writeFileSync(join(dir, 'main.mjs'), main!);
-  const output = execFileSync(process.execPath, ['main.mjs'], { cwd: dir, encoding: 'utf8' });
-  expect(output.trim()).toBe('42n');
+  expect(runTypeScriptExample(main!, dir)).toBe('42n');
 });
 
 /** Run vitest on the test files of `root` (its own config); the title and status of each test. */
@@ -55,8 +63,8 @@ function runNestedVitest(root: string, include: string): Record<string, string> 
 }
 
 it("runs the README's conformance suite and handler cases for the stamp: every test passes", () => {
-  writeFileSync(join(dir, 'stamp.test.js'), conformance!);
-  const statuses = runNestedVitest(dir, '*.test.js');
+  writeFileSync(join(dir, 'stamp.test.ts'), conformance!);
+  const statuses = runNestedVitest(dir, '*.test.ts');
   // 10 laws (the stamp has no freeze, so that law is skipped) and 3 cases.
   expect(Object.entries(statuses).filter(([, status]) => status === 'failed')).toEqual([]);
   expect(Object.values(statuses).filter((status) => status === 'passed')).toHaveLength(13);

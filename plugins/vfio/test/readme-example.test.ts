@@ -1,5 +1,12 @@
 import { expect, it } from 'vitest';
-import { runReadmeExample } from '@liveupdate/vitest-config/readme-example';
+import {
+  runReadmeExample,
+  typecheckReadmeExamples,
+} from '@liveupdate/vitest-config/readme-example';
+
+it('type-checks every TypeScript example of the README', () => {
+  expect(typecheckReadmeExamples(import.meta.url)).toEqual([]);
+});
 
 it('runs the README example: the copy engine copies inside guest RAM', () => {
   expect(runReadmeExample(import.meta.url)).toBe('hello');

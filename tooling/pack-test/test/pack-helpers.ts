@@ -70,7 +70,10 @@ export function packPackages(
       const { stdout } = await run('pnpm', ['pack', '--pack-destination', destination, '--json'], {
         cwd: dir,
       });
-      return { name, tarball: basename((JSON.parse(stdout) as { filename: string }).filename) };
+      // A package's `prepack` (tooling/scripts/ship-docs.mjs) has pnpm echo the script's name
+      // first; the JSON report is the rest, from its opening line on.
+      const report = stdout.slice(stdout.search(/^\{$/m));
+      return { name, tarball: basename((JSON.parse(report) as { filename: string }).filename) };
     }),
   );
 }
