@@ -21,7 +21,7 @@ import {
   type Process,
 } from '@liveupdate/machine';
 import { IommufdDevice } from '@liveupdate/plugin-iommufd';
-import { describeConformance, type ConformanceFiles } from '@liveupdate/testkit';
+import { describeConformance } from '@liveupdate/testkit';
 import { VfioDevice } from '../src/index.js';
 import { KiB } from './vmm.js';
 
@@ -146,7 +146,20 @@ describeConformance({
       guest: await process.pread(await files.fd('guest RAM'), GUEST_MARK.length, 0),
     };
   },
-  prepareFinish: moveOffRestoredDomain,
+  /**
+   * What a VMM does before FINISH (see restoreVm in vmm.ts): reclaim the preserved HWPT, bind the
+   * device to the retrieved iommufd, map the retrieved guest RAM into a new IOAS and HWPT, move
+   * the device there (a hitless replace), destroy the restored HWPT. The new HWPT is marked, so
+   * that the session can be preserved again (the three-updates law).
+   */
+  async prepareFinish(process, fd, files) {
+    const iommufd = IommufdDevice.fromFd(process, await files.fd('iommufd'));
+    const restored = await iommufd.hwptLuRestore(HWPT_TOKEN);
+    const vfio = VfioDevice.fromFd(process, fd);
+    const devId = await boundDevId(process, vfio, iommufd.fd);
+    await vfio.attach(await markedHwpt(iommufd, await files.fd('guest RAM'), devId));
+    await iommufd.destroy(restored);
+  },
   exceptions: {
     'preserve-unpreserve': FIRST_ATTACH,
     'retrieve-content': RESTORED_AT_BOOT,
@@ -157,22 +170,3 @@ describeConformance({
       'its FINISH leaves token 2 (a device, its iommufd, its guest RAM) unretrieved, and canFinish of an unretrieved device or iommufd is false (as upstream), so that FINISH is EBUSY',
   },
 });
-
-/**
- * What a VMM does before FINISH (see restoreVm in vmm.ts): reclaim the preserved HWPT, bind the
- * device to the retrieved iommufd, map the retrieved guest RAM into a new IOAS and HWPT, move the
- * device there (a hitless replace), destroy the restored HWPT. The new HWPT is marked, so that the
- * session can be preserved again (the three-updates law).
- */
-async function moveOffRestoredDomain(
-  process: Process,
-  fd: number,
-  files: ConformanceFiles,
-): Promise<void> {
-  const iommufd = IommufdDevice.fromFd(process, await files.fd('iommufd'));
-  const restored = await iommufd.hwptLuRestore(HWPT_TOKEN);
-  const vfio = VfioDevice.fromFd(process, fd);
-  const devId = await boundDevId(process, vfio, iommufd.fd);
-  await vfio.attach(await markedHwpt(iommufd, await files.fd('guest RAM'), devId));
-  await iommufd.destroy(restored);
-}
