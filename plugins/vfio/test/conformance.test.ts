@@ -165,7 +165,7 @@ describeConformance({
     'retrieve-content': RESTORED_AT_BOOT,
     'three-updates': RESTORED_AT_BOOT,
     'finish-unretrieved':
-      "canFinish requires the device's file to be retrieved and bound to an iommufd (as upstream: the device is doing DMA into guest RAM, and only the VMM that retrieves it can take it over), so FINISH of a never-retrieved one is EBUSY",
+      'canFinish of vfio-pci-v1 and of the iommufd it depends on require their files to be retrieved (as upstream: the device is doing DMA into guest RAM, and only the VMM that retrieves it, rebinds it and reclaims its HWPT can take it over), so FINISH of never-retrieved ones is EBUSY',
     'void-ops':
       'its FINISH leaves token 2 (a device, its iommufd, its guest RAM) unretrieved, and canFinish of an unretrieved device or iommufd is false (as upstream), so that FINISH is EBUSY',
   },
