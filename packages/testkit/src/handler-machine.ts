@@ -1,5 +1,5 @@
 import { inspect } from 'node:util';
-import { KernelError } from '@liveupdate/machine';
+import { KernelError, type MachineOptions } from '@liveupdate/machine';
 import { bootForLiveUpdate, type LiveUpdateHarness } from './live-update-harness.js';
 import { describeHandler, type HandlerDescription } from './testkit-probes.js';
 
@@ -18,6 +18,11 @@ export interface HandlerMachineOptions {
   readonly cmdline?: string;
   /** Default {@link HANDLER_MACHINE_RAM_BYTES}. */
   readonly ramBytes?: number;
+  /**
+   * PCI devices of every machine (see `Machine.create`), for handlers of device files, e.g.
+   * `[{ kind: 'nic', bdf: '00:03.0' }]`. Default none.
+   */
+  readonly devices?: MachineOptions['devices'];
 }
 
 export const HANDLER_MACHINE_KEYS = [
@@ -26,6 +31,7 @@ export const HANDLER_MACHINE_KEYS = [
   'moduleBase',
   'cmdline',
   'ramBytes',
+  'devices',
 ] as const;
 
 /**
@@ -78,7 +84,10 @@ export function checkOptions(
   }
 }
 
-/** The machine options every checker takes: `moduleBase` and `cmdline` strings, `ramBytes`. */
+/**
+ * The machine options every checker takes: `moduleBase` and `cmdline` strings, `ramBytes`,
+ * `devices`.
+ */
 export function checkMachineOptions(caller: string, record: Record<string, unknown>): void {
   for (const key of ['moduleBase', 'cmdline'] as const) {
     if (record[key] !== undefined && typeof record[key] !== 'string') {
@@ -91,6 +100,22 @@ export function checkMachineOptions(caller: string, record: Record<string, unkno
   ) {
     throw new TypeError(
       `${caller}: ramBytes must be a positive integer, got ${inspect(record.ramBytes)}`,
+    );
+  }
+  const devices = record.devices;
+  if (
+    devices !== undefined &&
+    (!Array.isArray(devices) ||
+      !devices.every(
+        (d) =>
+          typeof d === 'object' &&
+          d !== null &&
+          typeof (d as Record<string, unknown>).kind === 'string' &&
+          typeof (d as Record<string, unknown>).bdf === 'string',
+      ))
+  ) {
+    throw new TypeError(
+      `${caller}: devices must list PCI devices as { kind, bdf, … } (e.g. [{ kind: 'nic', bdf: '00:03.0' }]), got ${inspect(devices)}`,
     );
   }
 }
@@ -108,6 +133,7 @@ export async function bootHandlerMachine(
     ramBytes: options.ramBytes ?? HANDLER_MACHINE_RAM_BYTES,
     cmdline: `liveupdate.fault_injection=on${options.cmdline ? ` ${options.cmdline}` : ''}`,
     ...(options.moduleBase === undefined ? {} : { moduleBase: options.moduleBase }),
+    ...(options.devices === undefined ? {} : { devices: options.devices }),
   });
   try {
     return {

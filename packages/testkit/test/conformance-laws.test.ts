@@ -145,5 +145,10 @@ describe('the conformance suite', () => {
     expect(() => describeConformance({ ...noteConformance, handlerCompatible: '' })).toThrow(
       /handlerCompatible must be the compatible string/,
     );
+    expect(() =>
+      describeConformance({ ...noteConformance, devices: [{ kind: 'nic' }] as never }),
+    ).toThrow(
+      /^describeConformance: devices must list PCI devices as \{ kind, bdf, … \} \(e\.g\. \[\{ kind: 'nic', bdf: '00:03\.0' \}\]\), got \[ \{ kind: 'nic' \} \]$/,
+    );
   });
 });
