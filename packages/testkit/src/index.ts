@@ -61,9 +61,11 @@ export { HANDLER_MACHINE_RAM_BYTES, type HandlerMachineOptions } from './handler
 export {
   CONFORMANCE_LAWS,
   checkConformanceLaw,
+  type ConformanceFiles,
   type ConformanceLaw,
   type ConformanceLawId,
   type ConformanceOptions,
+  type ConformanceSessionFiles,
   type ConformanceVerdict,
 } from './conformance-laws.js';
 export { describeConformance } from './describe-conformance.js';

@@ -52,15 +52,6 @@ async function markHwpt(process: Process, iommufd: IommufdDevice, ram: number): 
   }
 }
 
-/**
- * The IOMMU driver restores every preserved domain's page tables at boot, before any RETRIEVE_FD
- * (a device preserved on one translates through them across the kexec); destroying the restored
- * HWPT frees them. So after FINISH and closing the files, fewer frames are allocated than before
- * the retrieve. (The content checks of these laws hold: they fail only at their final count.)
- */
-const RESTORED_AT_BOOT =
-  "the IOMMU driver restores the preserved HWPT's domain (its page tables) at boot, before RETRIEVE_FD, and destroying the restored HWPT frees it, so after FINISH and closing the files fewer frames are allocated than before the retrieve";
-
 describeConformance({
   name: 'iommufd-v1 conformance',
   handlerCompatible: 'iommufd-v1',
@@ -111,8 +102,6 @@ describeConformance({
     await markHwpt(process, iommufd, await files.fd('guest RAM'));
   },
   exceptions: {
-    'retrieve-content': RESTORED_AT_BOOT,
-    'three-updates': RESTORED_AT_BOOT,
     'finish-unretrieved': FINISH_NEEDS_RETRIEVE,
     'void-ops': `its FINISH leaves token 2 unretrieved: ${FINISH_NEEDS_RETRIEVE}`,
   },

@@ -92,16 +92,6 @@ async function markedHwpt(iommufd: IommufdDevice, ramFd: number, devId: number):
 const FIRST_ATTACH =
   "the IOMMU driver allocates the bus's context table at the first attach and keeps it for the life of the kernel (as VT-d does), so the first device file leaves one frame allocated";
 
-/**
- * The preserved domain's page tables are restored by the IOMMU driver at boot, before any
- * RETRIEVE_FD (the device's DMA goes through them across the kexec), and freed once the VMM has
- * moved the device off the restored HWPT: after FINISH and closing the files, fewer frames are
- * allocated than before the retrieve. (The content checks of these laws hold: the law fails only
- * at its final frame count.)
- */
-const RESTORED_AT_BOOT =
-  "the IOMMU driver restores the preserved domain's page tables at boot, before RETRIEVE_FD, and moving the device off the restored HWPT frees them, so after FINISH and closing the files fewer frames are allocated than before the retrieve";
-
 describeConformance({
   name: 'vfio-pci-v1 conformance',
   handlerCompatible: 'vfio-pci-v1',
@@ -162,8 +152,6 @@ describeConformance({
   },
   exceptions: {
     'preserve-unpreserve': FIRST_ATTACH,
-    'retrieve-content': RESTORED_AT_BOOT,
-    'three-updates': RESTORED_AT_BOOT,
     'finish-unretrieved':
       'canFinish of vfio-pci-v1 and of the iommufd it depends on require their files to be retrieved (as upstream: the device is doing DMA into guest RAM, and only the VMM that retrieves it, rebinds it and reclaims its HWPT can take it over), so FINISH of never-retrieved ones is EBUSY',
     'void-ops':
