@@ -2,25 +2,12 @@
 // and the exceptions a handler's test declares, against the FLB fixture's items: a red-v1 item
 // that depends on a blue-v1 item of the same session, preserved after it.
 import { describe, expect, it } from 'vitest';
-import type { Process } from '@liveupdate/machine';
 import {
   checkConformanceLaw,
   describeConformance,
   type ConformanceOptions,
 } from '@liveupdate/testkit';
-import { TEST_RAM, noteConformance, readNote } from './helpers.js';
-
-const FLB_MODULE = new URL('./fixtures/flb-module.js', import.meta.url).href;
-
-async function createItem(
-  process: Process,
-  kind: 'red' | 'blue',
-  text: string,
-  depFd?: number,
-): Promise<number> {
-  const args = depFd === undefined ? [kind, text] : [kind, text, depFd];
-  return (await process.syscall('item_create', ...args)) as number;
-}
+import { FLB_MODULE, TEST_RAM, createItem, noteConformance, readNote } from './helpers.js';
 
 /** A red item whose retrieve needs its blue dependency, retrieved through the session. */
 const dependentItems: ConformanceOptions = {

@@ -3,7 +3,6 @@
 // red-flb-v1 to red-v1 only): the errno reaches userspace as an FLB's own failure would, and
 // nothing is left behind.
 import { describe, expect, it } from 'vitest';
-import type { LiveUpdateSession } from '@liveupdate/core';
 import type { Process } from '@liveupdate/machine';
 import {
   faultStatus,
@@ -12,14 +11,9 @@ import {
   testkitStats,
   type FaultSpec,
 } from '@liveupdate/testkit';
-import { boot, openDevice } from './helpers.js';
+import { FLB_MODULE, boot, createItem, openDevice, preserveItem } from './helpers.js';
 
-const FLB_MODULE = new URL('./fixtures/flb-module.js', import.meta.url).href;
 const bootItems = () => boot({ modules: [FLB_MODULE], cmdline: 'liveupdate.fault_injection=on' });
-
-async function createItem(process: Process, kind: 'red' | 'blue', text: string): Promise<number> {
-  return (await process.syscall('item_create', kind, text)) as number;
-}
 
 /** The handler and FLB calls the fixture recorded since the last look. */
 async function itemCalls(process: Process): Promise<string[]> {
@@ -29,17 +23,6 @@ async function itemCalls(process: Process): Promise<string[]> {
 /** `flbGetIncoming(shared-flb-v1)` in the kernel: the FLB's text, or the errno name. */
 async function incomingFlb(process: Process): Promise<string> {
   return (await process.syscall('item_flb', 'in', 'shared-flb-v1')) as string;
-}
-
-async function preserveItem(
-  session: LiveUpdateSession,
-  token: bigint,
-  kind: 'red' | 'blue',
-  text: string,
-): Promise<void> {
-  const fd = await createItem(session.process, kind, text);
-  await session.preserveFd(fd, token);
-  await session.process.close(fd);
 }
 
 describe('setting an FLB fault', () => {

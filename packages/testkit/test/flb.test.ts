@@ -7,21 +7,21 @@ import {
   readLuoFlbTable,
   readLuoSessionTable,
   type LiveUpdateDevice,
-  type LiveUpdateSession,
   type LuoFlbSer,
 } from '@liveupdate/core';
 import { MachineHaltedError, type Process } from '@liveupdate/machine';
 import { liveUpdateImage, statsDifferences, testkitStats } from '@liveupdate/testkit';
 import {
   CLAIMS_FORMATS_MODULE,
+  FLB_MODULE,
   boot,
+  createItem,
+  preserveItem,
   openDevice,
   readLuoFdt,
   readNote,
   sealLuoHandover,
 } from './helpers.js';
-
-const FLB_MODULE = new URL('./fixtures/flb-module.js', import.meta.url).href;
 
 interface ItemKnobs {
   failFlbPreserve?: string | null;
@@ -31,16 +31,6 @@ interface ItemKnobs {
 
 const bootItems = (options: Parameters<typeof boot>[0] = {}) =>
   boot({ modules: [FLB_MODULE], ...options });
-
-async function createItem(
-  process: Process,
-  kind: 'red' | 'blue',
-  text: string,
-  depFd?: number,
-): Promise<number> {
-  const args = depFd === undefined ? [kind, text] : [kind, text, depFd];
-  return (await process.syscall('item_create', ...args)) as number;
-}
 
 /** Set knobs; returns the handler and FLB calls since the last look. */
 async function itemCalls(process: Process, knobs: ItemKnobs = {}): Promise<string[]> {
@@ -54,18 +44,6 @@ async function flbText(
   compatible = 'shared-flb-v1',
 ): Promise<string> {
   return (await process.syscall('item_flb', direction, compatible)) as string;
-}
-
-/** Create an item and preserve it under `token`; closes its fd. */
-async function preserveItem(
-  session: LiveUpdateSession,
-  token: bigint,
-  kind: 'red' | 'blue',
-  text: string,
-): Promise<void> {
-  const fd = await createItem(session.process, kind, text);
-  await session.preserveFd(fd, token);
-  await session.process.close(fd);
 }
 
 describe('the outgoing FLB refcount', () => {

@@ -23,6 +23,8 @@ export const CELL_MODULE = new URL('./fixtures/cell-module.js', import.meta.url)
 /** Says in its image note that it reads the note and item formats, and registers nothing (a lying build). */
 export const CLAIMS_FORMATS_MODULE = new URL('./fixtures/claims-formats-module.js', import.meta.url)
   .href;
+/** The red and blue items and their FLBs; see fixtures/flb-module.js. */
+export const FLB_MODULE = new URL('./fixtures/flb-module.js', import.meta.url).href;
 export const CHEAT_MODULE = new URL('./fixtures/cheat-module.js', import.meta.url).href;
 export const REGISTRATION_PROBE_MODULE = new URL(
   './fixtures/registration-probe-module.js',
@@ -175,4 +177,27 @@ export async function fillFdTable(process: Process): Promise<number> {
       throw error;
     }
   }
+}
+
+/** A new red or blue item holding `text`, depending on the item at `depFd` if given; its fd. */
+export async function createItem(
+  process: Process,
+  kind: 'red' | 'blue',
+  text: string,
+  depFd?: number,
+): Promise<number> {
+  const args = depFd === undefined ? [kind, text] : [kind, text, depFd];
+  return (await process.syscall('item_create', ...args)) as number;
+}
+
+/** Create an item and preserve it under `token`; closes its fd. */
+export async function preserveItem(
+  session: LiveUpdateSession,
+  token: bigint,
+  kind: 'red' | 'blue',
+  text: string,
+): Promise<void> {
+  const fd = await createItem(session.process, kind, text);
+  await session.preserveFd(fd, token);
+  await session.process.close(fd);
 }
