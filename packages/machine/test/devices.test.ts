@@ -22,6 +22,8 @@ import {
   NIC_REG_RX_PACKETS,
   NIC_REG_RX_SIZE,
   NIC_REG_RX_TAIL,
+  NIC_REG_STATUS,
+  NIC_STATUS_RX_ACTIVE,
   PCI_COMMAND,
   PCI_COMMAND_MASTER,
   PCI_COMMAND_MEMORY,
@@ -123,6 +125,25 @@ describe('machine devices', () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(m.counters('00:03.0')).toEqual(after);
     expect(m.counters()).toMatchObject({ drops: after.drops, dmaOps: 0 });
+  });
+
+  it('reports its receive engine active until it has seen CTRL cleared, and nothing moves after', async () => {
+    const m = machine();
+    const nic = m.hardware.function('00:03.0');
+    const active = (): boolean => (nic.readRegister(NIC_REG_STATUS) & NIC_STATUS_RX_ACTIVE) !== 0;
+    expect(active()).toBe(false);
+    nic.writeConfig16(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    nic.writeRegister(NIC_REG_CTRL, NIC_CTRL_RX_ENABLE);
+    await until(() => m.counters('00:03.0').drops >= 5, '5 drops');
+    expect(active()).toBe(true);
+
+    nic.writeRegister(NIC_REG_CTRL, 0);
+    await until(() => !active(), 'the NIC to clear STATUS.RX_ACTIVE');
+    // Stopped means stopped: every counter is final the moment the bit reads clear.
+    const after = m.counters('00:03.0');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(m.counters('00:03.0')).toEqual(after);
+    expect(nic.readRegister(NIC_REG_RX_DROPS)).toBe(after.drops);
   });
 
   it('delivers no NIC interrupt while MSI-X is disabled, and one per packet once it is enabled', async () => {

@@ -16,7 +16,14 @@ import type { DmaEngine } from './dma-engine.js';
  * | 0x18 | packets delivered | NIC |
  * | 0x1c | packets dropped | NIC |
  * | 0x20 | interrupt status: bit 0 receive (write 1 to clear) | both |
+ * | 0x24 | STATUS: bit 0 receive engine active ({@link NIC_STATUS_RX_ACTIVE}) | NIC |
  *
+ * Clearing CTRL bit 0 does not stop a packet the NIC is already delivering. As with a real NIC's
+ * queue-enable bit (ixgbe's `RXDCTL.ENABLE`), a driver that stops the NIC waits for
+ * {@link NIC_STATUS_RX_ACTIVE} to clear: from then on no packet, descriptor write or interrupt
+ * comes, and every counter is final. The NIC sets the bit before it reads CTRL and clears it once
+ * it has read CTRL bit 0 clear, both sequentially consistent, so a driver that cleared CTRL and
+ * then reads the bit clear knows the NIC saw the stop.
  * With CTRL bit 1 set, each packet delivered into the ring sets interrupt status bit 0 and raises
  * one interrupt, delivered as an MSI-X message while MSI-X is enabled in config space and lost
  * while it is disabled or masked (`PciFunction.raiseInterrupt`).
@@ -34,6 +41,9 @@ export const NIC_REG_RX_TAIL = 0x14;
 export const NIC_REG_RX_PACKETS = 0x18;
 export const NIC_REG_RX_DROPS = 0x1c;
 export const NIC_REG_INT_STATUS = 0x20;
+export const NIC_REG_STATUS = 0x24;
+/** {@link NIC_REG_STATUS}: set while the receive engine runs; clear once it has seen the stop. */
+export const NIC_STATUS_RX_ACTIVE = 1 << 0;
 export const NIC_CTRL_RX_ENABLE = 1 << 0;
 export const NIC_CTRL_RX_IRQ = 1 << 1;
 export const NIC_DESC_SIZE = 16;
@@ -89,7 +99,11 @@ export class NicDevice {
       this.#sequence = 0;
       this.#since = undefined;
     }
+    // Active before CTRL is read: a driver that cleared CTRL and reads the bit clear knows this
+    // step saw the stop (a store, then a load of the other's, on each side).
+    fn.writeRegister(NIC_REG_STATUS, NIC_STATUS_RX_ACTIVE);
     if (!fn.memoryDecode || (fn.readRegister(NIC_REG_CTRL) & NIC_CTRL_RX_ENABLE) === 0) {
+      fn.writeRegister(NIC_REG_STATUS, 0);
       this.#since = undefined;
       return;
     }
