@@ -31,7 +31,7 @@ import {
 } from '@liveupdate/plugin-iommufd';
 import { MappedMemfd } from '@liveupdate/plugin-memfd';
 import { VfioDevice } from '@liveupdate/plugin-vfio';
-import { attempter } from './attempt.js';
+import { attempter } from './attempter.js';
 import type { Random } from './random.js';
 import type { Scenario, Verdict } from './scenario.js';
 

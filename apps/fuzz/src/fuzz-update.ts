@@ -87,7 +87,7 @@ export async function fuzzUpdate(options: FuzzUpdateOptions): Promise<UpdateResu
       },
     });
     const machine = harness.machine;
-    const preserved = await scenario.preserve(harness.process, random, machine);
+    const preserved = await scenario.preserve(harness.process, random);
     let next: Process;
     try {
       next = await harness.liveUpdate();

@@ -13,7 +13,7 @@ import {
 } from '@liveupdate/machine';
 import type { Random } from './random.js';
 import type { Scenario, Verdict } from './scenario.js';
-import { attempter } from './attempt.js';
+import { attempter } from './attempter.js';
 
 interface PreservedFile {
   readonly token: number;

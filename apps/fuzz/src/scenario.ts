@@ -20,7 +20,7 @@ export interface Scenario<Preserved = unknown> {
   /** PCI devices of the machine. */
   readonly devices?: readonly DeviceSpec[];
   /** In the old kernel: create and preserve everything; say what was preserved. */
-  preserve(process: Process, random: Random, machine: Machine): Promise<Preserved>;
+  preserve(process: Process, random: Random): Promise<Preserved>;
   /**
    * In the new kernel: retrieve everything and compare it with what was preserved. Throws only
    * on a host failure; a `MachineHaltedError` means the new kernel panicked.
