@@ -7,6 +7,8 @@ export interface FuzzState {
   readonly version: 1;
   readonly seed: number;
   readonly families: readonly string[];
+  /** Reseal mode: every checksum recomputed after the damage (absent in older state files). */
+  readonly reseal?: boolean;
   readonly results: UpdateResult[];
 }
 
@@ -15,6 +17,8 @@ export interface FuzzRunOptions {
   /** Updates in the whole run (a resumed run continues up to this number). */
   readonly updates: number;
   readonly families: readonly MutationFamily[];
+  /** Recompute every checksum after each damage (see `FuzzUpdateOptions.reseal`). */
+  readonly reseal?: boolean;
   /** Updates running at once, each on its own machine. */
   readonly jobs: number;
   /** A file to keep the state in after every update, and to resume from. */
@@ -28,15 +32,22 @@ export interface FuzzRunOptions {
  */
 export async function runFuzz(options: FuzzRunOptions): Promise<FuzzState> {
   const names = options.families.map((f) => f.name);
+  const reseal = options.reseal ?? false;
   const state: FuzzState = loadState(options.stateFile) ?? {
     version: 1,
     seed: options.seed,
     families: names,
+    reseal,
     results: [],
   };
-  if (state.seed !== options.seed || state.families.join() !== names.join()) {
+  if (
+    state.seed !== options.seed ||
+    state.families.join() !== names.join() ||
+    (state.reseal ?? false) !== reseal
+  ) {
     throw new Error(
-      `${options.stateFile} is a run with seed ${state.seed} and families ${state.families.join(',')}; ` +
+      `${options.stateFile} is a run with seed ${state.seed}, families ${state.families.join(',')}` +
+        `${state.reseal ? ' and --reseal' : ''}; ` +
         'resume it with the same settings or choose another --state file',
     );
   }
@@ -47,7 +58,7 @@ export async function runFuzz(options: FuzzRunOptions): Promise<FuzzState> {
     while (next < pending.length) {
       const index = pending[next++]!;
       const family = options.families[index % options.families.length]!;
-      const result = await fuzzUpdate({ seed: options.seed, index, family });
+      const result = await fuzzUpdate({ seed: options.seed, index, family, reseal });
       state.results.push(result);
       if (options.stateFile) saveState(options.stateFile, state);
       options.onResult?.(result, state.results.length);

@@ -1,23 +1,11 @@
-import { LiveUpdateDevice } from '@liveupdate/core';
-import {
-  F_ADD_SEALS,
-  F_GET_SEALS,
-  F_SEAL_GROW,
-  F_SEAL_SHRINK,
-  F_SEAL_WRITE,
-  KernelError,
-  MFD_ALLOW_SEALING,
-  MachineHaltedError,
-  SEEK_CUR,
-  SEEK_END,
-  SEEK_SET,
-  type HandoverEvent,
-  type Process,
-} from '@liveupdate/machine';
+import { MachineHaltedError, type HandoverEvent, type Process } from '@liveupdate/machine';
 import { bootForLiveUpdate, type LiveUpdateHarness } from '@liveupdate/testkit';
 import { mapHandover } from './handover-map.js';
+import { memfdScenario } from './memfd-scenario.js';
 import type { MutationFamily } from './mutation-families.js';
 import { Random, updateSeed } from './random.js';
+import { reseal } from './reseal.js';
+import type { Verdict } from './scenario.js';
 
 /** How one damaged live update ended. */
 export const OUTCOMES = [
@@ -29,7 +17,7 @@ export const OUTCOMES = [
   'errno-unlogged',
   /** Everything came back byte for byte: the damage did not matter. */
   'intact',
-  /** A retrieve succeeded with wrong data, size, position or seals. */
+  /** A retrieve succeeded with wrong data, size, position or seals, or a device's DMA went astray. */
   'silent-misread',
   /** The update or the retrieves did not end within the bound. */
   'hang',
@@ -51,31 +39,6 @@ export interface UpdateResult {
   readonly dmesg?: string;
 }
 
-interface PreservedFile {
-  readonly token: number;
-  readonly content: Uint8Array;
-  readonly pos: number;
-  readonly seals: number;
-}
-
-interface PreservedSession {
-  readonly name: string;
-  readonly files: readonly PreservedFile[];
-}
-
-/** The sessions every update preserves: two of them, four memfds of different shapes. */
-const SHAPES: readonly (readonly { token: number; size: number; pos: number; seals: number }[])[] =
-  [
-    [
-      { token: 1, size: 3 * 4096 + 100, pos: 777, seals: F_SEAL_GROW | F_SEAL_SHRINK },
-      { token: 2, size: 2 * 1024 * 1024 + 8192, pos: 0, seals: 0 },
-    ],
-    [
-      { token: 1, size: 0, pos: 0, seals: 0 },
-      { token: 7, size: 4096, pos: 4096, seals: F_SEAL_WRITE },
-    ],
-  ];
-
 /** Bound of one update, from boot to the last check; far more than it takes on a busy machine. */
 export const UPDATE_TIMEOUT_MS = 60_000;
 
@@ -83,33 +46,48 @@ export interface FuzzUpdateOptions {
   readonly seed: number;
   readonly index: number;
   readonly family: MutationFamily;
+  /**
+   * After the damage, recompute every checksum of the handover ({@link reseal}), so that the
+   * field checks behind the checksums are what must catch it.
+   */
+  readonly reseal?: boolean;
   /** Keep the new kernel's log in the result. */
   readonly keepDmesg?: boolean;
 }
 
 /**
- * One damaged live update: boot a kernel with the memfd handler (the family's
- * {@link MutationFamily.memfdModule}, or the newest), preserve {@link SHAPES} with
- * random contents, damage the handover between the kernels with `family`, then retrieve every
- * session and file in the new kernel and compare them byte for byte with what was preserved.
+ * One damaged live update: boot a machine for the family's scenario (its
+ * {@link MutationFamily.scenario}, by default {@link memfdScenario}), preserve the scenario's
+ * files with seeded random contents, damage the handover between the kernels with `family` (and
+ * reseal it, in reseal mode), then retrieve everything in the new kernel and verify it against
+ * what was preserved.
  */
 export async function fuzzUpdate(options: FuzzUpdateOptions): Promise<UpdateResult> {
   const random = new Random(updateSeed(options.seed, options.index));
   const base = { index: options.index, family: options.family.name };
+  const scenario = options.family.scenario ?? memfdScenario();
   let mutation: string | null = null;
   let harness: LiveUpdateHarness | undefined;
   const run = async (): Promise<UpdateResult> => {
     harness = await bootForLiveUpdate({
-      modules: [options.family.memfdModule ?? '@liveupdate/plugin-memfd'],
+      modules: scenario.modules,
       moduleBase: import.meta.url,
+      ...(scenario.devices ? { devices: scenario.devices } : {}),
       onHandover: ({ memory, khoFdtPhys }: HandoverEvent) => {
         if (khoFdtPhys === null) throw new Error('the old kernel handed over no KHO root');
         const map = mapHandover(memory, khoFdtPhys);
         mutation = options.family.apply({ memory, map, random });
+        if (mutation === null || !options.reseal) return;
+        try {
+          reseal(memory, khoFdtPhys);
+          mutation += ', resealed';
+        } catch (error) {
+          mutation += `, not resealed: ${(error as Error).message}`;
+        }
       },
     });
     const machine = harness.machine;
-    const preserved = await preserve(harness.process, random);
+    const preserved = await scenario.preserve(harness.process, random);
     let next: Process;
     try {
       next = await harness.liveUpdate();
@@ -118,9 +96,9 @@ export async function fuzzUpdate(options: FuzzUpdateOptions): Promise<UpdateResu
       throw error;
     }
     const newBoot = machine.bootCount - 1;
-    let found: { misread: string[]; failed: string[] };
+    let found: Verdict;
     try {
-      found = await retrieveAll(next, preserved);
+      found = await scenario.verify(next, preserved, machine);
     } catch (error) {
       if (MachineHaltedError.isInstance(error)) return panic();
       throw error;
@@ -186,77 +164,4 @@ export async function fuzzUpdate(options: FuzzUpdateOptions): Promise<UpdateResu
     clearTimeout(timer);
     await (harness as LiveUpdateHarness | undefined)?.shutdown();
   }
-}
-
-async function preserve(process: Process, random: Random): Promise<PreservedSession[]> {
-  const device = await LiveUpdateDevice.open(process);
-  const sessions: PreservedSession[] = [];
-  for (const [s, shapes] of SHAPES.entries()) {
-    const name = `session-${s}`;
-    const session = await device.createSession(name);
-    const files: PreservedFile[] = [];
-    for (const shape of shapes) {
-      const fd = await process.memfdCreate(`file-${shape.token}`, MFD_ALLOW_SEALING);
-      const content = Uint8Array.from({ length: shape.size }, () => random.below(256));
-      if (shape.size > 0) await process.pwrite(fd, content, 0);
-      await process.lseek(fd, shape.pos, SEEK_SET);
-      if (shape.seals) await process.fcntl(fd, F_ADD_SEALS, shape.seals);
-      await session.preserveFd(fd, shape.token);
-      files.push({ token: shape.token, content, pos: shape.pos, seals: shape.seals });
-    }
-    sessions.push({ name, files });
-  }
-  return sessions;
-}
-
-/**
- * Retrieve every preserved session and file and compare it with what was preserved. An errno is
- * a failure the kernel reported; anything that comes back different is a misread.
- */
-async function retrieveAll(
-  process: Process,
-  sessions: readonly PreservedSession[],
-): Promise<{ misread: string[]; failed: string[] }> {
-  const misread: string[] = [];
-  const failed: string[] = [];
-  const attempt = async <T>(what: string, op: () => Promise<T>): Promise<T | undefined> => {
-    try {
-      return await op();
-    } catch (error) {
-      if (!KernelError.isInstance(error)) throw error;
-      failed.push(`${what}: ${error.code}`);
-      return undefined;
-    }
-  };
-  const device = await attempt('open /dev/liveupdate', () => LiveUpdateDevice.open(process));
-  if (!device) return { misread, failed };
-  for (const preserved of sessions) {
-    const session = await attempt(`retrieve ${preserved.name}`, () =>
-      device.retrieveSession(preserved.name),
-    );
-    if (!session) continue;
-    for (const file of preserved.files) {
-      const where = `${preserved.name} token ${file.token}`;
-      const fd = await attempt(`retrieve ${where}`, () => session.retrieveFd(file.token));
-      if (fd === undefined) continue;
-      const state = await attempt(`read ${where}`, async () => {
-        const pos = await process.lseek(fd, 0, SEEK_CUR);
-        const seals = await process.fcntl(fd, F_GET_SEALS);
-        const size = await process.lseek(fd, 0, SEEK_END);
-        const content = size > 0 ? await process.pread(fd, size, 0) : new Uint8Array();
-        return { pos, seals, size, content };
-      });
-      if (!state) continue;
-      if (state.size !== file.content.length) {
-        misread.push(`${where}: size ${state.size}, preserved ${file.content.length}`);
-      } else if (!Buffer.from(state.content).equals(Buffer.from(file.content))) {
-        misread.push(`${where}: contents differ`);
-      }
-      if (state.pos !== file.pos)
-        misread.push(`${where}: position ${state.pos}, preserved ${file.pos}`);
-      if (state.seals !== file.seals)
-        misread.push(`${where}: seals ${state.seals}, preserved ${file.seals}`);
-    }
-  }
-  return { misread, failed };
 }

@@ -3,6 +3,8 @@ import {
   LUO_FDT_KHO_ENTRY_NAME,
   decodeLuoFdt,
   luoFileSer,
+  luoFlbHeaderSer,
+  luoFlbSer,
   luoSessionHeaderSer,
   luoSessionSer,
 } from '@liveupdate/core';
@@ -13,6 +15,22 @@ import {
   memfdLuoRunSer,
   memfdLuoSer,
 } from '@liveupdate/plugin-memfd';
+import {
+  IOMMU_LU_CONTEXT_SIZE,
+  IOMMU_LU_DEVICE_SIZE,
+  IOMMU_LU_DOMAIN_SIZE,
+  IOMMU_LU_HEADER_SIZE,
+  IOMMU_LU_SUBTREE,
+  PCI_LU_SUBTREE,
+} from '@liveupdate/kernel';
+import {
+  IOMMUFD_LUO_COMPATIBLE,
+  IOMMU_FLB_COMPATIBLE,
+  iommuLuFlbSer,
+  iommufdHwptLu,
+  iommufdLu,
+} from '@liveupdate/plugin-iommufd';
+import { VFIO_PCI_LUO_COMPATIBLE, vfioPciCoreDeviceSer } from '@liveupdate/plugin-vfio';
 
 /** A range of RAM the fuzzer may damage, and what it holds. */
 export interface Region {
@@ -41,6 +59,26 @@ export interface MappedFile {
    * memfd-v3, `memfd_luo_folio_ser[]` for memfd-v2.
    */
   readonly entries: Region[];
+  /**
+   * A device file's serialized state: `iommufd_lu` with its `iommufd_hwpt_lu[]` (iommufd-v1), or
+   * `vfio_pci_core_device_ser` (vfio-pci-v1).
+   */
+  readonly deviceSer?: Region;
+}
+
+/**
+ * The KHO `iommu` subtree's blob (`docs/device-live-update.md`): its counts, and where its
+ * context tables, domains, devices and table frames start.
+ */
+export interface IommuBlob extends Region {
+  readonly contexts: number;
+  readonly domains: number;
+  readonly devices: number;
+  readonly frames: number;
+  readonly contextsAt: number;
+  readonly domainsAt: number;
+  readonly devicesAt: number;
+  readonly framesAt: number;
 }
 
 /**
@@ -60,6 +98,12 @@ export interface HandoverMap {
   readonly sessions: Region[];
   readonly files: MappedFile[];
   readonly flbTable: Region;
+  /** The IOMMU FLB's `iommu_lu_flb_ser`, when the handover has the FLB. */
+  readonly iommuFlb?: Region;
+  /** The `iommu` subtree's blob, when the handover has one. */
+  readonly iommuBlob?: IommuBlob;
+  /** The `pci` subtree's blob (`pci_ser`), when the handover has one. */
+  readonly pciBlob?: Region;
   /** Every field that holds a physical address, for the "address elsewhere" family. */
   readonly addresses: AddressField[];
 }
@@ -93,6 +137,7 @@ export function mapHandover(memory: PhysicalMemory, khoFdtPhys: number): Handove
 
   const subtreeNames: Region[] = [];
   const subtreeBlobs: Region[] = [];
+  const blobsByName = new Map<string, Region>();
   for (const child of root.children) {
     const at = nodeNameOffset(rootBlob, child.name);
     subtreeNames.push({
@@ -102,11 +147,13 @@ export function mapHandover(memory: PhysicalMemory, khoFdtPhys: number): Handove
     });
     const data = readU64(child, 'preserved-data', { littleEndian: true });
     const size = readU64(child, 'blob-size', { littleEndian: true });
-    subtreeBlobs.push({
+    const blob = {
       what: `KHO subtree ${child.name}'s blob`,
       phys: Number(data),
       size: Number(size),
-    });
+    };
+    subtreeBlobs.push(blob);
+    blobsByName.set(child.name, blob);
     addressIn(khoFdtPhys, rootBlob, data, `${child.name}/preserved-data`);
   }
 
@@ -150,6 +197,17 @@ export function mapHandover(memory: PhysicalMemory, khoFdtPhys: number): Handove
         compatible: entry.compatible,
         entries: [],
       };
+      const deviceSer = deviceSerOf(memory, entry.compatible, Number(entry.data), where);
+      if (deviceSer) Object.assign(mapped, { deviceSer });
+      if (entry.compatible === IOMMUFD_LUO_COMPATIBLE) {
+        for (let h = 0; h < (deviceSer!.size - iommufdLu.size) / iommufdHwptLu.size; h++) {
+          addresses.push({
+            what: `${where} iommufd_hwpt_lu[${h}].page_table_root`,
+            phys: deviceSer!.phys + iommufdLu.size + h * iommufdHwptLu.size + 16,
+            size: 8,
+          });
+        }
+      }
       if (entry.compatible.startsWith('memfd-')) {
         // memfd-v2 and v3 share the header: the entry count @24, their kho_vmalloc @32.
         const v2 = entry.compatible === MEMFD_LUO_FH_COMPATIBLE_V2;
@@ -180,7 +238,22 @@ export function mapHandover(memory: PhysicalMemory, khoFdtPhys: number): Handove
       files.push(mapped);
     }
   }
+  let iommuFlb: Region | undefined;
+  const flbCount = Number(memory.readU64(flbPhys + 8));
+  for (let i = 0; i < flbCount; i++) {
+    const at = flbPhys + luoFlbHeaderSer.size + i * luoFlbSer.size;
+    const flb = luoFlbSer.decode(memory.view(at, luoFlbSer.size));
+    addresses.push({ what: `luo_flb_ser[${i}] (${flb.name}).data`, phys: at + 48, size: 8 });
+    if (flb.name === IOMMU_FLB_COMPATIBLE)
+      iommuFlb = { what: 'iommu_lu_flb_ser', phys: Number(flb.data), size: iommuLuFlbSer.size };
+  }
+  const iommu = blobsByName.get(IOMMU_LU_SUBTREE);
+  const iommuBlob = iommu && mapIommuBlob(memory, iommu, addresses);
+  const pci = blobsByName.get(PCI_LU_SUBTREE);
   return {
+    ...(iommuFlb ? { iommuFlb } : {}),
+    ...(iommuBlob ? { iommuBlob } : {}),
+    ...(pci ? { pciBlob: { ...pci, what: 'pci_ser' } } : {}),
     khoRoot: { what: 'KHO root FDT', phys: khoFdtPhys, size: header.totalSize },
     subtreeNames,
     subtreeBlobs,
@@ -202,4 +275,60 @@ function child(root: FdtNode, name: string): FdtNode {
   const node = root.children.find((c) => c.name === name);
   if (!node) throw new Error(`the KHO root FDT has no ${name} node`);
   return node;
+}
+
+/** A device file's serialized state, by the file's compatible; undefined for other files. */
+function deviceSerOf(
+  memory: PhysicalMemory,
+  compatible: string,
+  phys: number,
+  where: string,
+): Region | undefined {
+  if (compatible === VFIO_PCI_LUO_COMPATIBLE)
+    return { what: `${where} vfio_pci_core_device_ser`, phys, size: vfioPciCoreDeviceSer.size };
+  if (compatible !== IOMMUFD_LUO_COMPATIBLE) return undefined;
+  const hwpts = memory.readU32(phys);
+  return {
+    what: `${where} iommufd_lu`,
+    phys,
+    size: iommufdLu.size + hwpts * iommufdHwptLu.size,
+  };
+}
+
+/** The `iommu` blob's layout, and its address fields added to `addresses`. */
+function mapIommuBlob(memory: PhysicalMemory, blob: Region, addresses: AddressField[]): IommuBlob {
+  const [contexts, domains, devices, frames] = [40, 44, 48, 52].map((at) =>
+    memory.readU32(blob.phys + at),
+  ) as [number, number, number, number];
+  const contextsAt = blob.phys + IOMMU_LU_HEADER_SIZE;
+  const domainsAt = contextsAt + contexts * IOMMU_LU_CONTEXT_SIZE;
+  const devicesAt = domainsAt + domains * IOMMU_LU_DOMAIN_SIZE;
+  const framesAt = devicesAt + devices * IOMMU_LU_DEVICE_SIZE;
+  addresses.push({ what: 'iommu blob root_table_phys', phys: blob.phys + 32, size: 8 });
+  for (let i = 0; i < contexts; i++)
+    addresses.push({
+      what: `iommu blob context[${i}].phys`,
+      phys: contextsAt + i * IOMMU_LU_CONTEXT_SIZE,
+      size: 8,
+    });
+  for (let i = 0; i < domains; i++)
+    addresses.push({
+      what: `iommu blob domain[${i}].page_table_root`,
+      phys: domainsAt + i * IOMMU_LU_DOMAIN_SIZE,
+      size: 8,
+    });
+  for (let i = 0; i < frames; i++)
+    addresses.push({ what: `iommu blob table_frames[${i}]`, phys: framesAt + i * 8, size: 8 });
+  return {
+    ...blob,
+    what: 'iommu blob',
+    contexts,
+    domains,
+    devices,
+    frames,
+    contextsAt,
+    domainsAt,
+    devicesAt,
+    framesAt,
+  };
 }

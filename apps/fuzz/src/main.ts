@@ -5,13 +5,14 @@ import { FAILING_OUTCOMES, runFuzz, tally } from './fuzz-run.js';
 import { OUTCOMES, fuzzUpdate } from './fuzz-update.js';
 import { MUTATION_FAMILIES } from './mutation-families.js';
 
-const USAGE = `usage: pnpm fuzz [--updates N] [--seed N] [--jobs N] [--families a,b] [--state FILE]
-       pnpm fuzz --replay INDEX [--seed N] [--families a,b]
+const USAGE = `usage: pnpm fuzz [--updates N] [--seed N] [--jobs N] [--families a,b] [--reseal] [--state FILE]
+       pnpm fuzz --replay INDEX [--seed N] [--families a,b] [--reseal]
 
   --updates N     damaged live updates in the run (default 200)
   --seed N        the run's seed (default 1); the same seed gives the same damage
   --jobs N        updates at once, each on its own machine (default 2)
   --families a,b  only these families (default all): ${MUTATION_FAMILIES.map((f) => f.name).join(', ')}
+  --reseal        recompute every checksum after each damage, so the checks behind them must catch it
   --state FILE    keep results in FILE after every update, and resume a run from it
   --replay INDEX  run update INDEX of the run alone and print its mutation, outcome and the new kernel's log`;
 
@@ -39,6 +40,7 @@ try {
       families: { type: 'string' },
       state: { type: 'string' },
       replay: { type: 'string' },
+      reseal: { type: 'boolean' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -51,6 +53,8 @@ if (parsed.help) {
   process.exit(0);
 }
 const seed = integer('seed', parsed.seed, 1, 0);
+const reseal = parsed.reseal ?? false;
+const mode = reseal ? 'reseal mode' : 'checksums as written';
 const families = parsed.families
   ? parsed.families.split(',').map((name) => {
       const family = MUTATION_FAMILIES.find((f) => f.name === name);
@@ -61,8 +65,8 @@ const families = parsed.families
 if (parsed.replay !== undefined) {
   const index = integer('replay', parsed.replay, 0, 0);
   const family = families[index % families.length]!;
-  const result = await fuzzUpdate({ seed, index, family, keepDmesg: true });
-  console.log(`update ${index} (${family.name}, seed ${seed})`);
+  const result = await fuzzUpdate({ seed, index, family, reseal, keepDmesg: true });
+  console.log(`update ${index} (${family.name}, seed ${seed}, ${mode})`);
   console.log(`mutation: ${result.mutation ?? '(none)'}`);
   console.log(`outcome:  ${result.outcome}${result.detail ? `: ${result.detail}` : ''}`);
   if (result.dmesg) console.log(`\nthe new kernel's log:\n${result.dmesg}`);
@@ -77,6 +81,7 @@ const state = await runFuzz({
   updates,
   families,
   jobs,
+  reseal,
   ...(parsed.state ? { stateFile: parsed.state } : {}),
   onResult: (result, done) => {
     if (FAILING_OUTCOMES.includes(result.outcome)) {
@@ -102,7 +107,7 @@ rows.push(['total', String(state.results.length), ...totals.map(String)]);
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
 const line = (cells: string[]) =>
   cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-console.log(`\nseed ${seed}, ${state.results.length} damaged live updates`);
+console.log(`\nseed ${seed}, ${state.results.length} damaged live updates, ${mode}`);
 console.log(line(header));
 for (const row of rows) console.log(line(row));
 const failing = state.results.filter((r) => FAILING_OUTCOMES.includes(r.outcome));
@@ -113,7 +118,7 @@ for (const result of failing.slice(0, 20)) {
 }
 if (failing.length > 0) {
   console.log(
-    `\nreplay one with: pnpm fuzz --replay INDEX --seed ${seed}${parsed.families ? ` --families ${parsed.families}` : ''}`,
+    `\nreplay one with: pnpm fuzz --replay INDEX --seed ${seed}${parsed.families ? ` --families ${parsed.families}` : ''}${reseal ? ' --reseal' : ''}`,
   );
 }
 console.log(
