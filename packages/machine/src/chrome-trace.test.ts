@@ -128,6 +128,24 @@ describe('toChromeTrace', () => {
     expect(metadata).toMatchObject({ demo: true });
   });
 
+  it('keeps back-to-back spans in one thread, each ending (ts + dur) where the next begins', () => {
+    // Each span ends where the next begins. These times, in microseconds, round so that
+    // ts + dur of the first would pass the second's ts by a rounding error if dur were rounded
+    // on its own.
+    const times = [2789.4433899505034, 2790.5982383784385, 2795.3252434248634];
+    const spans = times.slice(1).map((end, i) => ({
+      track: 'process',
+      name: `lap ${i}`,
+      start: times[i]!,
+      end,
+    }));
+    const complete = toChromeTrace([], { spans }).traceEvents.filter((e) => e.ph === 'X');
+    expect(new Set(complete.map((e) => e.tid))).toEqual(new Set([1]));
+    for (const [i, event] of complete.slice(1).entries()) {
+      expect(complete[i]!.ts + complete[i]!.dur!).toBeCloseTo(event.ts, 6);
+    }
+  });
+
   it('refuses a span that ends before it starts, naming it', () => {
     expect(() =>
       toChromeTrace([], { spans: [{ track: 't', name: 'backwards', start: 2, end: 1 }] }),

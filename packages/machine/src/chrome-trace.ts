@@ -59,12 +59,17 @@ const MACHINE_PID = 1;
 const KERNEL_PID_BASE = 100;
 const TRACK_PID_BASE = 10_000;
 
+/** Far below the trace's resolution (1 ns), far above floating-point error on µs since boot. */
+const TOUCHING_US = 1e-6;
+
 /** Microseconds, to the nanosecond, from the timeline's milliseconds. */
 const micros = (ms: number): number => Math.round(ms * 1e6) / 1e3;
 
 interface PlacedSpan {
   readonly name: string;
+  /** Microseconds; `end` is `start + dur` computed as a reader computes it, so lanes nest for it. */
   readonly start: number;
+  readonly dur: number;
   readonly end: number;
   readonly cat: string;
   readonly args?: TraceArgs;
@@ -142,8 +147,7 @@ export function toChromeTrace(
     const pid = span.version === 'machine' ? MACHINE_PID : kernelPid(span.boot);
     addSpan(pid, {
       name: span.name,
-      start: micros(span.start),
-      end: micros(span.end),
+      ...placed(span.start, span.end),
       cat: span.version === 'machine' ? 'machine' : 'kernel',
       args: span.args,
     });
@@ -167,8 +171,7 @@ export function toChromeTrace(
     }
     addSpan(trackPid(span.track), {
       name: span.name,
-      start: micros(span.start),
-      end: micros(span.end),
+      ...placed(span.start, span.end),
       cat: 'user',
       ...(span.args ? { args: span.args } : {}),
     });
@@ -191,7 +194,7 @@ export function toChromeTrace(
           name: span.name,
           ph: 'X',
           ts: span.start,
-          dur: Math.round((span.end - span.start) * 1e3) / 1e3,
+          dur: span.dur,
           pid,
           tid: lane + 1,
           cat: span.cat,
@@ -218,6 +221,13 @@ export function toChromeTrace(
   };
 }
 
+/** Start and duration in microseconds, and the end a reader computes from them. */
+function placed(startMs: number, endMs: number): Pick<PlacedSpan, 'start' | 'dur' | 'end'> {
+  const start = micros(startMs);
+  const dur = Math.round((micros(endMs) - start) * 1e3) / 1e3;
+  return { start, dur, end: start + dur };
+}
+
 function kernelPid(boot: number): number {
   return KERNEL_PID_BASE + boot;
 }
@@ -230,15 +240,16 @@ function numericArgs(args: TraceArgs): Record<string, number> {
 
 /**
  * Lay spans out in lanes so that within each lane every span lies inside the one it follows or
- * after it: the first lane whose open spans can hold it takes it.
+ * after it: the first lane whose open spans can hold it takes it. Back-to-back spans touch up to
+ * {@link TOUCHING_US}: `ts + dur` in floating point may pass the next `ts` by a rounding error.
  */
 function nestedLanes(spans: readonly PlacedSpan[]): PlacedSpan[][] {
   const ordered = [...spans].sort((a, b) => a.start - b.start || b.end - a.end);
   const lanes: { placed: PlacedSpan[]; open: PlacedSpan[] }[] = [];
   for (const span of ordered) {
     let lane = lanes.find(({ open }) => {
-      while (open.length > 0 && open.at(-1)!.end <= span.start) open.pop();
-      return open.length === 0 || open.at(-1)!.end >= span.end;
+      while (open.length > 0 && open.at(-1)!.end <= span.start + TOUCHING_US) open.pop();
+      return open.length === 0 || open.at(-1)!.end + TOUCHING_US >= span.end;
     });
     if (!lane) {
       lane = { placed: [], open: [] };

@@ -144,7 +144,7 @@ function nestingProblems(events: readonly ChromeTraceEvent[]): string[] {
     const end = event.ts + event.dur!;
     while (
       thread.open.length > 0 &&
-      thread.open.at(-1)!.ts + thread.open.at(-1)!.dur! <= event.ts
+      thread.open.at(-1)!.ts + thread.open.at(-1)!.dur! <= event.ts + 1e-6
     ) {
       thread.open.pop();
     }
