@@ -32,7 +32,7 @@ import { planKvCache, type KvCacheLayout } from './kv-cache.js';
 import { attemptLiveUpdateHost } from './live-update-attempt.js';
 import { cacheLiveUpdateOf, type CacheLiveUpdate } from './live-update-cache.js';
 import type { VmDmaReport } from './live-update-host.js';
-import { NicSampler, type NicSample } from './nic-sampler.js';
+import { NicSampler } from './nic-sampler.js';
 import { textTable } from './text-table.js';
 import { fillGuestMemory } from './vm-guest-memory.js';
 import type { GuestRingCheck } from './vm-ring-check.js';
@@ -76,7 +76,6 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
   const steps: DemoStep[] = [];
   let vmm: VmmProcess | undefined;
   const sampler = options.trace ? new NicSampler(machine, NIC_BDF, () => vmm?.guest) : undefined;
-  let samples: readonly NicSample[] = [];
   try {
     say(
       `liveupdate demo: ${ramBytes / GiB} GiB machine, kernels ${chain.map((k) => k.version).join(' → ')}, ` +
@@ -191,7 +190,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
     }
     return verdict;
   } finally {
-    samples = sampler?.stop() ?? [];
+    const samples = sampler?.stop() ?? [];
     // The guest loop issues syscalls; stop it before the machine goes.
     await vmm?.guest.pause().catch(() => undefined);
     await machine.shutdown();
