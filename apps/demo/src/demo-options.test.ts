@@ -1,11 +1,42 @@
 import { describe, expect, it } from 'vitest';
-import { parseDemoOptions } from './demo-options.js';
+import { DemoOptionError, parseDemoOptions } from './demo-options.js';
 
 describe('parseDemoOptions', () => {
-  it('runs the same-kernel scenario with one update by default', () => {
-    const options = parseDemoOptions([]);
-    expect(options.scenario).toBe('same');
-    expect(options.updates).toBe(1);
+  it('runs the same-kernel scenario with one update, no JSON and no trace by default', () => {
+    expect(parseDemoOptions([])).toEqual({
+      scenario: 'same',
+      mib: 256,
+      keys: 1_000_000,
+      guestMib: 256,
+      updates: 1,
+      json: false,
+      trace: null,
+      help: false,
+    });
+  });
+
+  it('takes every option, in either --name value or --name=value form, after a --', () => {
+    expect(
+      parseDemoOptions([
+        '--',
+        '--mib=16',
+        '--keys',
+        '20_000',
+        '--guest-mib',
+        '64',
+        '--updates=3',
+        '--json',
+        '--trace',
+        '/tmp/t.json',
+      ]),
+    ).toMatchObject({
+      mib: 16,
+      keys: 20_000,
+      guestMib: 64,
+      updates: 3,
+      json: true,
+      trace: '/tmp/t.json',
+    });
   });
 
   it('takes --scenario skew', () => {
@@ -14,7 +45,7 @@ describe('parseDemoOptions', () => {
 
   it('refuses an unknown scenario, naming the ones there are', () => {
     expect(() => parseDemoOptions(['--scenario', 'rollback'])).toThrow(
-      '--scenario takes same or skew, not "rollback"',
+      '--scenario must be same or skew, not "rollback"',
     );
   });
 
@@ -22,6 +53,40 @@ describe('parseDemoOptions', () => {
     expect(() => parseDemoOptions(['--scenario', 'skew', '--updates', '3'])).toThrow(
       '--updates goes with --scenario same',
     );
-    expect(parseDemoOptions(['--scenario', 'same', '--updates', '3']).updates).toBe(3);
+  });
+
+  it.each([
+    ['--updates', '-1', '--updates must be a whole number from 1 to 100, not "-1"'],
+    ['--updates', '0', '--updates must be a whole number from 1 to 100, not "0"'],
+    ['--updates', '101', '--updates must be a whole number from 1 to 100, not "101"'],
+    ['--updates', 'three', '--updates must be a whole number from 1 to 100, not "three"'],
+    ['--updates', '1.5', '--updates must be a whole number from 1 to 100, not "1.5"'],
+    ['--updates', '1e2', '--updates must be a whole number from 1 to 100, not "1e2"'],
+    ['--mib', '-16', '--mib must be a whole number from 1 to 2,048, not "-16"'],
+    ['--mib', '4096', '--mib must be a whole number from 1 to 2,048, not "4096"'],
+    ['--guest-mib', 'lots', '--guest-mib must be a whole number from 1 to 2,048, not "lots"'],
+    ['--keys', '0x10', '--keys must be a whole number from 1 to 100,000,000, not "0x10"'],
+    ['--keys', '200000000', '--keys must be a whole number from 1 to 100,000,000, not "200000000"'],
+  ])('refuses %s %s in its own words', (option, value, message) => {
+    const parse = () => parseDemoOptions([option, value]);
+    expect(parse).toThrow(DemoOptionError);
+    expect(parse).toThrow(message);
+  });
+
+  it('refuses a cache and guest RAM that together outgrow the machine', () => {
+    expect(() => parseDemoOptions(['--mib', '2048', '--guest-mib', '1025'])).toThrow(
+      '--mib and --guest-mib must together be at most 3072, not 2048 + 1025',
+    );
+    expect(parseDemoOptions(['--mib', '2048', '--guest-mib', '1024']).guestMib).toBe(1024);
+  });
+
+  it.each([
+    [['--updates'], '--updates needs a value'],
+    [['--trace='], '--trace needs a value'],
+    [['--json=yes'], '--json takes no value, not "yes"'],
+    [['--verbose'], 'unknown option --verbose'],
+    [['3'], 'unexpected argument "3": every option starts with --'],
+  ])('refuses %j in its own words', (argv, message) => {
+    expect(() => parseDemoOptions(argv)).toThrow(message);
   });
 });

@@ -1,6 +1,9 @@
 import type { KexecCheckReport } from '@liveupdate/core';
+import type { DemoOptions } from './demo-options.js';
+import type { DemoVerdict } from './demo-verdict.js';
 import type { HandoverFormats } from './handover-formats.js';
 import type { HostCheck } from './host-check.js';
+import type { HostFacts } from './host-facts.js';
 import type { CacheLiveUpdate, LiveUpdatePhases } from './live-update-cache.js';
 import type { RefusedLiveUpdate } from './live-update-attempt.js';
 import type { NicCounters, VmDmaReport, VmLiveUpdate } from './live-update-host.js';
@@ -98,6 +101,46 @@ interface RefusedReport {
 }
 
 export type LiveUpdateReport = UpdatedReport | RefusedReport;
+
+/**
+ * Version of the JSON report's shape, `report.schema.json`: raised when a field changes meaning
+ * or goes away, not when one is added.
+ */
+export const REPORT_SCHEMA_VERSION = 1;
+
+/** Every option as parsed, but `--help` (which prints no report). */
+export type DemoSettings = Omit<DemoOptions, 'help'>;
+
+/** The settings of a run, for its report and its trace. */
+export function demoSettings(options: DemoOptions): DemoSettings {
+  const { scenario, mib, keys, guestMib, updates, json, trace } = options;
+  return { scenario, mib, keys, guestMib, updates, json, trace };
+}
+
+/** The JSON report, `pnpm demo --json`. */
+export interface DemoReport {
+  readonly schemaVersion: typeof REPORT_SCHEMA_VERSION;
+  readonly settings: DemoSettings;
+  readonly host: HostFacts;
+  readonly verdict: DemoVerdict;
+  readonly liveUpdates: readonly LiveUpdateReport[];
+}
+
+/** The whole report of a run. */
+export function demoReport(
+  options: DemoOptions,
+  host: HostFacts,
+  verdict: DemoVerdict,
+  liveUpdates: readonly LiveUpdateReport[],
+): DemoReport {
+  return {
+    schemaVersion: REPORT_SCHEMA_VERSION,
+    settings: demoSettings(options),
+    host,
+    verdict,
+    liveUpdates,
+  };
+}
 
 const ms = (value: number): number => Number(value.toFixed(3));
 

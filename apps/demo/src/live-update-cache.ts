@@ -24,6 +24,8 @@ export const BLACKOUT_PHASES = [
 export interface CacheLiveUpdate {
   readonly from: string;
   readonly to: string;
+  /** Machine time at which the old kernel's `reboot` span began: the blackout's start. */
+  readonly rebootStart: number;
   /** The old kernel's `reboot` span begins → the new cache process answers its first key. */
   readonly blackoutMs: number;
   /** The old kernel's `reboot` span begins → the machine sees the new kernel running. */
@@ -65,6 +67,7 @@ export function cacheLiveUpdateOf(update: HostLiveUpdate): CacheLiveUpdate {
   return {
     from: update.from,
     to: update.to,
+    rebootStart: update.rebootStart,
     blackoutMs: cache.blackoutMs,
     untilKernelRunningMs: update.untilKernelRunningMs,
     phases,

@@ -7,24 +7,32 @@
 // With --scenario skew the kernels differ in their modules (6.18.0 → 6.19.0 → back to 6.18.0 →
 // a kernel without vfio-pci, which the running kernel refuses before the blackout). Prints each
 // phase of the blackout, what the NIC did during it, the formats written and the checks; with
-// --json only a report. Exits 1 if any check fails.
+// --json only a report, with --trace a Chrome trace too. Ends with PASS or FAIL: what failed;
+// exits 1 if any check fails.
+import { writeFile } from 'node:fs/promises';
 import { Machine } from '@liveupdate/machine';
 import { CacheProcess, CACHE_SESSION, CACHE_TOKEN, FIRST_KEY } from './cache-process.js';
 import { DEMO_USAGE, parseDemoOptions, type DemoOptions } from './demo-options.js';
 import {
+  demoReport,
+  demoSettings,
   liveUpdateReport,
   nicActivity,
   type DemoStep,
   type RefusedStep,
   type UpdatedStep,
 } from './demo-report.js';
+import { demoTrace } from './demo-trace.js';
+import { demoVerdict, dropsUnexplained, type DemoVerdict } from './demo-verdict.js';
 import { HandoverFormatsRecorder, type HandoverFormats } from './handover-formats.js';
 import { checkHost, type HostCheck } from './host-check.js';
+import { hostFacts } from './host-facts.js';
 import { sameKernelChain, skewKernelChain } from './kernel-chain.js';
 import { planKvCache, type KvCacheLayout } from './kv-cache.js';
 import { attemptLiveUpdateHost } from './live-update-attempt.js';
 import { cacheLiveUpdateOf, type CacheLiveUpdate } from './live-update-cache.js';
-import type { VmDmaReport, VmLiveUpdate } from './live-update-host.js';
+import type { VmDmaReport } from './live-update-host.js';
+import { NicSampler } from './nic-sampler.js';
 import { textTable } from './text-table.js';
 import { fillGuestMemory } from './vm-guest-memory.js';
 import type { GuestRingCheck } from './vm-ring-check.js';
@@ -52,7 +60,7 @@ function storyLines(machine: Machine, boot: number): string {
     .join('\n');
 }
 
-async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean> {
+async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVerdict> {
   const say = options.json ? () => undefined : console.log;
   const guestBytes = options.guestMib * MiB;
   // Allocated lazily: only frames the kernels touch cost host memory.
@@ -67,6 +75,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
   });
   const steps: DemoStep[] = [];
   let vmm: VmmProcess | undefined;
+  const sampler = options.trace ? new NicSampler(machine, NIC_BDF, () => vmm?.guest) : undefined;
   try {
     say(
       `liveupdate demo: ${ramBytes / GiB} GiB machine, kernels ${chain.map((k) => k.version).join(' → ')}, ` +
@@ -163,7 +172,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
       if (vm.dma.packetsDropped > 0) {
         say(
           `  the guest was paused ${fixed(vm.guestPausedMs)} ms and the ring holds ${fixed(RING_HEADROOM_MS)} ms: ` +
-            (dropsUnexplained(vm)
+            (dropsUnexplained(vm, RING_HEADROOM_MS)
               ? 'drops while the ring should have held them: FAILED'
               : 'this machine was too slow for the ring; drops are expected'),
         );
@@ -172,34 +181,28 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<boolean
     }
 
     const updated = steps.filter((step): step is UpdatedStep => step.outcome === 'updated');
+    const verdict = demoVerdict(steps, RING_HEADROOM_MS);
     if (options.json) {
       const liveUpdates = steps.map((step) => liveUpdateReport(step, layout.keys));
-      console.log(JSON.stringify({ liveUpdates }, null, 2));
+      console.log(JSON.stringify(demoReport(options, hostFacts(), verdict, liveUpdates), null, 2));
     } else if (updated.length > 0) {
       printPhases(updated);
     }
+    return verdict;
   } finally {
+    const samples = sampler?.stop() ?? [];
     // The guest loop issues syscalls; stop it before the machine goes.
     await vmm?.guest.pause().catch(() => undefined);
     await machine.shutdown();
-  }
-  return steps.every((step) => {
-    const { host } = step;
-    const intact = host.cache.mismatches === 0 && host.ring.ok && host.guestMemory.mismatches === 0;
-    if (step.outcome === 'refused') {
-      return (
-        intact &&
-        step.dmaAfterRefusal.packetsDelivered > 0 &&
-        step.dmaAfterRefusal.iommuFaults === 0
+    if (options.trace) {
+      // Written whatever happened: a trace is most wanted when something failed.
+      const trace = demoTrace(machine, steps, samples, demoSettings(options));
+      await writeFile(options.trace, JSON.stringify(trace));
+      say(
+        `\ntrace written to ${options.trace}: open it in https://ui.perfetto.dev or chrome://tracing`,
       );
     }
-    return (
-      intact &&
-      step.update.firstKeyOk &&
-      step.vm.dma.iommuFaults === 0 &&
-      !dropsUnexplained(step.vm)
-    );
-  });
+  }
 }
 
 /** The refused step: what the check said, what `reboot` did, and the services afterwards. */
@@ -249,15 +252,6 @@ function checkLines(host: HostCheck, layout: KvCacheLayout): string {
 
 /** How long the ring holds the NIC's traffic with nobody taking packets out. */
 const RING_HEADROOM_MS = ((RING_SIZE - 1) / NIC_PACKETS_PER_SECOND) * 1000;
-
-/**
- * Drops are a failure only while the guest was paused for less than the ring holds: then the ring
- * should have outlasted the blackout. A machine loaded enough to stretch the pause past it drops
- * packets as real hardware would; that is reported, not failed.
- */
-function dropsUnexplained(vm: VmLiveUpdate): boolean {
-  return vm.dma.packetsDropped > 0 && vm.guestPausedMs < RING_HEADROOM_MS;
-}
 
 function nicLines(dma: VmDmaReport): string {
   return [
@@ -357,6 +351,14 @@ try {
 }
 if (options.help) {
   console.log(DEMO_USAGE);
-} else if (!(await run(options, layout))) {
-  process.exitCode = 1;
+} else {
+  let verdict: DemoVerdict;
+  try {
+    verdict = await run(options, layout);
+  } catch (error) {
+    console.error(error);
+    verdict = { pass: false, reasons: [`the demo stopped: ${(error as Error).message}`] };
+  }
+  if (!options.json) console.log(verdict.pass ? '\nPASS' : `\nFAIL: ${verdict.reasons.join('; ')}`);
+  if (!verdict.pass) process.exitCode = 1;
 }

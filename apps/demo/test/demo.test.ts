@@ -1,11 +1,20 @@
 import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { expect, it } from 'vitest';
+import type { ChromeTrace, ChromeTraceEvent } from '@liveupdate/machine';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { reportSchemaErrors } from './report-schema.js';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 
 interface Report {
+  schemaVersion: number;
+  settings: Record<string, unknown>;
+  host: { node: string; cores: number };
+  verdict: { pass: boolean; reasons: string[] };
   liveUpdates: {
     from: string;
     to: string;
@@ -31,13 +40,33 @@ interface Report {
   }[];
 }
 
-it('live-updates the cache and the VM twice and reports what the NIC did (--json)', async () => {
-  const { stdout } = await promisify(execFile)(
+const SMALL = ['--mib', '16', '--keys', '20000', '--guest-mib', '64'];
+const run = promisify(execFile);
+
+let dir: string;
+let stdout: string;
+let report: Report;
+let trace: ChromeTrace;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'demo-trace-'));
+  const file = join(dir, 'trace.json');
+  ({ stdout } = await run(
     process.execPath,
-    [MAIN, '--json', '--updates', '2', '--mib', '16', '--keys', '20000', '--guest-mib', '64'],
-    { encoding: 'utf8' },
-  );
-  const report = JSON.parse(stdout) as Report;
+    [MAIN, '--json', '--updates', '2', '--trace', file, ...SMALL],
+    {
+      encoding: 'utf8',
+    },
+  ));
+  report = JSON.parse(stdout) as Report;
+  trace = JSON.parse(await readFile(file, 'utf8')) as ChromeTrace;
+});
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+it('live-updates the cache and the VM twice and reports what the NIC did (--json)', () => {
   expect(report.liveUpdates.map((u) => `${u.from} → ${u.to}`)).toEqual([
     '6.18.0 → 6.18.1',
     '6.18.1 → 6.18.2',
@@ -69,4 +98,156 @@ it('live-updates the cache and the VM twice and reports what the NIC did (--json
   // during the updates (its count runs from the VM's boot, across both updates).
   const delivered = report.liveUpdates.reduce((sum, u) => sum + u.dma.packetsDelivered, 0);
   expect(report.liveUpdates.at(-1)!.vm.ring.sequences).toBeGreaterThanOrEqual(delivered);
+});
+
+describe('the JSON report', () => {
+  it('validates against report.schema.json, with the settings as parsed and a passing verdict', () => {
+    expect(reportSchemaErrors(report)).toBeNull();
+    expect(report.schemaVersion).toBe(1);
+    expect(report.settings).toEqual({
+      scenario: 'same',
+      mib: 16,
+      keys: 20000,
+      guestMib: 64,
+      updates: 2,
+      json: true,
+      trace: join(dir, 'trace.json'),
+    });
+    expect(report.host.node).toBe(process.version);
+    expect(report.verdict).toEqual({ pass: true, reasons: [] });
+  });
+
+  it('does not validate with a field missing or of the wrong type', () => {
+    const copy = (): Report => JSON.parse(stdout) as Report;
+    const withoutVerdict: Partial<Report> = copy();
+    delete withoutVerdict.verdict;
+    expect(reportSchemaErrors(withoutVerdict)).toContain("must have required property 'verdict'");
+    const stringCores = copy() as unknown as { host: { cores: unknown } };
+    stringCores.host.cores = '2';
+    expect(reportSchemaErrors(stringCores)).toContain('data/host/cores must be integer');
+    const noBlackout = copy() as unknown as { liveUpdates: Record<string, unknown>[] };
+    delete noBlackout.liveUpdates[1]!.blackoutMs;
+    expect(reportSchemaErrors(noBlackout)).toContain("must have required property 'blackoutMs'");
+    const negativeDrops = copy();
+    negativeDrops.liveUpdates[0]!.dma.packetsDropped = -1;
+    expect(reportSchemaErrors(negativeDrops)).toContain('packetsDropped must be >= 0');
+  });
+});
+
+describe('the trace (--trace FILE)', () => {
+  const names = (): Map<number, unknown> =>
+    new Map(
+      trace.traceEvents.filter((e) => e.name === 'process_name').map((e) => [e.pid, e.args!.name]),
+    );
+  const eventsOf = (track: string): ChromeTraceEvent[] => {
+    const pid = [...names()].find(([, name]) => name === track)?.[0];
+    return trace.traceEvents.filter((e) => e.pid === pid && e.ph !== 'M');
+  };
+
+  it('has a track per kernel boot, the machine, each new process and the NIC', () => {
+    expect(trace.displayTimeUnit).toBe('ms');
+    expect([...names().values()]).toEqual(
+      expect.arrayContaining([
+        'machine',
+        'kernel 6.18.0 (boot 0)',
+        'kernel 6.18.1 (boot 1)',
+        'kernel 6.18.2 (boot 2)',
+        'live update 6.18.0 → 6.18.1',
+        'live update 6.18.1 → 6.18.2',
+        'NIC 00:03.0',
+      ]),
+    );
+    expect(
+      [...names().values()].filter((n) => /^(cache|VMM) \(pid \d+\)$/.test(String(n))),
+    ).toHaveLength(4);
+    const kernelSpans = eventsOf('kernel 6.18.1 (boot 1)')
+      .filter((e) => e.ph === 'X')
+      .map((e) => e.name);
+    // 6.18.1 booted from the handover and was live-updated in turn: both halves are on its track.
+    expect(kernelSpans).toEqual(
+      expect.arrayContaining(['boot', 'memory-init', 'luo-retrieve', 'reboot', 'luo-freeze']),
+    );
+    expect(eventsOf('machine').filter((e) => e.name === 'kexec-handoff')).toHaveLength(2);
+  });
+
+  it('puts the blackout on the same clock as the kernels: the reboot begins it', () => {
+    const [blackout] = eventsOf('live update 6.18.0 → 6.18.1').filter(
+      (e) => e.name === 'cache blackout',
+    );
+    const reboot = eventsOf('kernel 6.18.0 (boot 0)').find((e) => e.name === 'reboot')!;
+    const boot = eventsOf('kernel 6.18.1 (boot 1)').find((e) => e.name === 'boot')!;
+    expect(blackout!.ts).toBeCloseTo(reboot.ts, 3);
+    // The new kernel boots inside the blackout.
+    expect(boot.ts).toBeGreaterThan(blackout!.ts);
+    expect(boot.ts + boot.dur!).toBeLessThan(blackout!.ts + blackout!.dur!);
+    expect(blackout!.dur! / 1000).toBeCloseTo(report.liveUpdates[0]!.blackoutMs, 2);
+  });
+
+  it("has the NIC's packets, drops and ring occupancy, and each kernel's memory, as counters", () => {
+    const nic = eventsOf('NIC 00:03.0').filter((e) => e.ph === 'C');
+    const packets = nic
+      .filter((e) => e.name === 'packets')
+      .map((e) => e.args as { delivered: number; dropped: number });
+    expect(packets.length).toBeGreaterThan(10);
+    // Hardware counters only grow, and the NIC delivered across both updates.
+    expect(packets.every((p, i) => i === 0 || p.delivered >= packets[i - 1]!.delivered)).toBe(true);
+    expect(packets.at(-1)!.delivered - packets[0]!.delivered).toBeGreaterThan(0);
+    const occupancy = nic
+      .filter((e) => e.name === 'ring occupancy')
+      .map((e) => (e.args as { descriptors: number }).descriptors);
+    // Packets piled up in the ring while the guest was paused.
+    expect(Math.max(...occupancy)).toBeGreaterThan(0);
+    expect(Math.max(...occupancy)).toBeLessThan(8192);
+    for (const kernel of ['kernel 6.18.0 (boot 0)', 'kernel 6.18.1 (boot 1)']) {
+      const [memory] = eventsOf(kernel).filter((e) => e.ph === 'C' && e.name === 'memory');
+      expect((memory!.args as { freeFrames: number }).freeFrames).toBeGreaterThan(0);
+    }
+    // The kernel that booted from a handover found folios preserved for it.
+    const [handedIn] = eventsOf('kernel 6.18.1 (boot 1)').filter((e) => e.name === 'memory');
+    expect((handedIn!.args as { preservedFolios: number }).preservedFolios).toBeGreaterThan(0);
+  });
+
+  it('has timestamps that never go back and spans that nest, in every thread', () => {
+    const threads = new Map<string, { last: number; open: ChromeTraceEvent[] }>();
+    const problems: string[] = [];
+    for (const event of trace.traceEvents) {
+      if (event.ph === 'M') continue;
+      const key = `${String(names().get(event.pid))}/${event.tid}`;
+      const thread = threads.get(key) ?? { last: -Infinity, open: [] };
+      threads.set(key, thread);
+      if (event.ts < thread.last)
+        problems.push(`${key}: ${event.name} at ${event.ts} after ${thread.last}`);
+      thread.last = event.ts;
+      if (event.ph !== 'X') continue;
+      const endOf = (e: ChromeTraceEvent): number => e.ts + e.dur!;
+      while (thread.open.length > 0 && endOf(thread.open.at(-1)!) <= event.ts + 1e-6)
+        thread.open.pop();
+      const parent = thread.open.at(-1);
+      if (parent && endOf(event) > endOf(parent) + 1e-6) {
+        problems.push(`${key}: ${event.name} ends after ${parent.name}, which it starts in`);
+      }
+      thread.open.push(event);
+    }
+    expect(problems).toEqual([]);
+    expect(threads.size).toBeGreaterThan(8);
+  });
+});
+
+describe('the command line', () => {
+  it('refuses a bad value in its own words, with the usage, and exit code 2', async () => {
+    const failed = await run(process.execPath, [MAIN, '--updates', '-1'], {
+      encoding: 'utf8',
+    }).then(
+      () => null,
+      (error: { code: number; stderr: string }) => error,
+    );
+    expect(failed?.code).toBe(2);
+    expect(failed?.stderr).toContain('--updates must be a whole number from 1 to 100, not "-1"');
+    expect(failed?.stderr).toContain('usage: pnpm demo');
+  });
+
+  it('ends its text output with PASS when every check held', async () => {
+    const { stdout: text } = await run(process.execPath, [MAIN, ...SMALL], { encoding: 'utf8' });
+    expect(text.trimEnd().split('\n').at(-1)).toBe('PASS');
+  });
 });

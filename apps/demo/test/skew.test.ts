@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { reportSchemaErrors } from './report-schema.js';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const KEYS = 20_000;
@@ -68,6 +69,7 @@ const written = (memfd: string) => ({
 });
 
 describe('pnpm demo --scenario skew --json', () => {
+  let report: unknown;
   let entries: Entry[];
 
   beforeAll(async () => {
@@ -87,7 +89,13 @@ describe('pnpm demo --scenario skew --json', () => {
       ],
       { encoding: 'utf8' },
     );
-    entries = (JSON.parse(stdout) as { liveUpdates: Entry[] }).liveUpdates;
+    report = JSON.parse(stdout);
+    entries = (report as { liveUpdates: Entry[] }).liveUpdates;
+  });
+
+  it('reports by report.schema.json, the refusal included, and passes: a refusal is no failure', () => {
+    expect(reportSchemaErrors(report)).toBeNull();
+    expect((report as { verdict: unknown }).verdict).toEqual({ pass: true, reasons: [] });
   });
 
   const updated = (from: string, to: string): Updated => {

@@ -1,4 +1,12 @@
 export * from './boot-protocol.js';
+export {
+  toChromeTrace,
+  type ChromeTrace,
+  type ChromeTraceEvent,
+  type ChromeTraceOptions,
+  type TraceCounterSample,
+  type TraceTrackSpan,
+} from './chrome-trace.js';
 export { ERRNO, isErrnoName, type ErrnoName } from './errno.js';
 export * from './fcntl.js';
 export { KernelError } from './kernel-error.js';

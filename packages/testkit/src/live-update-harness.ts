@@ -1,6 +1,9 @@
+import { writeFile } from 'node:fs/promises';
 import {
   LINUX_REBOOT_CMD_KEXEC,
   Machine,
+  toChromeTrace,
+  type ChromeTraceOptions,
   type KernelImage,
   type MachineOptions,
   type Process,
@@ -80,6 +83,16 @@ export class LiveUpdateHarness {
     await this.#process.reboot(LINUX_REBOOT_CMD_KEXEC);
     this.#process = this.machine.spawn();
     return this.#process;
+  }
+
+  /**
+   * Write every kernel's spans, log and memory counter so far as a Chrome trace (JSON object
+   * format, see `toChromeTrace` of `@liveupdate/machine`) to `file`: open it in
+   * https://ui.perfetto.dev or `chrome://tracing` to see where a live update spent its time.
+   * `options` adds spans and counters measured by the test itself.
+   */
+  async writeTrace(file: string, options?: ChromeTraceOptions): Promise<void> {
+    await writeFile(file, JSON.stringify(toChromeTrace(this.machine.timeline, options)));
   }
 
   /** Stop the machine's kernel workers. Call it when done, also when a test fails. */

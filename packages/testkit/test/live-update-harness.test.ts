@@ -1,7 +1,10 @@
 // The testkit's own helpers: what images they build, and how the harness drives a live update.
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LiveUpdateDevice } from '@liveupdate/core';
-import type { Process } from '@liveupdate/machine';
+import type { ChromeTrace, ChromeTraceEvent, Process } from '@liveupdate/machine';
 import { LIVEUPDATE_CMDLINE, liveUpdateImage, twoStage } from '@liveupdate/testkit';
 import { NOTE_MODULE, TEST_RAM, boot, preserveNote, readNote } from './helpers.js';
 
@@ -35,6 +38,52 @@ describe('LiveUpdateHarness', () => {
     expect(await readNote(next, await session.retrieveFd(1n))).toBe('kept');
     await harness.liveUpdate('7.0.0-rc1');
     expect(harness.machine.kernelVersion).toBe('7.0.0-rc1');
+  });
+
+  it('writes a Chrome trace in which both kernels have their own track and every span nests in its thread', async () => {
+    const harness = await boot({ version: '6.18.0' });
+    await preserveNote(
+      await (await LiveUpdateDevice.open(harness.process)).createSession('s'),
+      1,
+      'x',
+    );
+    const next = await harness.liveUpdate();
+    await (await (await LiveUpdateDevice.open(next)).retrieveSession('s')).retrieveFd(1n);
+    const dir = await mkdtemp(join(tmpdir(), 'trace-'));
+    try {
+      await harness.writeTrace(join(dir, 'trace.json'));
+      const trace = JSON.parse(await readFile(join(dir, 'trace.json'), 'utf8')) as ChromeTrace;
+      expect(trace.displayTimeUnit).toBe('ms');
+      const names = new Map(
+        trace.traceEvents
+          .filter((e) => e.name === 'process_name')
+          .map((e) => [e.pid, e.args!.name]),
+      );
+      expect([...names.values()]).toEqual(
+        expect.arrayContaining(['machine', 'kernel 6.18.0 (boot 0)', 'kernel 6.18.1 (boot 1)']),
+      );
+      const spanNames = (kernel: string): string[] =>
+        trace.traceEvents
+          .filter((e) => e.ph === 'X' && names.get(e.pid) === kernel)
+          .map((e) => e.name);
+      expect(spanNames('kernel 6.18.0 (boot 0)')).toEqual(
+        expect.arrayContaining([
+          'boot',
+          'reboot',
+          'reboot-notifiers',
+          'luo-freeze',
+          'kho-finalize',
+        ]),
+      );
+      expect(spanNames('kernel 6.18.1 (boot 1)')).toEqual(
+        expect.arrayContaining(['boot', 'memory-init', 'luo-deserialize', 'luo-retrieve']),
+      );
+      expect(spanNames('machine')).toContain('kexec-handoff');
+      expect(trace.traceEvents.filter((e) => e.ph === 'C' && e.name === 'memory')).toHaveLength(2);
+      expect(nestingProblems(trace.traceEvents)).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
@@ -78,3 +127,32 @@ describe('twoStage', () => {
     await expect(last!.open('/dev/null')).rejects.toMatchObject({ code: 'ESRCH' });
   });
 });
+
+/** Per thread: timestamps that go back, and spans that end after the span they start in. */
+function nestingProblems(events: readonly ChromeTraceEvent[]): string[] {
+  const problems: string[] = [];
+  const threads = new Map<string, { last: number; open: ChromeTraceEvent[] }>();
+  for (const event of events) {
+    if (event.ph === 'M') continue;
+    const key = `${event.pid}/${event.tid}`;
+    const thread = threads.get(key) ?? { last: -Infinity, open: [] };
+    threads.set(key, thread);
+    if (event.ts < thread.last)
+      problems.push(`${key}: ${event.name} at ${event.ts} after ${thread.last}`);
+    thread.last = event.ts;
+    if (event.ph !== 'X') continue;
+    const end = event.ts + event.dur!;
+    while (
+      thread.open.length > 0 &&
+      thread.open.at(-1)!.ts + thread.open.at(-1)!.dur! <= event.ts + 1e-6
+    ) {
+      thread.open.pop();
+    }
+    const parent = thread.open.at(-1);
+    if (parent && end > parent.ts + parent.dur! + 1e-6) {
+      problems.push(`${key}: ${event.name} ends after ${parent.name}, which it starts in`);
+    }
+    thread.open.push(event);
+  }
+  return problems;
+}

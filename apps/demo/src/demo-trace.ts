@@ -1,0 +1,88 @@
+import {
+  toChromeTrace,
+  type ChromeTrace,
+  type Machine,
+  type TraceCounterSample,
+  type TraceTrackSpan,
+} from '@liveupdate/machine';
+import type { DemoStep, UpdatedStep } from './demo-report.js';
+import type { NicSample } from './nic-sampler.js';
+import { NIC_BDF } from './vm-process.js';
+
+/**
+ * Spans that follow one another and end at `end` (machine time): the stopwatch laps of a process,
+ * each `[name, milliseconds]` in the order they ran, named as in the JSON report's phases.
+ */
+function lapsEndingAt(track: string, end: number, laps: [string, number][]): TraceTrackSpan[] {
+  const spans: TraceTrackSpan[] = [];
+  let at = end;
+  for (const [name, ms] of laps.reverse()) {
+    spans.push({ track, name, start: at - ms, end: at });
+    at -= ms;
+  }
+  return spans.reverse();
+}
+
+/** Spans of the demo's own processes and of each update's blackouts, which no kernel records. */
+function updateSpans(step: UpdatedStep): TraceTrackSpan[] {
+  const { update, vm } = step;
+  const firstKeyAt = update.rebootStart + update.blackoutMs;
+  const resumedAt = update.rebootStart + vm.blackoutMs;
+  const track = `live update ${update.from} → ${update.to}`;
+  const { phases } = update;
+  return [
+    { track, name: 'cache blackout', start: update.rebootStart, end: firstKeyAt },
+    { track, name: 'VM blackout', start: update.rebootStart, end: resumedAt },
+    { track, name: 'guest paused', start: resumedAt - vm.guestPausedMs, end: resumedAt },
+    ...lapsEndingAt(`cache (pid ${update.cacheProcess.process.pid})`, firstKeyAt, [
+      ['liveupdate-open', phases['liveupdate-open']],
+      ['retrieve-session', phases['retrieve-session']],
+      ['retrieve-fd', phases['retrieve-fd']],
+      ['finish', phases.finish],
+      ['mmap', phases.mmap],
+      ['first-key', phases['first-key']],
+    ]),
+    ...lapsEndingAt(
+      `VMM (pid ${vm.vmm.process.pid})`,
+      resumedAt,
+      Object.entries<number>({ ...vm.phases }),
+    ),
+  ];
+}
+
+function nicCounters(samples: readonly NicSample[]): TraceCounterSample[] {
+  const track = `NIC ${NIC_BDF}`;
+  return samples.flatMap((sample): TraceCounterSample[] => [
+    {
+      track,
+      name: 'packets',
+      time: sample.time,
+      values: { delivered: sample.delivered, dropped: sample.dropped },
+    },
+    {
+      track,
+      name: 'ring occupancy',
+      time: sample.time,
+      values: { descriptors: sample.ringOccupancy },
+    },
+    { track, name: 'IOMMU faults', time: sample.time, values: { faults: sample.faults } },
+  ]);
+}
+
+/**
+ * The demo's run as a Chrome trace: every kernel of the machine (its spans, log and memory), the
+ * machine's kexec handoffs, the new cache's and VMM's steps of each update, each update's
+ * blackouts, and the NIC's counters as sampled; `settings` go into its metadata.
+ */
+export function demoTrace(
+  machine: Machine,
+  steps: readonly DemoStep[],
+  samples: readonly NicSample[],
+  settings: Readonly<Record<string, unknown>>,
+): ChromeTrace {
+  return toChromeTrace(machine.timeline, {
+    spans: steps.flatMap((step) => (step.outcome === 'updated' ? updateSpans(step) : [])),
+    counters: nicCounters(samples),
+    metadata: { demo: '@liveupdate/demo', settings },
+  });
+}

@@ -1,0 +1,105 @@
+import { describe, expect, it } from 'vitest';
+import type { DemoStep } from './demo-report.js';
+import { demoVerdict } from './demo-verdict.js';
+
+const RING_HEADROOM_MS = 819;
+
+const intactHost = {
+  cache: { verified: 10, mismatches: 0 },
+  ring: {
+    sequences: 900,
+    missing: 0,
+    outOfOrder: 0,
+    badChecksum: 0,
+    takenAfterResume: 200,
+    ok: true,
+  },
+  guestMemory: { pages: 5, mismatches: 0 },
+};
+
+/** The fields of an updated step the verdict reads; `change` overrides some. */
+function updated(
+  change: { host?: object; firstKeyOk?: boolean; dma?: object; guestPausedMs?: number } = {},
+): DemoStep {
+  return {
+    outcome: 'updated',
+    update: { from: '6.18.0', to: '6.18.1', firstKeyOk: change.firstKeyOk ?? true },
+    vm: {
+      guestPausedMs: change.guestPausedMs ?? 40,
+      dma: { packetsDropped: 0, iommuFaults: 0, ...change.dma },
+    },
+    host: { ...intactHost, ...change.host },
+  } as unknown as DemoStep;
+}
+
+function refused(dmaAfterRefusal: object): DemoStep {
+  return {
+    outcome: 'refused',
+    refusal: { from: '6.18.0', to: '6.19.0-novfio' },
+    dmaAfterRefusal: {
+      packetsDelivered: 10,
+      packetsDropped: 0,
+      iommuFaults: 0,
+      ...dmaAfterRefusal,
+    },
+    host: intactHost,
+  } as unknown as DemoStep;
+}
+
+describe('demoVerdict', () => {
+  it('passes with no reasons when every check held', () => {
+    expect(demoVerdict([updated(), refused({})], RING_HEADROOM_MS)).toEqual({
+      pass: true,
+      reasons: [],
+    });
+  });
+
+  it('names the update and what failed, one reason per failed check', () => {
+    const verdict = demoVerdict(
+      [
+        updated(),
+        updated({
+          host: {
+            cache: { verified: 10, mismatches: 3 },
+            guestMemory: { pages: 5, mismatches: 1 },
+          },
+          firstKeyOk: false,
+          dma: { iommuFaults: 2 },
+        }),
+      ],
+      RING_HEADROOM_MS,
+    );
+    expect(verdict.pass).toBe(false);
+    expect(verdict.reasons).toEqual([
+      '6.18.0 → 6.18.1: 3 keys of the cache came back wrong',
+      '6.18.0 → 6.18.1: 1 stamped pages of guest memory changed',
+      '6.18.0 → 6.18.1: the first key answered after the update had a wrong value',
+      '6.18.0 → 6.18.1: 2 IOMMU faults of the NIC during the update',
+    ]);
+  });
+
+  it('fails drops only while the guest was paused for less than the ring holds', () => {
+    const dropped = { packetsDropped: 7 };
+    expect(
+      demoVerdict([updated({ dma: dropped, guestPausedMs: 900 })], RING_HEADROOM_MS).pass,
+    ).toBe(true);
+    expect(
+      demoVerdict([updated({ dma: dropped, guestPausedMs: 40 })], RING_HEADROOM_MS).reasons,
+    ).toEqual([
+      '6.18.0 → 6.18.1: the NIC dropped 7 packets while the guest was paused 40.00 ms, less than the 819.00 ms the ring holds',
+    ]);
+  });
+
+  it('fails a broken ring and a refusal after which the NIC went quiet', () => {
+    const broken = { ...intactHost.ring, missing: 4, ok: false };
+    expect(
+      demoVerdict(
+        [updated({ host: { ring: broken } }), refused({ packetsDelivered: 0 })],
+        RING_HEADROOM_MS,
+      ).reasons,
+    ).toEqual([
+      "6.18.0 → 6.18.1: the guest's ring is broken (4 missing, 0 out of order, 0 bad checksums, 200 packets taken after resuming)",
+      '6.18.0 → 6.19.0-novfio (refused): the NIC delivered nothing after the refusal',
+    ]);
+  });
+});
