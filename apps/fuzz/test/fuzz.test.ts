@@ -31,12 +31,12 @@ describe('pnpm fuzz', () => {
   );
 
   it(
-    'in reseal mode, reads nothing silently but two valid values swapped: every family twice, seed 1',
+    'in reseal mode, reads nothing silently but two valid values swapped: every family once, seed 1',
     { timeout: 900_000 },
     async () => {
       const state = await runFuzz({
         seed: 1,
-        updates: MUTATION_FAMILIES.length * 2,
+        updates: MUTATION_FAMILIES.length,
         families: MUTATION_FAMILIES,
         jobs: 2,
         reseal: true,
@@ -52,7 +52,7 @@ describe('pnpm fuzz', () => {
       // Reseal mode reseals: a run whose every mutation went unsealed would test nothing new.
       expect(
         state.results.filter((r) => r.mutation?.endsWith(', resealed')).length,
-      ).toBeGreaterThan(MUTATION_FAMILIES.length);
+      ).toBeGreaterThan(MUTATION_FAMILIES.length / 2);
     },
   );
 
