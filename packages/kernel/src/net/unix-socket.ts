@@ -9,7 +9,7 @@ import {
 } from '@liveupdate/machine';
 import type { File, FileOperations, SyscallContext } from '../vfs/file.js';
 import type { Vfs } from '../vfs/vfs.js';
-import { WaitQueue } from './wait-queue.js';
+import { WaitQueue } from '../wait-queue.js';
 
 /**
  * Bytes a socket's receive queue holds before its peer's writes wait (or fail with `EAGAIN`):
