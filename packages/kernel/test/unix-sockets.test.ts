@@ -377,6 +377,27 @@ describe('SCM_RIGHTS', () => {
     expect(await released(process)).toBe(3);
   });
 
+  it('MSG_CTRUNC too when the fd table is full: the fds that do not fit are closed', async () => {
+    const process = (await bootedMachine()).spawn();
+    const [a, b] = await process.socketpair(AF_UNIX, SOCK_STREAM);
+    const file = await process.open('/dev/ramfile');
+    await process.sendmsg(a, text('x'), { rights: [file, file] });
+    await process.close(file);
+    const filler = await process.open('/dev/null');
+    for (;;) {
+      const result = await errnoOf(process.dup(filler));
+      if (result === 'resolved') continue;
+      expect(result).toEqual(['EMFILE', 24]);
+      break;
+    }
+    await process.close(filler); // room for one fd
+    const message = await process.recvmsg(b, 1);
+    expect([message.rights.length, message.flags]).toEqual([1, MSG_CTRUNC]);
+    expect(await released(process)).toBe(0);
+    await process.close(message.rights[0]!);
+    expect(await released(process)).toBe(1);
+  });
+
   it('read(2) has no room for fds: it gets the bytes and the fds are closed', async () => {
     const process = (await bootedMachine()).spawn();
     const [a, b] = await process.socketpair(AF_UNIX, SOCK_STREAM);
