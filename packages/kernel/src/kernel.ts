@@ -39,6 +39,7 @@ import { RebootNotifierChain } from './reboot-notifier-chain.js';
 import { argPath, argUint } from './syscalls/syscall-args.js';
 import { registerEventfdSyscalls } from './syscalls/eventfd-syscalls.js';
 import { registerFileSyscalls, releaseProcessFiles } from './syscalls/file-syscalls.js';
+import { registerSocketSyscalls } from './syscalls/socket-syscalls.js';
 import { SyscallTable } from './syscalls/syscall-table.js';
 import { BOOT_PARAMS, KHO_INCOMING, MEMORY_LAYOUT, PHYSICAL_MEMORY } from './tokens.js';
 import { nullDeviceOperations } from './vfs/null-device.js';
@@ -217,6 +218,7 @@ export class Kernel {
     const syscalls = container.resolve(SyscallTable);
     registerFileSyscalls(syscalls, vfs, memory);
     registerEventfdSyscalls(syscalls, vfs);
+    registerSocketSyscalls(syscalls, vfs);
     kernel.#registerSystemSyscalls();
 
     const provided = new Map<symbol, unknown>();

@@ -6,24 +6,13 @@ import {
   FD_CLOEXEC,
   F_GETFD,
   F_GETFL,
-  KernelError,
   O_NONBLOCK,
   O_RDWR,
   type Process,
 } from '@liveupdate/machine';
-import { bootedMachine, kexec, testImage } from './helpers.js';
+import { bootedMachine, errnoOf, kexec, pending, testImage } from './helpers.js';
 
 const ULLONG_MAX = 0xffff_ffff_ffff_ffffn;
-
-async function errnoOf(promise: Promise<unknown>): Promise<[string, number] | 'resolved'> {
-  try {
-    await promise;
-    return 'resolved';
-  } catch (error) {
-    if (!KernelError.isInstance(error)) throw error;
-    return [error.code, error.errno];
-  }
-}
 
 function u64(value: bigint): Uint8Array {
   const bytes = new Uint8Array(8);
@@ -35,20 +24,6 @@ async function readCounter(process: Process, fd: number, count = 8): Promise<big
   const data = await process.read(fd, count);
   expect(data.length).toBe(8);
   return new DataView(data.buffer, data.byteOffset, 8).getBigUint64(0, true);
-}
-
-/** Whether `promise` is still pending after the kernel answered another syscall of `process`. */
-async function pending(process: Process, promise: Promise<unknown>): Promise<boolean> {
-  let settled = false;
-  promise.then(
-    () => (settled = true),
-    () => (settled = true),
-  );
-  // A round trip through the kernel, then a little time, so a wrongly settled call shows.
-  const fd = await process.open('/dev/null');
-  await process.close(fd);
-  await new Promise((resolve) => setTimeout(resolve, 20));
-  return !settled;
 }
 
 describe('eventfd', () => {

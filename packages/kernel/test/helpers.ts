@@ -1,6 +1,12 @@
 import { afterEach } from 'vitest';
 import { createKernelImage } from '@liveupdate/kernel';
-import { Machine, type KernelImage, type MachineOptions, type Process } from '@liveupdate/machine';
+import {
+  KernelError,
+  Machine,
+  type KernelImage,
+  type MachineOptions,
+  type Process,
+} from '@liveupdate/machine';
 
 export const PROBE = new URL('./fixtures/kho-probe.js', import.meta.url).href;
 export const TEST_DEVICES = new URL('./fixtures/test-devices.js', import.meta.url).href;
@@ -55,4 +61,29 @@ export async function kexec(
 /** Call the probe module's syscall. */
 export function probe<T = unknown>(process: Process, op: string, args: object = {}): Promise<T> {
   return process.syscall('kho_probe', op, args) as Promise<T>;
+}
+
+/** The errno a syscall fails with, as `[name, number]`, or `'resolved'`. Anything but a KernelError fails. */
+export async function errnoOf(promise: Promise<unknown>): Promise<[string, number] | 'resolved'> {
+  try {
+    await promise;
+    return 'resolved';
+  } catch (error) {
+    if (!KernelError.isInstance(error)) throw error;
+    return [error.code, error.errno];
+  }
+}
+
+/** Whether `promise` is still pending after the kernel answered another syscall of `process`. */
+export async function pending(process: Process, promise: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  promise.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  // A round trip through the kernel, then a little time, so a wrongly settled call shows.
+  const fd = await process.open('/dev/null');
+  await process.close(fd);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  return !settled;
 }

@@ -4,27 +4,16 @@ import {
   F_DUPFD,
   F_GETFD,
   F_SETFD,
-  KernelError,
   O_CLOEXEC,
   O_RDONLY,
   O_WRONLY,
   SEEK_END,
   SEEK_SET,
 } from '@liveupdate/machine';
-import { PROBE, SERVICE_USER, TEST_DEVICES, bootedMachine, testImage } from './helpers.js';
+import { PROBE, SERVICE_USER, TEST_DEVICES, bootedMachine, errnoOf, testImage } from './helpers.js';
 
 const RAMFILE_SIZE = 4 * 4096;
 const RAMFILE_IOC_INFO = 0x80105200;
-
-async function errnoOf(promise: Promise<unknown>): Promise<[string, number] | 'resolved'> {
-  try {
-    await promise;
-    return 'resolved';
-  } catch (error) {
-    if (!KernelError.isInstance(error)) throw error;
-    return [error.code, error.errno];
-  }
-}
 
 describe('syscalls', () => {
   it('fail with the Linux errno for a missing path, a bad fd, an unknown ioctl and an unknown syscall', async () => {

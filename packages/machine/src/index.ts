@@ -29,8 +29,12 @@ export {
   writeMapping,
   type MappedSegment,
   type MemoryMapping,
+  type RecvmsgOptions,
+  type RecvmsgResult,
+  type SendmsgOptions,
   type SyscallChannel,
 } from './process.js';
+export * from './socket.js';
 export * from './reboot.js';
 export { pairSpans, type TimelineEvent, type TimelineSpan } from './timeline.js';
 export {

@@ -1,4 +1,5 @@
 import { O_RDWR, SEEK_SET } from './fcntl.js';
+import { SCM_MAX_FD } from './socket.js';
 import type { KernelImage } from './kernel-image.js';
 
 /** How a {@link Process} reaches the running kernel; implemented by the machine. */
@@ -69,6 +70,35 @@ export function writeMapping(mapping: MemoryMapping, offset: number, data: Uint8
     slice.set(data.subarray(done, done + slice.length));
     done += slice.length;
   }
+}
+
+/** Options of {@link Process.sendmsg}. */
+export interface SendmsgOptions {
+  /** `SCM_RIGHTS`: fds whose open files travel with the first byte (at most `SCM_MAX_FD`). */
+  readonly rights?: readonly number[];
+  /** `MSG_DONTWAIT`, `MSG_NOSIGNAL`; any other bit: `EOPNOTSUPP`. */
+  readonly flags?: number;
+}
+
+/** Options of {@link Process.recvmsg}. */
+export interface RecvmsgOptions {
+  /**
+   * Room for received fds (the size of the control buffer), default `SCM_MAX_FD`. Fds beyond it
+   * are closed and the result has `MSG_CTRUNC`.
+   */
+  readonly maxRights?: number;
+  /** `MSG_DONTWAIT`, `MSG_CMSG_CLOEXEC`; any other bit: `EOPNOTSUPP`. */
+  readonly flags?: number;
+}
+
+/** What {@link Process.recvmsg} received. */
+export interface RecvmsgResult {
+  /** The bytes; empty at end of file. */
+  readonly data: Uint8Array;
+  /** New fds of this process for the files that came with the first of these bytes. */
+  readonly rights: number[];
+  /** `MSG_CTRUNC` when fds did not fit (see {@link RecvmsgOptions.maxRights}), else 0. */
+  readonly flags: number;
 }
 
 /**
@@ -197,6 +227,101 @@ export class Process {
    */
   async eventfd(initval = 0, flags = 0): Promise<number> {
     return (await this.syscall('eventfd2', initval, flags)) as number;
+  }
+
+  /**
+   * `socket(2)`: a new unix stream socket, `socket(AF_UNIX, SOCK_STREAM, 0)`, optionally with
+   * `SOCK_NONBLOCK` and `SOCK_CLOEXEC` or-ed into `type`. Another family: `EAFNOSUPPORT`; another
+   * type: `ESOCKTNOSUPPORT`; a protocol other than 0: `EPROTONOSUPPORT`. Returns the new fd.
+   */
+  async socket(domain: number, type: number, protocol = 0): Promise<number> {
+    return (await this.syscall('socket', domain, type, protocol)) as number;
+  }
+
+  /** `socketpair(2)`: two unix stream sockets connected to each other (arguments as {@link socket}). */
+  async socketpair(domain: number, type: number, protocol = 0): Promise<[number, number]> {
+    return (await this.syscall('socketpair', domain, type, protocol)) as [number, number];
+  }
+
+  /**
+   * `bind(2)` a socket to a filesystem path (1 to 107 bytes; relative to `/`): creates the socket
+   * node, which stays until {@link unlink}, even after the socket is closed. `EADDRINUSE` when
+   * the path exists; `EINVAL` when the socket is bound already.
+   */
+  async bind(fd: number, path: string): Promise<void> {
+    await this.syscall('bind', fd, path);
+  }
+
+  /** `listen(2)`: accept connections on a bound socket (`EINVAL` unbound or connected). */
+  async listen(fd: number, backlog: number): Promise<void> {
+    await this.syscall('listen', fd, backlog);
+  }
+
+  /**
+   * `connect(2)` to the socket listening at `path`: `ENOENT` when nothing is there,
+   * `ECONNREFUSED` when no socket listens there, `EISCONN` when connected already. Waits while
+   * the listener's backlog is full (`EAGAIN` for a non-blocking socket).
+   */
+  async connect(fd: number, path: string): Promise<void> {
+    await this.syscall('connect', fd, path);
+  }
+
+  /**
+   * `accept4(2)`: the fd of the next connection of a listening socket (`EINVAL` when not
+   * listening), with `SOCK_NONBLOCK`/`SOCK_CLOEXEC` from `flags`. Waits for a connection
+   * (`EAGAIN` for a non-blocking socket).
+   */
+  async accept(fd: number, flags = 0): Promise<number> {
+    return (await this.syscall('accept4', fd, flags)) as number;
+  }
+
+  /**
+   * `sendmsg(2)` on a connected unix socket: `data`, with `SCM_RIGHTS` fds whose open files the
+   * receiver gets as new fds (the files stay open while in flight, even if closed here). Returns
+   * the bytes sent; waits for room unless non-blocking. Files travel only with bytes: with empty
+   * `data` nothing is sent. `EBADF` for a bad fd in `rights`, `EINVAL` for more than
+   * `SCM_MAX_FD`, `EOPNOTSUPP` for a unix socket among them; `EPIPE` when the peer is gone.
+   *
+   * @example
+   * ```ts
+   * await service.sendmsg(sock, new TextEncoder().encode('cache'), { rights: [memfd] });
+   * const { data, rights: [fd] } = await agent.recvmsg(conn, 4096);
+   * ```
+   */
+  async sendmsg(fd: number, data: Uint8Array, options: SendmsgOptions = {}): Promise<number> {
+    return (await this.syscall(
+      'sendmsg',
+      fd,
+      data,
+      options.rights ?? [],
+      options.flags ?? 0,
+    )) as number;
+  }
+
+  /**
+   * `recvmsg(2)` up to `count` bytes of a connected unix socket, and the fds sent with the first
+   * of them. A call never joins bytes of a message that carried fds with other bytes. Waits for
+   * data unless non-blocking; empty `data` at end of file; `ECONNRESET` once when the peer closed
+   * with data unread.
+   */
+  async recvmsg(fd: number, count: number, options: RecvmsgOptions = {}): Promise<RecvmsgResult> {
+    return (await this.syscall(
+      'recvmsg',
+      fd,
+      count,
+      options.maxRights ?? SCM_MAX_FD,
+      options.flags ?? 0,
+    )) as RecvmsgResult;
+  }
+
+  /** `shutdown(2)` of a socket: `SHUT_RD`, `SHUT_WR` or `SHUT_RDWR`. */
+  async shutdown(fd: number, how: number): Promise<void> {
+    await this.syscall('shutdown', fd, how);
+  }
+
+  /** `unlink(2)` of a socket node made by {@link bind} (`EPERM` for a device node). */
+  async unlink(path: string): Promise<void> {
+    await this.syscall('unlink', path);
   }
 
   /**

@@ -6,6 +6,7 @@ import {
   O_NONBLOCK,
   O_RDWR,
 } from '@liveupdate/machine';
+import { WaitQueue } from '../wait-queue.js';
 import type { File, FileOperations, SyscallContext } from './file.js';
 import type { Vfs } from './vfs.js';
 
@@ -26,7 +27,7 @@ export class EventFd {
   /** `EFD_SEMAPHORE`: each read takes 1 instead of the whole counter. */
   readonly semaphore: boolean;
   #count: bigint;
-  readonly #waiters = new Set<() => void>();
+  readonly #wait = new WaitQueue();
 
   /** @internal Made by {@link eventfdCreateFile} (and so by the `eventfd2` syscall). */
   constructor(initval: bigint, semaphore: boolean) {
@@ -53,7 +54,7 @@ export class EventFd {
     }
     const next = this.#count + BigInt(count);
     this.#count = next > ULLONG_MAX ? ULLONG_MAX : next;
-    this.#wake();
+    this.#wait.wake();
   }
 
   /**
@@ -66,11 +67,11 @@ export class EventFd {
       if (this.#count > 0n) {
         const taken = this.semaphore ? 1n : this.#count;
         this.#count -= taken;
-        this.#wake();
+        this.#wait.wake();
         return taken;
       }
       if (nonblock) throw new KernelError('EAGAIN', 'eventfd counter is zero');
-      await this.#wait(abort);
+      await this.#wait.wait(abort, 'an eventfd');
     }
   }
 
@@ -84,38 +85,12 @@ export class EventFd {
     for (;;) {
       if (ULLONG_MAX - this.#count > value) {
         this.#count += value;
-        if (value > 0n) this.#wake();
+        if (value > 0n) this.#wait.wake();
         return;
       }
       if (nonblock) throw new KernelError('EAGAIN', 'eventfd counter would overflow');
-      await this.#wait(abort);
+      await this.#wait.wait(abort, 'an eventfd');
     }
-  }
-
-  /** Wait for any change of the counter. */
-  #wait(abort: AbortSignal | undefined): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      if (abort?.aborted) {
-        reject(new KernelError('EINTR', 'interrupted while waiting on an eventfd'));
-        return;
-      }
-      const onAbort = (): void => {
-        this.#waiters.delete(waiter);
-        reject(new KernelError('EINTR', 'interrupted while waiting on an eventfd'));
-      };
-      const waiter = (): void => {
-        abort?.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      this.#waiters.add(waiter);
-      abort?.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
-  #wake(): void {
-    const waiters = [...this.#waiters];
-    this.#waiters.clear();
-    for (const waiter of waiters) waiter();
   }
 }
 

@@ -338,6 +338,32 @@ describe('Vfs', () => {
     );
   });
 
+  describe('socket nodes', () => {
+    it('a socket node shares the path namespace with char devices: no path is made twice', () => {
+      const { vfs } = setup();
+      vfs.registerCharDevice('/dev/kvs', {});
+      const socket = {};
+      expect(errnoOf(() => vfs.mknodSocket('/dev/kvs', socket))).toBe('EADDRINUSE');
+      vfs.mknodSocket('/run/a.sock', socket);
+      expect(errnoOf(() => vfs.mknodSocket('/run/a.sock', {}))).toBe('EADDRINUSE');
+      expect(vfs.lookupSocket('/run/a.sock')).toBe(socket);
+      expect(vfs.lookupSocket('/dev/kvs')).toBe('device');
+      expect(vfs.lookupSocket('/run/b.sock')).toBeUndefined();
+    });
+
+    it('open of a socket node is ENXIO; unlink removes socket nodes only', async () => {
+      const { vfs, ctx } = setup();
+      vfs.registerCharDevice('/dev/kvs', {});
+      vfs.mknodSocket('/run/a.sock', {});
+      await expect(vfs.open('/run/a.sock', O_RDWR, ctx)).rejects.toMatchObject({ code: 'ENXIO' });
+      expect(errnoOf(() => vfs.unlink('/dev/kvs'))).toBe('EPERM');
+      vfs.unlink('/run/a.sock');
+      expect(vfs.lookupSocket('/run/a.sock')).toBeUndefined();
+      expect(errnoOf(() => vfs.unlink('/run/a.sock'))).toBe('ENOENT');
+      await expect(vfs.open('/run/a.sock', O_RDWR, ctx)).rejects.toMatchObject({ code: 'ENOENT' });
+    });
+  });
+
   describe('anonymous files and fds', () => {
     it('makes anon-inode files named after their kind, read-write unless told otherwise', () => {
       const { vfs } = setup();

@@ -19,13 +19,15 @@ interface CharDevice {
 const DEV_PATH = /^\/dev\/[A-Za-z0-9._/-]{1,200}$/;
 
 /**
- * The VFS: char devices by path, anonymous-inode files, file references (`fget`/`fput`) and fd
- * installation. There is no file system tree: paths are device nodes under `/dev`, and files of
- * other kinds (memfds, sessions, …) are anon-inode files made by their subsystems.
+ * The VFS: char devices by path, socket nodes (what `bind` of an `AF_UNIX` socket makes),
+ * anonymous-inode files, file references (`fget`/`fput`) and fd installation. There is no file
+ * system tree: paths are device nodes under `/dev` and socket nodes, each a name of its own, and
+ * files of other kinds (memfds, sessions, …) are anon-inode files made by their subsystems.
  */
 @injectable()
 export class Vfs {
   readonly #devices = new Map<string, CharDevice>();
+  readonly #socketNodes = new Map<string, object>();
   readonly #openFiles = new Set<File>();
   readonly #log: KernelLog;
 
@@ -62,7 +64,11 @@ export class Vfs {
   /** Open a char device: a new file with one reference. */
   async open(path: string, flags: number, ctx: SyscallContext): Promise<File> {
     const device = this.#devices.get(path);
-    if (!device) throw new KernelError('ENOENT', `${path}: no such device`);
+    if (!device) {
+      // open(2) of a socket node: ENXIO, as Linux (a socket is reached with connect).
+      if (this.#socketNodes.has(path)) throw new KernelError('ENXIO', `${path} is a socket`);
+      throw new KernelError('ENOENT', `${path}: no such device`);
+    }
     if ((flags & O_ACCMODE) === O_ACCMODE)
       throw new KernelError('EINVAL', `bad access mode in flags ${flags}`);
     if (device.exclusive && device.open > 0)
@@ -128,6 +134,36 @@ export class Vfs {
     const file = deviceFile(path, device, flags, privateData);
     this.#openFiles.add(file);
     return file;
+  }
+
+  /**
+   * Make the socket node `path` for `socket` (what `bind` of a unix socket does). `EADDRINUSE`
+   * when the path names a device or a socket node already, as Linux gives for an existing path.
+   */
+  mknodSocket(path: string, socket: object): void {
+    if (this.#devices.has(path) || this.#socketNodes.has(path)) {
+      throw new KernelError('EADDRINUSE', `${path} exists`);
+    }
+    this.#socketNodes.set(path, socket);
+  }
+
+  /**
+   * What `path` names, for `connect`: the socket its node was made for, `'device'` for a char
+   * device, `undefined` when nothing is there.
+   */
+  lookupSocket(path: string): object | 'device' | undefined {
+    if (this.#devices.has(path)) return 'device';
+    return this.#socketNodes.get(path);
+  }
+
+  /**
+   * `unlink(2)` of a socket node: the name goes, the socket bound to it lives on. `ENOENT` when
+   * nothing is at `path`; `EPERM` for a device node, which belongs to its driver here (there is
+   * no `mknod` to make it again).
+   */
+  unlink(path: string): void {
+    if (this.#devices.has(path)) throw new KernelError('EPERM', `${path} is a device node`);
+    if (!this.#socketNodes.delete(path)) throw new KernelError('ENOENT', `${path}: no such file`);
   }
 
   /** `anon_inode_getfile()`: a file of a subsystem's own kind, with one reference. */
