@@ -1,8 +1,9 @@
 import { inject, injectable } from 'tsyringe';
-import { KernelError, O_ACCMODE, O_RDWR } from '@liveupdate/machine';
+import { KernelError, O_ACCMODE, O_RDONLY, O_RDWR } from '@liveupdate/machine';
 import { KernelLog } from '../kernel-log.js';
 import type { KernelProcess } from '../process-table.js';
 import { File, FILE_STATUS_FLAGS, type FileOperations, type SyscallContext } from './file.js';
+import { sysfsFileOperations, type SysfsShow } from './sysfs-file.js';
 
 /** Options of {@link Vfs.registerCharDevice}. */
 export interface CharDeviceOptions {
@@ -13,15 +14,19 @@ export interface CharDeviceOptions {
 interface CharDevice {
   readonly fops: FileOperations;
   readonly exclusive: boolean;
+  /** A sysfs attribute (mode 0444): opened for writing it is `EACCES`. */
+  readonly readOnly: boolean;
   open: number;
 }
 
 const DEV_PATH = /^\/dev\/[A-Za-z0-9._/-]{1,200}$/;
+const SYS_PATH = /^\/sys\/[A-Za-z0-9._/-]{1,200}$/;
 
 /**
  * The VFS: char devices by path, anonymous-inode files, file references (`fget`/`fput`) and fd
- * installation. There is no file system tree: paths are device nodes under `/dev`, and files of
- * other kinds (memfds, sessions, …) are anon-inode files made by their subsystems.
+ * installation. There is no file system tree: paths are device nodes under `/dev` and read-only
+ * attribute files under `/sys`, and files of other kinds (memfds, sessions, …) are anon-inode
+ * files made by their subsystems.
  */
 @injectable()
 export class Vfs {
@@ -51,10 +56,33 @@ export class Vfs {
       );
     }
     if (this.#devices.has(path)) throw new KernelError('EEXIST', `${path} is already registered`);
-    this.#devices.set(path, { fops, exclusive: options.exclusive ?? false, open: 0 });
+    this.#devices.set(path, {
+      fops,
+      exclusive: options.exclusive ?? false,
+      readOnly: false,
+      open: 0,
+    });
   }
 
-  /** Remove a char device node; files already open keep working. `ENOENT` if absent. */
+  /**
+   * Register a read-only sysfs attribute file at `path` (`/sys/...`) whose text is `show()`,
+   * taken when the file is opened. Opening it for writing is `EACCES` (mode 0444). `EEXIST` when
+   * the path is taken; remove it with {@link unregisterCharDevice}.
+   */
+  registerSysfsFile(path: string, show: SysfsShow): void {
+    if (typeof path !== 'string' || !SYS_PATH.test(path)) {
+      throw new KernelError('EINVAL', `sysfs path ${JSON.stringify(path)} must be /sys/<name>`);
+    }
+    if (this.#devices.has(path)) throw new KernelError('EEXIST', `${path} is already registered`);
+    this.#devices.set(path, {
+      fops: sysfsFileOperations(show),
+      exclusive: false,
+      readOnly: true,
+      open: 0,
+    });
+  }
+
+  /** Remove a char device node or sysfs file; files already open keep working. `ENOENT` if absent. */
   unregisterCharDevice(path: string): void {
     if (!this.#devices.delete(path)) throw new KernelError('ENOENT', `${path} is not registered`);
   }
@@ -62,9 +90,11 @@ export class Vfs {
   /** Open a char device: a new file with one reference. */
   async open(path: string, flags: number, ctx: SyscallContext): Promise<File> {
     const device = this.#devices.get(path);
-    if (!device) throw new KernelError('ENOENT', `${path}: no such device`);
+    if (!device) throw new KernelError('ENOENT', `${path}: no such file or device`);
     if ((flags & O_ACCMODE) === O_ACCMODE)
       throw new KernelError('EINVAL', `bad access mode in flags ${flags}`);
+    if (device.readOnly && (flags & O_ACCMODE) !== O_RDONLY)
+      throw new KernelError('EACCES', `${path} is read-only`);
     if (device.exclusive && device.open > 0)
       throw new KernelError('EBUSY', `${path} is already open`);
     const file = deviceFile(path, device, flags, undefined);
