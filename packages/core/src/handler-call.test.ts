@@ -178,6 +178,7 @@ describe('LiveUpdateOrchestrator.setFaultInjector', () => {
       log: logged().log,
       cmdline: new CommandLine(cmdline),
       kho: { enabled: false },
+      services: { get: () => undefined },
     } as unknown as ModuleContext);
 
   it('is EOPNOTSUPP unless the kernel booted with liveupdate.fault_injection=on', () => {

@@ -1,6 +1,7 @@
 import {
   CommandLine,
   File as KernelFile,
+  KEXEC_HISTORY_SERVICE,
   KernelError,
   crc32c,
   getOrder,
@@ -150,6 +151,8 @@ export class LiveUpdateOrchestrator {
   readonly #memory: PhysicalMemory;
   readonly #vfs: Vfs;
   readonly #kexec: KexecControl;
+  /** Logs a refused retrieve or finish and keeps it readable (`/sys/kernel/liveupdate/failures`). */
+  readonly #failure: (reason: string) => void;
   readonly #outgoing = new Map<string, LuoSession>();
   readonly #incoming = new Map<string, LuoSession>();
   readonly #ids = new Map<unknown, LuoFile>();
@@ -181,6 +184,11 @@ export class LiveUpdateOrchestrator {
     this.#memory = ctx.memory;
     this.#vfs = ctx.vfs;
     this.#kexec = ctx.kexec;
+    const history = ctx.services.get(KEXEC_HISTORY_SERVICE);
+    this.#failure = (reason) => {
+      ctx.log.err(reason);
+      history?.recordFailure(reason);
+    };
     const wanted = ctx.cmdline.bool('liveupdate', false);
     this.enabled = wanted && ctx.kho.enabled;
     if (wanted && !ctx.kho.enabled)
@@ -780,7 +788,11 @@ export class LiveUpdateOrchestrator {
         throw new KernelError('EIO', `LUO: ${handler.compatible}: retrieve did not set a file`);
       }
     } catch (error) {
-      luoFile.retrieveStatus = -(KernelError.isInstance(error) ? error.errno : ERRNO.EIO);
+      const errno = KernelError.isInstance(error) ? error.errno : ERRNO.EIO;
+      luoFile.retrieveStatus = -errno;
+      this.#failure(
+        `LUO: session "${luoFile.session.name}" token ${luoFile.token} (${luoFile.compatible}): retrieve failed with ${errnoName(errno)}: ${(error as Error)?.message ?? String(error)}`,
+      );
       throw error;
     } finally {
       luoFile.retrieving = false;
@@ -819,21 +831,29 @@ export class LiveUpdateOrchestrator {
         }
       }
       if (!handler.canFinish || luoFile.damage) continue;
-      const ok = await luoFile.lock.run(() =>
-        callHandler(this.#calls, handler, 'canFinish', () => handler.canFinish!(luoFile.args())),
-      );
-      if (!ok) {
-        throw new KernelError(
-          'EBUSY',
-          `LUO: ${handler.compatible} token ${luoFile.token} cannot finish yet`,
+      const refused = `LUO: session "${session.label}" token ${luoFile.token} (${luoFile.compatible}): finish refused`;
+      let ok: boolean;
+      try {
+        ok = await luoFile.lock.run(() =>
+          callHandler(this.#calls, handler, 'canFinish', () => handler.canFinish!(luoFile.args())),
         );
+      } catch (error) {
+        this.#failure(
+          `${refused}: canFinish failed: ${(error as Error)?.message ?? String(error)}`,
+        );
+        throw error;
+      }
+      if (!ok) {
+        const reason = `${refused}: canFinish says it cannot finish yet`;
+        this.#failure(reason);
+        throw new KernelError('EBUSY', reason);
       }
     }
     for (const luoFile of [...session.files].reverse()) {
       const { handler } = luoFile;
       if (luoFile.damage) {
-        this.#log.err(
-          `LUO: session "${session.label}" token ${luoFile.token} is damaged: ${handler.compatible}'s finish is not called; its preserved memory stays reserved`,
+        this.#failure(
+          `LUO: session "${session.label}" token ${luoFile.token} (${luoFile.compatible}) is damaged: ${handler.compatible}'s finish is not called; its preserved memory stays reserved (${luoFile.damage})`,
         );
       } else {
         await luoFile.lock.run(() =>

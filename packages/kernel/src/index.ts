@@ -70,6 +70,25 @@ export {
 } from './kexec-target.js';
 export { KERNEL_SUBTREE_FORMATS, kernelOwnNote } from './kernel-formats.js';
 export { KernelPanic } from './kernel-panic.js';
+export {
+  KEXEC_HISTORY_FAILURES_MAX,
+  KEXEC_HISTORY_SERVICE,
+  KEXEC_HISTORY_SYSFS,
+  KexecHistoryService,
+  type KexecHistoryStatus,
+} from './history/kexec-history.js';
+export {
+  KEXEC_HISTORY_COMPATIBLE,
+  KEXEC_HISTORY_LOG_MAX,
+  KEXEC_HISTORY_PHASES,
+  KEXEC_HISTORY_SUBTREE,
+  KexecHistoryError,
+  decodeKexecHistory,
+  encodeKexecHistory,
+  type KexecHistory,
+  type KexecHistoryPhase,
+  type PhaseTimes,
+} from './history/kexec-history-abi.js';
 export { KexecHandover, type KhoStats, type KhoSubtree } from './kho/kexec-handover.js';
 export { KHO_FDT_COMPATIBLE } from './kho/kho-abi.js';
 export {
@@ -113,6 +132,7 @@ export {
 } from './vfs/file.js';
 export { EventFd, eventfdCreateFile, eventfdFromFile } from './vfs/event-fd.js';
 export { Vfs, type CharDeviceOptions } from './vfs/vfs.js';
+export type { SysfsShow } from './vfs/sysfs-file.js';
 // The error type and uAPI constants are the machine's; re-exported for module authors.
 export { KernelError, ERRNO, PAGE_SIZE, type ErrnoName } from '@liveupdate/machine';
 export type { FdTable } from './vfs/fd-table.js';

@@ -1,5 +1,6 @@
 import { IOMMU_LU_COMPATIBLE, IOMMU_LU_SUBTREE } from './drivers/iommu-handover.js';
 import { PCI_LU_COMPATIBLE, PCI_LU_SUBTREE } from './drivers/pci-handover.js';
+import { KEXEC_HISTORY_COMPATIBLE } from './history/kexec-history-abi.js';
 import { KHO_FDT_COMPATIBLE } from './kho/kho-abi.js';
 import { KERNEL_NOTE_OWNER, handoverReadsNote, type KernelNote } from './kexec-notes.js';
 import type { KexecCheck } from './kexec-target.js';
@@ -13,11 +14,12 @@ export const KERNEL_SUBTREE_FORMATS: ReadonlyMap<string, string> = new Map([
   [PCI_LU_SUBTREE, PCI_LU_COMPATIBLE],
 ]);
 
-/** The kernel's own note: it reads `kho-v1` and its drivers' formats. */
+/** The kernel's own note: it reads `kho-v1`, its drivers' formats and its kexec history. */
 export function kernelOwnNote(): KernelNote {
   return handoverReadsNote(KERNEL_NOTE_OWNER, [
     KHO_FDT_COMPATIBLE,
     ...KERNEL_SUBTREE_FORMATS.values(),
+    KEXEC_HISTORY_COMPATIBLE,
   ]);
 }
 

@@ -26,6 +26,8 @@ export class KernelLog {
   readonly #output: KernelOutput;
   readonly #bootTime: number;
   readonly #lines: string[] = [];
+  /** The last begin and end of each span name (host-clock ms), for the kexec history. */
+  readonly #spans = new Map<string, { start: number; end?: number }>();
 
   constructor(output: KernelOutput, bootTime: number) {
     this.#output = output;
@@ -68,7 +70,23 @@ export class KernelLog {
 
   /** A trace event: `B`egin or `E`nd of a span named `name`, or an `i`nstant. */
   trace(name: string, phase: 'B' | 'E' | 'i', args?: TraceArgs): void {
-    this.#output({ type: 'trace', time: KernelLog.now(), name, phase, ...(args ? { args } : {}) });
+    const time = KernelLog.now();
+    if (phase === 'B') this.#spans.set(name, { start: time });
+    else if (phase === 'E') {
+      const span = this.#spans.get(name);
+      if (span) span.end = time;
+    }
+    this.#output({ type: 'trace', time, name, phase, ...(args ? { args } : {}) });
+  }
+
+  /** When the last span `name` began and, if it has, ended (host-clock ms). */
+  lastSpan(name: string): { readonly start: number; readonly end?: number } | undefined {
+    return this.#spans.get(name);
+  }
+
+  /** This kernel's log lines so far, formatted like `dmesg`'s. */
+  lines(): readonly string[] {
+    return this.#lines;
   }
 
   /** Run `fn` inside a trace span. */

@@ -36,6 +36,7 @@ import { ModuleMemory } from './module-memory.js';
 import { MAX_PAGE_ORDER, PageAllocator } from './page-allocator.js';
 import { ProcessTable } from './process-table.js';
 import { RebootNotifierChain } from './reboot-notifier-chain.js';
+import { KEXEC_HISTORY_SERVICE, KexecHistoryService } from './history/kexec-history.js';
 import { argPath, argUint } from './syscalls/syscall-args.js';
 import { registerEventfdSyscalls } from './syscalls/eventfd-syscalls.js';
 import { registerFileSyscalls, releaseProcessFiles } from './syscalls/file-syscalls.js';
@@ -213,6 +214,9 @@ export class Kernel {
 
     const vfs = container.resolve(Vfs);
     vfs.registerCharDevice('/dev/null', nullDeviceOperations);
+    const history = new KexecHistoryService(kho, memory, log, params.version);
+    history.registerFiles(vfs);
+    container.register(KexecHistoryService, { useValue: history });
     const kernel = new Kernel(container, output, modules);
     kernel.#kexecChecks.registerCheck(kernelFormatsCheck(kho));
     const syscalls = container.resolve(SyscallTable);
@@ -232,6 +236,7 @@ export class Kernel {
     };
     services.provide(PCI_BUS_SERVICE, pci);
     services.provide(IOMMU_SERVICE, iommu);
+    services.provide(KEXEC_HISTORY_SERVICE, history);
     log.trace('modules-init', 'B');
     await modules.initAll(
       (module): ModuleContext => ({
@@ -378,11 +383,14 @@ export class Kernel {
       } finally {
         log.trace('reboot-notifiers', 'E');
       }
+      const history = this.container.resolve(KexecHistoryService);
+      history.publish(this.#kexecTarget);
       let khoFdtPhys: number | null;
       log.trace('kho-finalize', 'B');
       try {
         khoFdtPhys = this.container.resolve(KexecHandover).finalize();
       } catch (error) {
+        history.unpublish();
         await abortNotifiers();
         throw error;
       } finally {

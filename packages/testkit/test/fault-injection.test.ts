@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { until } from '@liveupdate/vitest-config/wait-until';
 import type { LiveUpdateSession } from '@liveupdate/core';
-import type { Process } from '@liveupdate/machine';
+import { O_RDONLY, type Process } from '@liveupdate/machine';
 import {
   clearFault,
   faultStatus,
@@ -169,6 +169,31 @@ describe('a fault in retrieve', () => {
       'finish r1 (no file)',
     ]);
     expect(await testkitStats(next)).toMatchObject({ khoUnrestoredFolios: 0 });
+  });
+});
+
+describe('a refused retrieve or finish', () => {
+  it('is logged with its session, token, compatible and errno, and readable afterwards in /sys/kernel/liveupdate/failures', async () => {
+    const harness = await bootWithFaults();
+    await sessionWith(harness.process, 'vm0', ['f1', 'f2']);
+    const next = await harness.liveUpdate();
+    const session = await (await openDevice(next)).retrieveSession('vm0');
+    await injectFault(next, { compatible: 'note-v1', op: 'retrieve', errno: 'ENOMEM' });
+    await expect(session.retrieveFd(2)).rejects.toMatchObject({ code: 'ENOMEM' });
+    await injectFault(next, { compatible: 'note-v1', op: 'canFinish', errno: 'EIO' });
+    await expect(session.finish()).rejects.toBeDefined();
+
+    const retrieve = /LUO: session "vm0" token 2 \(note-v1\): retrieve failed with ENOMEM: .+/;
+    expect(harness.machine.dmesg()).toMatch(retrieve);
+    const fd = await next.open('/sys/kernel/liveupdate/failures', O_RDONLY);
+    const failures = new TextDecoder().decode(await next.read(fd, 65536));
+    await next.close(fd);
+    const lines = failures.trim().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(retrieve);
+    expect(lines[1]).toMatch(
+      /LUO: session "vm0" token 1 \(note-v1\): finish refused: canFinish failed: .*EIO/,
+    );
   });
 });
 

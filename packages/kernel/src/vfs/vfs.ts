@@ -1,8 +1,9 @@
 import { inject, injectable } from 'tsyringe';
-import { KernelError, O_ACCMODE, O_RDWR } from '@liveupdate/machine';
+import { KernelError, O_ACCMODE, O_RDONLY, O_RDWR } from '@liveupdate/machine';
 import { KernelLog } from '../kernel-log.js';
 import type { KernelProcess } from '../process-table.js';
 import { File, FILE_STATUS_FLAGS, type FileOperations, type SyscallContext } from './file.js';
+import { sysfsFileOperations, type SysfsShow } from './sysfs-file.js';
 
 /** Options of {@link Vfs.registerCharDevice}. */
 export interface CharDeviceOptions {
@@ -13,16 +14,20 @@ export interface CharDeviceOptions {
 interface CharDevice {
   readonly fops: FileOperations;
   readonly exclusive: boolean;
+  /** A sysfs attribute (mode 0444): opened for writing it is `EACCES`. */
+  readonly readOnly: boolean;
   open: number;
 }
 
 const DEV_PATH = /^\/dev\/[A-Za-z0-9._/-]{1,200}$/;
+const SYS_PATH = /^\/sys\/[A-Za-z0-9._/-]{1,200}$/;
 
 /**
  * The VFS: char devices by path, socket nodes (what `bind` of an `AF_UNIX` socket makes),
- * anonymous-inode files, file references (`fget`/`fput`) and fd installation. There is no file
- * system tree: paths are device nodes under `/dev` and socket nodes, each a name of its own, and
- * files of other kinds (memfds, sessions, …) are anon-inode files made by their subsystems.
+ * read-only sysfs attribute files, anonymous-inode files, file references (`fget`/`fput`) and fd
+ * installation. There is no file system tree: paths are device nodes under `/dev`, attribute
+ * files under `/sys` and socket nodes, each a name of its own, and files of other kinds (memfds,
+ * sessions, …) are anon-inode files made by their subsystems.
  */
 @injectable()
 export class Vfs {
@@ -53,10 +58,33 @@ export class Vfs {
       );
     }
     if (this.#devices.has(path)) throw new KernelError('EEXIST', `${path} is already registered`);
-    this.#devices.set(path, { fops, exclusive: options.exclusive ?? false, open: 0 });
+    this.#devices.set(path, {
+      fops,
+      exclusive: options.exclusive ?? false,
+      readOnly: false,
+      open: 0,
+    });
   }
 
-  /** Remove a char device node; files already open keep working. `ENOENT` if absent. */
+  /**
+   * Register a read-only sysfs attribute file at `path` (`/sys/...`) whose text is `show()`,
+   * taken when the file is opened. Opening it for writing is `EACCES` (mode 0444). `EEXIST` when
+   * the path is taken; remove it with {@link unregisterCharDevice}.
+   */
+  registerSysfsFile(path: string, show: SysfsShow): void {
+    if (typeof path !== 'string' || !SYS_PATH.test(path)) {
+      throw new KernelError('EINVAL', `sysfs path ${JSON.stringify(path)} must be /sys/<name>`);
+    }
+    if (this.#devices.has(path)) throw new KernelError('EEXIST', `${path} is already registered`);
+    this.#devices.set(path, {
+      fops: sysfsFileOperations(show),
+      exclusive: false,
+      readOnly: true,
+      open: 0,
+    });
+  }
+
+  /** Remove a char device node or sysfs file; files already open keep working. `ENOENT` if absent. */
   unregisterCharDevice(path: string): void {
     if (!this.#devices.delete(path)) throw new KernelError('ENOENT', `${path} is not registered`);
   }
@@ -67,10 +95,12 @@ export class Vfs {
     if (!device) {
       // open(2) of a socket node: ENXIO, as Linux (a socket is reached with connect).
       if (this.#socketNodes.has(path)) throw new KernelError('ENXIO', `${path} is a socket`);
-      throw new KernelError('ENOENT', `${path}: no such device`);
+      throw new KernelError('ENOENT', `${path}: no such file or device`);
     }
     if ((flags & O_ACCMODE) === O_ACCMODE)
       throw new KernelError('EINVAL', `bad access mode in flags ${flags}`);
+    if (device.readOnly && (flags & O_ACCMODE) !== O_RDONLY)
+      throw new KernelError('EACCES', `${path} is read-only`);
     if (device.exclusive && device.open > 0)
       throw new KernelError('EBUSY', `${path} is already open`);
     const file = deviceFile(path, device, flags, undefined);
