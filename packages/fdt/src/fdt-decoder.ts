@@ -5,6 +5,7 @@ import type { FdtHeader } from './fdt-header.js';
 import { nodeNameProblem, propertyNameProblem } from './fdt-name.js';
 import type { FdtNode } from './fdt-node.js';
 import { childPath, rememberNodePath } from './fdt-path.js';
+import { rememberValueOffset } from './fdt-value-offset.js';
 import { FDT_RESERVATION_ENTRY_SIZE, FdtToken, alignTo4 } from './fdt-token.js';
 
 /** Options for {@link decodeFdt}. */
@@ -309,7 +310,9 @@ function readStructure(
         current.propertyNames.add(name);
         // A copy, so the tree does not alias the caller's buffer (Buffer#slice would not copy).
         const value = new Uint8Array(bytes.subarray(valueAt, valueAt + length));
-        current.node.properties.push({ name, value });
+        const property = { name, value };
+        rememberValueOffset(property, valueAt);
+        current.node.properties.push(property);
         at = alignTo4(valueAt + length);
         break;
       }

@@ -16,4 +16,5 @@ export { FDT_DEFAULT_MAX_DEPTH, decodeFdt } from './fdt-decoder.js';
 export type { FdtU64Options } from './fdt-value.js';
 export { fdtValue } from './fdt-value.js';
 export { findNode } from './fdt-path.js';
+export { fdtValueOffset } from './fdt-value-offset.js';
 export { getProperty, readString, readStringList, readU32, readU64 } from './fdt-reader.js';

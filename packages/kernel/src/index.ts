@@ -89,8 +89,15 @@ export {
   type KexecHistoryPhase,
   type PhaseTimes,
 } from './history/kexec-history-abi.js';
-export { KexecHandover, type KhoStats, type KhoSubtree } from './kho/kexec-handover.js';
-export { KHO_FDT_COMPATIBLE } from './kho/kho-abi.js';
+export {
+  KexecHandover,
+  type KhoFdtCompatible,
+  type KhoFinalizeTarget,
+  type KhoStats,
+  type KhoSubtree,
+} from './kho/kexec-handover.js';
+export { KHO_FDT_COMPATIBLE, KHO_FDT_COMPATIBLE_V1 } from './kho/kho-abi.js';
+export { sealKhoHandover } from './kho/seal-kho-handover.js';
 export {
   KHO_VMALLOC_ALLOC,
   KHO_VMALLOC_CHUNK_ENTRIES,

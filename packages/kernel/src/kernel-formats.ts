@@ -1,7 +1,7 @@
 import { IOMMU_LU_COMPATIBLE, IOMMU_LU_SUBTREE } from './drivers/iommu-handover.js';
 import { PCI_LU_COMPATIBLE, PCI_LU_SUBTREE } from './drivers/pci-handover.js';
 import { KEXEC_HISTORY_COMPATIBLE } from './history/kexec-history-abi.js';
-import { KHO_FDT_COMPATIBLE } from './kho/kho-abi.js';
+import { KHO_FDT_COMPATIBLE, KHO_FDT_COMPATIBLE_V1 } from './kho/kho-abi.js';
 import { KERNEL_NOTE_OWNER, handoverReadsNote, type KernelNote } from './kexec-notes.js';
 import type { KexecCheck } from './kexec-target.js';
 
@@ -14,10 +14,11 @@ export const KERNEL_SUBTREE_FORMATS: ReadonlyMap<string, string> = new Map([
   [PCI_LU_SUBTREE, PCI_LU_COMPATIBLE],
 ]);
 
-/** The kernel's own note: it reads `kho-v1`, its drivers' formats and its kexec history. */
+/** The kernel's own note: it reads `kho-v2`, `kho-v1`, its drivers' formats and its kexec history. */
 export function kernelOwnNote(): KernelNote {
   return handoverReadsNote(KERNEL_NOTE_OWNER, [
     KHO_FDT_COMPATIBLE,
+    KHO_FDT_COMPATIBLE_V1,
     ...KERNEL_SUBTREE_FORMATS.values(),
     KEXEC_HISTORY_COMPATIBLE,
   ]);
@@ -42,8 +43,9 @@ export function kernelFormatsCheck(kho: {
       if (subtrees.length === 0 && kho.stats.preservedFolios === 0) return [];
       // Whether its command line turns KHO on is LUO's check: a kernel may kexec into one that
       // drops a bare KHO handover on purpose, as upstream allows.
-      if (!target.reads.has(KHO_FDT_COMPATIBLE)) {
-        problems.push(`the KHO root (${KHO_FDT_COMPATIBLE})`);
+      // finalize writes kho-v1 for a kernel that reads only that one.
+      if (!target.reads.has(KHO_FDT_COMPATIBLE) && !target.reads.has(KHO_FDT_COMPATIBLE_V1)) {
+        problems.push(`the KHO root (${KHO_FDT_COMPATIBLE} or ${KHO_FDT_COMPATIBLE_V1})`);
       }
       for (const name of subtrees) {
         const format = KERNEL_SUBTREE_FORMATS.get(name);

@@ -388,7 +388,7 @@ export class Kernel {
       let khoFdtPhys: number | null;
       log.trace('kho-finalize', 'B');
       try {
-        khoFdtPhys = this.container.resolve(KexecHandover).finalize();
+        khoFdtPhys = this.container.resolve(KexecHandover).finalize(this.#kexecTarget);
       } catch (error) {
         history.unpublish();
         await abortNotifiers();

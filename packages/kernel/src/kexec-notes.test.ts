@@ -8,7 +8,7 @@ import {
   readHandoverReads,
 } from './kexec-notes.js';
 import { kexecTarget } from './kexec-target.js';
-import { kernelFormatsCheck } from './kernel-formats.js';
+import { kernelFormatsCheck, kernelOwnNote } from './kernel-formats.js';
 
 const blob = () =>
   encodeKernelNotes([
@@ -97,10 +97,23 @@ describe("the kernel's own check before a kexec", () => {
       'the KHO subtree "pci" (pci-ser-v1)',
     ]);
     expect(check.check(target([]))).toEqual([
-      'the KHO root (kho-v1)',
+      'the KHO root (kho-v2 or kho-v1)',
       'the KHO subtree "iommu" (iommu-liveupdate-v1)',
       'the KHO subtree "pci" (pci-ser-v1)',
     ]);
+  });
+
+  it('accepts a target that reads either KHO root, and names the root only when it reads neither', () => {
+    const check = kernelFormatsCheck(kho([]));
+    expect(check.check(target(['kho-v2']))).toEqual([]);
+    expect(check.check(target(['kho-v1']))).toEqual([]);
+    expect(check.check(target(['kho-v3']))).toEqual(['the KHO root (kho-v2 or kho-v1)']);
+  });
+
+  it("says, in the kernel's own note, that it reads both KHO roots", () => {
+    const reads = kexecTarget('6.19.0', 'kho=on', encodeKernelNotes([kernelOwnNote()])).reads;
+    expect(reads.get('kho-v2')).toBe('Linux');
+    expect(reads.get('kho-v1')).toBe('Linux');
   });
 
   it('leaves a target booted with KHO off to LUO: a bare KHO handover may be dropped', () => {

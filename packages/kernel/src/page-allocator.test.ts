@@ -345,6 +345,7 @@ describe('PageAllocator', () => {
       { pfn: 1300, order: 0 },
     ];
     const incoming = (): KhoIncoming => ({
+      compatible: 'kho-v2',
       fdtPhys: 1300 * PAGE_SIZE,
       scratch: SCRATCH,
       folios: preserved,

@@ -9,6 +9,7 @@ import {
   type Process,
 } from '@liveupdate/machine';
 import { PROBE, bootedMachine, kexec, testImage } from './helpers.js';
+import { sealKhoHandover } from '../src/kho/seal-kho-handover.js';
 import { damageKhoSubtreeName, khoSubtreeBlob } from './kho-subtree.js';
 
 const NIC_LU = new URL('./fixtures/nic-live-update.js', import.meta.url).href;
@@ -221,7 +222,11 @@ describe('a device live update', () => {
   it.each(corruptions)(
     'makes the new kernel panic on a corrupted device handover, the kept NIC left running: %s',
     async (_name, corrupt, reason) => {
-      const { machine, process } = await startAndPreserve(corrupt);
+      // Resealed: the drivers' own checks are what is tested, not KHO's blob-crc.
+      const { machine, process } = await startAndPreserve((memory, fdt) => {
+        corrupt(memory, fdt);
+        sealKhoHandover(memory, fdt);
+      });
       await process.kexecLoad(image('6.18.1'));
       const error = await process.reboot(0x45584543).catch((e: unknown) => e);
       expect(MachineHaltedError.isInstance(error)).toBe(true);
@@ -230,6 +235,27 @@ describe('a device live update', () => {
       // Nothing reset the kept NIC nor turned translation off on the way to the panic.
       expect(machine.hardware.iommu.translationEnabled).toBe(true);
       expect(machine.hardware.functions.map((f) => f.busMaster)).toEqual([true, false]);
+    },
+  );
+
+  it.each(['iommu', 'pci'])(
+    "makes the new kernel panic on a changed byte of the %s blob, caught by KHO's blob-crc",
+    async (name) => {
+      const { machine, process } = await startAndPreserve((memory, fdt) => {
+        // A byte of the device state past the headers: no field check could tell.
+        const blob = khoSubtreeBlob(memory, fdt, name);
+        memory.write(blob + 20, Uint8Array.of(memory.read(blob + 20, 1)[0]! ^ 0x01));
+      });
+      await process.kexecLoad(image('6.18.1'));
+      const error = await process.reboot(0x45584543).catch((e: unknown) => e);
+      expect(MachineHaltedError.isInstance(error)).toBe(true);
+      expect(machine.panicReason).toMatch(
+        new RegExp(
+          `^KHO: subtree "${name}" blob-crc 0x[0-9a-f]+ does not match its blob \\(0x[0-9a-f]+\\)$`,
+        ),
+      );
+      expect(machine.dmesg(1)).not.toMatch(/Run \/sbin\/init/);
+      expect(machine.hardware.iommu.translationEnabled).toBe(true);
     },
   );
 });

@@ -1,12 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { decodeFdt, readFdtHeader, readU64 } from '@liveupdate/fdt';
+import { decodeFdt, fdtValueOffset, readFdtHeader, readU64 } from '@liveupdate/fdt';
 import {
   MachineHaltedError,
   PAGE_SIZE,
   type HandoverEvent,
   type PhysicalMemory,
 } from '@liveupdate/machine';
+import { sealKhoHandover } from '../src/kho/seal-kho-handover.js';
 import { bootedMachine, probe, testImage } from './helpers.js';
+import { khoSubtreeBlob } from './kho-subtree.js';
 
 /** Where the handover's parts are, read the way a debugger would: from the root FDT. */
 function locate(memory: PhysicalMemory, fdtPhys: number): { fdtSize: number; mapPhys: number } {
@@ -30,7 +32,17 @@ async function kexecWithCorruption(corrupt: (memory: PhysicalMemory, fdtPhys: nu
   return { machine, error };
 }
 
-const cases: [string, (memory: PhysicalMemory, fdtPhys: number) => void, RegExp][] = [
+type Corruption = (memory: PhysicalMemory, fdtPhys: number) => void;
+
+/** `corrupt`, then KHO's checksums resealed: KHO's structural checks are what is tested. */
+const resealed =
+  (corrupt: Corruption): Corruption =>
+  (memory, fdtPhys) => {
+    corrupt(memory, fdtPhys);
+    sealKhoHandover(memory, fdtPhys);
+  };
+
+const cases: [string, Corruption, RegExp][] = [
   [
     'a truncated root FDT',
     (memory, fdt) => memory.writeU32(fdt + 4, swap32(locate(memory, fdt).fdtSize - 24)),
@@ -48,18 +60,19 @@ const cases: [string, (memory: PhysicalMemory, fdtPhys: number) => void, RegExp]
   ],
   [
     'a preserved range outside RAM',
-    (memory, fdt) =>
+    resealed((memory, fdt) =>
       memory.writeU64(locate(memory, fdt).mapPhys + 16, BigInt(memory.size + 4 * PAGE_SIZE)),
+    ),
     /^KHO: memory map page 0x[0-9a-f]+ entry 0: range 0x[0-9a-f]+\+0x1000 is outside RAM/,
   ],
   [
     'overlapping preserved ranges',
-    (memory, fdt) => {
+    resealed((memory, fdt) => {
       const { mapPhys } = locate(memory, fdt);
       // The second entry becomes an order-3 folio over the first one's frame.
       const first = memory.readU64(mapPhys + 16) & ~0xfffn;
       memory.writeU64(mapPhys + 24, (first & ~BigInt(8 * PAGE_SIZE - 1)) | 3n);
-    },
+    }),
     /^KHO: preserved ranges overlap: 0x[0-9a-f]+\+0x[0-9a-f]+ and 0x[0-9a-f]+\+0x[0-9a-f]+/,
   ],
   [
@@ -69,6 +82,38 @@ const cases: [string, (memory: PhysicalMemory, fdtPhys: number) => void, RegExp]
       memory.writeU64(mapPhys + 8, BigInt(mapPhys));
     },
     /^KHO: memory map chain loops back to page 0x[0-9a-f]+/,
+  ],
+  // Value-only changes that KHO's structural checks cannot see: the kho-v2 checksums catch them.
+  [
+    'a map entry moved to another aligned frame in RAM',
+    (memory, fdt) => {
+      const { mapPhys } = locate(memory, fdt);
+      const order = memory.readU64(mapPhys + 16) & 0xfffn;
+      const top = BigInt(memory.size) - (BigInt(PAGE_SIZE) << order);
+      memory.writeU64(mapPhys + 16, top | order);
+    },
+    /^KHO: preserved-memory-map-crc 0x[0-9a-f]+ does not match the memory map \(0x[0-9a-f]+\)$/,
+  ],
+  [
+    'a root property changed into another valid value',
+    (memory, fdt) => {
+      // scratch-len one page shorter: still a usable scratch area.
+      const bytes = memory.view(fdt, locate(memory, fdt).fdtSize);
+      const root = decodeFdt(bytes).root;
+      const len = root.properties.find((p) => p.name === 'scratch-len')!;
+      const at = fdtValueOffset(len)!;
+      const value = readU64(root, 'scratch-len', { littleEndian: true }) - BigInt(PAGE_SIZE);
+      new DataView(bytes.buffer, bytes.byteOffset).setBigUint64(at, value, true);
+    },
+    /^KHO: root FDT fdt-crc 0x[0-9a-f]+ does not match its blob \(0x[0-9a-f]+\)$/,
+  ],
+  [
+    'a changed byte in a subtree blob',
+    (memory, fdt) => {
+      const blob = khoSubtreeBlob(memory, fdt, 'kho-probe');
+      memory.write(blob, Uint8Array.of(memory.read(blob, 1)[0]! ^ 0x80));
+    },
+    /^KHO: subtree "kho-probe" blob-crc 0x[0-9a-f]+ does not match its blob \(0x[0-9a-f]+\)$/,
   ],
 ];
 
@@ -96,9 +141,9 @@ describe('a corrupted KHO handover', () => {
   it('is ignored, not used, when the root FDT is of another KHO version', async () => {
     const machine = await bootedMachine(testImage('6.18.0'), {
       onHandover: ({ memory, khoFdtPhys }) => {
-        // "kho-v1" -> "kho-v9" in the strings of the compatible property, same length.
+        // "kho-v2" -> "kho-v9" in the strings of the compatible property, same length.
         const bytes = memory.view(khoFdtPhys!, locate(memory, khoFdtPhys!).fdtSize);
-        const at = Buffer.from(bytes).indexOf('kho-v1');
+        const at = Buffer.from(bytes).indexOf('kho-v2');
         bytes[at + 5] = '9'.charCodeAt(0);
       },
     });
@@ -119,6 +164,7 @@ describe('a corrupted KHO handover', () => {
         const bytes = memory.view(khoFdtPhys!, locate(memory, khoFdtPhys!).fdtSize);
         const at = Buffer.from(bytes).indexOf('kho-probe\0');
         bytes[at + 4] = 'q'.charCodeAt(0); // "kho-qrobe": still a valid name, unknown to all
+        sealKhoHandover(memory, khoFdtPhys!);
       },
     });
     const first = machine.spawn();

@@ -6,6 +6,7 @@ import {
   KexecHistoryError,
   decodeKexecHistory,
   encodeKexecHistory,
+  sealKhoHandover,
   type KexecHistory,
 } from '@liveupdate/kernel';
 import {
@@ -121,6 +122,9 @@ describe('the kernel remembers the update that brought it up', () => {
         const bytes = memory.read(blob.phys, blob.size);
         const at = Buffer.from(bytes).indexOf('6.18.0\0');
         memory.write(blob.phys + at, new Uint8Array([0x07]));
+        // As a writer that knows the format would: KHO's blob-crc is what the history's own
+        // checks stand behind.
+        sealKhoHandover(memory, khoFdtPhys!);
       },
     });
     let process = machine.spawn();

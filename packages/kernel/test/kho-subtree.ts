@@ -1,5 +1,6 @@
 import { FDT_HEADER_SIZE, decodeFdt, readFdtHeader, readU64 } from '@liveupdate/fdt';
 import type { PhysicalMemory } from '@liveupdate/machine';
+import { sealKhoHandover } from '../src/kho/seal-kho-handover.js';
 
 /** The KHO root FDT at `fdtPhys`, its bytes in RAM. */
 function rootFdtBytes(memory: PhysicalMemory, fdtPhys: number): Uint8Array {
@@ -17,7 +18,8 @@ export function khoSubtreeBlob(memory: PhysicalMemory, fdtPhys: number, name: st
 /**
  * Damage the name of subtree `name` in the KHO root FDT in place (one byte, so the FDT stays
  * well formed): what a bit flip in the structure block does. The node's `FDT_BEGIN_NODE` token
- * is followed by its NUL-terminated name.
+ * is followed by its NUL-terminated name. Then KHO's checksums are resealed, so that what the
+ * next kernel does with a missing subtree is tested, not its `fdt-crc`.
  */
 export function damageKhoSubtreeName(memory: PhysicalMemory, fdtPhys: number, name: string): void {
   const bytes = rootFdtBytes(memory, fdtPhys);
@@ -26,4 +28,5 @@ export function damageKhoSubtreeName(memory: PhysicalMemory, fdtPhys: number, na
   if (at < 0) throw new Error(`the KHO root FDT has no ${name} node`);
   const last = at + 4 + name.length - 1;
   bytes[last] = bytes[last]! ^ 0x01;
+  sealKhoHandover(memory, fdtPhys);
 }

@@ -28,6 +28,8 @@ export {
   type LuoHandoverFile,
   type RawLuoSession,
 } from './luo-handover-bytes.js';
+// The KHO level's seal is the kernel's (its own tests use it); re-exported beside LUO's.
+export { sealKhoHandover } from '@liveupdate/kernel';
 export { twoStage, type TwoStageOptions } from './two-stage.js';
 export {
   LEAK_STATS,

@@ -27,7 +27,7 @@ import {
   type LuoFdt,
   type LuoFlbSer,
 } from '@liveupdate/core';
-import { crc32c } from '@liveupdate/kernel';
+import { crc32c, sealKhoHandover } from '@liveupdate/kernel';
 import type { PhysicalMemory } from '@liveupdate/machine';
 
 /**
@@ -112,12 +112,13 @@ export function rawLuoHandover(
 /**
  * Recompute every checksum of a `luo-v2` handover after a test edited its bytes — each file's
  * `data_crc` (over its `data_size` bytes), each file array's `files_crc`, the session table's and
- * the FLB page's in the LUO FDT — so that the next kernel's other checks are what is tested. A
- * `luo-v1` handover has no checksums: it is left as it is.
+ * the FLB page's in the LUO FDT — and last KHO's (`sealKhoHandover`: the LUO FDT's `blob-crc`
+ * among them), so that the next kernel's other checks are what is tested. A `luo-v1` handover has
+ * no LUO checksums: only KHO's are recomputed.
  */
 export function sealLuoHandover(memory: PhysicalMemory, khoFdtPhys: number): void {
   const { fdt, sessions } = rawLuoHandover(memory, khoFdtPhys);
-  if (fdt.version === 1) return;
+  if (fdt.version === 1) return sealKhoHandover(memory, khoFdtPhys);
   const crcOf = (phys: number | bigint, size: number | bigint) =>
     crc32c(memory.read(Number(phys), Number(size)));
   for (const session of sessions) {
@@ -135,12 +136,13 @@ export function sealLuoHandover(memory: PhysicalMemory, khoFdtPhys: number): voi
     sessionCrc: crcOf(fdt.sessionHeaderPhys, tableSize),
     flbCrc: crcOf(fdt.flbHeaderPhys, LUO_FLB_TABLE_SIZE),
   });
+  sealKhoHandover(memory, khoFdtPhys);
 }
 
 /**
  * Rewrite a `luo-v2` handover, in place, as the `luo-v1` an older kernel writes: the v1 FDT, and
- * the session and file entries without their checksum fields. For tests of an update from an
- * older kernel.
+ * the session and file entries without their checksum fields; KHO's checksums are resealed. For
+ * tests of an update from an older kernel.
  */
 export function downgradeToLuoV1(memory: PhysicalMemory, khoFdtPhys: number): void {
   const { fdt, sessions } = rawLuoHandover(memory, khoFdtPhys);
@@ -157,6 +159,7 @@ export function downgradeToLuoV1(memory: PhysicalMemory, khoFdtPhys: number): vo
     memory.write(phys, luoSessionSerV1.encode(session.entry));
   });
   writeLuoFdt(memory, khoFdtPhys, { ...fdt, version: 1, sessionCrc: null, flbCrc: null });
+  sealKhoHandover(memory, khoFdtPhys);
 }
 
 /** One file of a handover, found by {@link findLuoFile}: its entry and its serialized state. */

@@ -2,7 +2,7 @@
 // root panics at boot; bad sessions or files make /dev/liveupdate EIO for good.
 import { describe, expect, it } from 'vitest';
 import { MachineHaltedError, type HandoverEvent, type PhysicalMemory } from '@liveupdate/machine';
-import { liveUpdateImage } from '@liveupdate/testkit';
+import { liveUpdateImage, sealKhoHandover } from '@liveupdate/testkit';
 import {
   CLAIMS_FORMATS_MODULE,
   boot,
@@ -33,6 +33,8 @@ describe('the incoming LUO data', () => {
       const blob = memory.view(phys, size);
       const at = Buffer.from(blob).indexOf('luo-v2');
       blob[at + 5] = '9'.charCodeAt(0);
+      // KHO's blob-crc made right again, so LUO's own check is what is tested.
+      sealKhoHandover(memory, khoFdtPhys);
     });
     expect(MachineHaltedError.isInstance(outcome)).toBe(true);
     expect(harness.machine.state).toBe('halted');
@@ -261,6 +263,7 @@ describe('the incoming LUO data built byte by byte (checksums sealed)', () => {
       const bytes = memory.view(khoFdtPhys, 4096);
       const at = Buffer.from(bytes).indexOf('LUO\0');
       bytes[at + 1] = 'V'.charCodeAt(0); // still a valid subtree name
+      sealKhoHandover(memory, khoFdtPhys);
     });
     expect(MachineHaltedError.isInstance(outcome)).toBe(true);
     expect(harness.machine.panicReason).toMatch(

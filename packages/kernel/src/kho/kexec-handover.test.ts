@@ -5,6 +5,8 @@ import { CommandLine } from '../command-line.js';
 import { KernelLog } from '../kernel-log.js';
 import { planMemoryLayout } from '../memory-layout.js';
 import { MAX_PAGE_ORDER, PageAllocator, type Folio } from '../page-allocator.js';
+import { FDT_HEADER_SIZE, decodeFdt, readFdtHeader, readString, readU32 } from '@liveupdate/fdt';
+import { crc32c } from '../crc32c.js';
 import { KexecHandover } from './kexec-handover.js';
 import { errnoOf } from '../../test/errno-of.js';
 import { bootMemory, type MemoryBoot } from '../../test/memory-boot.js';
@@ -592,5 +594,56 @@ describe('KexecHandover preservation', () => {
     k.kho.removeSubtree(phys);
     k.kho.addSubtree('luo', phys, PAGE_SIZE);
     expect(k.kho.finalize()).not.toBeNull();
+  });
+});
+
+describe('KexecHandover: the root ABI it writes', () => {
+  const reads = (...formats: string[]) => ({ reads: new Set(formats) });
+  /** A kernel with one preserved 2-page blob published as "LUO", written for `target`. */
+  function finalizeFor(target?: { reads: Set<string> }) {
+    const k = coldBoot();
+    const blob = k.kho.allocPreserve(2 * PAGE_SIZE);
+    k.memory.fill(blob, 2 * PAGE_SIZE, 0x5c);
+    k.kho.addSubtree('LUO', blob, 5000);
+    const fdtPhys = k.kho.finalize(target)!;
+    const { totalSize } = readFdtHeader(k.memory.read(fdtPhys, FDT_HEADER_SIZE));
+    const root = decodeFdt(k.memory.read(fdtPhys, totalSize)).root;
+    return { k, blob, fdtPhys, root };
+  }
+
+  it.each([
+    ['no loaded kernel', undefined],
+    ['a kernel that reads both', reads('kho-v2', 'kho-v1')],
+    ['a kernel that reads only kho-v2', reads('kho-v2')],
+    ['a kernel that reads neither (the kexec check refuses it first)', reads('luo-v2')],
+  ])('writes kho-v2, checksummed, for %s', (_what, target) => {
+    const { k, blob, fdtPhys, root } = finalizeFor(target);
+    expect(readString(root, 'compatible')).toBe('kho-v2');
+    const luo = root.children.find((c) => c.name === 'LUO')!;
+    expect(readU32(luo, 'blob-crc')).toBe(crc32c(k.memory.read(blob, 5000)));
+    const k2 = bootMemory(k.memory, 'kho=on', fdtPhys);
+    expect(k2.incoming!.compatible).toBe('kho-v2');
+    expect(k2.lines.join('\n')).not.toMatch(/carries no checksums/);
+  });
+
+  it('writes kho-v1, without checksums, for a kernel that reads only kho-v1', () => {
+    const { k, fdtPhys, root } = finalizeFor(reads('kho-v1', 'luo-v1'));
+    expect(readString(root, 'compatible')).toBe('kho-v1');
+    expect(root.properties.map((p) => p.name)).toEqual([
+      'compatible',
+      'preserved-memory-map',
+      'scratch-phys',
+      'scratch-len',
+    ]);
+    expect(root.children[0]!.properties.map((p) => p.name)).toEqual([
+      'preserved-data',
+      'blob-size',
+    ]);
+    expect(k.lines.join('\n')).toMatch(/KHO: handover \(kho-v1\) at 0x[0-9a-f]+/);
+    // This kernel reads it too, and warns that nothing in it is checksummed.
+    const k2 = bootMemory(k.memory, 'kho=on', fdtPhys);
+    expect(k2.incoming!.compatible).toBe('kho-v1');
+    expect(k2.incoming!.subtrees.get('LUO')!.size).toBe(5000);
+    expect(k2.lines).toContain('KHO: the incoming handover is kho-v1: it carries no checksums');
   });
 });

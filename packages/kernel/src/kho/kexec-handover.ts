@@ -13,24 +13,37 @@ import {
   type Folio,
 } from '../page-allocator.js';
 import { KHO_INCOMING, MEMORY_LAYOUT, PHYSICAL_MEMORY } from '../tokens.js';
+import { crc32c } from '../crc32c.js';
 import {
   KHO_FDT_COMPATIBLE,
+  KHO_FDT_COMPATIBLE_V1,
   KHO_FDT_MAX_SIZE,
+  KHO_PROP_BLOB_CRC,
   KHO_PROP_BLOB_SIZE,
+  KHO_PROP_FDT_CRC,
   KHO_PROP_MEMORY_MAP,
+  KHO_PROP_MEMORY_MAP_CRC,
   KHO_PROP_PRESERVED_DATA,
   KHO_PROP_SCRATCH_LEN,
   KHO_PROP_SCRATCH_PHYS,
   KHO_SUBTREE_NAME,
 } from './kho-abi.js';
 import type { KhoIncoming } from './kho-incoming.js';
-import { khoMapPages, writeKhoMemoryMap } from './kho-memory-map.js';
+import { khoMapCrc, khoMapPages, walkKhoMapChain, writeKhoMemoryMap } from './kho-memory-map.js';
 
 /** A blob registered with {@link KexecHandover.addSubtree}. */
 export interface KhoSubtree {
   readonly phys: number;
   readonly size: number;
 }
+
+/** What {@link KexecHandover.finalize} needs of the loaded kernel: the formats it reads. */
+export interface KhoFinalizeTarget {
+  readonly reads: { has(compatible: string): boolean };
+}
+
+/** The root ABIs {@link KexecHandover.finalize} writes. */
+export type KhoFdtCompatible = typeof KHO_FDT_COMPATIBLE | typeof KHO_FDT_COMPATIBLE_V1;
 
 /** Counts of {@link KexecHandover.stats}. */
 export interface KhoStats {
@@ -50,7 +63,8 @@ const UNCLAIMED_LISTED = 8;
 
 /**
  * Kexec HandOver. Outgoing: tracks preserved folios and named subtrees, and at kexec writes the
- * memory map and the root FDT (`kho-v1`) into frames that are themselves listed as preserved.
+ * memory map and the root FDT (`kho-v2`, checksummed; `kho-v1` for a kernel that reads only that)
+ * into frames that are themselves listed as preserved.
  * Incoming: the frames the previous kernel preserved stay reserved until their owner restores
  * them — once, with the order they were preserved with. Frames nobody restores are unclaimed:
  * {@link KexecHandover.reclaimUnrestored} reports and frees them (LUO calls it when the last
@@ -109,8 +123,11 @@ export class KexecHandover {
       pages.adoptReserved(folio);
       pages.freePages(folio);
     }
+    if (incoming.compatible === KHO_FDT_COMPATIBLE_V1) {
+      log.warn(`KHO: the incoming handover is ${KHO_FDT_COMPATIBLE_V1}: it carries no checksums`);
+    }
     log.info(
-      `KHO: restored handover from ${hex(incoming.fdtPhys)}: ${this.#incoming.size} preserved folios, subtrees: ${[...incoming.subtrees.keys()].join(', ') || 'none'}`,
+      `KHO: restored handover (${incoming.compatible}) from ${hex(incoming.fdtPhys)}: ${this.#incoming.size} preserved folios, subtrees: ${[...incoming.subtrees.keys()].join(', ') || 'none'}`,
     );
   }
 
@@ -401,12 +418,26 @@ export class KexecHandover {
   }
 
   /**
-   * Write the handover for the next kernel: the memory map and the root FDT, in freshly allocated
-   * frames that are listed as preserved too. Returns the root FDT's physical address, or `null`
-   * when KHO is off. After it, nothing may be preserved any more.
+   * The root ABI {@link finalize} writes for `target`: `kho-v2`, unless the target says it reads
+   * `kho-v1` and not `kho-v2` (an older kernel). With no target, or one that reads neither (the
+   * kexec check refuses that one before the blackout), `kho-v2`.
    */
-  finalize(): number | null {
+  static formatFor(target: KhoFinalizeTarget | undefined): KhoFdtCompatible {
+    return target?.reads.has(KHO_FDT_COMPATIBLE_V1) && !target.reads.has(KHO_FDT_COMPATIBLE)
+      ? KHO_FDT_COMPATIBLE_V1
+      : KHO_FDT_COMPATIBLE;
+  }
+
+  /**
+   * Write the handover for the next kernel: the memory map and the root FDT, in freshly allocated
+   * frames that are listed as preserved too, in the ABI the loaded kernel `target` reads
+   * ({@link KexecHandover.formatFor}); in `kho-v2` every subtree blob, the map and the root FDT
+   * are checksummed, so every blob must be final now. Returns the root FDT's physical address, or
+   * `null` when KHO is off. After it, nothing may be preserved any more.
+   */
+  finalize(target?: KhoFinalizeTarget): number | null {
     if (!this.enabled) return null;
+    const format = KexecHandover.formatFor(target);
     this.#checkWritable();
     for (const [name, subtree] of this.#subtrees) {
       const first = toPfn(subtree.phys - (subtree.phys % PAGE_SIZE));
@@ -420,7 +451,8 @@ export class KexecHandover {
     }
     const allocated: Folio[] = [];
     try {
-      const draft = encodeFdt(this.#rootFdt(0));
+      const sums = { blobs: this.#blobCrcs(format), map: 0, fdt: 0 };
+      const draft = encodeFdt(this.#rootFdt(format, 0, sums));
       if (draft.length > KHO_FDT_MAX_SIZE) {
         throw new KernelError(
           'E2BIG',
@@ -446,7 +478,16 @@ export class KexecHandover {
         folios,
       );
       const fdtPhys = fdtFolio.pfn * PAGE_SIZE;
-      this.#memory.write(fdtPhys, encodeFdt(this.#rootFdt(mapFolios[0]!.pfn * PAGE_SIZE)));
+      const mapPhys = mapFolios[0]!.pfn * PAGE_SIZE;
+      sums.map = khoMapCrc(this.#memory, walkKhoMapChain(this.#memory, mapPhys));
+      // fdt-crc is computed with its own value zero: encode with 0, then with the checksum of
+      // that blob, which encodes to the same layout.
+      const unsealed = encodeFdt(this.#rootFdt(format, mapPhys, sums));
+      sums.fdt = crc32c(unsealed);
+      this.#memory.write(
+        fdtPhys,
+        format === KHO_FDT_COMPATIBLE ? encodeFdt(this.#rootFdt(format, mapPhys, sums)) : unsealed,
+      );
       this.#finalized = true;
       if (this.#incoming.size > 0) {
         const unclaimed = [...this.#incoming].map(([pfn, order]) => ({ pfn, order }));
@@ -457,7 +498,7 @@ export class KexecHandover {
         );
       }
       this.#log.info(
-        `KHO: handover at ${hex(fdtPhys)}: ${this.#preserved.size} folios in ${mapPages} map pages, ${this.#subtrees.size} subtrees`,
+        `KHO: handover (${format}) at ${hex(fdtPhys)}: ${this.#preserved.size} folios in ${mapPages} map pages, ${this.#subtrees.size} subtrees`,
       );
       return fdtPhys;
     } catch (error) {
@@ -466,21 +507,41 @@ export class KexecHandover {
     }
   }
 
-  #rootFdt(mapPhys: number): FdtNode {
+  /** Each subtree blob's CRC32C by name, for `kho-v2`; none for `kho-v1`. */
+  #blobCrcs(format: KhoFdtCompatible): ReadonlyMap<string, number> {
+    if (format !== KHO_FDT_COMPATIBLE) return new Map();
+    return new Map(
+      [...this.#subtrees].map(([name, blob]) => [
+        name,
+        crc32c(this.#memory.read(blob.phys, blob.size)),
+      ]),
+    );
+  }
+
+  /** The root FDT; in `kho-v2` with the checksums of `sums` (`blobs` by subtree name). */
+  #rootFdt(
+    format: KhoFdtCompatible,
+    mapPhys: number,
+    sums: { blobs: ReadonlyMap<string, number>; map: number; fdt: number },
+  ): FdtNode {
     const le = { littleEndian: true };
     const scratch = this.#layout.scratch!;
+    const v2 = format === KHO_FDT_COMPATIBLE;
     return fdtNode(
       '',
       {
-        compatible: fdtValue.string(KHO_FDT_COMPATIBLE),
+        compatible: fdtValue.string(format),
         [KHO_PROP_MEMORY_MAP]: fdtValue.u64(BigInt(mapPhys), le),
+        ...(v2 && { [KHO_PROP_MEMORY_MAP_CRC]: fdtValue.u32(sums.map) }),
         [KHO_PROP_SCRATCH_PHYS]: fdtValue.u64(BigInt(scratch.pfn * PAGE_SIZE), le),
         [KHO_PROP_SCRATCH_LEN]: fdtValue.u64(BigInt(scratch.frames * PAGE_SIZE), le),
+        ...(v2 && { [KHO_PROP_FDT_CRC]: fdtValue.u32(sums.fdt) }),
       },
       [...this.#subtrees].map(([name, blob]) =>
         fdtNode(name, {
           [KHO_PROP_PRESERVED_DATA]: fdtValue.u64(BigInt(blob.phys), le),
           [KHO_PROP_BLOB_SIZE]: fdtValue.u64(BigInt(blob.size), le),
+          ...(v2 && { [KHO_PROP_BLOB_CRC]: fdtValue.u32(sums.blobs.get(name)!) }),
         }),
       ),
     );

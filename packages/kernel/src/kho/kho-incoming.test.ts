@@ -1,8 +1,18 @@
 import { describe, expect, it } from 'vitest';
-import { encodeFdt, fdtNode, fdtValue, type FdtNode } from '@liveupdate/fdt';
+import {
+  decodeFdt,
+  encodeFdt,
+  fdtNode,
+  fdtValue,
+  fdtValueOffset,
+  readU32,
+  type FdtNode,
+} from '@liveupdate/fdt';
 import { PAGE_SIZE, PhysicalMemory, hex } from '@liveupdate/machine';
+import { crc32c } from '../crc32c.js';
 import { KhoHandoverError, readKhoHandover, type KhoIncoming } from './kho-incoming.js';
 import { KHO_MAP_MAGIC, writeKhoMemoryMap, type PreservedFolio } from './kho-memory-map.js';
+import { sealKhoHandover } from './seal-kho-handover.js';
 
 const MiB = 1024 * 1024;
 const RAM = 16 * MiB;
@@ -25,14 +35,22 @@ interface HandoverOptions {
   listMapPage?: boolean;
 }
 
-/** Write a handover by hand, the way a previous kernel would, and return the root FDT's address. */
+/**
+ * Write a handover by hand, the way a previous kernel would, and return the root FDT's address.
+ * A `kho-v2` one (the default) gets its checksum properties, sealed last by `sealKhoHandover`;
+ * its subtrees need `blob-crc` (as {@link subtreeNode} writes them).
+ */
 function writeHandover(memory: PhysicalMemory, options: HandoverOptions = {}): number {
   const properties: Record<string, Uint8Array> = {};
+  const compatible = options.compatible ?? 'kho-v2';
+  const v2 = compatible === 'kho-v2';
   const all: Record<string, Uint8Array | null> = {
-    compatible: fdtValue.string(options.compatible ?? 'kho-v1'),
+    compatible: fdtValue.string(compatible),
     'preserved-memory-map': fdtValue.u64(BigInt(MAP_PFN * PAGE_SIZE), le),
+    ...(v2 && { 'preserved-memory-map-crc': fdtValue.u32(0) }),
     'scratch-phys': fdtValue.u64(BigInt(SCRATCH.pfn * PAGE_SIZE), le),
     'scratch-len': fdtValue.u64(BigInt(SCRATCH.frames * PAGE_SIZE), le),
+    ...(v2 && { 'fdt-crc': fdtValue.u32(0) }),
     ...options.properties,
   };
   for (const [name, value] of Object.entries(all)) if (value) properties[name] = value;
@@ -42,10 +60,14 @@ function writeHandover(memory: PhysicalMemory, options: HandoverOptions = {}): n
   if (fdtOrder !== null) folios.push({ pfn: FDT_PFN, order: fdtOrder });
   if (options.listMapPage ?? true) folios.push({ pfn: MAP_PFN, order: 0 });
   writeKhoMemoryMap(memory, [MAP_PFN], folios);
+  sealKhoHandover(memory, FDT_PFN * PAGE_SIZE);
   return FDT_PFN * PAGE_SIZE;
 }
 
-/** A subtree node as kho_add_subtree() writes it, with `changes` applied (`null` removes). */
+/**
+ * A subtree node as kho_add_subtree() writes it in `kho-v2` (its `blob-crc` left for the seal),
+ * with `changes` applied (`null` removes).
+ */
 function subtreeNode(
   name: string,
   phys: number,
@@ -56,6 +78,7 @@ function subtreeNode(
   const all: Record<string, Uint8Array | null> = {
     'preserved-data': fdtValue.u64(BigInt(phys), le),
     'blob-size': fdtValue.u64(BigInt(size), le),
+    'blob-crc': fdtValue.u32(0),
     ...changes,
   };
   const properties: Record<string, Uint8Array> = {};
@@ -81,10 +104,7 @@ function handoverError(memory: PhysicalMemory, fdtPhys: number): KhoHandoverErro
 describe('readKhoHandover', () => {
   it("reads a valid handover: folios sorted by pfn, the handover's own folios, scratch and subtrees", () => {
     const memory = PhysicalMemory.allocate(RAM);
-    const subtree = fdtNode('luo', {
-      'preserved-data': fdtValue.u64(BigInt(1300 * PAGE_SIZE + 8), le),
-      'blob-size': fdtValue.u64(64n, le),
-    });
+    const subtree = subtreeNode('luo', 1300 * PAGE_SIZE + 8, 64);
     const fdtPhys = writeHandover(memory, {
       folios: [
         { pfn: 3072, order: 10 },
@@ -94,6 +114,7 @@ describe('readKhoHandover', () => {
       children: [subtree],
     });
     const incoming = readKhoHandover(memory, fdtPhys, MAX_ORDER, FIRST_USABLE_PFN) as KhoIncoming;
+    expect(incoming.compatible).toBe('kho-v2');
     expect(incoming.fdtPhys).toBe(fdtPhys);
     expect(incoming.scratch).toEqual(SCRATCH);
     expect(incoming.folios).toEqual([
@@ -335,5 +356,131 @@ describe('readKhoHandover', () => {
     });
     const incoming = readKhoHandover(memory, fdtPhys, MAX_ORDER, FIRST_USABLE_PFN) as KhoIncoming;
     expect(incoming.subtrees.get('LUO')).toEqual({ phys: BLOB + 4 * PAGE_SIZE - 8, size: 16 });
+  });
+});
+
+describe('readKhoHandover and the kho-v2 checksums', () => {
+  const BLOB = 1300 * PAGE_SIZE;
+  /** A sealed kho-v2 handover with one subtree "LUO" of 64 bytes at BLOB. */
+  function sealed(memory: PhysicalMemory): number {
+    memory.write(
+      BLOB,
+      Uint8Array.from({ length: 64 }, (_, i) => i + 1),
+    );
+    return writeHandover(memory, {
+      folios: [{ pfn: 1300, order: 0 }],
+      children: [subtreeNode('LUO', BLOB, 64)],
+    });
+  }
+
+  /** The u32 cell value of a property of the root FDT at `fdtPhys` (or of its child `node`). */
+  function cell(memory: PhysicalMemory, fdtPhys: number, name: string, node?: string): number {
+    const size = new DataView(memory.buffer).getUint32(fdtPhys + 4);
+    const root = decodeFdt(memory.read(fdtPhys, size)).root;
+    const owner = node === undefined ? root : root.children.find((c) => c.name === node)!;
+    return readU32(owner, name);
+  }
+
+  it('stores the CRC32C of the blob, of the map page and of the root FDT with fdt-crc zero', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const fdtPhys = sealed(memory);
+    expect(cell(memory, fdtPhys, 'blob-crc', 'LUO')).toBe(crc32c(memory.read(BLOB, 64)));
+    // One map page with 3 entries: its 16-byte header and 24 bytes of entries.
+    expect(cell(memory, fdtPhys, 'preserved-memory-map-crc')).toBe(
+      crc32c(memory.read(MAP_PFN * PAGE_SIZE, 16 + 3 * 8)),
+    );
+    const size = new DataView(memory.buffer).getUint32(fdtPhys + 4);
+    const blob = memory.read(fdtPhys, size);
+    const stored = cell(memory, fdtPhys, 'fdt-crc');
+    const property = decodeFdt(blob).root.properties.find((p) => p.name === 'fdt-crc')!;
+    const at = fdtValueOffset(property)!;
+    blob.fill(0, at, at + 4);
+    expect(stored).toBe(crc32c(blob));
+    expect(readKhoHandover(memory, fdtPhys, MAX_ORDER, FIRST_USABLE_PFN)).toMatchObject({
+      compatible: 'kho-v2',
+    });
+  });
+
+  it('panics naming the subtree when one byte of its blob changed', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const fdtPhys = sealed(memory);
+    const stored = cell(memory, fdtPhys, 'blob-crc', 'LUO');
+    memory.write(BLOB + 10, Uint8Array.of(0xee));
+    expect(handoverError(memory, fdtPhys).message).toBe(
+      `subtree "LUO" blob-crc ${hex(stored)} does not match its blob (${hex(crc32c(memory.read(BLOB, 64)))})`,
+    );
+  });
+
+  it('panics naming the map when an entry changed into another valid, non-overlapping one', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const fdtPhys = sealed(memory);
+    // The first entry (pfn 1300, the blob's folio, order 0) moves to pfn 1400: valid, free.
+    expect(memory.readU64(MAP_PFN * PAGE_SIZE + 16)).toBe(BigInt(BLOB));
+    memory.writeU64(MAP_PFN * PAGE_SIZE + 16, BigInt(1400 * PAGE_SIZE));
+    expect(handoverError(memory, fdtPhys).message).toMatch(
+      /^preserved-memory-map-crc 0x[0-9a-f]+ does not match the memory map \(0x[0-9a-f]+\)$/,
+    );
+  });
+
+  it('panics naming the root FDT when a property value changed into another valid one', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const fdtPhys = sealed(memory);
+    // blob-size 64 -> 32: still a blob in preserved memory; only the checksum can tell.
+    const size = new DataView(memory.buffer).getUint32(fdtPhys + 4);
+    const luo = decodeFdt(memory.read(fdtPhys, size)).root.children[0]!;
+    const blobSize = luo.properties.find((p) => p.name === 'blob-size')!;
+    expect(blobSize.value).toEqual(fdtValue.u64(64n, le));
+    memory.write(fdtPhys + fdtValueOffset(blobSize)!, Uint8Array.of(32));
+    const stored = cell(memory, fdtPhys, 'fdt-crc');
+    expect(handoverError(memory, fdtPhys).message).toMatch(
+      new RegExp(`^root FDT fdt-crc ${hex(stored)} does not match its blob \\(0x[0-9a-f]+\\)$`),
+    );
+    // Resealed, the change is a valid handover again: the checksum was what caught it.
+    sealKhoHandover(memory, fdtPhys);
+    const incoming = readKhoHandover(memory, fdtPhys, MAX_ORDER, FIRST_USABLE_PFN) as KhoIncoming;
+    expect(incoming.subtrees.get('LUO')).toEqual({ phys: BLOB, size: 32 });
+  });
+
+  it.each<[string, HandoverOptions]>([
+    ['fdt-crc', { properties: { 'fdt-crc': null } }],
+    ['preserved-memory-map-crc', { properties: { 'preserved-memory-map-crc': null } }],
+    ['blob-crc', { children: [subtreeNode('LUO', BLOB, 64, { 'blob-crc': null })] }],
+  ])('treats a kho-v2 root without %s as damaged', (name, options) => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const fdtPhys = writeHandover(memory, { folios: [{ pfn: 1300, order: 0 }], ...options });
+    const message = handoverError(memory, fdtPhys).message;
+    expect(message).toContain(name);
+    expect(message).toContain(`has no property "${name}"`);
+  });
+
+  it('reads a kho-v1 root, which has no checksums, and says so', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const fdtPhys = writeHandover(memory, {
+      compatible: 'kho-v1',
+      folios: [{ pfn: 1300, order: 0 }],
+      children: [subtreeNode('LUO', BLOB, 64, { 'blob-crc': null })],
+    });
+    // Nothing can tell a value-only change in kho-v1.
+    memory.write(BLOB + 10, Uint8Array.of(0xee));
+    const incoming = readKhoHandover(memory, fdtPhys, MAX_ORDER, FIRST_USABLE_PFN) as KhoIncoming;
+    expect(incoming.compatible).toBe('kho-v1');
+    expect(incoming.subtrees.get('LUO')).toEqual({ phys: BLOB, size: 64 });
+  });
+
+  it('refuses checksum properties in a kho-v1 root: it is not what a kho-v1 writer produces', () => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const root = writeHandover(memory, {
+      compatible: 'kho-v1',
+      properties: { 'fdt-crc': fdtValue.u32(0) },
+    });
+    expect(handoverError(memory, root).message).toBe('root FDT: unknown property "fdt-crc"');
+    const subtree = writeHandover(memory, {
+      compatible: 'kho-v1',
+      folios: [{ pfn: 1300, order: 0 }],
+      children: [subtreeNode('LUO', BLOB, 64)],
+    });
+    expect(handoverError(memory, subtree).message).toBe(
+      'root FDT: subtree "LUO": unknown property "blob-crc"',
+    );
   });
 });

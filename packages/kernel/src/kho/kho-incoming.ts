@@ -1,23 +1,31 @@
 import {
   FdtError,
   decodeFdt,
+  fdtValueOffset,
   readFdtHeader,
   readString,
+  readU32,
   readU64,
   type FdtNode,
 } from '@liveupdate/fdt';
 import { PAGE_SIZE, hex, type PhysicalMemory } from '@liveupdate/machine';
+import { crc32c } from '../crc32c.js';
 import {
   KHO_FDT_COMPATIBLE,
+  KHO_FDT_COMPATIBLE_V1,
   KHO_FDT_MAX_SIZE,
+  KHO_PROP_BLOB_CRC,
   KHO_PROP_BLOB_SIZE,
+  KHO_PROP_FDT_CRC,
   KHO_PROP_MEMORY_MAP,
+  KHO_PROP_MEMORY_MAP_CRC,
   KHO_PROP_PRESERVED_DATA,
   KHO_PROP_SCRATCH_LEN,
   KHO_PROP_SCRATCH_PHYS,
   KHO_SUBTREE_NAME,
 } from './kho-abi.js';
 import type { KhoSubtree } from './kexec-handover.js';
+import { khoFdtCrc } from './kho-fdt-crc.js';
 import { KhoMapError, readKhoMemoryMap, type PreservedFolio } from './kho-memory-map.js';
 
 /** A range of frames. */
@@ -28,6 +36,8 @@ export interface FrameRange {
 
 /** What the previous kernel handed over, validated. */
 export interface KhoIncoming {
+  /** The root's ABI: `kho-v2` (checksummed, all checksums matched) or `kho-v1` (none). */
+  readonly compatible: typeof KHO_FDT_COMPATIBLE | typeof KHO_FDT_COMPATIBLE_V1;
   readonly fdtPhys: number;
   readonly scratch: FrameRange;
   /** Every preserved folio, sorted by pfn, the handover's own frames included. */
@@ -51,8 +61,11 @@ export interface KhoIncompatible {
 /**
  * Read and validate the handover at `fdtPhys`: the root FDT, the memory map, the scratch area, and
  * that no two preserved folios overlap each other, scratch or the firmware area below
- * `firstUsablePfn`. Returns only when all of it is valid; throws {@link KhoHandoverError}
- * otherwise, so nothing is ever half-used.
+ * `firstUsablePfn`. A `kho-v2` root is checksummed: its `fdt-crc` is checked right after the blob
+ * decodes, before any property is read; the map's `preserved-memory-map-crc` after its chain is
+ * walked, before any entry is read; each subtree's `blob-crc` once its blob is known to be
+ * preserved memory. A `kho-v1` root has no checksums (the caller warns). Returns only when all of
+ * it is valid; throws {@link KhoHandoverError} otherwise, so nothing is ever half-used.
  */
 export function readKhoHandover(
   memory: PhysicalMemory,
@@ -71,6 +84,7 @@ export function readKhoHandover(
   }
   let root: FdtNode;
   let fdtSize: number;
+  let fdtBytes: Uint8Array;
   try {
     const header = readFdtHeader(memory.read(fdtPhys, 40));
     if (header.totalSize > KHO_FDT_MAX_SIZE || !memory.contains(fdtPhys, header.totalSize)) {
@@ -79,7 +93,8 @@ export function readKhoHandover(
       );
     }
     fdtSize = header.totalSize;
-    root = decodeFdt(memory.read(fdtPhys, fdtSize)).root;
+    fdtBytes = memory.read(fdtPhys, fdtSize);
+    root = decodeFdt(fdtBytes).root;
   } catch (error) {
     if (error instanceof FdtError) {
       throw new KhoHandoverError(`root FDT at ${hex(fdtPhys)} is corrupt: ${error.message}`);
@@ -95,10 +110,24 @@ export function readKhoHandover(
     }
   };
   const compatible = property(() => readString(root, 'compatible'));
-  if (compatible !== KHO_FDT_COMPATIBLE) return { incompatible: compatible };
+  if (compatible !== KHO_FDT_COMPATIBLE && compatible !== KHO_FDT_COMPATIBLE_V1) {
+    return { incompatible: compatible };
+  }
+  const checksummed = compatible === KHO_FDT_COMPATIBLE;
+  if (checksummed) {
+    const expected = property(() => readU32(root, KHO_PROP_FDT_CRC));
+    const value = root.properties.find((p) => p.name === KHO_PROP_FDT_CRC)!;
+    const crc = khoFdtCrc(fdtBytes, fdtValueOffset(value)!);
+    if (crc !== expected) {
+      throw new KhoHandoverError(
+        `root FDT ${KHO_PROP_FDT_CRC} ${hex(expected)} does not match its blob (${hex(crc)})`,
+      );
+    }
+  }
 
   const le = { littleEndian: true };
   const mapPhys = property(() => readU64(root, KHO_PROP_MEMORY_MAP, le));
+  const mapCrc = checksummed ? property(() => readU32(root, KHO_PROP_MEMORY_MAP_CRC)) : null;
   const scratchPhys = property(() => readU64(root, KHO_PROP_SCRATCH_PHYS, le));
   const scratchLen = property(() => readU64(root, KHO_PROP_SCRATCH_LEN, le));
   if (
@@ -119,7 +148,7 @@ export function readKhoHandover(
 
   let map: { folios: PreservedFolio[]; pages: number[] };
   try {
-    map = readKhoMemoryMap(memory, Number(mapPhys), maxOrder);
+    map = readKhoMemoryMap(memory, Number(mapPhys), maxOrder, mapCrc);
   } catch (error) {
     if (error instanceof KhoMapError) throw new KhoHandoverError(error.message);
     throw error;
@@ -157,22 +186,32 @@ export function readKhoHandover(
     }
     handoverFolios.push(folio);
   }
-  const subtrees = readSubtrees(root, memory, folios);
-  return { fdtPhys, scratch, folios, handoverFolios, subtrees };
+  const subtrees = readSubtrees(root, memory, folios, checksummed);
+  return { compatible, fdtPhys, scratch, folios, handoverFolios, subtrees };
 }
 
-const ROOT_PROPERTIES = new Set([
+const ROOT_PROPERTIES_V1 = [
   'compatible',
   KHO_PROP_MEMORY_MAP,
   KHO_PROP_SCRATCH_PHYS,
   KHO_PROP_SCRATCH_LEN,
-]);
-const SUBTREE_PROPERTIES = new Set([KHO_PROP_PRESERVED_DATA, KHO_PROP_BLOB_SIZE]);
+];
+const SUBTREE_PROPERTIES_V1 = [KHO_PROP_PRESERVED_DATA, KHO_PROP_BLOB_SIZE];
+/** The properties each ABI writes, by whether it is checksummed (`kho-v2`). */
+const ROOT_PROPERTIES = {
+  v1: new Set(ROOT_PROPERTIES_V1),
+  v2: new Set([...ROOT_PROPERTIES_V1, KHO_PROP_MEMORY_MAP_CRC, KHO_PROP_FDT_CRC]),
+};
+const SUBTREE_PROPERTIES = {
+  v1: new Set(SUBTREE_PROPERTIES_V1),
+  v2: new Set([...SUBTREE_PROPERTIES_V1, KHO_PROP_BLOB_CRC]),
+};
 
 /**
  * The root's subtree nodes, each as `kho_add_subtree()` writes it: a name it accepts, exactly
- * `preserved-data` and `blob-size`, no children, a non-empty blob in RAM whose every frame is
- * preserved. Also refuses a root property KHO does not write. A damaged name that is still a
+ * `preserved-data` and `blob-size` (and `blob-crc` in `kho-v2`, which must match), no children, a
+ * non-empty blob in RAM whose every frame is preserved. Also refuses a root property KHO does not
+ * write. A damaged name that is still a
  * valid one cannot be seen here; the kernel reports subtrees nobody retrieves
  * (`reportUnclaimedSubtrees`).
  */
@@ -180,9 +219,11 @@ function readSubtrees(
   root: FdtNode,
   memory: PhysicalMemory,
   folios: readonly PreservedFolio[],
+  checksummed: boolean,
 ): Map<string, KhoSubtree> {
+  const version = checksummed ? 'v2' : 'v1';
   for (const { name } of root.properties) {
-    if (!ROOT_PROPERTIES.has(name)) {
+    if (!ROOT_PROPERTIES[version].has(name)) {
       throw new KhoHandoverError(`root FDT: unknown property ${JSON.stringify(name)}`);
     }
   }
@@ -196,18 +237,19 @@ function readSubtrees(
     if (subtrees.has(node.name)) throw new KhoHandoverError(`${where}: appears twice`);
     if (node.children.length > 0) throw new KhoHandoverError(`${where}: has child nodes`);
     for (const { name } of node.properties) {
-      if (!SUBTREE_PROPERTIES.has(name)) {
+      if (!SUBTREE_PROPERTIES[version].has(name)) {
         throw new KhoHandoverError(`${where}: unknown property ${JSON.stringify(name)}`);
       }
     }
-    const u64 = (name: string): bigint => {
+    const read = <T>(get: () => T): T => {
       try {
-        return readU64(node, name, le);
+        return get();
       } catch (error) {
         if (error instanceof FdtError) throw new KhoHandoverError(`${where}: ${error.message}`);
         throw error;
       }
     };
+    const u64 = (name: string): bigint => read(() => readU64(node, name, le));
     const phys = u64(KHO_PROP_PRESERVED_DATA);
     const size = u64(KHO_PROP_BLOB_SIZE);
     const blob = `${where}: blob ${hex(phys)}+${size}`;
@@ -217,6 +259,15 @@ function readSubtrees(
     const subtree = { phys: Number(phys), size: Number(size) };
     if (!isPreserved(subtree, folios)) {
       throw new KhoHandoverError(`${blob} is not in preserved memory`);
+    }
+    if (checksummed) {
+      const expected = read(() => readU32(node, KHO_PROP_BLOB_CRC));
+      const crc = crc32c(memory.read(subtree.phys, subtree.size));
+      if (crc !== expected) {
+        throw new KhoHandoverError(
+          `subtree ${JSON.stringify(node.name)} ${KHO_PROP_BLOB_CRC} ${hex(expected)} does not match its blob (${hex(crc)})`,
+        );
+      }
     }
     subtrees.set(node.name, subtree);
   }

@@ -1,12 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE, PhysicalMemory, hex } from '@liveupdate/machine';
+import { crc32c } from '../crc32c.js';
 import {
   KHO_MAP_ENTRIES_PER_PAGE,
   KHO_MAP_HEADER_SIZE,
   KHO_MAP_MAGIC,
   KhoMapError,
+  khoMapCrc,
   khoMapPages,
   readKhoMemoryMap,
+  walkKhoMapChain,
   writeKhoMemoryMap,
   type PreservedFolio,
 } from './kho-memory-map.js';
@@ -60,7 +63,7 @@ describe('KHO memory map', () => {
     }));
     const pagePfns = [300, 7, 5000];
     writeKhoMemoryMap(memory, pagePfns, folios);
-    expect(readKhoMemoryMap(memory, 300 * PAGE_SIZE, MAX_ORDER)).toEqual({
+    expect(readKhoMemoryMap(memory, 300 * PAGE_SIZE, MAX_ORDER, null)).toEqual({
       folios,
       pages: pagePfns,
     });
@@ -72,7 +75,7 @@ describe('KHO memory map', () => {
   it('round-trips an empty map as one page with no entries', () => {
     const memory = PhysicalMemory.allocate(4 * MiB);
     writeKhoMemoryMap(memory, [400], []);
-    expect(readKhoMemoryMap(memory, 400 * PAGE_SIZE, MAX_ORDER)).toEqual({
+    expect(readKhoMemoryMap(memory, 400 * PAGE_SIZE, MAX_ORDER, null)).toEqual({
       folios: [],
       pages: [400],
     });
@@ -82,7 +85,7 @@ describe('KHO memory map', () => {
     const memory = PhysicalMemory.allocate(32 * MiB);
     const last = { pfn: memory.frames - 1024, order: 10 };
     writeKhoMemoryMap(memory, [300], [last, { pfn: memory.frames - 1025, order: 0 }]);
-    expect(readKhoMemoryMap(memory, 300 * PAGE_SIZE, MAX_ORDER).folios).toEqual([
+    expect(readKhoMemoryMap(memory, 300 * PAGE_SIZE, MAX_ORDER, null).folios).toEqual([
       last,
       { pfn: memory.frames - 1025, order: 0 },
     ]);
@@ -140,7 +143,7 @@ describe('KHO memory map', () => {
       const memory = PhysicalMemory.allocate(RAM);
       const folios = Array.from({ length: 511 }, (_, k) => ({ pfn: 1024 + k, order: 0 }));
       writeKhoMemoryMap(memory, [A, B], folios);
-      expect(readKhoMemoryMap(memory, a, MAX_ORDER).pages).toEqual([A, B]);
+      expect(readKhoMemoryMap(memory, a, MAX_ORDER, null).pages).toEqual([A, B]);
       return memory;
     }
 
@@ -150,7 +153,7 @@ describe('KHO memory map', () => {
       start = a,
       maxOrder = MAX_ORDER,
     ): void {
-      const error = thrown(() => readKhoMemoryMap(memory, start, maxOrder));
+      const error = thrown(() => readKhoMemoryMap(memory, start, maxOrder, null));
       expect(error).toBeInstanceOf(KhoMapError);
       expect(error.message).toContain(names);
     }
@@ -220,6 +223,51 @@ describe('KHO memory map', () => {
       expectMapError(memory, `page ${hex(a)} entry 0: order 11 exceeds 10`);
       memory.writeU64(a + 16, BigInt(0x400 * PAGE_SIZE + 3));
       expectMapError(memory, `page ${hex(a)} entry 0: order 3 exceeds 2`, a, 2);
+    });
+  });
+
+  describe('its kho-v2 checksum', () => {
+    /** A map of 511 folios over pages 301 → 300 (out of address order), and its checksum. */
+    function sealed(): { memory: PhysicalMemory; crc: number } {
+      const memory = PhysicalMemory.allocate(32 * MiB);
+      const folios = Array.from({ length: 511 }, (_, k) => ({ pfn: 1024 + k, order: 0 }));
+      writeKhoMemoryMap(memory, [301, 300], folios);
+      return { memory, crc: khoMapCrc(memory, walkKhoMapChain(memory, 301 * PAGE_SIZE)) };
+    }
+
+    it("covers each page's header and used entries, in chain order, and nothing else", () => {
+      const { memory, crc } = sealed();
+      // 510 entries on the first page, 1 on the second: 16 + 4080 and 16 + 8 bytes.
+      const used = [
+        ...memory.read(301 * PAGE_SIZE, 16 + 8 * 510),
+        ...memory.read(300 * PAGE_SIZE, 16 + 8),
+      ];
+      expect(crc).toBe(crc32c(Uint8Array.from(used)));
+      // The unused rest of the last page is not covered.
+      memory.writeU32(300 * PAGE_SIZE + 16 + 8 + 4, 0xffffffff);
+      expect(readKhoMemoryMap(memory, 301 * PAGE_SIZE, MAX_ORDER, crc).folios).toHaveLength(511);
+    });
+
+    it('catches an entry changed into another valid one, before any entry is used', () => {
+      const { memory, crc } = sealed();
+      // Entry 0 of the second page: pfn 1534 becomes pfn 2000, still aligned and in RAM.
+      memory.writeU64(300 * PAGE_SIZE + 16, BigInt(2000 * PAGE_SIZE));
+      expect(readKhoMemoryMap(memory, 301 * PAGE_SIZE, MAX_ORDER, null).folios).toHaveLength(511);
+      const error = thrown(() => readKhoMemoryMap(memory, 301 * PAGE_SIZE, MAX_ORDER, crc));
+      expect(error).toBeInstanceOf(KhoMapError);
+      expect(error.message).toBe(
+        `preserved-memory-map-crc ${hex(crc)} does not match the memory map (${hex(
+          khoMapCrc(memory, walkKhoMapChain(memory, 301 * PAGE_SIZE)),
+        )})`,
+      );
+    });
+
+    it('catches a count lowered by one: the dropped folio would be silently free', () => {
+      const { memory, crc } = sealed();
+      memory.writeU32(301 * PAGE_SIZE + 4, 509);
+      expect(() => readKhoMemoryMap(memory, 301 * PAGE_SIZE, MAX_ORDER, crc)).toThrow(
+        /preserved-memory-map-crc .* does not match the memory map/,
+      );
     });
   });
 });

@@ -1,7 +1,8 @@
 import { PAGE_SIZE, hex, type PhysicalMemory } from '@liveupdate/machine';
+import { crc32c } from '../crc32c.js';
 
 /**
- * The KHO preserved-memory map: our layout (`kho-v1` leaves it to the implementation), written at
+ * The KHO preserved-memory map: our layout (KHO leaves it to the implementation), written at
  * kexec into preserved frames and reached from the root FDT's `preserved-memory-map` property.
  *
  * A singly linked chain of 4 KiB pages, all fields little-endian:
@@ -62,18 +63,19 @@ export function writeKhoMemoryMap(
   if (index !== folios.length) throw new RangeError('KHO memory map: not enough pages');
 }
 
+/** One page of a memory map chain: where it is and how many entries it holds. */
+export interface KhoMapPage {
+  readonly phys: number;
+  readonly count: number;
+}
+
 /**
- * Read and validate a memory map chain starting at `phys`. Everything is checked before anything
- * is returned: page addresses, magic, counts, the chain's length (no cycles), and every entry's
- * order, alignment and range. Overlaps are checked by the caller, which knows the scratch area too.
+ * Walk the chain of pages starting at `phys`, checking each page's address (page aligned, in
+ * RAM), magic and count, its `next` (in RAM) and that the chain does not loop; the entries are
+ * not read. Throws {@link KhoMapError} naming the page.
  */
-export function readKhoMemoryMap(
-  memory: PhysicalMemory,
-  phys: number,
-  maxOrder: number,
-): { folios: PreservedFolio[]; pages: number[] } {
-  const folios: PreservedFolio[] = [];
-  const pages: number[] = [];
+export function walkKhoMapChain(memory: PhysicalMemory, phys: number): KhoMapPage[] {
+  const pages: KhoMapPage[] = [];
   const seen = new Set<number>();
   let page = phys;
   while (page !== 0) {
@@ -82,7 +84,6 @@ export function readKhoMemoryMap(
     }
     if (seen.has(page)) throw new KhoMapError(`memory map chain loops back to page ${hex(page)}`);
     seen.add(page);
-    pages.push(page / PAGE_SIZE);
     const magic = memory.readU32(page);
     if (magic !== KHO_MAP_MAGIC) {
       throw new KhoMapError(
@@ -95,6 +96,52 @@ export function readKhoMemoryMap(
         `memory map page ${hex(page)}: count ${count} exceeds ${KHO_MAP_ENTRIES_PER_PAGE}`,
       );
     }
+    pages.push({ phys: page, count });
+    const next = memory.readU64(page + 8);
+    if (next >= BigInt(memory.size)) {
+      throw new KhoMapError(`memory map page ${hex(page)}: next ${hex(next)} is outside RAM`);
+    }
+    page = Number(next);
+  }
+  return pages;
+}
+
+/**
+ * The `kho-v2` checksum of a memory map (`preserved-memory-map-crc`): CRC32C over the used bytes
+ * of each page in chain order — its 16-byte header and its `count` entries, not the unused rest
+ * of the page — as one continued checksum.
+ */
+export function khoMapCrc(memory: PhysicalMemory, pages: readonly KhoMapPage[]): number {
+  let crc = 0;
+  for (const page of pages) {
+    crc = crc32c(memory.read(page.phys, KHO_MAP_HEADER_SIZE + 8 * page.count), crc);
+  }
+  return crc;
+}
+
+/**
+ * Read and validate a memory map chain starting at `phys`. Everything is checked before anything
+ * is returned: the chain ({@link walkKhoMapChain}), then, when `expectedCrc` is given (`kho-v2`),
+ * its checksum ({@link khoMapCrc}) before any entry is read, then every entry's order, alignment
+ * and range. Overlaps are checked by the caller, which knows the scratch area too.
+ */
+export function readKhoMemoryMap(
+  memory: PhysicalMemory,
+  phys: number,
+  maxOrder: number,
+  expectedCrc: number | null,
+): { folios: PreservedFolio[]; pages: number[] } {
+  const chain = walkKhoMapChain(memory, phys);
+  if (expectedCrc !== null) {
+    const crc = khoMapCrc(memory, chain);
+    if (crc !== expectedCrc) {
+      throw new KhoMapError(
+        `preserved-memory-map-crc ${hex(expectedCrc)} does not match the memory map (${hex(crc)})`,
+      );
+    }
+  }
+  const folios: PreservedFolio[] = [];
+  for (const { phys: page, count } of chain) {
     for (let i = 0; i < count; i++) {
       const raw = memory.readU64(page + KHO_MAP_HEADER_SIZE + i * 8);
       const order = Number(raw & 0xfffn);
@@ -114,11 +161,6 @@ export function readKhoMemoryMap(
       }
       folios.push({ pfn: Number(start) / PAGE_SIZE, order });
     }
-    const next = memory.readU64(page + 8);
-    if (next >= BigInt(memory.size)) {
-      throw new KhoMapError(`memory map page ${hex(page)}: next ${hex(next)} is outside RAM`);
-    }
-    page = Number(next);
   }
-  return { folios, pages };
+  return { folios, pages: chain.map((page) => page.phys / PAGE_SIZE) };
 }
