@@ -26,6 +26,7 @@ export {
   readLuoFdt,
   sealLuoHandover,
   type LuoHandoverFile,
+  type RawLuoFlb,
   type RawLuoSession,
 } from './luo-handover-bytes.js';
 export { twoStage, type TwoStageOptions } from './two-stage.js';
