@@ -1,3 +1,4 @@
+import { luoFlbHeaderSer, luoFlbSer } from '@liveupdate/core';
 import type { PhysicalMemory } from '@liveupdate/machine';
 import { IOMMUFD_LUO_COMPATIBLE } from '@liveupdate/plugin-iommufd';
 import { MEMFD_LUO_FH_COMPATIBLE_V2, MEMFD_LUO_FOLIO_UPTODATE } from '@liveupdate/plugin-memfd';
@@ -552,7 +553,7 @@ export const MUTATION_FAMILIES: readonly MutationFamily[] = [
   addressElsewhere,
   truncate,
   bitFlip('flb-table', 'a bit of the FLB table header or its first entry', (m) => [
-    { ...m.flbTable, size: 16 + 64 },
+    { ...m.flbTable, size: luoFlbHeaderSer.size + luoFlbSer.size },
   ]),
   ...DEVICE_FAMILIES,
 ];

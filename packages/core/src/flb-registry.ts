@@ -1,9 +1,14 @@
 import { KernelError, type KernelLog } from '@liveupdate/kernel';
+import { hex } from '@liveupdate/machine';
 import { Mutex } from './async-lock.js';
 import type { FileHandler } from './file-handler.js';
 import { callFlb, callVoidFlb, type HandlerCallContext } from './handler-call.js';
 import type { FlbOp, FlbOpArgs, LiveUpdateFlb } from './liveupdate-flb.js';
 import { LIVEUPDATE_FLB_COMPAT_LENGTH, LUO_FLB_MAX, type LuoFlbSer } from './luo-abi.js';
+import type { DataChecksum, PreservedDataChecksums } from './preserved-data-checksums.js';
+
+/** What the registry needs of {@link PreservedDataChecksums}: an FLB's data is checksummed as a file's. */
+export type FlbChecksums = Pick<PreservedDataChecksums, 'of' | 'sizeProblem' | 'crcProblem'>;
 
 const FLB_OPS: readonly FlbOp[] = ['preserve', 'unpreserve', 'retrieve', 'finish'];
 const utf8 = new TextEncoder();
@@ -23,6 +28,15 @@ interface RegisteredFlb {
 interface IncomingFlb {
   readonly name: string;
   readonly data: bigint;
+  /** `data_size` and `data_crc` of its entry (0 and 0 in `luo-v1`). */
+  readonly checksum: DataChecksum;
+  /**
+   * What is wrong with its `luo_flb_ser` (a `data_size` that is no preserved folio, or data that
+   * does not match `data_crc`): it is never retrieved nor finished, and every use gets `EIO`.
+   */
+  damage: string | undefined;
+  /** The data matched `data_crc`: checked once, before the first `retrieve`. */
+  verified: boolean;
   /** Linked files not finished yet; `finish` runs when it reaches 0. */
   count: bigint;
   obj: unknown;
@@ -46,10 +60,12 @@ export class FlbRegistry {
   readonly #flbs: RegisteredFlb[] = [];
   readonly #byHandler = new Map<FileHandler, RegisteredFlb[]>();
   readonly #incoming = new Map<string, IncomingFlb>();
+  readonly #checksums: FlbChecksums;
 
-  constructor(calls: HandlerCallContext, log: KernelLog) {
+  constructor(calls: HandlerCallContext, log: KernelLog, checksums: FlbChecksums) {
     this.#calls = calls;
     this.#log = log;
+    this.#checksums = checksums;
   }
 
   /**
@@ -94,20 +110,38 @@ export class FlbRegistry {
     return (this.#byHandler.get(handler)?.length ?? 0) > 0;
   }
 
-  /** Take the FLBs of the incoming handover, as read and validated at boot. */
+  /**
+   * Take the FLBs of the incoming handover, as read and validated at boot. An FLB whose
+   * `data_size` is not the size of a preserved folio at its `data` is damaged (logged now): it
+   * fails alone, with `EIO`, when it is first used.
+   */
   setIncoming(entries: readonly LuoFlbSer[]): void {
     for (const entry of entries) {
-      this.#incoming.set(entry.name, {
+      const problem = this.#checksums.sizeProblem(entry.data, entry);
+      const incoming: IncomingFlb = {
         name: entry.name,
         data: entry.data,
+        checksum: entry,
+        damage: undefined,
+        verified: false,
         count: entry.count,
         obj: undefined,
         retrieved: false,
         failed: undefined,
         finished: false,
         lock: new Mutex(),
-      });
+      };
+      if (problem !== undefined)
+        this.#damage(incoming, `luo_flb_ser data ${hex(entry.data)}: ${problem}`);
+      this.#incoming.set(entry.name, incoming);
     }
+  }
+
+  #damage(incoming: IncomingFlb, problem: string): void {
+    incoming.damage = problem;
+    this.#log.err(
+      `LUO: FLB ${incoming.name}: ${problem}; it is never retrieved and the files that depend on it fail with EIO`,
+    );
   }
 
   /** Log the incoming FLBs no handler of this kernel links: they are never retrieved. */
@@ -236,6 +270,14 @@ export class FlbRegistry {
   }
 
   async #retrieve(flb: LiveUpdateFlb, incoming: IncomingFlb): Promise<void> {
+    if (!incoming.damage && !incoming.verified) {
+      const problem = this.#checksums.crcProblem(incoming.data, incoming.checksum, 'luo_flb_ser');
+      if (problem !== undefined) this.#damage(incoming, problem);
+      else incoming.verified = true;
+    }
+    if (incoming.damage) {
+      throw new KernelError('EIO', `LUO: FLB ${incoming.name}: ${incoming.damage}`);
+    }
     if (incoming.failed) {
       throw new KernelError(
         incoming.failed.code,
@@ -258,11 +300,19 @@ export class FlbRegistry {
     incoming.retrieved = true;
   }
 
-  /** `luo_flb_serialize()`: every FLB some preserved file depends on, in registration order. */
+  /**
+   * `luo_flb_serialize()`: every FLB some preserved file depends on, in registration order, with
+   * the checksum of its data as it is now (call it after every file's `freeze`).
+   */
   outgoingTable(): LuoFlbSer[] {
     return this.#flbs
       .filter((r) => r.count > 0)
-      .map((r) => ({ name: r.flb.compatible, data: r.data, count: BigInt(r.count) }));
+      .map((r) => ({
+        name: r.flb.compatible,
+        data: r.data,
+        count: BigInt(r.count),
+        ...this.#checksums.of(r.data),
+      }));
   }
 
   #args(flb: LiveUpdateFlb, data: bigint, obj: unknown): FlbOpArgs {

@@ -15,14 +15,7 @@ import {
   type SyscallContext,
   type Vfs,
 } from '@liveupdate/kernel';
-import {
-  ERRNO,
-  PAGE_SIZE,
-  hex,
-  isErrnoName,
-  type ErrnoName,
-  type PhysicalMemory,
-} from '@liveupdate/machine';
+import { ERRNO, hex, isErrnoName, type ErrnoName, type PhysicalMemory } from '@liveupdate/machine';
 import { RwLock } from './async-lock.js';
 import {
   handlerWrites,
@@ -77,6 +70,7 @@ import {
   retrieveSessionArg,
 } from './liveupdate-uapi.js';
 import { LuoFile, LuoSession } from './luo-session.js';
+import { PreservedDataChecksums } from './preserved-data-checksums.js';
 import { checkPreservedFrameClaims } from './preserved-frame-claims.js';
 import { printableSessionName, sessionNameKey } from './session-name.js';
 import { strnlen } from './struct-codec.js';
@@ -149,6 +143,8 @@ export class LiveUpdateOrchestrator {
   readonly #calls: { log: KernelLog; faultInjector: FaultInjector | undefined };
   readonly #kho: KexecHandover;
   readonly #memory: PhysicalMemory;
+  /** `data_size`/`data_crc` of files' and FLBs' state: taken when written, checked before use. */
+  readonly #checksums: PreservedDataChecksums;
   readonly #vfs: Vfs;
   readonly #kexec: KexecControl;
   /** Logs a refused retrieve or finish and keeps it readable (`/sys/kernel/liveupdate/failures`). */
@@ -179,7 +175,8 @@ export class LiveUpdateOrchestrator {
     }
     this.#log = ctx.log;
     this.#calls = { log: ctx.log, faultInjector: undefined };
-    this.flbs = new FlbRegistry(this.#calls, ctx.log);
+    this.#checksums = new PreservedDataChecksums(ctx.kho, ctx.memory);
+    this.flbs = new FlbRegistry(this.#calls, ctx.log, this.#checksums);
     this.#kho = ctx.kho;
     this.#memory = ctx.memory;
     this.#vfs = ctx.vfs;
@@ -386,7 +383,7 @@ export class LiveUpdateOrchestrator {
       const flbWhere = `luo_flb_header_ser at ${hex(root.flbHeaderPhys)}`;
       this.#checkContainer(root.flbHeaderPhys, LUO_FLB_TABLE_SIZE, flbWhere);
       this.#checkCrc(root.flbHeaderPhys, LUO_FLB_TABLE_SIZE, root.flbCrc, flbWhere, 'luo-flb-crc');
-      const flbs = readLuoFlbTable(ctx.memory, Number(root.flbHeaderPhys));
+      const flbs = readLuoFlbTable(ctx.memory, Number(root.flbHeaderPhys), root.version);
       ctx.kho.restoreFree(Number(root.flbHeaderPhys));
       ctx.kho.restoreFree(subtree.phys);
       if (root.version === 1) {
@@ -559,15 +556,8 @@ export class LiveUpdateOrchestrator {
           twin.damage ??= `luo_file_ser data ${hex(f.data)}: is also the data of ${name}`;
         }
         if (f.data !== 0n) byData.set(f.data, luoFile);
-        if (f.dataSize !== 0n) {
-          const order =
-            f.data <= BigInt(Number.MAX_SAFE_INTEGER)
-              ? this.#kho.incomingOrder(Number(f.data))
-              : undefined;
-          if (order === undefined || BigInt(PAGE_SIZE * 2 ** order) !== f.dataSize) {
-            damage(`data_size ${f.dataSize} is not the size of a preserved folio starting there`);
-          }
-        }
+        const sizeProblem = this.#checksums.sizeProblem(f.data, f);
+        if (sizeProblem !== undefined) damage(sizeProblem);
         return luoFile;
       });
     }
@@ -585,12 +575,10 @@ export class LiveUpdateOrchestrator {
    * mismatch. Checked once; nothing else writes the state before its handler runs.
    */
   #verifyIncoming(luoFile: LuoFile): void {
-    if (!luoFile.damage && !luoFile.verified && luoFile.dataSize !== 0n) {
-      const actual = crc32c(
-        this.#memory.read(Number(luoFile.serializedData), Number(luoFile.dataSize)),
-      );
-      if (actual !== luoFile.dataCrc) {
-        luoFile.damage = `token ${luoFile.token} (${luoFile.handler.compatible}): luo_file_ser data_crc ${hex(luoFile.dataCrc)} does not match the ${luoFile.dataSize} bytes at data ${hex(luoFile.serializedData)} (crc32c ${hex(actual)})`;
+    if (!luoFile.damage && !luoFile.verified) {
+      const problem = this.#checksums.crcProblem(luoFile.serializedData, luoFile, 'luo_file_ser');
+      if (problem !== undefined) {
+        luoFile.damage = `token ${luoFile.token} (${luoFile.handler.compatible}): ${problem}`;
         this.#log.err(`LUO: ${luoFile.damage}`);
       }
     }
@@ -1131,15 +1119,11 @@ export class LiveUpdateOrchestrator {
       );
     }
     if (data !== 0n) owners.set(data, name);
-    const order =
-      data <= BigInt(Number.MAX_SAFE_INTEGER) ? this.#kho.preservedOrder(Number(data)) : undefined;
-    const size = order === undefined ? 0 : PAGE_SIZE * 2 ** order;
     return {
       compatible: luoFile.compatible,
       data,
       token: luoFile.token,
-      dataSize: BigInt(size),
-      dataCrc: size === 0 ? 0 : crc32c(this.#memory.read(Number(data), size)),
+      ...this.#checksums.of(data),
     };
   }
 
@@ -1177,7 +1161,7 @@ export class LiveUpdateOrchestrator {
       const header = preserve(headerSize);
       writeLuoSessionTable(this.#memory, header, table, version);
       const flbHeader = preserve(LUO_FLB_TABLE_SIZE);
-      writeLuoFlbTable(this.#memory, flbHeader, this.flbs.outgoingTable());
+      writeLuoFlbTable(this.#memory, flbHeader, this.flbs.outgoingTable(), version);
       const fdt = encodeLuoFdt({
         version,
         liveupdateNumber: this.liveupdateNumber,

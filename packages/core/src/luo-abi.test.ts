@@ -25,6 +25,7 @@ import {
   LUO_FDT_FLB_NODE_NAME,
   LUO_FDT_KHO_ENTRY_NAME,
   LUO_FLB_MAX,
+  LUO_FLB_MAX_V1,
   LUO_FLB_TABLE_SIZE,
   LUO_FDT_LIVEUPDATE_NUM,
   LUO_FDT_SESSION_COMPATIBLE,
@@ -36,7 +37,9 @@ import {
   luoFileSer,
   luoFileTableSize,
   luoFlbHeaderSer,
+  luoFlbMax,
   luoFlbSer,
+  luoFlbSerV1,
   luoSessionHeaderSer,
   luoSessionSer,
   luoSessionTableSize,
@@ -86,10 +89,12 @@ describe('LUO ABI constants', () => {
     expect(LUO_FDT_FLB_CRC).toBe('luo-flb-crc');
   });
 
-  it('fit LUO_FLB_MAX = (4096 - 16) / 64 = 63 FLBs in the one page of the FLB table', () => {
+  it('fit LUO_FLB_MAX = (4096 - 16) / 80 = 51 FLBs (luo-v1: / 64 = 63) in the one page of the FLB table', () => {
     expect(LIVEUPDATE_FLB_COMPAT_LENGTH).toBe(48);
     expect(LUO_FLB_TABLE_SIZE).toBe(4096);
-    expect(LUO_FLB_MAX).toBe(63);
+    expect(LUO_FLB_MAX).toBe(51);
+    expect(LUO_FLB_MAX_V1).toBe(63);
+    expect([luoFlbMax(2), luoFlbMax(1)]).toEqual([51, 63]);
   });
 });
 
@@ -112,7 +117,13 @@ describe('the serialized structs', () => {
     ],
     ['luo_file_ser', luoFileSerV1, 64, { compatible: 0, data: 48, token: 56 }],
     ['luo_flb_header_ser', luoFlbHeaderSer, 16, { pgcnt: 0, count: 8 }],
-    ['luo_flb_ser', luoFlbSer, 64, { name: 0, data: 48, count: 56 }],
+    [
+      'luo_flb_ser',
+      luoFlbSer,
+      80,
+      { name: 0, data: 48, count: 56, dataSize: 64, dataCrc: 72, reserved: 76 },
+    ],
+    ['luo_flb_ser', luoFlbSerV1, 64, { name: 0, data: 48, count: 56 }],
   ] as const)('struct %s has the documented size and offsets', (name, codec, size, offsets) => {
     expect(codec.name).toBe(name);
     expect(codec.size).toBe(size);
@@ -604,11 +615,18 @@ describe('the file table', () => {
 describe('the FLB table', () => {
   const RAM = 64 * 1024;
   const flbs: LuoFlbSer[] = [
-    { name: 'iommu-v1', data: 0x7000n, count: 3n },
-    { name: 'pci-v2', data: 0xffff_ffff_ffff_ffffn, count: 1n },
+    { name: 'iommu-v1', data: 0x7000n, count: 3n, dataSize: 0x2000n, dataCrc: 0xe3069283 },
+    { name: 'pci-v2', data: 0xffff_ffff_ffff_ffffn, count: 1n, dataSize: 0n, dataCrc: 0 },
   ];
+  const entry = (name: string): LuoFlbSer => ({
+    name,
+    data: 0n,
+    count: 1n,
+    dataSize: 0n,
+    dataCrc: 0,
+  });
 
-  it('is luo_flb_header_ser { pgcnt = 1, count } then luo_flb_ser[], little-endian', () => {
+  it('is luo_flb_header_ser { pgcnt = 1, count } then luo_flb_ser[] of 80 bytes, little-endian', () => {
     const memory = PhysicalMemory.allocate(RAM);
     memory.fill(0x2000, 4096, 0xee);
     writeLuoFlbTable(memory, 0x2000, flbs);
@@ -617,28 +635,51 @@ describe('the FLB table', () => {
     expect(memory.read(0x2010, 9)).toEqual(ascii('iommu-v1\0'));
     expect(memory.readU64(0x2010 + 48)).toBe(0x7000n);
     expect(memory.readU64(0x2010 + 56)).toBe(3n);
-    expect(memory.read(0x2050, 7)).toEqual(ascii('pci-v2\0'));
-    expect(memory.readU64(0x2050 + 56)).toBe(1n);
+    expect(memory.readU64(0x2010 + 64)).toBe(0x2000n);
+    expect(memory.readU32(0x2010 + 72)).toBe(0xe3069283);
+    expect(memory.readU32(0x2010 + 76)).toBe(0);
+    expect(memory.read(0x2060, 7)).toEqual(ascii('pci-v2\0'));
+    expect(memory.readU64(0x2060 + 56)).toBe(1n);
     // The rest of the page is zeroed, not left as it was.
-    expect(memory.read(0x2090, 4096 - 0x90).every((b) => b === 0)).toBe(true);
+    expect(memory.read(0x20b0, 4096 - 0xb0).every((b) => b === 0)).toBe(true);
     expect(readLuoFlbTable(memory, 0x2000)).toEqual(flbs);
   });
 
-  it('holds up to 63 FLBs and refuses to write a 64th', () => {
+  it('writes and reads luo-v1 entries of 64 bytes, without data_size and data_crc', () => {
     const memory = PhysicalMemory.allocate(RAM);
-    const many = Array.from({ length: 63 }, (_, i) => ({ name: `flb-${i}`, data: 0n, count: 1n }));
-    writeLuoFlbTable(memory, 0x2000, many);
-    expect(readLuoFlbTable(memory, 0x2000)).toHaveLength(63);
-    const tooMany = [...many, { name: 'flb-63', data: 0n, count: 1n }];
-    expect(abiErrorOf(() => writeLuoFlbTable(memory, 0x2000, tooMany))).toMatch(/64 FLBs.*63/);
+    writeLuoFlbTable(memory, 0x2000, flbs, 1);
+    expect(memory.read(0x2050, 7)).toEqual(ascii('pci-v2\0'));
+    expect(memory.read(0x2090, 4096 - 0x90).every((b) => b === 0)).toBe(true);
+    expect(readLuoFlbTable(memory, 0x2000, 1)).toEqual([
+      { ...flbs[0]!, dataSize: 0n, dataCrc: 0 },
+      flbs[1],
+    ]);
+  });
+
+  it.each([
+    [2, 51],
+    [1, 63],
+  ] as const)("holds up to luo-v%i's %i FLBs and refuses to write one more", (version, max) => {
+    const memory = PhysicalMemory.allocate(RAM);
+    const many = Array.from({ length: max }, (_, i) => entry(`flb-${i}`));
+    writeLuoFlbTable(memory, 0x2000, many, version);
+    expect(readLuoFlbTable(memory, 0x2000, version)).toHaveLength(max);
+    const tooMany = [...many, entry(`flb-${max}`)];
+    expect(abiErrorOf(() => writeLuoFlbTable(memory, 0x2000, tooMany, version))).toMatch(
+      new RegExp(`${max + 1} FLBs, but ${max} fit`),
+    );
+    memory.writeU64(0x2008, BigInt(max + 1));
+    expect(abiErrorOf(() => readLuoFlbTable(memory, 0x2000, version))).toMatch(
+      new RegExp(`count ${max + 1} is more than the ${max} that fit`),
+    );
   });
 
   it.each([
     ['pgcnt is not 1', (m: PhysicalMemory) => m.writeU64(0x2000, 2n), /pgcnt 2 is not 1/],
-    ['count is above 63', (m: PhysicalMemory) => m.writeU64(0x2008, 64n), /count 64 .* 63/],
+    ['count is above 51', (m: PhysicalMemory) => m.writeU64(0x2008, 52n), /count 52 .* 51/],
     [
       'a name has no NUL',
-      (m: PhysicalMemory) => m.fill(0x2050, 48, 0x41),
+      (m: PhysicalMemory) => m.fill(0x2060, 48, 0x41),
       /luo_flb_ser\[1\]: name has no NUL/,
     ],
     [
@@ -648,10 +689,15 @@ describe('the FLB table', () => {
     ],
     [
       'a name appears twice',
-      (m: PhysicalMemory) => m.write(0x2050, ascii('iommu-v1\0')),
+      (m: PhysicalMemory) => m.write(0x2060, ascii('iommu-v1\0')),
       /luo_flb_ser\[1\]: name "iommu-v1" appears twice/,
     ],
     ['a count is 0', (m: PhysicalMemory) => m.writeU64(0x2010 + 56, 0n), /\[0\]: count is 0/],
+    [
+      'reserved is not 0',
+      (m: PhysicalMemory) => m.writeU32(0x2060 + 76, 0x100),
+      /luo_flb_ser\[1\]: reserved is 0x100, not 0/,
+    ],
   ])('refuses a table where %s', (_what, corrupt, message) => {
     const memory = PhysicalMemory.allocate(RAM);
     writeLuoFlbTable(memory, 0x2000, flbs);
@@ -668,10 +714,10 @@ describe('the FLB table', () => {
   it('refuses to write what it would not read, and writes nothing then', () => {
     const memory = PhysicalMemory.allocate(RAM);
     const cases: [LuoFlbSer[], RegExp][] = [
-      [[{ name: '', data: 0n, count: 1n }], /name is empty/],
+      [[entry('')], /name is empty/],
       [[flbs[0]!, { ...flbs[1]!, name: 'iommu-v1' }], /name appears twice/],
-      [[{ name: 'unused', data: 0n, count: 0n }], /count is 0/],
-      [[{ name: 'z'.repeat(48), data: 0n, count: 1n }], /does not fit/],
+      [[{ ...entry('unused'), count: 0n }], /count is 0/],
+      [[entry('z'.repeat(48))], /does not fit/],
     ];
     for (const [table, message] of cases) {
       expect(abiErrorOf(() => writeLuoFlbTable(memory, 0x2000, table))).toMatch(message);

@@ -24,7 +24,7 @@
  *     luo_session_ser.files → luo_file_ser[luo_session_ser.count]
  *         luo_file_ser.data → the handler's own preserved data
  * luo_flb_header_ser { pgcnt = 1, count }, then luo_flb_ser[count]
- *     luo_flb_ser.data → the FLB's own preserved data
+ *     luo_flb_ser.data → the FLB's own preserved data (v2: data_size bytes of it checksummed)
  * ```
  *
  * Unlike G1, the arrays are sized to what they hold; the caps are the caller's configuration.
@@ -91,8 +91,10 @@ export const LIVEUPDATE_FLB_COMPAT_LENGTH = 48;
 export const LUO_FLB_PGCNT = 1;
 /** Bytes of the FLB table: one page. */
 export const LUO_FLB_TABLE_SIZE = LUO_FLB_PGCNT * 4096;
-/** `LUO_FLB_MAX`: the FLBs that fit in one page after the header, (4096 − 16) / 64 = 63. */
-export const LUO_FLB_MAX = Math.floor((LUO_FLB_TABLE_SIZE - 16) / 64);
+/** `LUO_FLB_MAX`: the `luo-v2` FLBs that fit in one page after the header, (4096 − 16) / 80 = 51. */
+export const LUO_FLB_MAX = Math.floor((LUO_FLB_TABLE_SIZE - 16) / 80);
+/** The `luo-v1` FLBs that fit in one page after the header, (4096 − 16) / 64 = 63. */
+export const LUO_FLB_MAX_V1 = Math.floor((LUO_FLB_TABLE_SIZE - 16) / 64);
 
 /** `struct luo_session_header_ser`: heads the session array. */
 export interface LuoSessionHeaderSer {
@@ -157,6 +159,14 @@ export interface LuoFlbSer {
   data: bigint;
   /** The outgoing refcount: how many preserved files depend on the FLB (at least 1). */
   count: bigint;
+  /**
+   * v2: bytes `dataCrc` covers from `data` — the whole KHO-preserved folio that `data` is the
+   * start of — or 0 when `data` is not the start of a folio the old kernel preserved (nothing
+   * is checksummed). 0 in v1.
+   */
+  dataSize: bigint;
+  /** v2: crc32c of the `dataSize` bytes at `data`, taken when the table is written. 0 in v1. */
+  dataCrc: number;
 }
 
 /** `struct luo_flb_header_ser` (16 bytes): `pgcnt` u64 @0, `count` u64 @8. */
@@ -165,8 +175,21 @@ export const luoFlbHeaderSer: StructCodec<LuoFlbHeaderSer> = defineStruct('luo_f
   ['count', u64],
 ] as const);
 
-/** `struct luo_flb_ser` (64 bytes): `name` char[48] @0, `data` u64 @48, `count` u64 @56. */
-export const luoFlbSer: StructCodec<LuoFlbSer> = defineStruct('luo_flb_ser', [
+/**
+ * `struct luo_flb_ser` of `luo-v2` (80 bytes): `name` char[48] @0, `data` u64 @48, `count` u64
+ * @56, `data_size` u64 @64, `data_crc` u32 @72, `reserved` u32 @76 (0).
+ */
+export const luoFlbSer = defineStruct('luo_flb_ser', [
+  ['name', cstring(LIVEUPDATE_FLB_COMPAT_LENGTH)],
+  ['data', u64],
+  ['count', u64],
+  ['dataSize', u64],
+  ['dataCrc', u32],
+  ['reserved', u32],
+] as const);
+
+/** `struct luo_flb_ser` of `luo-v1` (64 bytes): `name` char[48] @0, `data` u64 @48, `count` u64 @56. */
+export const luoFlbSerV1 = defineStruct('luo_flb_ser', [
   ['name', cstring(LIVEUPDATE_FLB_COMPAT_LENGTH)],
   ['data', u64],
   ['count', u64],
@@ -222,6 +245,12 @@ export const luoFileSerV1 = defineStruct('luo_file_ser', [
 
 const sessionSer = (version: LuoAbiVersion) => (version === 2 ? luoSessionSer : luoSessionSerV1);
 const fileSer = (version: LuoAbiVersion) => (version === 2 ? luoFileSer : luoFileSerV1);
+const flbSer = (version: LuoAbiVersion) => (version === 2 ? luoFlbSer : luoFlbSerV1);
+
+/** The FLBs one page of the FLB table holds: {@link LUO_FLB_MAX}, or {@link LUO_FLB_MAX_V1}. */
+export function luoFlbMax(version: LuoAbiVersion): number {
+  return version === 2 ? LUO_FLB_MAX : LUO_FLB_MAX_V1;
+}
 
 /** Decode a session entry of either version; a v2 entry's `reserved` must be 0. */
 function decodeSession(raw: Uint8Array, offset: number, version: LuoAbiVersion): LuoSessionSer {
@@ -237,6 +266,14 @@ function decodeFile(raw: Uint8Array, offset: number, version: LuoAbiVersion): Lu
   const { reserved, ...file } = luoFileSer.decode(raw, offset);
   if (reserved !== 0) throw new LuoAbiError(`reserved is ${hex(reserved)}, not 0`);
   return file;
+}
+
+/** Decode an FLB entry of either version; a v2 entry's `reserved` must be 0. */
+function decodeFlb(raw: Uint8Array, offset: number, version: LuoAbiVersion): LuoFlbSer {
+  if (version === 1) return { ...luoFlbSerV1.decode(raw, offset), dataSize: 0n, dataCrc: 0 };
+  const { reserved, ...flb } = luoFlbSer.decode(raw, offset);
+  if (reserved !== 0) throw new LuoAbiError(`reserved is ${hex(reserved)}, not 0`);
+  return flb;
 }
 
 const MARKER = Symbol.for('liveupdate.LuoAbiError');
@@ -613,12 +650,16 @@ function writeOrThrow(memory: PhysicalMemory, phys: number, bytes: Uint8Array, w
 
 /**
  * Read and validate the FLB table at `headerPhys`: the page lies in RAM, `pgcnt` is 1, `count` ≤
- * {@link LUO_FLB_MAX}, and every name is 1..47 bytes, NUL-terminated and unique, with a count of
- * at least 1 (only FLBs some file depends on are written).
+ * {@link luoFlbMax}, and every name is 1..47 bytes, NUL-terminated and unique, with a count of
+ * at least 1 (only FLBs some file depends on are written) and (v2) `reserved` 0.
  *
  * @throws LuoAbiError on the first problem, naming the entry
  */
-export function readLuoFlbTable(memory: PhysicalMemory, headerPhys: number): LuoFlbSer[] {
+export function readLuoFlbTable(
+  memory: PhysicalMemory,
+  headerPhys: number,
+  version: LuoAbiVersion = 2,
+): LuoFlbSer[] {
   const where = `luo_flb_header_ser at ${hex(headerPhys)}`;
   if (headerPhys === 0 || !memory.contains(headerPhys, LUO_FLB_TABLE_SIZE)) {
     throw new LuoAbiError(`${where} is outside RAM`);
@@ -628,13 +669,14 @@ export function readLuoFlbTable(memory: PhysicalMemory, headerPhys: number): Luo
   if (pgcnt !== BigInt(LUO_FLB_PGCNT)) {
     throw new LuoAbiError(`${where}: pgcnt ${pgcnt} is not ${LUO_FLB_PGCNT}`);
   }
-  if (count > BigInt(LUO_FLB_MAX)) {
-    throw new LuoAbiError(`${where}: count ${count} is more than the ${LUO_FLB_MAX} that fit`);
+  const max = luoFlbMax(version);
+  if (count > BigInt(max)) {
+    throw new LuoAbiError(`${where}: count ${count} is more than the ${max} that fit`);
   }
   const flbs: LuoFlbSer[] = [];
   const names = new Set<string>();
   for (let i = 0; i < Number(count); i++) {
-    const offset = luoFlbHeaderSer.size + i * luoFlbSer.size;
+    const offset = luoFlbHeaderSer.size + i * flbSer(version).size;
     const entry = `${where}: luo_flb_ser[${i}]`;
     const length = strnlen(
       raw.subarray(offset, offset + LIVEUPDATE_FLB_COMPAT_LENGTH),
@@ -646,7 +688,7 @@ export function readLuoFlbTable(memory: PhysicalMemory, headerPhys: number): Luo
       );
     }
     if (length === 0) throw new LuoAbiError(`${entry}: name is empty`);
-    const flb = luoFlbSer.decode(raw, offset);
+    const flb = entryOrThrow(entry, () => decodeFlb(raw, offset, version));
     if (names.has(flb.name)) {
       throw new LuoAbiError(`${entry}: name ${JSON.stringify(flb.name)} appears twice`);
     }
@@ -658,20 +700,23 @@ export function readLuoFlbTable(memory: PhysicalMemory, headerPhys: number): Luo
 }
 
 /**
- * Write the FLB table ({@link LUO_FLB_TABLE_SIZE} bytes: header, array, zeros) at `phys`.
- * Refuses, before writing a byte, what {@link readLuoFlbTable} would refuse.
+ * Write the FLB table ({@link LUO_FLB_TABLE_SIZE} bytes: header, array, zeros) at `phys`, with
+ * `luo-v2` entries (their `dataSize` and `dataCrc` as given) or `luo-v1` ones. Refuses, before
+ * writing a byte, what {@link readLuoFlbTable} would refuse.
  *
- * @throws LuoAbiError for more than {@link LUO_FLB_MAX} entries, an empty, too long or repeated
+ * @throws LuoAbiError for more than {@link luoFlbMax} entries, an empty, too long or repeated
  *   name, a count of 0, or a range outside RAM
  */
 export function writeLuoFlbTable(
   memory: PhysicalMemory,
   phys: number,
   flbs: readonly LuoFlbSer[],
+  version: LuoAbiVersion = 2,
 ): void {
   const where = `FLB table at ${hex(phys)}`;
-  if (flbs.length > LUO_FLB_MAX) {
-    throw new LuoAbiError(`${where}: ${flbs.length} FLBs, but ${LUO_FLB_MAX} fit`);
+  const max = luoFlbMax(version);
+  if (flbs.length > max) {
+    throw new LuoAbiError(`${where}: ${flbs.length} FLBs, but ${max} fit`);
   }
   const out = new Uint8Array(LUO_FLB_TABLE_SIZE);
   luoFlbHeaderSer.encodeInto(out, 0, {
@@ -685,8 +730,11 @@ export function writeLuoFlbTable(
     if (names.has(flb.name)) throw new LuoAbiError(`${entry}: name appears twice`);
     if (flb.count === 0n) throw new LuoAbiError(`${entry}: count is 0`);
     names.add(flb.name);
+    const offset = luoFlbHeaderSer.size + i * flbSer(version).size;
     encodeOrThrow(entry, () =>
-      luoFlbSer.encodeInto(out, luoFlbHeaderSer.size + i * luoFlbSer.size, flb),
+      version === 2
+        ? luoFlbSer.encodeInto(out, offset, { ...flb, reserved: 0 })
+        : luoFlbSerV1.encodeInto(out, offset, flb),
     );
   });
   writeOrThrow(memory, phys, out, where);

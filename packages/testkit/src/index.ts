@@ -26,6 +26,7 @@ export {
   readLuoFdt,
   sealLuoHandover,
   type LuoHandoverFile,
+  type RawLuoFlb,
   type RawLuoSession,
 } from './luo-handover-bytes.js';
 // The KHO level's seal is the kernel's (its own tests use it); re-exported beside LUO's.

@@ -21,11 +21,11 @@ import {
   luoSessionHeaderSer,
   luoSessionSer,
   luoSessionSerV1,
-  LUO_FLB_MAX,
   luoFlbHeaderSer,
+  luoFlbMax,
   luoFlbSer,
+  luoFlbSerV1,
   type LuoFdt,
-  type LuoFlbSer,
 } from '@liveupdate/core';
 import { crc32c, sealKhoHandover } from '@liveupdate/kernel';
 import type { PhysicalMemory } from '@liveupdate/machine';
@@ -67,15 +67,23 @@ export interface RawLuoSession {
 }
 
 /**
+ * A raw FLB entry (`luo_flb_ser`) and its physical address `phys`, as the bytes say (nothing
+ * validated), in the `luo-v2` shape; in a `luo-v1` handover `dataSize`, `dataCrc` and `reserved`
+ * read as 0.
+ */
+export type RawLuoFlb = ReturnType<typeof luoFlbSer.decode> & { readonly phys: number };
+
+/**
  * The handover's sessions and files as raw entries with their addresses, read with the codecs
  * of its LUO ABI version (`luo-v2` or `luo-v1`, `fdt.version`) alone, so a test can edit bytes
- * the reader would refuse and then {@link sealLuoHandover}; and its FLB table (`luo_flb_ser[]`),
- * to find an FLB's `data`. To find one file's serialized state, {@link findLuoFile}.
+ * the reader would refuse and then {@link sealLuoHandover}; and its FLB table (`luo_flb_ser[]`,
+ * the entries that fit in its page), to find or damage an FLB's `data`. To find one file's
+ * serialized state, {@link findLuoFile}.
  */
 export function rawLuoHandover(
   memory: PhysicalMemory,
   khoFdtPhys: number,
-): { fdt: LuoFdt; sessions: RawLuoSession[]; flbs: LuoFlbSer[] } {
+): { fdt: LuoFdt; sessions: RawLuoSession[]; flbs: RawLuoFlb[] } {
   const fdt = readLuoFdt(memory, khoFdtPhys);
   const v2 = fdt.version === 2;
   const sessionSize = v2 ? luoSessionSer.size : luoSessionSerV1.size;
@@ -100,24 +108,28 @@ export function rawLuoHandover(
   });
   // Raw too: a test may have damaged the FLB table on purpose before it reseals.
   const flbHeader = Number(fdt.flbHeaderPhys);
-  const flbCount = Math.min(Number(memory.readU64(flbHeader + 8)), LUO_FLB_MAX);
-  const flbs = Array.from({ length: flbCount }, (_, i) =>
-    luoFlbSer.decode(
-      memory.read(flbHeader + luoFlbHeaderSer.size + i * luoFlbSer.size, luoFlbSer.size),
-    ),
-  );
+  const flbSize = v2 ? luoFlbSer.size : luoFlbSerV1.size;
+  const flbCount = Math.min(Number(memory.readU64(flbHeader + 8)), luoFlbMax(fdt.version));
+  const flbs = Array.from({ length: flbCount }, (_, i): RawLuoFlb => {
+    const phys = flbHeader + luoFlbHeaderSer.size + i * flbSize;
+    const raw = memory.read(phys, flbSize);
+    const entry = v2
+      ? luoFlbSer.decode(raw)
+      : { ...luoFlbSerV1.decode(raw), dataSize: 0n, dataCrc: 0, reserved: 0 };
+    return { phys, ...entry };
+  });
   return { fdt, sessions, flbs };
 }
 
 /**
  * Recompute every checksum of a `luo-v2` handover after a test edited its bytes — each file's
- * `data_crc` (over its `data_size` bytes), each file array's `files_crc`, the session table's and
- * the FLB page's in the LUO FDT — and last KHO's (`sealKhoHandover`: the LUO FDT's `blob-crc`
- * among them), so that the next kernel's other checks are what is tested. A `luo-v1` handover has
- * no LUO checksums: only KHO's are recomputed.
+ * and each FLB's `data_crc` (over its `data_size` bytes), each file array's `files_crc`, the
+ * session table's and the FLB page's in the LUO FDT — and last KHO's (`sealKhoHandover`: the LUO
+ * FDT's `blob-crc` among them), so that the next kernel's other checks are what is tested. A
+ * `luo-v1` handover has no LUO checksums: only KHO's are recomputed.
  */
 export function sealLuoHandover(memory: PhysicalMemory, khoFdtPhys: number): void {
-  const { fdt, sessions } = rawLuoHandover(memory, khoFdtPhys);
+  const { fdt, sessions, flbs } = rawLuoHandover(memory, khoFdtPhys);
   if (fdt.version === 1) return sealKhoHandover(memory, khoFdtPhys);
   const crcOf = (phys: number | bigint, size: number | bigint) =>
     crc32c(memory.read(Number(phys), Number(size)));
@@ -130,6 +142,10 @@ export function sealLuoHandover(memory: PhysicalMemory, khoFdtPhys: number): voi
     const filesCrc = size === 0 ? 0 : crcOf(session.entry.files, size);
     memory.write(session.phys, luoSessionSer.encode({ ...session.entry, filesCrc }));
   }
+  for (const { phys, ...entry } of flbs) {
+    const dataCrc = entry.dataSize === 0n ? 0 : crcOf(entry.data, entry.dataSize);
+    memory.write(phys, luoFlbSer.encode({ ...entry, dataCrc }));
+  }
   const tableSize = luoSessionHeaderSer.size + sessions.length * luoSessionSer.size;
   writeLuoFdt(memory, khoFdtPhys, {
     ...fdt,
@@ -141,11 +157,11 @@ export function sealLuoHandover(memory: PhysicalMemory, khoFdtPhys: number): voi
 
 /**
  * Rewrite a `luo-v2` handover, in place, as the `luo-v1` an older kernel writes: the v1 FDT, and
- * the session and file entries without their checksum fields; KHO's checksums are resealed. For
- * tests of an update from an older kernel.
+ * the session, file and FLB entries without their checksum fields; KHO's checksums are resealed.
+ * For tests of an update from an older kernel.
  */
 export function downgradeToLuoV1(memory: PhysicalMemory, khoFdtPhys: number): void {
-  const { fdt, sessions } = rawLuoHandover(memory, khoFdtPhys);
+  const { fdt, sessions, flbs } = rawLuoHandover(memory, khoFdtPhys);
   if (fdt.version === 1) throw new Error('downgradeToLuoV1: the handover is luo-v1 already');
   sessions.forEach((session, i) => {
     session.files.forEach((file, j) => {
@@ -157,6 +173,12 @@ export function downgradeToLuoV1(memory: PhysicalMemory, khoFdtPhys: number): vo
     const phys =
       Number(fdt.sessionHeaderPhys) + luoSessionHeaderSer.size + i * luoSessionSerV1.size;
     memory.write(phys, luoSessionSerV1.encode(session.entry));
+  });
+  // The v1 entries are shorter: rewrite the array whole, zeros after it as the writer leaves.
+  const flbArray = Number(fdt.flbHeaderPhys) + luoFlbHeaderSer.size;
+  memory.fill(flbArray, flbs.length * luoFlbSer.size, 0);
+  flbs.forEach((flb, i) => {
+    memory.write(flbArray + i * luoFlbSerV1.size, luoFlbSerV1.encode(flb));
   });
   writeLuoFdt(memory, khoFdtPhys, { ...fdt, version: 1, sessionCrc: null, flbCrc: null });
   sealKhoHandover(memory, khoFdtPhys);

@@ -9,7 +9,7 @@ import {
   type LiveUpdateDevice,
   type LuoFlbSer,
 } from '@liveupdate/core';
-import { MachineHaltedError, type Process } from '@liveupdate/machine';
+import { MachineHaltedError, hex, type PhysicalMemory, type Process } from '@liveupdate/machine';
 import { liveUpdateImage, statsDifferences, testkitStats } from '@liveupdate/testkit';
 import {
   CLAIMS_FORMATS_MODULE,
@@ -18,9 +18,11 @@ import {
   createItem,
   preserveItem,
   openDevice,
+  rawLuoHandover,
   readLuoFdt,
   readNote,
   sealLuoHandover,
+  type RawLuoFlb,
 } from './helpers.js';
 
 interface ItemKnobs {
@@ -221,6 +223,27 @@ describe('FLBs across a live update', () => {
     expect(harness.machine.panicReason).toMatch(/^LUO: luo_flb_header_ser at .*: pgcnt 2 is not 1/);
   });
 
+  it('panics the new kernel when an FLB entry has reserved bits set', async () => {
+    const harness = await bootItems({
+      onHandover: ({ memory, khoFdtPhys }) => {
+        const [shared] = rawLuoHandover(memory, khoFdtPhys!).flbs;
+        memory.writeU32(shared!.phys + 76, 1);
+        sealLuoHandover(memory, khoFdtPhys!);
+      },
+    });
+    await preserveItem(
+      await (await openDevice(harness.process)).createSession('s'),
+      1n,
+      'red',
+      'r',
+    );
+    const outcome = await harness.liveUpdate().catch((error: unknown) => error);
+    expect(MachineHaltedError.isInstance(outcome)).toBe(true);
+    expect(harness.machine.panicReason).toMatch(
+      /^LUO: luo_flb_header_ser at 0x[0-9a-f]+: luo_flb_ser\[0\]: reserved is 0x1, not 0/,
+    );
+  });
+
   it('never retrieves an FLB no handler of the new kernel registers, and logs the leak', async () => {
     const harness = await bootItems();
     await preserveItem(
@@ -395,5 +418,83 @@ describe('getFileIncoming', () => {
       'retrieve red:child (begin)',
       'retrieve blue:parent (begin)',
     ]);
+  });
+});
+
+describe("the checksum of an FLB's data (luo_flb_ser data_size, data_crc)", () => {
+  /**
+   * Preserve a red item (shared-flb-v1, red-flb-v1) and a blue one (shared-flb-v1) whose FLB
+   * texts are "shared-flb-v1" and "red-flb-v1", damage shared-flb-v1 in the handover with
+   * `damage`, and reseal LUO's checksums when `seal`.
+   */
+  async function handOver(
+    damage: (memory: PhysicalMemory, flb: RawLuoFlb) => void,
+    seal: boolean,
+  ): Promise<{ next: Process; dmesg: () => string; data: number }> {
+    let data = 0;
+    const harness = await bootItems({
+      onHandover: ({ memory, khoFdtPhys }) => {
+        const shared = rawLuoHandover(memory, khoFdtPhys!).flbs.find(
+          (f) => f.name === 'shared-flb-v1',
+        )!;
+        data = Number(shared.data);
+        damage(memory, shared);
+        if (seal) sealLuoHandover(memory, khoFdtPhys!);
+      },
+    });
+    const session = await (await openDevice(harness.process)).createSession('s');
+    await preserveItem(session, 1n, 'red', 'r');
+    await preserveItem(session, 2n, 'blue', 'b');
+    const next = await harness.liveUpdate();
+    return { next, dmesg: () => harness.machine.dmesg(), data };
+  }
+
+  /** A value-only change: the FLB's text "shared-flb-v1" becomes "shared-flb-v9", same length. */
+  const changeText = (memory: PhysicalMemory, flb: RawLuoFlb) =>
+    memory.write(Number(flb.data) + 4 + 'shared-flb-v'.length, new TextEncoder().encode('9'));
+
+  it('covers the whole preserved page at data: a value-only change passes every other check', async () => {
+    // Resealed, the change is a valid handover: only the checksum can tell.
+    const { next } = await handOver((memory, flb) => {
+      expect([flb.dataSize, flb.reserved]).toEqual([4096n, 0]);
+      changeText(memory, flb);
+    }, true);
+    expect(await flbText(next, 'in')).toBe('shared-flb-v9');
+  });
+
+  it('fails an FLB whose data does not match data_crc with a sticky EIO, logged; the files that depend on it fail, other FLBs do not', async () => {
+    const { next, dmesg, data } = await handOver(changeText, false);
+    const incoming = await (await openDevice(next)).retrieveSession('s');
+    for (const token of [1n, 2n, 1n]) {
+      await expect(incoming.retrieveFd(token)).rejects.toMatchObject({ code: 'EIO' });
+    }
+    expect(await flbText(next, 'in')).toBe('EIO');
+    expect(await flbText(next, 'in', 'red-flb-v1')).toBe('red-flb-v1');
+    const calls = await itemCalls(next);
+    expect(calls).not.toContain('flb retrieve shared-flb-v1 shared-flb-v9');
+    expect(calls).toContain('flb retrieve red-flb-v1 red-flb-v1');
+    const logged = dmesg().match(
+      new RegExp(
+        `LUO: FLB shared-flb-v1: luo_flb_ser data_crc 0x[0-9a-f]+ does not match the 4096 bytes at data ${hex(data)} \\(crc32c 0x[0-9a-f]+\\)`,
+        'g',
+      ),
+    );
+    // Checked once, logged once.
+    expect(logged).toHaveLength(1);
+    // Finishing the session finishes nothing of the damaged FLB: its data was never used.
+    await incoming.finish();
+    expect(await itemCalls(next)).not.toContain('flb finish shared-flb-v1 shared-flb-v9');
+  });
+
+  it('fails an FLB whose data_size is not the preserved page at data, logged at boot', async () => {
+    const { next, dmesg, data } = await handOver((memory, flb) => {
+      memory.writeU64(flb.phys + 64, 8192n);
+    }, true);
+    expect(dmesg()).toContain(
+      `LUO: FLB shared-flb-v1: luo_flb_ser data ${hex(data)}: data_size 8192 is not the size of a preserved folio starting there; it is never retrieved and the files that depend on it fail with EIO`,
+    );
+    const incoming = await (await openDevice(next)).retrieveSession('s');
+    await expect(incoming.retrieveFd(2n)).rejects.toMatchObject({ code: 'EIO' });
+    expect(await flbText(next, 'in')).toBe('EIO');
   });
 });

@@ -14,6 +14,7 @@ export {
   rawLuoHandover,
   readLuoFdt,
   sealLuoHandover,
+  type RawLuoFlb,
   type RawLuoSession,
 } from '@liveupdate/testkit';
 
@@ -61,6 +62,8 @@ export interface NoteKnobs {
   globalState?: boolean;
   /** The op that waits, once called, until {@link openNoteGate}. */
   gate?: 'unpreserve' | 'freeze' | 'retrieve' | null;
+  /** Every note frozen sets its serializedData to that of the note with this text. */
+  freezeDataAs?: string | null;
 }
 
 /** A new note holding `text`; returns its fd. */

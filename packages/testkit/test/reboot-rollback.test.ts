@@ -2,6 +2,7 @@
 // unfrozen, the reboot returns the handler's errno, and everything stays usable for a retry.
 import { expect, it } from 'vitest';
 import type { LiveUpdateSession } from '@liveupdate/core';
+import { statsDifferences, testkitStats } from '@liveupdate/testkit';
 import { boot, noteCalls, noteControl, openDevice, preserveNote, readNote } from './helpers.js';
 
 it('rolls back a freeze that fails in the second of three sessions, and a retry carries everything over', async () => {
@@ -53,4 +54,41 @@ it('rolls back a freeze that fails in the second of three sessions, and a retry 
     B: ['b1', 'b2', 'b3', 'b9'],
     C: ['c1', 'c9'],
   });
+});
+
+it('refuses a reboot where two files hand over the same serializedData: EINVAL, nothing written, both unfrozen', async () => {
+  const harness = await boot();
+  const device = await openDevice(harness.process);
+  const first = await device.createSession('first');
+  const second = await device.createSession('second');
+  await preserveNote(first, 1, 'a');
+  await preserveNote(second, 1, 'b');
+  const before = await testkitStats(harness.process);
+  await noteControl(harness.process, { freezeDataAs: 'a' });
+
+  const failure = await harness.liveUpdate().catch((error: unknown) => error);
+  expect(failure).toMatchObject({ code: 'EINVAL' });
+  expect(String(failure)).toMatch(
+    /note-v1: session "second" token 1 has the serializedData 0x[0-9a-f]+ of session "first" token 1/,
+  );
+  expect(await noteCalls(harness.process)).toEqual([
+    'freeze a',
+    'freeze b',
+    'unfreeze b',
+    'unfreeze a',
+  ]);
+  // Nothing of the handover stays preserved, and the old kernel runs on.
+  const after = await testkitStats(harness.process);
+  expect(statsDifferences(before, after)).toEqual([]);
+  expect(harness.machine.bootCount).toBe(1);
+
+  await noteControl(harness.process, { freezeDataAs: null });
+  const next = await harness.liveUpdate();
+  const incoming = await openDevice(next);
+  const texts = [];
+  for (const name of ['first', 'second']) {
+    const session = await incoming.retrieveSession(name);
+    texts.push(await readNote(next, await session.retrieveFd(1)));
+  }
+  expect(texts).toEqual(['a', 'b']);
 });

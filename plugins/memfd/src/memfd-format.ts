@@ -2,6 +2,7 @@ import {
   KHO_VMALLOC_ALLOC,
   KernelError,
   MAX_PAGE_ORDER,
+  crc32c,
   PAGE_SIZE,
   getOrder,
   khoPreserveVmalloc,
@@ -18,8 +19,8 @@ import { MEMFD_LUO_FOLIO_DIRTY, MEMFD_LUO_FOLIO_UPTODATE } from './memfd-luo-abi
 
 /** Preserved memfds are limited to `UINT_MAX` pages (`EFBIG` at preserve), as in Linux. */
 export const MAX_PRESERVED_PAGES = 0xffff_ffff;
-/** The order of the folio holding a `memfd_luo_ser` (48 bytes in memfd-v2 and v3: one page). */
-export const MEMFD_LUO_SER_ORDER = getOrder(48);
+/** The order of the folio holding a `memfd_luo_ser` (48 bytes in memfd-v2, 56 in v3: one page). */
+export const MEMFD_LUO_SER_ORDER = getOrder(56);
 /** The flags every folio gets from the writers of memfd-v2 and v3: all are written and dirty. */
 export const MEMFD_FOLIO_FLAGS = MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE;
 
@@ -101,6 +102,13 @@ export interface MemfdSerFields {
   readonly count: bigint;
   /** The `kho_vmalloc` of the entries (`runs`, `folios`). */
   readonly array: { first: bigint; totalPages: number; flags: number; order: number };
+  /**
+   * CRC32C of the `count` entries (`runs_crc`), or `null` in a layout without one (memfd-v2).
+   * LUO's `data_crc` covers the `memfd_luo_ser` page, not the array beside it.
+   */
+  readonly arrayCrc: number | null;
+  /** The `reserved` field after the checksum: 0 (and 0 in a layout without one). */
+  readonly reserved: number;
 }
 
 /** An entry's error: `EIO` naming the `memfd_luo_ser`, the entry and what is wrong. */
@@ -112,6 +120,8 @@ export interface MemfdLayout {
   /** The names of the entry count and of the entry array in `memfd_luo_ser`, for messages. */
   readonly countName: string;
   readonly arrayName: string;
+  /** The name of the array's checksum (`runs_crc`), in a layout that has one. */
+  readonly arrayCrcName?: string;
   /** `memfd_luo_ser` in this layout's codec. */
   readonly serSize: number;
   decodeSer(bytes: Uint8Array): MemfdSerFields;
@@ -180,6 +190,8 @@ export function defineMemfdFormat(layout: MemfdLayout): MemfdFormat {
             flags: array?.flags ?? 0,
             order: array?.order ?? 0,
           },
+          arrayCrc: crc32c(data),
+          reserved: 0,
         });
         ctx.memory.write(serPhys, ser);
       } catch (error) {
@@ -210,14 +222,15 @@ interface MemfdEntries {
  * Check a `memfd_luo_ser` header and read its `count` entries of `entrySize` bytes, `EINVAL`
  * naming the field for anything the writer cannot produce: `size` beyond `UINT_MAX` pages or RAM,
  * `pos` beyond any offset, a count of 0 for a non-empty file (or not 0 for an empty one) or more
- * than its pages, an array description that is not the writer's for `count` entries (order 0,
- * `KHO_VMALLOC_ALLOC`, exactly the pages they need, zeros after the last entry), or a chain KHO
- * does not hold (see `khoReadVmalloc`).
+ * than its pages, `reserved` not 0, an array description that is not the writer's for `count`
+ * entries (order 0, `KHO_VMALLOC_ALLOC`, exactly the pages they need, zeros after the last
+ * entry), or a chain KHO does not hold (see `khoReadVmalloc`). Then, in a layout with an array
+ * checksum, `EIO` when the entries do not match it: nothing of them is used.
  */
 function readMemfdEntries(
   ctx: MemfdReadContext,
   where: string,
-  { countName, arrayName, entrySize }: MemfdLayout,
+  { countName, arrayName, arrayCrcName, entrySize }: MemfdLayout,
   header: MemfdSerFields,
 ): MemfdEntries {
   const { memory } = ctx;
@@ -234,6 +247,7 @@ function readMemfdEntries(
   if (header.pos > BigInt(Number.MAX_SAFE_INTEGER)) {
     invalid(`pos ${header.pos} is beyond any offset`);
   }
+  if (header.reserved !== 0) invalid(`reserved ${hex(header.reserved)} is not 0`);
   const size = Number(header.size);
   const pos = Number(header.pos);
   const endPage = pagesFor(size);
@@ -241,12 +255,23 @@ function readMemfdEntries(
     invalid(`${countName} ${header.count} for size ${size} (${endPage} pages)`);
   }
   const count = Number(header.count);
+  const checkCrc = (entries: Uint8Array): void => {
+    if (header.arrayCrc === null) return;
+    const actual = crc32c(entries);
+    if (actual !== header.arrayCrc) {
+      throw new KernelError(
+        'EIO',
+        `memfd: ${where}: ${arrayCrcName} ${hex(header.arrayCrc)} does not match its ${count} ${arrayName} entries (crc32c ${hex(actual)})`,
+      );
+    }
+  };
   if (count === 0) {
     if (array.first !== 0n || array.totalPages !== 0 || array.flags !== 0 || array.order !== 0) {
       invalid(
         `${arrayName} (first ${hex(array.first)}, total_pages ${array.totalPages}, flags ${hex(array.flags)}, order ${array.order}) for no entries`,
       );
     }
+    checkCrc(new Uint8Array(0));
     return { size, pos, endPage, count, data: new Uint8Array(0), arrayFolios: [] };
   }
   const used = count * entrySize;
@@ -268,6 +293,7 @@ function readMemfdEntries(
   if (contents.data.subarray(used).some((byte) => byte !== 0)) {
     invalid(`the ${arrayName} array holds bytes after its ${count} entries`);
   }
+  checkCrc(contents.data.subarray(0, used));
   return { size, pos, endPage, count, data: contents.data, arrayFolios: contents.folios };
 }
 

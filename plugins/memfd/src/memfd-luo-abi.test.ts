@@ -91,8 +91,8 @@ describe('the memfd ABI', () => {
     expect(() => packPfnFlags(1, 0x1000)).toThrow(RangeError);
   });
 
-  it('lays out memfd-v3 struct memfd_luo_ser in 48 bytes as documented, kho_vmalloc nested at 32', () => {
-    expect(memfdLuoSerV3.size).toBe(48);
+  it('lays out memfd-v3 struct memfd_luo_ser in 56 bytes as documented, kho_vmalloc nested at 32, runs_crc at 48', () => {
+    expect(memfdLuoSerV3.size).toBe(56);
     expect(memfdLuoSerV3.offsets).toEqual({
       pos: 0,
       size: 8,
@@ -100,6 +100,8 @@ describe('the memfd ABI', () => {
       flags: 20,
       nrRuns: 24,
       runs: 32,
+      runsCrc: 48,
+      reserved: 52,
     });
     const value = {
       pos: 9n,
@@ -108,6 +110,8 @@ describe('the memfd ABI', () => {
       flags: 0,
       nrRuns: 3n,
       runs: { first: 0x30_0000n, totalPages: 1, flags: 1, order: 0 },
+      runsCrc: 0xe3069283,
+      reserved: 0,
     };
     const bytes = memfdLuoSerV3.encode(value);
     const v = view(bytes);
@@ -120,6 +124,8 @@ describe('the memfd ABI', () => {
     expect(v.getUint32(40, true)).toBe(1);
     expect(v.getUint16(44, true)).toBe(1);
     expect(v.getUint16(46, true)).toBe(0);
+    expect(v.getUint32(48, true)).toBe(0xe3069283);
+    expect(v.getUint32(52, true)).toBe(0);
     expect(memfdLuoSerV3.decode(bytes)).toEqual(value);
   });
 

@@ -114,9 +114,10 @@ export function unpackPfnFlags(pfnFlags: bigint): { pfn: number; flags: number }
 }
 
 /**
- * `struct memfd_luo_ser` of memfd-v3 (48 bytes), in one preserved page whose physical address is
+ * `struct memfd_luo_ser` of memfd-v3 (56 bytes), in one preserved page whose physical address is
  * the file's `serialized_data`. memfd-v2's header with `nr_folios` become `nr_runs`, the count of
- * {@link memfdLuoRunSer} entries:
+ * {@link memfdLuoRunSer} entries, and a checksum of the run array: LUO's `data_crc` covers this
+ * page only, and the runs lie in a KHO vmalloc area beside it.
  *
  * | offset | size | field |
  * |---|---|---|
@@ -126,6 +127,8 @@ export function unpackPfnFlags(pfnFlags: bigint): { pfn: number; flags: number }
  * | 20 | 4 | `flags`: unused, 0 |
  * | 24 | 8 | `nr_runs` |
  * | 32 | 16 | `runs`: a {@link khoVmallocSer} holding `memfd_luo_run_ser[nr_runs]` |
+ * | 48 | 4 | `runs_crc`: CRC32C of the `nr_runs` × 24 bytes of run entries (0 for none) |
+ * | 52 | 4 | `reserved`: 0 |
  */
 export const memfdLuoSerV3 = defineStruct('memfd_luo_ser', [
   ['pos', u64],
@@ -134,6 +137,8 @@ export const memfdLuoSerV3 = defineStruct('memfd_luo_ser', [
   ['flags', u32],
   ['nrRuns', u64],
   ['runs', nested(khoVmallocSer)],
+  ['runsCrc', u32],
+  ['reserved', u32],
 ] as const);
 
 /**

@@ -106,8 +106,15 @@ export function createMemfdLuoHandler(
     try {
       return format.read(ctx, serPhys);
     } catch (error) {
+      // Reading the count again must not replace the error being reported with its own.
+      let listed: string;
+      try {
+        listed = format.listed(memory, serPhys);
+      } catch (again) {
+        listed = `unreadable: ${(again as Error).message}`;
+      }
       log.err(
-        `${(error as Error).message} (${op} in session "${session}"); the folios it lists (${format.listed(memory, serPhys)}) stay reserved`,
+        `${(error as Error).message} (${op} in session "${session}"); the folios it lists (${listed}) stay reserved`,
       );
       throw error;
     }

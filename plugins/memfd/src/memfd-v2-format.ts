@@ -26,10 +26,11 @@ export const memfdV2Format = defineMemfdFormat({
   serSize: memfdLuoSer.size,
   decodeSer(bytes) {
     const { nrFolios, folios, ...rest } = memfdLuoSer.decode(bytes);
-    return { ...rest, count: nrFolios, array: folios };
+    // No checksum of the folio array in this layout: a value-only change to it goes unseen.
+    return { ...rest, count: nrFolios, array: folios, arrayCrc: null, reserved: 0 };
   },
-  encodeSer: ({ count, array, ...rest }) =>
-    memfdLuoSer.encode({ ...rest, nrFolios: count, folios: array }),
+  encodeSer: ({ count, array, pos, size, seals, flags }) =>
+    memfdLuoSer.encode({ pos, size, seals, flags, nrFolios: count, folios: array }),
   entryName: 'memfd_luo_folio_ser',
   entrySize: memfdLuoFolioSer.size,
 

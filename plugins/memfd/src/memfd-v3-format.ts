@@ -31,20 +31,21 @@ export function foliosToRuns(folios: readonly MemfdFolio[]): PreservedRun[] {
 
 /**
  * memfd-v3: `memfd_luo_ser` and one `memfd_luo_run_ser` per run of folios contiguous in the file
- * and in memory with one order. The writer makes the longest runs, so the reader also refuses two
- * entries that make one run, besides everything `checkRuns` refuses.
+ * and in memory with one order, checksummed by `runs_crc`. The writer makes the longest runs, so
+ * the reader also refuses two entries that make one run, besides everything `checkRuns` refuses.
  */
 export const memfdV3Format = defineMemfdFormat({
   compatible: MEMFD_LUO_FH_COMPATIBLE,
   countName: 'nr_runs',
   arrayName: 'runs',
+  arrayCrcName: 'runs_crc',
   serSize: memfdLuoSerV3.size,
   decodeSer(bytes) {
-    const { nrRuns, runs, ...rest } = memfdLuoSerV3.decode(bytes);
-    return { ...rest, count: nrRuns, array: runs };
+    const { nrRuns, runs, runsCrc, ...rest } = memfdLuoSerV3.decode(bytes);
+    return { ...rest, count: nrRuns, array: runs, arrayCrc: runsCrc };
   },
-  encodeSer: ({ count, array, ...rest }) =>
-    memfdLuoSerV3.encode({ ...rest, nrRuns: count, runs: array }),
+  encodeSer: ({ count, array, arrayCrc, ...rest }) =>
+    memfdLuoSerV3.encode({ ...rest, nrRuns: count, runs: array, runsCrc: arrayCrc ?? 0 }),
   entryName: 'memfd_luo_run_ser',
   entrySize: memfdLuoRunSer.size,
 

@@ -4,7 +4,8 @@
 import { errnoOf, rawLuoHandover } from '@liveupdate/testkit';
 import { describe, expect, it } from 'vitest';
 import { LiveUpdateDevice } from '@liveupdate/core';
-import { PAGE_SIZE, type PhysicalMemory } from '@liveupdate/machine';
+import { crc32c } from '@liveupdate/kernel';
+import { PAGE_SIZE, hex, type PhysicalMemory } from '@liveupdate/machine';
 import { memfdLuoRunSer, memfdLuoSerV3 } from '@liveupdate/plugin-memfd';
 import {
   MEMFD_MODULE,
@@ -30,17 +31,18 @@ interface Victim {
 interface Editable {
   ser: MemfdLuoSerV3;
   runs: MemfdLuoRunSer[];
+  readonly serPhys: number;
   readonly array: number;
   readonly arrayFolio: number;
 }
 
-/** Session "vm0" token 1 of the handover, found with the testkit's raw reader. */
-function locate(memory: PhysicalMemory, khoFdtPhys: number): Victim {
+/** Session "vm0" token `token` (the victim: 1) of the handover, found with the testkit's raw reader. */
+function locate(memory: PhysicalMemory, khoFdtPhys: number, token = 1n): Victim {
   const vm0 = rawLuoHandover(memory, khoFdtPhys).sessions.find(
     (s) => new TextDecoder().decode(s.entry.name).replace(/\0+$/, '') === 'vm0',
   );
-  const file = vm0?.files.find((f) => f.entry.token === 1n);
-  if (!file) throw new Error('no vm0 token 1 in the handover');
+  const file = vm0?.files.find((f) => f.entry.token === token);
+  if (!file) throw new Error(`no vm0 token ${token} in the handover`);
   expect(file.entry.compatible).toBe('memfd-v3');
   const ser = Number(file.entry.data);
   const { runs } = memfdLuoSerV3.decode(memory.read(ser, memfdLuoSerV3.size));
@@ -50,18 +52,39 @@ function locate(memory: PhysicalMemory, khoFdtPhys: number): Victim {
 
 type Damage = (edit: Editable) => void;
 
-/** Apply `damage` to the victim's memfd_luo_ser and run array, as raw bytes. */
-function damageVictim(memory: PhysicalMemory, victim: Victim, damage: Damage): void {
+/** The memfd_luo_ser and runs of `victim`, to edit and {@link writeBack}. */
+function editable(memory: PhysicalMemory, victim: Victim): Editable {
   const ser = memfdLuoSerV3.decode(memory.read(victim.ser, memfdLuoSerV3.size));
   const runs = Array.from({ length: Number(ser.nrRuns) }, (_, i) =>
     memfdLuoRunSer.decode(memory.read(victim.array + i * memfdLuoRunSer.size, memfdLuoRunSer.size)),
   );
-  const edit: Editable = { ser, runs, array: victim.array, arrayFolio: victim.array / PAGE_SIZE };
-  damage(edit);
-  memory.write(victim.ser, memfdLuoSerV3.encode(edit.ser));
+  return {
+    ser,
+    runs,
+    serPhys: victim.ser,
+    array: victim.array,
+    arrayFolio: victim.array / PAGE_SIZE,
+  };
+}
+
+/**
+ * Write `edit` back as raw bytes; with `reseal`, make `runs_crc` the checksum of the `nr_runs`
+ * entries now in the array (when they fit in its page), so memfd's other checks are tested.
+ */
+function writeBack(memory: PhysicalMemory, edit: Editable, reseal: boolean): void {
   edit.runs.forEach((run, i) =>
-    memory.write(victim.array + i * memfdLuoRunSer.size, memfdLuoRunSer.encode(run)),
+    memory.write(edit.array + i * memfdLuoRunSer.size, memfdLuoRunSer.encode(run)),
   );
+  const used = Number(edit.ser.nrRuns) * memfdLuoRunSer.size;
+  if (reseal && used <= PAGE_SIZE) edit.ser.runsCrc = crc32c(memory.read(edit.array, used));
+  memory.write(edit.serPhys, memfdLuoSerV3.encode(edit.ser));
+}
+
+/** Apply `damage` to the victim's memfd_luo_ser and run array, as raw bytes, resealed. */
+function damageVictim(memory: PhysicalMemory, victim: Victim, damage: Damage): void {
+  const edit = editable(memory, victim);
+  damage(edit);
+  writeBack(memory, edit, true);
 }
 
 /**
@@ -101,6 +124,12 @@ describe('a memfd-v3 handover its writer cannot have written', () => {
       'EINVAL',
       /runs \(total_pages 2, flags 0x1, order 0\) is not the array of 3 entries \(1 pages/,
       (at) => void (at.ser.runs.totalPages = 2),
+    ],
+    [
+      'reserved bits after runs_crc',
+      'EINVAL',
+      /memfd_luo_ser at 0x[0-9a-f]+: reserved 0x8 is not 0/,
+      (at) => void (at.ser.reserved = 8),
     ],
     [
       'a size beyond RAM',
@@ -254,4 +283,58 @@ describe('a memfd-v3 handover its writer cannot have written', () => {
       expect(kho.unclaimedFrames).toBe(frameCount(victim) + HANDOVER_FRAMES);
     },
   );
+});
+
+describe('runs_crc, the checksum of the run array', () => {
+  /**
+   * Swap the pfns of the victim's last run and the bystander's last run, both one order-0 folio:
+   * every structural check still passes (each frame is preserved with that order, and no frame is
+   * named twice), only runs_crc can tell. `reseal` recomputes both files' runs_crc.
+   */
+  async function swapLastRuns(reseal: boolean) {
+    let victimSer = 0;
+    const result = await liveUpdateDamaged({
+      memfd: MEMFD_MODULE,
+      victimSize: 8 * MiB + 3 * PAGE_SIZE,
+      damage: ({ memory, khoFdtPhys }) => {
+        const located = locate(memory, khoFdtPhys!);
+        victimSer = located.ser;
+        const victim = editable(memory, located);
+        const bystander = editable(memory, locate(memory, khoFdtPhys!, 2n));
+        const [mine, theirs] = [victim.runs.at(-1)!, bystander.runs.at(-1)!];
+        expect([mine.order, mine.nrFolios, theirs.order, theirs.nrFolios]).toEqual([0, 1, 0, 1]);
+        [mine.pfn, theirs.pfn] = [theirs.pfn, mine.pfn];
+        writeBack(memory, victim, reseal);
+        writeBack(memory, bystander, reseal);
+      },
+    });
+    const device = await LiveUpdateDevice.open(result.next);
+    return { ...result, device, vm0: await device.retrieveSession('vm0'), victimSer };
+  }
+
+  it("misses nothing a swap of two frames between files does: resealed, each file gets the other's page", async () => {
+    const { next, vm0, victim, bystander } = await swapLastRuns(true);
+    const victimFd = await vm0.retrieveFd(victim.token);
+    const bystanderFd = await vm0.retrieveFd(bystander.token);
+    const last = (data: Uint8Array) => data.subarray(data.length - PAGE_SIZE);
+    expectBytes(last(await readAll(next, victimFd, victim.data.length)), last(bystander.data));
+    expectBytes(last(await readAll(next, bystanderFd, bystander.data.length)), last(victim.data));
+  });
+
+  it('fails both files of the swap with EIO before any run is used, logged and naming runs_crc', async () => {
+    const { next, dmesg, device, vm0, victim, bystander, other, victimSer } =
+      await swapLastRuns(false);
+    for (const memfd of [victim, bystander, victim]) {
+      expect(await errnoOf(vm0.retrieveFd(memfd.token))).toBe('EIO');
+    }
+    expect(dmesg()).toMatch(
+      new RegExp(
+        `memfd: memfd_luo_ser at ${hex(victimSer)}: runs_crc 0x[0-9a-f]+ does not match its 3 runs entries \\(crc32c 0x[0-9a-f]+\\) \\(preservedFrames in session "vm0"\\); the folios it lists \\(nr_runs 3\\) stay reserved`,
+      ),
+    );
+    // The file of the other session comes back intact.
+    const vm1 = await device.retrieveSession('vm1');
+    const fd = await vm1.retrieveFd(other.token);
+    expectBytes(await readAll(next, fd, other.data.length), other.data);
+  });
 });
