@@ -4,6 +4,7 @@ import type { DemoVerdict } from './demo-verdict.js';
 import type { HandoverFormats } from './handover-formats.js';
 import type { HostCheck } from './host-check.js';
 import type { HostFacts } from './host-facts.js';
+import type { KernelMemory } from './kernel-memory.js';
 import type { CacheLiveUpdate, LiveUpdatePhases } from './live-update-cache.js';
 import type { RefusedLiveUpdate } from './live-update-attempt.js';
 import type { NicCounters, VmDmaReport, VmLiveUpdate } from './live-update-host.js';
@@ -21,6 +22,8 @@ export interface UpdatedStep {
   /** The LUO ABI written (`luo-v2` or `luo-v1`), from the handover. */
   readonly luo: string;
   readonly host: HostCheck;
+  /** What the new kernel remembers of this update (`/sys/kernel/liveupdate/`). */
+  readonly kernel: KernelMemory;
 }
 
 /** A live update the running kernel refused, and the checks made after it. */
@@ -80,6 +83,8 @@ interface UpdatedReport {
     readonly guestMemory: GuestMemoryCheck;
   };
   readonly dma: VmDmaReport;
+  /** What the new kernel remembers of this update, read from `/sys/kernel/liveupdate/`. */
+  readonly kernel: KernelMemory;
 }
 
 /** One live update refused before the blackout, in the JSON report. */
@@ -189,5 +194,9 @@ export function liveUpdateReport(step: DemoStep, keys: number): LiveUpdateReport
       guestMemory: host.guestMemory,
     },
     dma: vm.dma,
+    kernel: {
+      ...step.kernel,
+      previousPhasesMs: msRecord(step.kernel.previousPhasesMs),
+    },
   };
 }

@@ -19,11 +19,25 @@ const intactHost = {
 
 /** The fields of an updated step the verdict reads; `change` overrides some. */
 function updated(
-  change: { host?: object; firstKeyOk?: boolean; dma?: object; guestPausedMs?: number } = {},
+  change: {
+    host?: object;
+    firstKeyOk?: boolean;
+    dma?: object;
+    guestPausedMs?: number;
+    kernel?: object;
+    count?: number;
+  } = {},
 ): DemoStep {
   return {
     outcome: 'updated',
     update: { from: '6.18.0', to: '6.18.1', firstKeyOk: change.firstKeyOk ?? true },
+    kernel: {
+      history: 'received',
+      kexecCount: change.count ?? 1,
+      previousVersion: '6.18.0',
+      failures: [],
+      ...change.kernel,
+    },
     vm: {
       guestPausedMs: change.guestPausedMs ?? 40,
       dma: { packetsDropped: 0, iommuFaults: 0, ...change.dma },
@@ -48,7 +62,7 @@ function refused(dmaAfterRefusal: object): DemoStep {
 
 describe('demoVerdict', () => {
   it('passes with no reasons when every check held', () => {
-    expect(demoVerdict([updated(), refused({})], RING_HEADROOM_MS)).toEqual({
+    expect(demoVerdict([updated(), refused({}), updated({ count: 2 })], RING_HEADROOM_MS)).toEqual({
       pass: true,
       reasons: [],
     });
@@ -59,6 +73,7 @@ describe('demoVerdict', () => {
       [
         updated(),
         updated({
+          count: 2,
           host: {
             cache: { verified: 10, mismatches: 3 },
             guestMemory: { pages: 5, mismatches: 1 },
@@ -87,6 +102,25 @@ describe('demoVerdict', () => {
       demoVerdict([updated({ dma: dropped, guestPausedMs: 40 })], RING_HEADROOM_MS).reasons,
     ).toEqual([
       '6.18.0 → 6.18.1: the NIC dropped 7 packets while the guest was paused 40.00 ms, less than the 819.00 ms the ring holds',
+    ]);
+  });
+
+  it('fails an update the new kernel does not remember as the one it was, or that recorded a failure', () => {
+    expect(
+      demoVerdict(
+        [
+          updated(),
+          updated({ kernel: { previousVersion: '6.17.9', history: 'received: update 2' } }),
+          updated({
+            count: 3,
+            kernel: { failures: ['LUO: session "vm0" token 2: retrieve failed'] },
+          }),
+        ],
+        RING_HEADROOM_MS,
+      ).reasons,
+    ).toEqual([
+      '6.18.0 → 6.18.1: the new kernel remembers update 1 from 6.17.9, not update 2 from 6.18.0 (received: update 2)',
+      '6.18.0 → 6.18.1: the new kernel recorded a failure: LUO: session "vm0" token 2: retrieve failed',
     ]);
   });
 

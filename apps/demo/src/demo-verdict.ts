@@ -22,6 +22,8 @@ export function dropsUnexplained(vm: VmLiveUpdate, ringHeadroomMs: number): bool
 /** The verdict on every step of a run: each check that failed is one reason. */
 export function demoVerdict(steps: readonly DemoStep[], ringHeadroomMs: number): DemoVerdict {
   const reasons: string[] = [];
+  // The demo's machine cold-boots its first kernel: the nth update leaves a count of n.
+  let updates = 0;
   for (const step of steps) {
     const { host } = step;
     const name =
@@ -56,6 +58,15 @@ export function demoVerdict(steps: readonly DemoStep[], ringHeadroomMs: number):
       continue;
     }
     if (!step.update.firstKeyOk) fail('the first key answered after the update had a wrong value');
+    updates++;
+    const { kernel } = step;
+    if (kernel.previousVersion !== step.update.from || kernel.kexecCount !== updates) {
+      fail(
+        `the new kernel remembers update ${String(kernel.kexecCount)} from ${String(kernel.previousVersion)}, ` +
+          `not update ${updates} from ${step.update.from} (${kernel.history})`,
+      );
+    }
+    for (const failure of kernel.failures) fail(`the new kernel recorded a failure: ${failure}`);
     if (step.vm.dma.iommuFaults > 0) {
       fail(`${count(step.vm.dma.iommuFaults)} IOMMU faults of the NIC during the update`);
     }

@@ -26,6 +26,7 @@ import { demoTrace } from './demo-trace.js';
 import { demoVerdict, dropsUnexplained, type DemoVerdict } from './demo-verdict.js';
 import { HandoverFormatsRecorder, type HandoverFormats } from './handover-formats.js';
 import { checkHost, type HostCheck } from './host-check.js';
+import { readKernelMemory, type KernelMemory } from './kernel-memory.js';
 import { hostFacts } from './host-facts.js';
 import { sameKernelChain, skewKernelChain } from './kernel-chain.js';
 import { planKvCache, type KvCacheLayout } from './kv-cache.js';
@@ -138,7 +139,8 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       const formats = handovers.formatsOf(machine.bootCount - 1);
       const luo = handovers.luoAbiOf(machine.bootCount - 1);
       const host = await checkHost(machine, cacheProcess, vmm, vm.ring);
-      steps.push({ ...attempt, update, vm, formats, luo, host });
+      const kernel = await readKernelMemory(machine);
+      steps.push({ ...attempt, update, vm, formats, luo, host, kernel });
 
       say(heading(`live update ${update.from} → ${update.to}`));
       say('before the blackout, while the cache serves and the NIC streams into the guest:');
@@ -158,6 +160,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       say(storyLines(machine, machine.bootCount - 2));
       say(storyLines(machine, machine.bootCount - 1));
       say(formatsLine(luo, formats));
+      say(rememberedLine(update.to, kernel));
       say(
         `new cache pid ${cacheProcess.process.pid}: retrieved "${CACHE_SESSION}" and the memfd, mapped it ` +
           `(${cacheProcess.mapping.segments.length} segments), answered key ${FIRST_KEY}: ` +
@@ -239,6 +242,18 @@ function formatsLine(luo: string, formats: HandoverFormats): string {
       .map(([file, compatible]) => `${file} ${compatible}`)
       .join(', ')
   );
+}
+
+/** What the new kernel says of the update, from `/sys/kernel/liveupdate/` (docs/kexec-history.md). */
+function rememberedLine(version: string, kernel: KernelMemory): string {
+  const phases = Object.entries(kernel.previousPhasesMs)
+    .map(([name, ms]) => `${name} ${fixed(ms)} ms`)
+    .join(', ');
+  return [
+    `${version} remembers, in /sys/kernel/liveupdate: ${kernel.history}; ` +
+      `the previous kernel's side: ${phases}; ${count(kernel.previousLogLines)} lines of its log`,
+    ...kernel.failures.map((failure) => `  failed in ${version}: ${failure}`),
+  ].join('\n');
 }
 
 function checkLines(host: HostCheck, layout: KvCacheLayout): string {
