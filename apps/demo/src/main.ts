@@ -7,8 +7,9 @@
 // With --scenario skew the kernels differ in their modules (6.18.0 → 6.19.0 → back to 6.18.0 →
 // a kernel without vfio-pci, which the running kernel refuses before the blackout). Prints each
 // phase of the blackout, what the NIC did during it, the formats written and the checks; with
-// --json only a report, with --trace a Chrome trace too. Ends with PASS or FAIL: what failed;
-// exits 1 if any check fails.
+// --json only a report, with --quiet only a row per update and their medians, with --trace a
+// Chrome trace too; --explain glosses each term once. Ends with PASS or FAIL: what failed; exits 1
+// if any check fails.
 import { writeFile } from 'node:fs/promises';
 import { Machine } from '@liveupdate/machine';
 import { CacheProcess, CACHE_SESSION, CACHE_TOKEN, FIRST_KEY } from './cache-process.js';
