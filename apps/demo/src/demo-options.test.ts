@@ -10,6 +10,8 @@ describe('parseDemoOptions', () => {
       guestMib: 256,
       updates: 1,
       json: false,
+      quiet: false,
+      explain: false,
       trace: null,
       help: false,
     });
@@ -37,6 +39,25 @@ describe('parseDemoOptions', () => {
       json: true,
       trace: '/tmp/t.json',
     });
+  });
+
+  it('takes --quiet and --explain, with any scenario', () => {
+    expect(parseDemoOptions(['--quiet', '--updates', '3'])).toMatchObject({
+      quiet: true,
+      explain: false,
+      updates: 3,
+    });
+    expect(parseDemoOptions(['--scenario', 'skew', '--quiet', '--explain'])).toMatchObject({
+      scenario: 'skew',
+      quiet: true,
+      explain: true,
+    });
+  });
+
+  it('refuses --quiet with --json, which are two outputs', () => {
+    const parse = () => parseDemoOptions(['--json', '--quiet']);
+    expect(parse).toThrow(DemoOptionError);
+    expect(parse).toThrow('--quiet and --json are two outputs, a table or a report: choose one');
   });
 
   it('takes --scenario skew', () => {

@@ -16,6 +16,10 @@ export interface DemoOptions {
   readonly updates: number;
   /** Print only the JSON report. */
   readonly json: boolean;
+  /** Print one row per update, their medians and the verdict, instead of the story. */
+  readonly quiet: boolean;
+  /** Explain each term (KHO, LUO, …) in one line where it first appears. */
+  readonly explain: boolean;
   /** Where to write a Chrome trace of the run, or `null` for none. */
   readonly trace: string | null;
   readonly help: boolean;
@@ -36,7 +40,7 @@ export const DEMO_LIMITS = {
   updates: { min: 1, max: 100 },
 } as const;
 
-export const DEMO_USAGE = `usage: pnpm demo [--scenario same|skew] [--mib N] [--keys N] [--guest-mib N] [--updates N] [--json] [--trace FILE]
+export const DEMO_USAGE = `usage: pnpm demo [--scenario same|skew] [--mib N] [--keys N] [--guest-mib N] [--updates N] [--quiet | --json] [--explain] [--trace FILE]
 
   --scenario S   same: the same kernel build, 6.18.0 → 6.18.1 → … (default);
                  skew: 6.18.0 (memfd-v2) → 6.19.0 (memfd-v3) → back to 6.18.0 → a kernel
@@ -46,14 +50,16 @@ export const DEMO_USAGE = `usage: pnpm demo [--scenario same|skew] [--mib N] [--
   --guest-mib N  size of the VM's guest RAM in MiB, 1 to 2048 (default 256);
                  --mib and --guest-mib together at most 3072
   --updates N    live updates in a row, 6.18.0 → 6.18.1 → …, 1 to 100 (default 1; scenario same only)
-  --json         print only the report, as JSON
+  --quiet        print only a row per update, their medians and the verdict
+  --json         print only the report, as JSON (not with --quiet: one output or the other)
+  --explain      explain each term (KHO, LUO, HWPT, …) in one line where it first appears
   --trace FILE   also write a Chrome trace of the run to FILE (open it in ui.perfetto.dev)
   --help         this text
 
 The machine has 2 GiB of RAM (allocated lazily), more if the cache and the VM need it.`;
 
 const VALUE_OPTIONS = ['scenario', 'mib', 'keys', 'guest-mib', 'updates', 'trace'] as const;
-const FLAG_OPTIONS = ['json', 'help'] as const;
+const FLAG_OPTIONS = ['json', 'quiet', 'explain', 'help'] as const;
 type ValueOption = (typeof VALUE_OPTIONS)[number];
 
 /** A bad command line: its message is the demo's own, for the user. */
@@ -112,6 +118,11 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   if (scenario !== 'same' && values.has('updates')) {
     throw new DemoOptionError(`--updates goes with --scenario same; ${scenario} has its own chain`);
   }
+  if (flags.has('quiet') && flags.has('json')) {
+    throw new DemoOptionError(
+      '--quiet and --json are two outputs, a table or a report: choose one',
+    );
+  }
   const mib = wholeNumber('--mib', values.get('mib') ?? '256', DEMO_LIMITS.mib);
   const guestMib = wholeNumber(
     '--guest-mib',
@@ -131,6 +142,8 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
     guestMib,
     updates: wholeNumber('--updates', values.get('updates') ?? '1', DEMO_LIMITS.updates),
     json: flags.has('json'),
+    quiet: flags.has('quiet'),
+    explain: flags.has('explain'),
     trace: values.get('trace') ?? null,
     help: flags.has('help'),
   };

@@ -118,8 +118,8 @@ export type DemoSettings = Omit<DemoOptions, 'help'>;
 
 /** The settings of a run, for its report and its trace. */
 export function demoSettings(options: DemoOptions): DemoSettings {
-  const { scenario, mib, keys, guestMib, updates, json, trace } = options;
-  return { scenario, mib, keys, guestMib, updates, json, trace };
+  const { scenario, mib, keys, guestMib, updates, json, quiet, explain, trace } = options;
+  return { scenario, mib, keys, guestMib, updates, json, quiet, explain, trace };
 }
 
 /** The JSON report, `pnpm demo --json`. */
@@ -128,6 +128,8 @@ export interface DemoReport {
   readonly settings: DemoSettings;
   readonly host: HostFacts;
   readonly verdict: DemoVerdict;
+  /** What the reader should know to read the figures, e.g. that the first update was cold. */
+  readonly notes: readonly string[];
   readonly liveUpdates: readonly LiveUpdateReport[];
 }
 
@@ -136,6 +138,7 @@ export function demoReport(
   options: DemoOptions,
   host: HostFacts,
   verdict: DemoVerdict,
+  notes: readonly string[],
   liveUpdates: readonly LiveUpdateReport[],
 ): DemoReport {
   return {
@@ -143,6 +146,7 @@ export function demoReport(
     settings: demoSettings(options),
     host,
     verdict,
+    notes,
     liveUpdates,
   };
 }

@@ -7,8 +7,9 @@
 // With --scenario skew the kernels differ in their modules (6.18.0 → 6.19.0 → back to 6.18.0 →
 // a kernel without vfio-pci, which the running kernel refuses before the blackout). Prints each
 // phase of the blackout, what the NIC did during it, the formats written and the checks; with
-// --json only a report, with --trace a Chrome trace too. Ends with PASS or FAIL: what failed;
-// exits 1 if any check fails.
+// --json only a report, with --quiet only a row per update and their medians, with --trace a
+// Chrome trace too; --explain glosses each term once. Ends with PASS or FAIL: what failed; exits 1
+// if any check fails.
 import { writeFile } from 'node:fs/promises';
 import { Machine } from '@liveupdate/machine';
 import { CacheProcess, CACHE_SESSION, CACHE_TOKEN, FIRST_KEY } from './cache-process.js';
@@ -25,6 +26,8 @@ import {
 import { demoTrace } from './demo-trace.js';
 import { demoVerdict, dropsUnexplained, type DemoVerdict } from './demo-verdict.js';
 import { HandoverFormatsRecorder, type HandoverFormats } from './handover-formats.js';
+import { coldUpdateNote } from './cold-update-note.js';
+import { Glossary } from './glossary.js';
 import { checkHost, type HostCheck } from './host-check.js';
 import { readKernelMemory, type KernelMemory } from './kernel-memory.js';
 import { hostFacts } from './host-facts.js';
@@ -34,10 +37,12 @@ import { attemptLiveUpdateHost } from './live-update-attempt.js';
 import { cacheLiveUpdateOf, type CacheLiveUpdate } from './live-update-cache.js';
 import type { VmDmaReport } from './live-update-host.js';
 import { NicSampler } from './nic-sampler.js';
+import { quietTable } from './quiet-table.js';
 import { textTable } from './text-table.js';
 import { fillGuestMemory } from './vm-guest-memory.js';
 import type { GuestRingCheck } from './vm-ring-check.js';
 import { NIC_BDF, VM_SESSION, VM_TOKENS, VmmProcess } from './vm-process.js';
+import { terminalColumns, wrapText } from './wrap-text.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -48,8 +53,29 @@ const RING_SIZE = 8192;
 const fixed = (value: number): string => value.toFixed(2);
 const count = (value: number): string => value.toLocaleString('en-US');
 
+/** Prose is wrapped to the terminal; tables are printed as they are. */
+const COLUMNS = terminalColumns(process.stdout);
+
 const heading = (title: string): string =>
-  `\n── ${title} ${'─'.repeat(Math.max(0, 96 - title.length))}`;
+  `\n── ${title} ${'─'.repeat(Math.max(0, COLUMNS - 4 - title.length))}`;
+
+/**
+ * How the story is told: nothing with `--json` or `--quiet`, else wrapped to the terminal and,
+ * with `--explain`, each term explained after the first line that names it.
+ */
+function storyTeller(options: DemoOptions): (text: string) => void {
+  if (options.json || options.quiet) return () => undefined;
+  const glossary = options.explain ? new Glossary() : undefined;
+  return (text) => {
+    // Line by line, so a term is explained under the line that names it, not under a block.
+    for (const line of text.split('\n')) {
+      console.log(wrapText(line, COLUMNS));
+      for (const meaning of glossary?.explainNew(line) ?? []) {
+        console.log(wrapText(meaning, COLUMNS));
+      }
+    }
+  };
+}
 
 /** The lines of boot `boot`'s log that tell the live update's story. */
 function storyLines(machine: Machine, boot: number): string {
@@ -62,7 +88,7 @@ function storyLines(machine: Machine, boot: number): string {
 }
 
 async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVerdict> {
-  const say = options.json ? () => undefined : console.log;
+  const say = storyTeller(options);
   const guestBytes = options.guestMib * MiB;
   // Allocated lazily: only frames the kernels touch cost host memory.
   const ramBytes = Math.max(2, Math.ceil((layout.fileBytes + guestBytes) / GiB) + 1) * GiB;
@@ -167,7 +193,8 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
           `${update.firstKeyOk ? 'right value' : 'WRONG VALUE'}`,
       );
       say(
-        `new VMM pid ${vmm.process.pid}: retrieved "${VM_SESSION}", restored HWPT, bound the NIC, ` +
+        `new VMM pid ${vmm.process.pid}: retrieved "${VM_SESSION}" (its first file brought back the ` +
+          `IOMMU's FLB, which the NIC's files share), restored HWPT, bound the NIC, ` +
           `moved it onto IOAS ${vmm.ioas} without stopping it, finished; the guest resumed its ring`,
       );
       say(checkLines(host, layout));
@@ -185,11 +212,20 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
 
     const updated = steps.filter((step): step is UpdatedStep => step.outcome === 'updated');
     const verdict = demoVerdict(steps, RING_HEADROOM_MS);
+    const notes = [coldUpdateNote(updated.map((step) => step.update.blackoutMs))].filter(
+      (note) => note !== null,
+    );
     if (options.json) {
       const liveUpdates = steps.map((step) => liveUpdateReport(step, layout.keys));
-      console.log(JSON.stringify(demoReport(options, hostFacts(), verdict, liveUpdates), null, 2));
+      const report = demoReport(options, hostFacts(), verdict, notes, liveUpdates);
+      console.log(JSON.stringify(report, null, 2));
+    } else if (options.quiet) {
+      console.log(quietTable(steps));
     } else if (updated.length > 0) {
-      printPhases(updated);
+      printPhases(say, updated);
+    }
+    if (!options.json) {
+      for (const note of notes) console.log(wrapText(`\nnote: ${note}`, COLUMNS));
     }
     return verdict;
   } finally {
@@ -287,7 +323,7 @@ function ringLine(ring: GuestRingCheck): string {
   );
 }
 
-function printPhases(seen: readonly UpdatedStep[]): void {
+function printPhases(say: (text: string) => void, seen: readonly UpdatedStep[]): void {
   const updates = seen.map((s) => s.update);
   const columns = ['phase', ...updates.map((u) => `${u.from} → ${u.to}`)];
   console.log(heading('the blackout, phase by phase (ms)'));
@@ -341,17 +377,16 @@ function printPhases(seen: readonly UpdatedStep[]): void {
       vmRows.map(([label, pick]) => [label, ...seen.map((s) => fixed(pick(s)))]),
     ),
   );
-  console.log(
+  say(
     [
-      '',
-      "Kernel phases come from the kernels' and the machine's trace spans; those of the new cache",
+      "\nKernel phases come from the kernels' and the machine's trace spans; those of the new cache",
       'process (open … first key) and the new VMM are timed by the caller, around each syscall',
       "(LUO's own spans, luo-deserialize, luo-retrieve and luo-finish, sit inside them, in",
       "machine.spans()). The cache's blackout runs from the old kernel's reboot span to the new",
       "cache answering its first key, the VM's to the guest's first poll of its ring; the NIC",
       'never stopped, and neither memfd was copied: the new kernel gets their frames by physical',
       'address, and the IOMMU kept translating through the page tables the old kernel left.',
-    ].join('\n'),
+    ].join(' '),
   );
 }
 

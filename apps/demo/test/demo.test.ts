@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { ChromeTrace, ChromeTraceEvent } from '@liveupdate/machine';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GLOSSARY } from '../src/glossary.js';
 import { reportSchemaErrors } from './report-schema.js';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
@@ -15,6 +16,7 @@ interface Report {
   settings: Record<string, unknown>;
   host: { node: string; cores: number };
   verdict: { pass: boolean; reasons: string[] };
+  notes: string[];
   liveUpdates: {
     from: string;
     to: string;
@@ -111,10 +113,21 @@ describe('the JSON report', () => {
       guestMib: 64,
       updates: 2,
       json: true,
+      quiet: false,
+      explain: false,
       trace: join(dir, 'trace.json'),
     });
     expect(report.host.node).toBe(process.version);
     expect(report.verdict).toEqual({ pass: true, reasons: [] });
+  });
+
+  it('notes a cold first update exactly when its blackout is over 1.5 times the other one', () => {
+    const [first, second] = report.liveUpdates.map((u) => u.blackoutMs);
+    const cold = report.notes.filter((note) => note.startsWith('the first update was cold'));
+    expect(cold).toHaveLength(first! > 1.5 * second! ? 1 : 0);
+    const withoutNotes: Partial<Report> = JSON.parse(stdout) as Report;
+    delete withoutNotes.notes;
+    expect(reportSchemaErrors(withoutNotes)).toContain("must have required property 'notes'");
   });
 
   it('does not validate with a field missing or of the wrong type', () => {
@@ -246,8 +259,72 @@ describe('the command line', () => {
     expect(failed?.stderr).toContain('usage: pnpm demo');
   });
 
-  it('ends its text output with PASS when every check held', async () => {
-    const { stdout: text } = await run(process.execPath, [MAIN, ...SMALL], { encoding: 'utf8' });
-    expect(text.trimEnd().split('\n').at(-1)).toBe('PASS');
+  it('wraps its story to 100 columns off a terminal, explains each term once, ends with PASS', async () => {
+    const { stdout: text } = await run(process.execPath, [MAIN, '--explain', ...SMALL], {
+      encoding: 'utf8',
+    });
+    const lines = text.trimEnd().split('\n');
+    expect(lines.at(-1)).toBe('PASS');
+    // The story before the tables is prose: every line fits (no word there is 100 long).
+    const story = lines.slice(
+      0,
+      lines.findIndex((line) => line.includes('the blackout, phase')),
+    );
+    expect(story.length).toBeGreaterThan(20);
+    for (const line of story) expect(line.length, line).toBeLessThanOrEqual(100);
+    for (const [term] of GLOSSARY) {
+      expect(
+        lines.filter((line) => line.startsWith(`  ⓘ ${term}: `)),
+        term,
+      ).toHaveLength(1);
+    }
+  });
+
+  it('--quiet: a row per update, their medians with the spread, then the verdict', async () => {
+    const { stdout: text } = await run(
+      process.execPath,
+      [MAIN, '--mib', '16', '--keys', '1000', '--guest-mib', '16', '--updates', '3', '--quiet'],
+      { encoding: 'utf8' },
+    );
+    const lines = text.trimEnd().split('\n');
+    expect(lines[0]!.split(/ {3,}/)).toEqual([
+      'update',
+      'cache blackout ms',
+      'VM blackout ms',
+      'guest paused ms',
+      'dropped',
+      'keys verified',
+      'kexecs',
+    ]);
+    expect(lines[1]).toMatch(/^─+( {3}─+){6}$/);
+    const rows = lines.slice(2, 5).map((line) => line.split(/ {3,}/));
+    expect(rows.map((row) => row[0])).toEqual([
+      '6.18.0 → 6.18.1',
+      '6.18.1 → 6.18.2',
+      '6.18.2 → 6.18.3',
+    ]);
+    for (const [i, row] of rows.entries()) {
+      expect(
+        row.slice(1, 4).every((cell) => /^\d+\.\d\d$/.test(cell)),
+        row.join('|'),
+      ).toBe(true);
+      expect(row[4]).toMatch(/^\d[\d,]*$/);
+      expect(row.slice(5)).toEqual(['1,000', String(i + 1)]);
+    }
+    const medians = lines[5]!.split(/ {3,}/);
+    const spreads = lines[6]!.trim().split(/ {3,}/);
+    expect(medians[0]).toBe('median of 3 updates');
+    expect(spreads[0]).toBe('spread (min–max)');
+    // Each column's median is its middle row's figure, and the spread its smallest and largest.
+    for (const column of [1, 2, 3]) {
+      const values = rows.map((row) => row[column]!).sort((a, b) => Number(a) - Number(b));
+      expect(medians[column]).toBe(values[1]);
+      expect(spreads[column]).toBe(`${values[0]}–${values[2]}`);
+    }
+    expect([medians[5], spreads[5]]).toEqual(['1,000', '1,000–1,000']);
+    // Nothing of the story: at most a note, then the verdict.
+    const rest = lines.slice(7).filter((line) => line !== '');
+    expect(rest.at(-1)).toBe('PASS');
+    for (const line of rest.slice(0, -1)) expect(line).toMatch(/^note: |^ {2}\S/);
   });
 });
