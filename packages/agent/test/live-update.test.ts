@@ -84,6 +84,28 @@ describe('the agent across a live update', () => {
     expect(await textOf(newVmm, (await newClient.fetch('ram'))[0]!, 5)).toBe('first');
   });
 
+  it("takes a service's fds again after it fetched them, for the next live update", async () => {
+    const harness = await boot();
+    await (await LuoAgent.start(harness.process)).prepare();
+    let process = await harness.liveUpdate();
+    let agent = await LuoAgent.restore(process);
+    for (const round of ['first', 'second']) {
+      const service = harness.machine.spawn();
+      const client = await AgentClient.connect(service);
+      await client.hello('cache');
+      await client.store('table', [await memfdWith(service, `${round} update`)]);
+      await agent.prepare();
+      process = await harness.liveUpdate();
+      agent = await LuoAgent.restore(process);
+      const newService = harness.machine.spawn();
+      const newClient = await AgentClient.connect(newService);
+      expect(await newClient.hello('cache')).toEqual({ restored: true });
+      const [fd] = await newClient.fetch('table');
+      expect(await textOf(newService, fd!, round.length + 7)).toBe(`${round} update`);
+      await newClient.bye();
+    }
+  });
+
   it('finishes the session of a service that never came back when the agent closes', async () => {
     const harness = await boot();
     const agent = await LuoAgent.start(harness.process);
