@@ -224,9 +224,14 @@ export class LuoAgent {
     await Promise.all([this.#listener, ...this.#connections].map((fd) => this.#closeQuietly(fd)));
     this.#connections.clear();
     for (const [name, service] of this.#services) {
-      if (service.incoming) await this.#finish(name, service);
-      await this.#closeEntries(service);
-      await service.session?.close();
+      try {
+        if (service.incoming) await this.#finish(name, service);
+        await this.#closeEntries(service);
+        await service.session?.close();
+      } catch (error) {
+        // One service's session that LUO refuses to finish does not keep the others open.
+        this.#options.onError?.(error);
+      }
       service.session = null;
     }
     await this.#manifestSession?.close();
@@ -281,6 +286,7 @@ export class LuoAgent {
         await sendMessage(this.process, conn, reply, replyFds);
         // Only once the fds are on their way may the session be finished and the agent's closed.
         if (message.body.op === 'fetch' && 'ok' in reply) await this.#finishWhenFetched(client);
+        if (message.body.op === 'update' && 'ok' in reply) this.#startUpdate();
         if (message.body.op === 'bye') break;
       }
     } catch (error) {
@@ -442,15 +448,17 @@ export class LuoAgent {
     if (!update)
       throw new KernelError('EOPNOTSUPP', 'update: this agent leaves the kexec to its owner');
     await this.prepare();
-    // The kexec ends this process: answer first, then start it.
-    queueMicrotask(() => {
-      update().catch(async (error: unknown) => {
-        if (isGone(error)) return;
-        await this.abortUpdate().catch(() => undefined);
-        this.#options.onError?.(error);
-      });
-    });
     return { ok: true };
+  }
+
+  /** After the answer to `update` is on its way (the kexec ends this process): kexec. */
+  #startUpdate(): void {
+    this.#options.update!().catch(async (error: unknown) => {
+      if (isGone(error)) return;
+      // The kexec did not happen: this kernel goes on, and so does the agent.
+      await this.abortUpdate().catch(() => undefined);
+      this.#options.onError?.(error);
+    });
   }
 
   /** Retrieve a restored service's files in `order`, so that what depends on another comes after. */

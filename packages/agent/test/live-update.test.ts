@@ -3,6 +3,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { LiveUpdateDevice } from '@liveupdate/core';
 import type { Process } from '@liveupdate/machine';
 import { AgentClient, LuoAgent } from '@liveupdate/agent';
+import { until } from '@liveupdate/vitest-config/wait-until';
 import { boot, errnoOf, memfdWith, textOf } from './helpers.js';
 
 const CONTENT = 'the cache keeps its keys in this memfd';
@@ -65,7 +66,7 @@ describe('the agent across a live update', () => {
     await client.store('ram', [first], { order: 0 });
     await client.store('pair', pair, { order: 1 });
     await client.update();
-    expect(updating, 'the agent started the update after answering').toBeDefined();
+    await until(() => updating !== undefined, 'the agent to start the update after answering');
     const next = await updating!;
     expect(errors).toEqual([]);
 
