@@ -10,14 +10,24 @@ import {
   SOCK_STREAM,
   type Process,
 } from '@liveupdate/machine';
-import { AGENT_SESSION, LuoAgent, MANIFEST_SEALS, MANIFEST_TOKEN } from '@liveupdate/agent';
+import {
+  AGENT_SESSION,
+  AgentClient,
+  LuoAgent,
+  MANIFEST_SEALS,
+  MANIFEST_TOKEN,
+} from '@liveupdate/agent';
+import type { LiveUpdateHarness } from '@liveupdate/testkit';
 import { boot, errnoOf, memfdWith, textOf } from './helpers.js';
 
 /**
  * Preserve, as a rogue agent would, a session `luod` whose manifest memfd holds `manifest` (with
- * `seals`), and a session `cache` with a memfd; then live-update. Resolves with the new process.
+ * `seals`), and a session `cache` with a memfd; then live-update. Resolves with the new process and the harness.
  */
-async function updateWithManifest(manifest: string, seals: number): Promise<Process> {
+async function updateWithManifest(
+  manifest: string,
+  seals: number,
+): Promise<{ next: Process; harness: LiveUpdateHarness }> {
   const harness = await boot();
   const process = harness.process;
   const device = await LiveUpdateDevice.open(process);
@@ -27,7 +37,7 @@ async function updateWithManifest(manifest: string, seals: number): Promise<Proc
   await process.pwrite(fd, new TextEncoder().encode(manifest), 0);
   if (seals) await process.fcntl(fd, F_ADD_SEALS, seals);
   await (await device.createSession(AGENT_SESSION)).preserveFd(fd, MANIFEST_TOKEN);
-  return harness.liveUpdate();
+  return { next: await harness.liveUpdate(), harness };
 }
 
 /** The error `LuoAgent.restore` rejects with. */
@@ -52,7 +62,7 @@ async function expectCacheUntouched(process: Process): Promise<void> {
 describe('a damaged manifest', () => {
   it('is refused with EIO naming the field and its value, and nothing is handed out', async () => {
     // A token the agent never writes (0), in an otherwise good manifest.
-    const next = await updateWithManifest(
+    const { next } = await updateWithManifest(
       JSON.stringify({ version: 1, services: { cache: { table: { order: 0, tokens: [0] } } } }),
       MANIFEST_SEALS,
     );
@@ -71,11 +81,42 @@ describe('a damaged manifest', () => {
       version: 1,
       services: { cache: { table: { order: 0, tokens: [1] } } },
     });
-    const next = await updateWithManifest(good, 0);
+    const { next } = await updateWithManifest(good, 0);
     const error = await restoreError(next);
     expect(error.code).toBe('EIO');
     expect(error.message).toContain('seals are 0x0');
     await expectCacheUntouched(next);
+  });
+});
+
+describe('a manifest that names what LUO does not have', () => {
+  it("fails only that service or entry, with LUO's errno, and serves the rest", async () => {
+    // "ghost" has no session; the cache's "gone" names a token its session lacks.
+    const { next, harness } = await updateWithManifest(
+      JSON.stringify({
+        version: 1,
+        services: {
+          cache: { table: { order: 0, tokens: [1] }, gone: { order: 1, tokens: [7] } },
+          ghost: { data: { order: 0, tokens: [1] } },
+        },
+      }),
+      MANIFEST_SEALS,
+    );
+    await LuoAgent.restore(next);
+    const service = harness.machine.spawn();
+    const ghost = await AgentClient.connect(service);
+    expect(await errnoOf(ghost.hello('ghost'))).toBe('ENOENT');
+    // Told once: the name starts afresh.
+    expect(await ghost.hello('ghost')).toEqual({ restored: false });
+    const cache = await AgentClient.connect(service);
+    expect(await cache.hello('cache')).toEqual({ restored: true });
+    expect(await cache.list()).toEqual([
+      { name: 'table', order: 0, fds: 1 },
+      { name: 'gone', order: 1, fds: 1, error: 'ENOENT' },
+    ]);
+    expect(await errnoOf(cache.fetch('gone'))).toBe('ENOENT');
+    const [fd] = await cache.fetch('table');
+    expect(await textOf(service, fd!, 10)).toBe('cache data');
   });
 });
 
