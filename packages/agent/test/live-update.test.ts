@@ -3,6 +3,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { LiveUpdateDevice } from '@liveupdate/core';
 import type { Process } from '@liveupdate/machine';
 import { AgentClient, LuoAgent } from '@liveupdate/agent';
+import { testkitStats } from '@liveupdate/testkit';
 import { until } from '@liveupdate/vitest-config/wait-until';
 import { boot, errnoOf, memfdWith, textOf } from './helpers.js';
 
@@ -119,8 +120,10 @@ describe('the agent across a live update', () => {
 
     const restored = await LuoAgent.restore(next);
     expect(restored.services.get('gone')).toEqual(['table']);
+    expect((await testkitStats(next)).khoUnrestoredFrames).toBeGreaterThan(0);
     await restored.close();
-    // Finished: LUO no longer has the session to give anyone.
+    // Finished: the memfd's frames are released, and LUO no longer has the session for anyone.
+    expect((await testkitStats(next)).khoUnrestoredFrames).toBe(0);
     const device = await LiveUpdateDevice.open(next);
     expect(await errnoOf(device.retrieveSession('gone'))).toBe('ENOENT');
     await device.close();

@@ -1,7 +1,16 @@
 // The protocol's refusals in one kernel: who may say hello, what a service may ask for.
 import { describe, expect, it } from 'vitest';
-import { AgentClient, LuoAgent, MessageReader, encodeFrame, sendMessage } from '@liveupdate/agent';
+import {
+  AgentClient,
+  LuoAgent,
+  MessageReader,
+  encodeFrame,
+  sendMessage,
+  type WireMessage,
+} from '@liveupdate/agent';
 import { AF_UNIX, SOCK_STREAM } from '@liveupdate/machine';
+import { testkitStats } from '@liveupdate/testkit';
+import { until } from '@liveupdate/vitest-config/wait-until';
 import { boot, errnoOf, memfdWith, textOf } from './helpers.js';
 
 async function agentAndService() {
@@ -83,6 +92,36 @@ describe('agent requests', () => {
     expect(await errnoOf(client.store('table', [await memfdWith(process, 'x')]))).toBe('EBUSY');
     await agent.abortUpdate();
     await client.store('table', [await memfdWith(process, 'x')]);
+  });
+
+  it('closes the fds of refused requests and of a closed connection: nothing leaks', async () => {
+    const { harness, spawn } = await agentAndService();
+    const process = spawn();
+    const before = await testkitStats(harness.process);
+    const memfd = await memfdWith(process, 'x');
+    const raw = await process.socket(AF_UNIX, SOCK_STREAM);
+    await process.connect(raw, '/run/luod.sock');
+    const replies = new MessageReader(process, raw);
+    const refused = async (body: WireMessage) => {
+      await sendMessage(process, raw, body, [memfd, memfd]);
+      return (await replies.next())?.body.error;
+    };
+    expect(await refused({ op: 'list' })).toBe('EINVAL'); // fds on a request that takes none
+    await sendMessage(process, raw, { op: 'hello', service: 'cache' });
+    expect((await replies.next())?.body.ok).toBe(true);
+    expect(await refused({ op: 'store', name: 'table', fds: 1 })).toBe('EINVAL');
+    expect(await refused({ op: 'store', name: 'table', order: 0.5, fds: 2 })).toBe('EINVAL');
+    expect(await refused({ op: 'fetch', name: 'table' })).toBe('EINVAL');
+    // And fds that came with a frame the connection closes in the middle of.
+    const frame = encodeFrame({ op: 'store', name: 'late', fds: 1 });
+    await process.sendmsg(raw, frame.subarray(0, 10), { rights: [memfd] });
+    await process.close(raw);
+    await process.close(memfd);
+    const settled = async () => {
+      const now = await testkitStats(harness.process);
+      return now.openFiles === before.openFiles && now.framesAllocated === before.framesAllocated;
+    };
+    await until(settled, 'the open files and frames to come back to where they were');
   });
 
   it('closes a connection that sends a frame over the size limit', async () => {
