@@ -310,8 +310,10 @@ export class LuoAgent {
     switch (body.op) {
       case 'hello':
         return [await this.#hello(client, body.service), []];
-      case 'store':
+      case 'store': {
+        if (client.service === null) await this.#closeAll(fds); // refused below: EACCES
         return [await this.#store(this.#serviceOf(client), body, fds), []];
+      }
       case 'fetch':
         return this.#fetch(this.#serviceOf(client), body.name);
       case 'list':

@@ -107,6 +107,7 @@ describe('agent requests', () => {
       return (await replies.next())?.body.error;
     };
     expect(await refused({ op: 'list' })).toBe('EINVAL'); // fds on a request that takes none
+    expect(await refused({ op: 'store', name: 'table', fds: 2 })).toBe('EACCES'); // before hello
     await sendMessage(process, raw, { op: 'hello', service: 'cache' });
     expect((await replies.next())?.body.ok).toBe(true);
     expect(await refused({ op: 'store', name: 'table', fds: 1 })).toBe('EINVAL');
