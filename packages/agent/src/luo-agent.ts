@@ -94,6 +94,8 @@ export class LuoAgent {
   #listener = -1;
   #manifestSession: LiveUpdateSession | null = null;
   #closed = false;
+  /** The end of the queue that stores, prepare and abortUpdate take turns in. */
+  #turn: Promise<unknown> = Promise.resolve();
 
   private constructor(process: Process, device: LiveUpdateDevice, options: LuoAgentOptions) {
     this.process = process;
@@ -166,7 +168,11 @@ export class LuoAgent {
    * the kexec. From then on `store` is `EBUSY` until {@link abortUpdate}. Sessions of the previous
    * kernel that were not finished are finished first (their files released): they cannot cross.
    */
-  async prepare(): Promise<void> {
+  prepare(): Promise<void> {
+    return this.#inTurn(() => this.#prepare());
+  }
+
+  async #prepare(): Promise<void> {
     if (this.#manifestSession) throw new KernelError('EBUSY', 'the agent is prepared already');
     for (const [name, service] of this.#services) {
       if (service.incoming) await this.#finish(name, service);
@@ -206,11 +212,13 @@ export class LuoAgent {
   }
 
   /** Undo {@link prepare} after a kexec that did not happen: drop the manifest, take stores again. */
-  async abortUpdate(): Promise<void> {
-    const session = this.#manifestSession;
-    this.#manifestSession = null;
-    // Closing an outgoing session unpreserves its files: the stale manifest goes with it.
-    await session?.close();
+  abortUpdate(): Promise<void> {
+    return this.#inTurn(async () => {
+      const session = this.#manifestSession;
+      this.#manifestSession = null;
+      // Closing an outgoing session unpreserves its files: the stale manifest goes with it.
+      await session?.close();
+    });
   }
 
   /**
@@ -312,7 +320,8 @@ export class LuoAgent {
         return [await this.#hello(client, body.service), []];
       case 'store': {
         if (client.service === null) await this.#closeAll(fds); // refused below: EACCES
-        return [await this.#store(this.#serviceOf(client), body, fds), []];
+        const service = this.#serviceOf(client);
+        return [await this.#inTurn(() => this.#store(service, body, fds)), []];
       }
       case 'fetch':
         return this.#fetch(this.#serviceOf(client), body.name);
@@ -327,6 +336,16 @@ export class LuoAgent {
       default:
         throw new KernelError('EOPNOTSUPP', `unknown request ${JSON.stringify(body.op)}`);
     }
+  }
+
+  /**
+   * Run `action` after every store, prepare and abortUpdate before it has ended: a store cannot
+   * slip between the manifest being written and the kexec, nor land half in it.
+   */
+  #inTurn<T>(action: () => Promise<T>): Promise<T> {
+    const result = this.#turn.then(action);
+    this.#turn = result.catch(() => undefined);
+    return result;
   }
 
   /** The connection no longer speaks for its service. */
