@@ -108,6 +108,25 @@ describe('the agent across a live update', () => {
     }
   });
 
+  it('keeps a store that races prepare in the manifest when it answered ok', async () => {
+    const harness = await boot();
+    const agent = await LuoAgent.start(harness.process);
+    const service = harness.machine.spawn();
+    const client = await AgentClient.connect(service);
+    await client.hello('cache');
+    const memfd = await memfdWith(service, CONTENT);
+    // Which comes first is up to the scheduling; what each answer promises is not.
+    const stored = client.store('table', [memfd]).then(
+      () => 'ok',
+      (error: unknown) => errnoOf(Promise.reject(error)),
+    );
+    await agent.prepare();
+    const outcome = await stored;
+    expect(['ok', 'EBUSY']).toContain(outcome);
+    const restored = await LuoAgent.restore(await harness.liveUpdate());
+    expect(restored.services.get('cache') ?? []).toEqual(outcome === 'ok' ? ['table'] : []);
+  });
+
   it('finishes the session of a service that never came back when the agent closes', async () => {
     const harness = await boot();
     const agent = await LuoAgent.start(harness.process);
