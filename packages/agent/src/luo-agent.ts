@@ -1,0 +1,616 @@
+// luod: the one process that holds LUO sessions for services. A service hands it fds over a unix
+// socket; the agent preserves them in a session named after the service and, before the kexec,
+// writes what it holds into a sealed memfd in its own session. The next kernel's agent reads
+// that manifest and gives each service its fds back when it reconnects.
+import { LiveUpdateDevice, type LiveUpdateSession } from '@liveupdate/core';
+import {
+  AF_UNIX,
+  F_ADD_SEALS,
+  F_GET_SEALS,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  F_SEAL_WRITE,
+  KernelError,
+  MFD_ALLOW_SEALING,
+  SOCK_STREAM,
+  type ErrnoName,
+  type Process,
+} from '@liveupdate/machine';
+import {
+  AGENT_SESSION,
+  MANIFEST_MAX_BYTES,
+  MANIFEST_TOKEN,
+  MANIFEST_VERSION,
+  decodeManifest,
+  encodeManifest,
+  entryNameProblem,
+  orderProblem,
+  serviceNameProblem,
+  type Manifest,
+  type ManifestEntry,
+} from './agent-manifest.js';
+import { AGENT_MAX_FDS, MessageReader, sendMessage, type WireMessage } from './agent-wire.js';
+
+/** Where the agent listens unless told otherwise. */
+export const DEFAULT_AGENT_PATH = '/run/luod.sock';
+/** The seals of the manifest memfd: nothing may change it, nor its seals. */
+export const MANIFEST_SEALS = F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+
+/** Options of {@link LuoAgent.start} and {@link LuoAgent.restore}. */
+export interface LuoAgentOptions {
+  /** The socket path to listen on (default {@link DEFAULT_AGENT_PATH}). */
+  readonly path?: string;
+  /**
+   * What an `update` request does after the agent {@link LuoAgent.prepare}d: load and boot the
+   * next kernel (e.g. `kexec_load` and `reboot`). Without it, `update` is `EOPNOTSUPP` and the
+   * agent's owner prepares and kexecs itself.
+   */
+  readonly update?: () => Promise<unknown>;
+  /** Told of what goes wrong where no one waits for an answer: a connection, an `update`. */
+  readonly onError?: (error: unknown) => void;
+}
+
+/** One named entry of a service. */
+interface Entry {
+  readonly order: number;
+  /** The entry's tokens in the service's session. */
+  readonly tokens: readonly number[];
+  /** The agent's fds for it, once stored or retrieved; `null` before the retrieve after a kexec. */
+  fds: number[] | null;
+  /** Why the retrieve after a kexec failed: `fetch` gets this error. */
+  error: KernelError | null;
+  /** Whether the service fetched it since the kexec. */
+  fetched: boolean;
+}
+
+/** What the agent holds for one service. */
+interface Service {
+  /** The service's LUO session; `null` until the service stores something (or after finish). */
+  session: LiveUpdateSession | null;
+  /** Whether the session came from the previous kernel and is not finished yet. */
+  incoming: boolean;
+  /** Why the session could not be retrieved after the kexec (the service's `hello` gets it). */
+  error: KernelError | null;
+  readonly entries: Map<string, Entry>;
+  nextToken: number;
+  /** The connection that said `hello` with this name and is still open. */
+  owner: object | null;
+}
+
+/**
+ * The agent. {@link LuoAgent.start} on a fresh boot, {@link LuoAgent.restore} after a live update;
+ * {@link LuoAgent.prepare} before the kexec, {@link LuoAgent.close} to stop. See docs/agent.md.
+ */
+export class LuoAgent {
+  /** The process the agent runs in. */
+  readonly process: Process;
+  /** The socket path it listens on. */
+  readonly path: string;
+  readonly #device: LiveUpdateDevice;
+  readonly #options: LuoAgentOptions;
+  readonly #services = new Map<string, Service>();
+  readonly #connections = new Set<number>();
+  #listener = -1;
+  #manifestSession: LiveUpdateSession | null = null;
+  #closed = false;
+  /** The end of the queue that stores, prepare and abortUpdate take turns in. */
+  #turn: Promise<unknown> = Promise.resolve();
+
+  private constructor(process: Process, device: LiveUpdateDevice, options: LuoAgentOptions) {
+    this.process = process;
+    this.path = options.path ?? DEFAULT_AGENT_PATH;
+    this.#device = device;
+    this.#options = options;
+  }
+
+  /** Open `/dev/liveupdate` in `process` and listen at the socket path: a fresh agent. */
+  static async start(process: Process, options: LuoAgentOptions = {}): Promise<LuoAgent> {
+    const agent = new LuoAgent(process, await LiveUpdateDevice.open(process), options);
+    await agent.#listen();
+    return agent;
+  }
+
+  /**
+   * After a live update: retrieve the agent's session `luod`, read and check its manifest, retrieve
+   * each service's session, then listen. Rejects with `ENOENT` when there is no `luod` session
+   * (nothing was preserved by an agent) and `EIO` when the manifest is damaged; then no
+   * service session has been retrieved and `/dev/liveupdate` is closed again.
+   */
+  static async restore(process: Process, options: LuoAgentOptions = {}): Promise<LuoAgent> {
+    const device = await LiveUpdateDevice.open(process);
+    let manifest: Manifest;
+    try {
+      manifest = await readManifest(process, device);
+    } catch (error) {
+      await device.close();
+      throw error;
+    }
+    const agent = new LuoAgent(process, device, options);
+    for (const [name, entries] of manifest.services) {
+      const service: Service = {
+        session: null,
+        incoming: true,
+        error: null,
+        entries: new Map(),
+        nextToken: 1,
+        owner: null,
+      };
+      for (const [entryName, { order, tokens }] of entries) {
+        service.entries.set(entryName, { order, tokens, fds: null, error: null, fetched: false });
+        service.nextToken = Math.max(service.nextToken, ...tokens.map((t) => t + 1));
+      }
+      try {
+        service.session = await device.retrieveSession(name);
+      } catch (error) {
+        // This service alone fails: its hello gets the error, the others are served.
+        service.error = asKernelError(error);
+        service.incoming = false;
+      }
+      agent.#services.set(name, service);
+    }
+    await agent.#listen();
+    return agent;
+  }
+
+  /** The services the agent holds, with their entry names (for the owner's logs and tests). */
+  get services(): ReadonlyMap<string, readonly string[]> {
+    return new Map([...this.#services].map(([name, s]) => [name, [...s.entries.keys()]]));
+  }
+
+  /** Whether {@link prepare} ran and no store may change what the manifest says. */
+  get prepared(): boolean {
+    return this.#manifestSession !== null;
+  }
+
+  /**
+   * Write the manifest into a sealed memfd and preserve it in the session `luod`: call right before
+   * the kexec. From then on `store` is `EBUSY` until {@link abortUpdate}. Sessions of the previous
+   * kernel that were not finished are finished first (their files released): they cannot cross.
+   */
+  prepare(): Promise<void> {
+    return this.#inTurn(() => this.#prepare());
+  }
+
+  async #prepare(): Promise<void> {
+    if (this.#manifestSession) throw new KernelError('EBUSY', 'the agent is prepared already');
+    for (const [name, service] of this.#services) {
+      if (service.incoming) await this.#finish(name, service);
+    }
+    const manifest: Manifest = {
+      version: MANIFEST_VERSION,
+      services: new Map(
+        [...this.#services]
+          .filter(([, service]) => service.session && service.entries.size > 0)
+          .map(([name, service]) => [
+            name,
+            new Map<string, ManifestEntry>(
+              [...service.entries].map(([entry, { order, tokens }]) => [entry, { order, tokens }]),
+            ),
+          ]),
+      ),
+    };
+    const bytes = encodeManifest(manifest);
+    const fd = await this.process.memfdCreate('luod-manifest', MFD_ALLOW_SEALING);
+    try {
+      for (let done = 0; done < bytes.length;) {
+        done += await this.process.pwrite(fd, bytes.subarray(done), done);
+      }
+      await this.process.fcntl(fd, F_ADD_SEALS, MANIFEST_SEALS);
+      const session = await this.#device.createSession(AGENT_SESSION);
+      try {
+        await session.preserveFd(fd, MANIFEST_TOKEN);
+      } catch (error) {
+        await session.close();
+        throw error;
+      }
+      this.#manifestSession = session;
+    } finally {
+      // The session holds the file now (or nothing does, after a failure).
+      await this.process.close(fd);
+    }
+  }
+
+  /** Undo {@link prepare} after a kexec that did not happen: drop the manifest, take stores again. */
+  abortUpdate(): Promise<void> {
+    return this.#inTurn(async () => {
+      const session = this.#manifestSession;
+      this.#manifestSession = null;
+      // Closing an outgoing session unpreserves its files: the stale manifest goes with it.
+      await session?.close();
+    });
+  }
+
+  /**
+   * Stop: close the listener and every connection, finish the sessions of the previous kernel
+   * that services never came back for (their files are released), close the others (their files
+   * are no longer preserved) and `/dev/liveupdate`.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all([this.#listener, ...this.#connections].map((fd) => this.#closeQuietly(fd)));
+    this.#connections.clear();
+    for (const [name, service] of this.#services) {
+      try {
+        if (service.incoming) await this.#finish(name, service);
+        await this.#closeEntries(service);
+        await service.session?.close();
+      } catch (error) {
+        // One service's session that LUO refuses to finish does not keep the others open.
+        this.#options.onError?.(error);
+      }
+      service.session = null;
+    }
+    await this.#manifestSession?.close();
+    this.#manifestSession = null;
+    await this.#device.close();
+  }
+
+  async #listen(): Promise<void> {
+    const fd = await this.process.socket(AF_UNIX, SOCK_STREAM);
+    try {
+      await this.process.bind(fd, this.path);
+      await this.process.listen(fd, 64);
+    } catch (error) {
+      await this.process.close(fd);
+      throw error;
+    }
+    this.#listener = fd;
+    void this.#acceptLoop();
+  }
+
+  async #acceptLoop(): Promise<void> {
+    for (;;) {
+      let conn: number;
+      try {
+        conn = await this.process.accept(this.#listener);
+      } catch (error) {
+        // The listener closed (close()) or the kernel went away (kexec): nothing to serve.
+        if (!this.#closed && !isGone(error)) this.#options.onError?.(error);
+        return;
+      }
+      this.#connections.add(conn);
+      void this.#serve(conn);
+    }
+  }
+
+  /** Serve one connection until `bye`, end of file or a protocol error. */
+  async #serve(conn: number): Promise<void> {
+    const reader = new MessageReader(this.process, conn);
+    const client = { service: null as string | null };
+    try {
+      for (;;) {
+        const message = await reader.next();
+        if (!message) break;
+        let reply: WireMessage;
+        let replyFds: number[] = [];
+        try {
+          [reply, replyFds] = await this.#handle(client, message.body, message.fds);
+        } catch (error) {
+          const kernelError = asKernelError(error);
+          reply = { error: kernelError.code, message: messageOf(kernelError) };
+        }
+        await sendMessage(this.process, conn, reply, replyFds);
+        // Only once the fds are on their way may the session be finished and the agent's closed.
+        if (message.body.op === 'fetch' && 'ok' in reply) await this.#finishWhenFetched(client);
+        if (message.body.op === 'update' && 'ok' in reply) this.#startUpdate();
+        if (message.body.op === 'bye') break;
+      }
+    } catch (error) {
+      if (!this.#closed && !isGone(error)) this.#options.onError?.(error);
+    } finally {
+      await reader.close().catch(() => undefined);
+      this.#release(client);
+      if (this.#connections.delete(conn)) await this.#closeQuietly(conn);
+    }
+  }
+
+  async #handle(
+    client: { service: string | null },
+    body: WireMessage,
+    fds: readonly number[],
+  ): Promise<[WireMessage, number[]]> {
+    if (body.op !== 'store' && fds.length > 0) {
+      await this.#closeAll(fds);
+      throw new KernelError('EINVAL', `"${String(body.op)}" carries no fds, ${fds.length} came`);
+    }
+    switch (body.op) {
+      case 'hello':
+        return [await this.#hello(client, body.service), []];
+      case 'store': {
+        if (client.service === null) await this.#closeAll(fds); // refused below: EACCES
+        const service = this.#serviceOf(client);
+        return [await this.#inTurn(() => this.#store(service, body, fds)), []];
+      }
+      case 'fetch':
+        return this.#fetch(this.#serviceOf(client), body.name);
+      case 'list':
+        return [this.#list(this.#serviceOf(client)), []];
+      case 'update':
+        return [await this.#update(), []];
+      case 'bye':
+        // Released before the answer: a new connection of the service may say hello at once.
+        this.#release(client);
+        return [{ ok: true }, []];
+      default:
+        throw new KernelError('EOPNOTSUPP', `unknown request ${JSON.stringify(body.op)}`);
+    }
+  }
+
+  /**
+   * Run `action` after every store, prepare and abortUpdate before it has ended: a store cannot
+   * slip between the manifest being written and the kexec, nor land half in it.
+   */
+  #inTurn<T>(action: () => Promise<T>): Promise<T> {
+    const result = this.#turn.then(action);
+    this.#turn = result.catch(() => undefined);
+    return result;
+  }
+
+  /** The connection no longer speaks for its service. */
+  #release(client: { service: string | null }): void {
+    const service = client.service === null ? undefined : this.#services.get(client.service);
+    if (service?.owner === client) service.owner = null;
+  }
+
+  async #hello(client: { service: string | null }, name: unknown): Promise<WireMessage> {
+    if (client.service !== null)
+      throw new KernelError('EISCONN', `this connection is service "${client.service}" already`);
+    const problem = serviceNameProblem(name);
+    if (problem) throw new KernelError('EINVAL', `hello: the service name ${problem}`);
+    const serviceName = name as string;
+    let service = this.#services.get(serviceName);
+    if (service?.owner)
+      throw new KernelError('EEXIST', `service "${serviceName}" is connected already`);
+    if (service?.error) {
+      // Told once: the service starts afresh on its next hello.
+      this.#services.delete(serviceName);
+      throw service.error;
+    }
+    if (!service) {
+      service = {
+        session: null,
+        incoming: false,
+        error: null,
+        entries: new Map(),
+        nextToken: 1,
+        owner: null,
+      };
+      this.#services.set(serviceName, service);
+    }
+    service.owner = client;
+    client.service = serviceName;
+    const restored = service.incoming;
+    if (restored) await this.#retrieveAll(service);
+    return { ok: true, restored };
+  }
+
+  /** The service of a connection that said hello; `EACCES` for one that did not. */
+  #serviceOf(client: { service: string | null }): [string, Service] {
+    if (client.service === null) throw new KernelError('EACCES', 'say hello first');
+    return [client.service, this.#services.get(client.service)!];
+  }
+
+  async #store(
+    [name, service]: [string, Service],
+    body: WireMessage,
+    fds: readonly number[],
+  ): Promise<WireMessage> {
+    try {
+      const entryProblem = entryNameProblem(body.name);
+      if (entryProblem) throw new KernelError('EINVAL', `store: the name ${entryProblem}`);
+      const order = body.order ?? 0;
+      const problem = orderProblem(order);
+      if (problem) throw new KernelError('EINVAL', `store: order ${problem}`);
+      if (body.fds !== fds.length || fds.length < 1 || fds.length > AGENT_MAX_FDS)
+        throw new KernelError(
+          'EINVAL',
+          `store: fds says ${JSON.stringify(body.fds)}, ${fds.length} fds came (1 to ${AGENT_MAX_FDS})`,
+        );
+      if (this.#manifestSession)
+        throw new KernelError('EBUSY', 'store: the agent is prepared for a live update');
+      if (service.incoming)
+        throw new KernelError('EBUSY', `store: service "${name}" has fds to fetch from the update`);
+      const entryName = body.name as string;
+      if (service.entries.has(entryName))
+        throw new KernelError('EEXIST', `store: "${entryName}" is stored already`);
+      service.session ??= await this.#device.createSession(name);
+      const tokens: number[] = [];
+      for (const fd of fds) {
+        const token = service.nextToken++;
+        // LUO has no unpreserve: on a failure, the files preserved before it stay in the session
+        // without an entry, are left out of the manifest, and are released by the next kernel's
+        // finish of the session.
+        await service.session.preserveFd(fd, token);
+        tokens.push(token);
+      }
+      service.entries.set(entryName, {
+        order: order as number,
+        tokens,
+        fds: [...fds],
+        error: null,
+        fetched: false,
+      });
+      return { ok: true };
+    } catch (error) {
+      await this.#closeAll(fds);
+      throw error;
+    }
+  }
+
+  #fetch([name, service]: [string, Service], entryName: unknown): [WireMessage, number[]] {
+    const problem = entryNameProblem(entryName);
+    if (problem) throw new KernelError('EINVAL', `fetch: the name ${problem}`);
+    // Names are the service's own: another service's entry is simply not there.
+    const entry = service.entries.get(entryName as string);
+    if (!entry)
+      throw new KernelError('ENOENT', `fetch: service "${name}" has no "${String(entryName)}"`);
+    if (entry.error) throw entry.error;
+    entry.fetched = true;
+    const fds = entry.fds!;
+    return [{ ok: true, fds: fds.length }, fds];
+  }
+
+  #list([, service]: [string, Service]): WireMessage {
+    const entries = [...service.entries]
+      .sort(([a, x], [b, y]) => x.order - y.order || (a < b ? -1 : a > b ? 1 : 0))
+      .map(([name, entry]) => ({
+        name,
+        order: entry.order,
+        fds: entry.tokens.length,
+        ...(entry.error ? { error: entry.error.code } : {}),
+      }));
+    return { ok: true, entries };
+  }
+
+  async #update(): Promise<WireMessage> {
+    const update = this.#options.update;
+    if (!update)
+      throw new KernelError('EOPNOTSUPP', 'update: this agent leaves the kexec to its owner');
+    await this.prepare();
+    return { ok: true };
+  }
+
+  /** After the answer to `update` is on its way (the kexec ends this process): kexec. */
+  #startUpdate(): void {
+    this.#options.update!().catch(async (error: unknown) => {
+      if (isGone(error)) return;
+      // The kexec did not happen: this kernel goes on, and so does the agent.
+      await this.abortUpdate().catch(() => undefined);
+      this.#options.onError?.(error);
+    });
+  }
+
+  /** Retrieve a restored service's files in `order`, so that what depends on another comes after. */
+  async #retrieveAll(service: Service): Promise<void> {
+    const entries = [...service.entries]
+      .filter(([, entry]) => entry.fds === null && entry.error === null)
+      .sort(([a, x], [b, y]) => x.order - y.order || (a < b ? -1 : a > b ? 1 : 0));
+    for (const [, entry] of entries) {
+      const fds: number[] = [];
+      try {
+        for (const token of entry.tokens) fds.push(await service.session!.retrieveFd(token));
+        entry.fds = fds;
+      } catch (error) {
+        // The entry fails whole: nothing of it is handed out.
+        await this.#closeAll(fds);
+        entry.error = asKernelError(error);
+      }
+    }
+  }
+
+  /** Once a restored service has fetched every entry it can, finish its session. */
+  async #finishWhenFetched(client: { service: string | null }): Promise<void> {
+    const name = client.service!;
+    const service = this.#services.get(name)!;
+    if (!service.incoming) return;
+    if (![...service.entries.values()].every((e) => e.fetched || e.error)) return;
+    try {
+      await this.#finish(name, service);
+    } catch (error) {
+      this.#options.onError?.(error);
+    }
+  }
+
+  /**
+   * Finish an incoming session: LUO gives the files up (those never retrieved are released). The
+   * service starts afresh: its next store creates a new session.
+   */
+  async #finish(_name: string, service: Service): Promise<void> {
+    service.incoming = false;
+    const session = service.session!;
+    service.session = null;
+    try {
+      await session.finish();
+    } finally {
+      await session.close();
+      await this.#closeEntries(service);
+      service.entries.clear();
+      service.nextToken = 1;
+    }
+  }
+
+  async #closeEntries(service: Service): Promise<void> {
+    for (const entry of service.entries.values()) {
+      if (entry.fds) await this.#closeAll(entry.fds);
+      entry.fds = null;
+    }
+  }
+
+  async #closeAll(fds: readonly number[]): Promise<void> {
+    await Promise.all(fds.map((fd) => this.#closeQuietly(fd)));
+  }
+
+  async #closeQuietly(fd: number): Promise<void> {
+    if (fd < 0) return;
+    await this.process.close(fd).catch(() => undefined);
+  }
+}
+
+/** Retrieve `luod`, read its manifest and check it; on any failure nothing stays open. */
+async function readManifest(process: Process, device: LiveUpdateDevice): Promise<Manifest> {
+  let session: LiveUpdateSession;
+  try {
+    session = await device.retrieveSession(AGENT_SESSION);
+  } catch (error) {
+    const kernelError = asKernelError(error);
+    if (kernelError.code === 'ENOENT')
+      throw new KernelError('ENOENT', `no session "${AGENT_SESSION}": no agent preserved anything`);
+    throw new KernelError(
+      kernelError.code,
+      `session "${AGENT_SESSION}": ${messageOf(kernelError)}`,
+    );
+  }
+  try {
+    const fd = await session.retrieveFd(MANIFEST_TOKEN);
+    try {
+      const seals = await process.fcntl(fd, F_GET_SEALS);
+      if ((seals & MANIFEST_SEALS) !== MANIFEST_SEALS)
+        throw new KernelError(
+          'EIO',
+          `agent manifest: the memfd's seals are 0x${seals.toString(16)}, not 0x${MANIFEST_SEALS.toString(16)}: it could have been changed`,
+        );
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      for (;;) {
+        const chunk = await process.pread(fd, 64 * 1024, size);
+        if (chunk.length === 0) break;
+        chunks.push(chunk);
+        size += chunk.length;
+        if (size > MANIFEST_MAX_BYTES)
+          throw new KernelError('EIO', `agent manifest: over ${MANIFEST_MAX_BYTES} bytes`);
+      }
+      const bytes = new Uint8Array(size);
+      let at = 0;
+      for (const chunk of chunks) {
+        bytes.set(chunk, at);
+        at += chunk.length;
+      }
+      const manifest = decodeManifest(bytes);
+      await session.finish();
+      return manifest;
+    } finally {
+      await process.close(fd);
+    }
+  } finally {
+    await session.close();
+  }
+}
+
+function asKernelError(error: unknown): KernelError {
+  if (KernelError.isInstance(error)) return error;
+  return new KernelError('EIO', error instanceof Error ? error.message : String(error));
+}
+
+/** A KernelError's message without its `CODE: ` prefix. */
+function messageOf(error: KernelError): string {
+  const prefix = `${error.code}: `;
+  return error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message;
+}
+
+/** Whether the process or its kernel went away under a call (exit, kexec). */
+function isGone(error: unknown): boolean {
+  const code: ErrnoName | undefined = KernelError.isInstance(error) ? error.code : undefined;
+  return code === 'ESRCH' || code === 'EINTR' || code === 'EBADF';
+}
