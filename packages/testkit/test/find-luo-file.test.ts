@@ -2,13 +2,12 @@
 // session and token, damage exactly that, reseal, and see what the next kernel does with it — in
 // a luo-v2 handover and in a luo-v1 one.
 import { describe, expect, it } from 'vitest';
-import { PAGE_SIZE, type HandoverEvent, type PhysicalMemory } from '@liveupdate/machine';
+import { PAGE_SIZE, type PhysicalMemory } from '@liveupdate/machine';
 import { findLuoFile, type LuoHandoverFile } from '@liveupdate/testkit';
 import {
-  boot,
   downgradeToLuoV1,
+  liveUpdateTwoSessions,
   openDevice,
-  preserveNote,
   readNote,
   sealLuoHandover,
 } from './helpers.js';
@@ -23,15 +22,8 @@ function noteText(memory: PhysicalMemory, phys: number): string {
  * "b", run `edit` on the handover, live-update, and read every note back (its text or errno).
  */
 async function liveUpdateNotes(edit: (memory: PhysicalMemory, khoFdtPhys: number) => void) {
-  const harness = await boot({
-    onHandover: ({ memory, khoFdtPhys }: HandoverEvent) => edit(memory, khoFdtPhys!),
-  });
-  const device = await openDevice(harness.process);
-  const a = await device.createSession('a');
-  await preserveNote(a, 1, 'one');
-  await preserveNote(a, 2, 'two');
-  await preserveNote(await device.createSession('b'), 3, 'three');
-  await harness.liveUpdate();
+  const { harness, outcome } = await liveUpdateTwoSessions(edit);
+  if (outcome instanceof Error) throw outcome;
   const next = await openDevice(harness.process);
   const notes: string[] = [];
   for (const [name, tokens] of [

@@ -1,6 +1,6 @@
 import { afterEach } from 'vitest';
 import { LiveUpdateDevice, type LiveUpdateSession } from '@liveupdate/core';
-import { O_RDWR, type Process } from '@liveupdate/machine';
+import { O_RDWR, type HandoverEvent, type PhysicalMemory, type Process } from '@liveupdate/machine';
 import {
   bootForLiveUpdate,
   type BootForLiveUpdateOptions,
@@ -203,4 +203,23 @@ export async function preserveItem(
   const fd = await createItem(session.process, kind, text);
   await session.preserveFd(fd, token);
   await session.process.close(fd);
+}
+
+/**
+ * Two sessions, "a" (notes 1 and 2) and "b" (note 3); `edit` changes the handover on its way,
+ * and the new kernel boots from it.
+ */
+export async function liveUpdateTwoSessions(
+  edit: (memory: PhysicalMemory, khoFdtPhys: number) => void,
+) {
+  const harness = await boot({
+    onHandover: ({ memory, khoFdtPhys }: HandoverEvent) => edit(memory, khoFdtPhys!),
+  });
+  const device = await openDevice(harness.process);
+  const a = await device.createSession('a');
+  await preserveNote(a, 1, 'one');
+  await preserveNote(a, 2, 'two');
+  await preserveNote(await device.createSession('b'), 3, 'three');
+  const outcome = await harness.liveUpdate().catch((error: unknown) => error);
+  return { harness, outcome };
 }

@@ -14,6 +14,7 @@ import {
   readLuoFdt,
   readNote,
   sealLuoHandover,
+  liveUpdateTwoSessions,
 } from './helpers.js';
 
 /** Boot with `corrupt` run on the handover, preserve one note in session "s", and live-update. */
@@ -76,23 +77,6 @@ describe('the incoming LUO data', () => {
     );
   });
 });
-
-/**
- * Two sessions, "a" (notes 1 and 2) and "b" (note 3); `edit` changes the handover on its way,
- * and the new kernel boots from it.
- */
-async function liveUpdateTwoSessions(edit: (memory: PhysicalMemory, khoFdtPhys: number) => void) {
-  const harness = await boot({
-    onHandover: ({ memory, khoFdtPhys }: HandoverEvent) => edit(memory, khoFdtPhys!),
-  });
-  const device = await openDevice(harness.process);
-  const a = await device.createSession('a');
-  await preserveNote(a, 1, 'one');
-  await preserveNote(a, 2, 'two');
-  await preserveNote(await device.createSession('b'), 3, 'three');
-  const outcome = await harness.liveUpdate().catch((error: unknown) => error);
-  return { harness, outcome };
-}
 
 /**
  * Retrieve incoming session `name` and each of `tokens` from it: the note's text or the errno;
