@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeFdt, readFdtHeader, readU64 } from '@liveupdate/fdt';
+import { decodeFdt, encodeFdt, readFdtHeader, readU64 } from '@liveupdate/fdt';
 import {
   KEXEC_HISTORY_LOG_MAX,
   KEXEC_HISTORY_PHASES,
@@ -114,9 +114,11 @@ describe('the kernel remembers the update that brought it up', () => {
     expect(machine.dmesg(2)).toContain('kexec: update 2 since cold boot, from 6.18.1');
   });
 
-  it('reports a damaged history as damaged, uses none of it, and boots', async () => {
+  it('reports a damaged history as damaged, uses none of it, boots, and hands on an unknown count', async () => {
+    let handovers = 0;
     const machine = await bootedMachine(testImage('6.18.0'), {
       onHandover: ({ memory, khoFdtPhys }: HandoverEvent) => {
+        if (handovers++ > 0) return; // only the first update's history is damaged
         const blob = historyBlob(memory, khoFdtPhys!);
         // The version string's first byte becomes a control character: still a valid FDT.
         const bytes = memory.read(blob.phys, blob.size);
@@ -138,6 +140,21 @@ describe('the kernel remembers the update that brought it up', () => {
     expect(machine.dmesg(1)).toContain('kexec: the incoming history is damaged and not used');
     expect(await errnoOf(process.open(`${SYSFS}/kexec_count`, O_RDONLY))).toBe('ENOENT');
     expect(await errnoOf(process.open(`${SYSFS}/previous/log`, O_RDONLY))).toBe('ENOENT');
+
+    // 6.18.1 cannot know how many updates came before it: it says so, and so does the next one,
+    // instead of starting again at "update 1" as a cold boot's first update would.
+    process = await kexec(machine, process, testImage('6.18.2'));
+    expect(machine.dmesg(1)).toContain(
+      'kexec: handing over history: 6.18.1, update ? since cold boot (not known',
+    );
+    expect(await readText(process, `${SYSFS}/history`)).toMatch(
+      /^received: update \? since cold boot \(not known: .*\), from 6\.18\.1\n$/,
+    );
+    expect(await errnoOf(process.open(`${SYSFS}/kexec_count`, O_RDONLY))).toBe('ENOENT');
+    expect(await readText(process, `${SYSFS}/previous/version`)).toBe('6.18.1\n');
+    process = await kexec(machine, process, testImage('6.18.3'));
+    expect(await readText(process, `${SYSFS}/history`)).toMatch(/^received: update \? since/);
+    expect(await errnoOf(process.open(`${SYSFS}/kexec_count`, O_RDONLY))).toBe('ENOENT');
   });
 });
 
@@ -154,7 +171,6 @@ describe('the kexec-history-v1 codec', () => {
   });
 
   it.each<[string, Partial<KexecHistory>, RegExp]>([
-    ['a count of 0', { kexecCount: 0 }, /kexec-count 0/],
     ['an empty version', { version: '' }, /version ""/],
     ['a version of 65 bytes', { version: 'v'.repeat(65) }, /version "v{65}"/],
     ['a log over 16 KiB', { log: 'x'.repeat(KEXEC_HISTORY_LOG_MAX + 1) }, /log of 16385 bytes/],
@@ -169,6 +185,24 @@ describe('the kexec-history-v1 codec', () => {
     const blob = encodeKexecHistory({ ...history, ...change });
     expect(() => decodeKexecHistory(blob, 2_000_000)).toThrow(KexecHistoryError);
     expect(() => decodeKexecHistory(blob, 2_000_000)).toThrow(reason);
+  });
+
+  it('writes an unknown count as 0 and reads 0 back as unknown', () => {
+    const unknown: KexecHistory = { ...history, kexecCount: undefined };
+    const blob = encodeKexecHistory(unknown);
+    const root = decodeFdt(blob).root;
+    expect(readU64(root, 'kexec-count', { littleEndian: true })).toBe(0n);
+    expect(decodeKexecHistory(blob, 2_000_000)).toEqual(unknown);
+  });
+
+  it('refuses a count past 2^53 − 1', () => {
+    const blob = encodeKexecHistory({ ...history, kexecCount: Number.MAX_SAFE_INTEGER });
+    const root = decodeFdt(blob).root;
+    const value = root.properties.find((p) => p.name === 'kexec-count')!.value;
+    new DataView(value.buffer, value.byteOffset, 8).setBigUint64(0, 1n << 53n, true);
+    expect(() => decodeKexecHistory(encodeFdt(root), 2_000_000)).toThrow(
+      /kexec-count 9007199254740992/,
+    );
   });
 
   it('refuses bytes that are not an FDT', () => {

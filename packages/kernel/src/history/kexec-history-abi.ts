@@ -29,8 +29,12 @@ export interface PhaseTimes {
 
 /** What a kernel hands the next one about itself and the update that leaves it. */
 export interface KexecHistory {
-  /** Live updates since the last cold boot, the one this history crosses included (≥ 1). */
-  readonly kexecCount: number;
+  /**
+   * Live updates since the last cold boot, the one this history crosses included (≥ 1);
+   * `undefined` when the writer did not know it, because the history it received was absent or
+   * damaged (written as 0). Once lost, the count stays unknown until the next cold boot.
+   */
+  readonly kexecCount: number | undefined;
   /** The writing kernel's version. */
   readonly version: string;
   /** The last {@link KEXEC_HISTORY_LOG_MAX} bytes of its log, whole lines. */
@@ -69,7 +73,7 @@ export function encodeKexecHistory(history: KexecHistory): Uint8Array {
       '',
       {
         compatible: fdtValue.string(KEXEC_HISTORY_COMPATIBLE),
-        'kexec-count': fdtValue.u64(BigInt(history.kexecCount), LE),
+        'kexec-count': fdtValue.u64(BigInt(history.kexecCount ?? 0), LE),
         version: fdtValue.string(history.version),
         log: fdtValue.bytes(new TextEncoder().encode(history.log)),
       },
@@ -81,7 +85,7 @@ export function encodeKexecHistory(history: KexecHistory): Uint8Array {
 /**
  * Decode and check a history blob against what {@link encodeKexecHistory} writes: a valid FDT
  * of exactly these properties and the `phases` node, `compatible` {@link KEXEC_HISTORY_COMPATIBLE},
- * a count from 1 to 2^53 − 1, a printable version of 1..64 bytes, a log of at most 16 KiB of
+ * a count from 0 (not known) to 2^53 − 1, a printable version of 1..64 bytes, a log of at most 16 KiB of
  * UTF-8 without NUL, known phase names each `<start, end>` with 0 < start ≤ end ≤ `nowUs`.
  * Throws {@link KexecHistoryError} naming the field and the value.
  */
@@ -114,7 +118,7 @@ export function decodeKexecHistory(blob: Uint8Array, nowUs: number): KexecHistor
   const compatible = read('compatible', () => readString(root, 'compatible'));
   if (compatible !== KEXEC_HISTORY_COMPATIBLE) fail(`compatible "${compatible}"`);
   const count = read('kexec-count', () => readU64(root, 'kexec-count', LE));
-  if (count < 1n || count > BigInt(Number.MAX_SAFE_INTEGER)) fail(`kexec-count ${count}`);
+  if (count > BigInt(Number.MAX_SAFE_INTEGER)) fail(`kexec-count ${count}`);
   const version = read('version', () => readString(root, 'version'));
   if (
     version.length === 0 ||
@@ -139,7 +143,7 @@ export function decodeKexecHistory(blob: Uint8Array, nowUs: number): KexecHistor
     }
     phases[name as KexecHistoryPhase] = { start: Number(start), end: Number(end) };
   }
-  return { kexecCount: Number(count), version, log, phases };
+  return { kexecCount: count === 0n ? undefined : Number(count), version, log, phases };
 }
 
 /** The last `max` bytes of `lines` joined with newlines, cut at a line. */

@@ -67,7 +67,11 @@ export class KexecHistoryService {
     return this.#status;
   }
 
-  /** Live updates since the cold boot (0 after one); `undefined` when the history is lost. */
+  /**
+   * Live updates since the cold boot (0 after a cold boot); `undefined` when it is not known:
+   * the incoming history is absent or damaged, or an earlier one was (the count stays unknown
+   * until the next cold boot).
+   */
   get kexecCount(): number | undefined {
     switch (this.#status.kind) {
       case 'none':
@@ -134,8 +138,9 @@ export class KexecHistoryService {
       const end = span.end !== undefined && span.end >= span.start ? span.end : now;
       phases[name] = { start: Math.floor(span.start * 1000), end: Math.ceil(end * 1000) };
     }
-    const next = (this.kexecCount ?? 0) + 1;
-    this.#log.info(`kexec: handing over history: ${this.#version}, update ${next} since cold boot`);
+    const count = this.kexecCount;
+    const next = count === undefined ? undefined : count + 1;
+    this.#log.info(`kexec: handing over history: ${this.#version}, ${describeUpdate(next)}`);
     const bytes = encodeKexecHistory({
       kexecCount: next,
       version: this.#version,
@@ -186,7 +191,7 @@ export class KexecHistoryService {
       this.#log.err(`kexec: the incoming history is damaged and not used: ${reason}`);
       return { kind: 'damaged', reason };
     }
-    this.#log.info(`kexec: update ${history.kexecCount} since cold boot, from ${history.version}`);
+    this.#log.info(`kexec: ${describeUpdate(history.kexecCount)}, from ${history.version}`);
     try {
       this.#kho.restoreFree(blob.phys);
     } catch (error) {
@@ -200,7 +205,7 @@ export class KexecHistoryService {
       case 'none':
         return 'none: a cold boot (or a kexec without KHO)';
       case 'received':
-        return `received: update ${this.#status.history.kexecCount} since cold boot, from ${this.#status.history.version}`;
+        return `received: ${describeUpdate(this.#status.history.kexecCount)}, from ${this.#status.history.version}`;
       case 'absent':
         return `absent: the previous kernel handed over no ${KEXEC_HISTORY_COMPATIBLE}`;
       case 'damaged':
@@ -216,4 +221,11 @@ function formatPhases(phases: KexecHistory['phases']): string {
       return `${name} ${start} ${end}\n`;
     })
     .join('');
+}
+
+/** `update N since cold boot`, or what is known when an earlier history was lost. */
+function describeUpdate(count: number | undefined): string {
+  return count === undefined
+    ? 'update ? since cold boot (not known: an earlier kernel handed over no history, or a damaged one)'
+    : `update ${count} since cold boot`;
 }
