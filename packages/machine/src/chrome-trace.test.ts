@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { toChromeTrace, type ChromeTraceEvent } from './chrome-trace.js';
+import { chromeTraceProblems, toChromeTrace, type ChromeTraceEvent } from './chrome-trace.js';
 import type { TimelineEvent } from './timeline.js';
 
 const trace = (
@@ -70,6 +70,18 @@ describe('toChromeTrace', () => {
     expect(tidOf.b).not.toBe(tidOf.a);
     // Once a and b are over, c fits inside outer again.
     expect(tidOf.c).toBe(tidOf.outer);
+  });
+
+  it('lays out overlapping spans so that chromeTraceProblems finds nothing wrong', () => {
+    const timeline = [
+      trace(0, 0, 'outer', 'B'),
+      trace(1, 0, 'a', 'B'),
+      trace(2, 0, 'b', 'B'),
+      trace(3, 0, 'a', 'E'),
+      trace(4, 0, 'b', 'E'),
+      trace(9, 0, 'outer', 'E'),
+    ];
+    expect(chromeTraceProblems(toChromeTrace(timeline).traceEvents)).toEqual([]);
   });
 
   it("turns the kernel's log into instants and memory-init's numbers into a memory counter", () => {
@@ -144,6 +156,44 @@ describe('toChromeTrace', () => {
     for (const [i, event] of complete.slice(1).entries()) {
       expect(complete[i]!.ts + complete[i]!.dur!).toBeCloseTo(event.ts, 6);
     }
+  });
+
+  describe('chromeTraceProblems', () => {
+    const span = (name: string, ts: number, dur: number, tid = 1): ChromeTraceEvent => ({
+      name,
+      ph: 'X',
+      ts,
+      dur,
+      pid: 7,
+      tid,
+    });
+    const processName: ChromeTraceEvent = {
+      name: 'process_name',
+      ph: 'M',
+      ts: 0,
+      pid: 7,
+      tid: 0,
+      args: { name: 'kernel 6.18.0 (boot 0)' },
+    };
+
+    it('finds a span that starts inside another and ends after it, naming the thread', () => {
+      expect(
+        chromeTraceProblems([processName, span('outer', 0, 10), span('inner', 5, 10)]),
+      ).toEqual(['kernel 6.18.0 (boot 0)/1: inner ends after outer, which it starts in']);
+    });
+
+    it('finds a timestamp that goes back in a thread, and not across threads', () => {
+      expect(chromeTraceProblems([span('late', 5, 1), span('early', 2, 1)])).toEqual([
+        '7/1: early at 2 after 5',
+      ]);
+      expect(chromeTraceProblems([span('late', 5, 1, 1), span('early', 2, 1, 2)])).toEqual([]);
+    });
+
+    it('takes spans that nest, follow each other or touch', () => {
+      expect(
+        chromeTraceProblems([span('outer', 0, 10), span('inner', 2, 8), span('next', 10, 1)]),
+      ).toEqual([]);
+    });
   });
 
   it('refuses a span that ends before it starts, naming it', () => {

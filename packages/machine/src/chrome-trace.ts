@@ -260,3 +260,42 @@ function nestedLanes(spans: readonly PlacedSpan[]): PlacedSpan[][] {
   }
   return lanes.map((lane) => lane.placed);
 }
+
+/**
+ * What is wrong with a trace's timing, per thread (`pid`/`tid`, named by the `process_name`
+ * metadata when it has one): a timestamp earlier than the one before it, and a span (`X`) that
+ * starts inside another but ends after it. Empty when every thread's events are in time order and
+ * its spans nest — what Perfetto and `chrome://tracing` need to draw them as a stack. Spans that
+ * touch may overlap by {@link TOUCHING_US}.
+ */
+export function chromeTraceProblems(events: readonly ChromeTraceEvent[]): string[] {
+  const processNames = new Map<number, unknown>();
+  for (const event of events) {
+    if (event.ph === 'M' && event.name === 'process_name') {
+      processNames.set(event.pid, event.args?.['name']);
+    }
+  }
+  const problems: string[] = [];
+  const threads = new Map<string, { last: number; open: ChromeTraceEvent[] }>();
+  const endOf = (event: ChromeTraceEvent): number => event.ts + (event.dur ?? 0);
+  for (const event of events) {
+    if (event.ph === 'M') continue;
+    const key = `${String(processNames.get(event.pid) ?? event.pid)}/${event.tid}`;
+    const thread = threads.get(key) ?? { last: -Infinity, open: [] };
+    threads.set(key, thread);
+    if (event.ts < thread.last) {
+      problems.push(`${key}: ${event.name} at ${event.ts} after ${thread.last}`);
+    }
+    thread.last = event.ts;
+    if (event.ph !== 'X') continue;
+    while (thread.open.length > 0 && endOf(thread.open.at(-1)!) <= event.ts + TOUCHING_US) {
+      thread.open.pop();
+    }
+    const parent = thread.open.at(-1);
+    if (parent && endOf(event) > endOf(parent) + TOUCHING_US) {
+      problems.push(`${key}: ${event.name} ends after ${parent.name}, which it starts in`);
+    }
+    thread.open.push(event);
+  }
+  return problems;
+}

@@ -1,5 +1,6 @@
 export * from './boot-protocol.js';
 export {
+  chromeTraceProblems,
   toChromeTrace,
   type ChromeTrace,
   type ChromeTraceEvent,

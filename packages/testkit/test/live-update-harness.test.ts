@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LiveUpdateDevice } from '@liveupdate/core';
-import type { ChromeTrace, ChromeTraceEvent, Process } from '@liveupdate/machine';
+import { chromeTraceProblems, type ChromeTrace, type Process } from '@liveupdate/machine';
 import { LIVEUPDATE_CMDLINE, liveUpdateImage, twoStage } from '@liveupdate/testkit';
 import { NOTE_MODULE, TEST_RAM, boot, preserveNote, readNote } from './helpers.js';
 
@@ -80,7 +80,7 @@ describe('LiveUpdateHarness', () => {
       );
       expect(spanNames('machine')).toContain('kexec-handoff');
       expect(trace.traceEvents.filter((e) => e.ph === 'C' && e.name === 'memory')).toHaveLength(2);
-      expect(nestingProblems(trace.traceEvents)).toEqual([]);
+      expect(chromeTraceProblems(trace.traceEvents)).toEqual([]);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -127,32 +127,3 @@ describe('twoStage', () => {
     await expect(last!.open('/dev/null')).rejects.toMatchObject({ code: 'ESRCH' });
   });
 });
-
-/** Per thread: timestamps that go back, and spans that end after the span they start in. */
-function nestingProblems(events: readonly ChromeTraceEvent[]): string[] {
-  const problems: string[] = [];
-  const threads = new Map<string, { last: number; open: ChromeTraceEvent[] }>();
-  for (const event of events) {
-    if (event.ph === 'M') continue;
-    const key = `${event.pid}/${event.tid}`;
-    const thread = threads.get(key) ?? { last: -Infinity, open: [] };
-    threads.set(key, thread);
-    if (event.ts < thread.last)
-      problems.push(`${key}: ${event.name} at ${event.ts} after ${thread.last}`);
-    thread.last = event.ts;
-    if (event.ph !== 'X') continue;
-    const end = event.ts + event.dur!;
-    while (
-      thread.open.length > 0 &&
-      thread.open.at(-1)!.ts + thread.open.at(-1)!.dur! <= event.ts + 1e-6
-    ) {
-      thread.open.pop();
-    }
-    const parent = thread.open.at(-1);
-    if (parent && end > parent.ts + parent.dur! + 1e-6) {
-      problems.push(`${key}: ${event.name} ends after ${parent.name}, which it starts in`);
-    }
-    thread.open.push(event);
-  }
-  return problems;
-}
