@@ -113,7 +113,7 @@ function checkRows(update: LiveUpdateReport): string[][] {
 
 function updateSection(update: LiveUpdateReport, index: number, timelineIndex: number): string {
   const title = `${update.from} → ${update.to}`;
-  const checks = `<h3>Checks</h3>${table(['check', 'found', ''], checkRows(update))}`;
+  const checks = `<h3>Checks</h3>${table(['check', 'found', 'held'], checkRows(update))}`;
   if (update.outcome === 'refused') {
     return (
       `<section class="update refused" id="update-${index}"><h2>${escapeHtml(title)}: refused (${escapeHtml(update.errno)})</h2>` +
