@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { DemoOptionError, parseDemoOptions } from './demo-options.js';
 
 describe('parseDemoOptions', () => {
-  it('runs the same-kernel scenario with one update, no JSON and no trace by default', () => {
+  it('runs the same-kernel scenario with one update, no JSON, no trace and no report by default', () => {
     expect(parseDemoOptions([])).toEqual({
       scenario: 'same',
       mib: 256,
@@ -13,6 +13,7 @@ describe('parseDemoOptions', () => {
       quiet: false,
       explain: false,
       trace: null,
+      report: null,
       help: false,
     });
   });
@@ -30,6 +31,7 @@ describe('parseDemoOptions', () => {
         '--json',
         '--trace',
         '/tmp/t.json',
+        '--report=/tmp/r.html',
       ]),
     ).toMatchObject({
       mib: 16,
@@ -38,6 +40,7 @@ describe('parseDemoOptions', () => {
       updates: 3,
       json: true,
       trace: '/tmp/t.json',
+      report: '/tmp/r.html',
     });
   });
 
@@ -104,6 +107,7 @@ describe('parseDemoOptions', () => {
   it.each([
     [['--updates'], '--updates needs a value'],
     [['--trace='], '--trace needs a value'],
+    [['--report'], '--report needs a value'],
     [['--json=yes'], '--json takes no value, not "yes"'],
     [['--verbose'], 'unknown option --verbose'],
     [['3'], 'unexpected argument "3": every option starts with --'],

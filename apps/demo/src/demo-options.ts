@@ -22,6 +22,8 @@ export interface DemoOptions {
   readonly explain: boolean;
   /** Where to write a Chrome trace of the run, or `null` for none. */
   readonly trace: string | null;
+  /** Where to write the HTML report of the run, or `null` for none. */
+  readonly report: string | null;
   readonly help: boolean;
 }
 
@@ -40,7 +42,7 @@ export const DEMO_LIMITS = {
   updates: { min: 1, max: 100 },
 } as const;
 
-export const DEMO_USAGE = `usage: pnpm demo [--scenario same|skew] [--mib N] [--keys N] [--guest-mib N] [--updates N] [--quiet | --json] [--explain] [--trace FILE]
+export const DEMO_USAGE = `usage: pnpm demo [--scenario same|skew] [--mib N] [--keys N] [--guest-mib N] [--updates N] [--quiet | --json] [--explain] [--trace FILE] [--report FILE.html]
 
   --scenario S   same: the same kernel build, 6.18.0 → 6.18.1 → … (default);
                  skew: 6.18.0 (memfd-v2) → 6.19.0 (memfd-v3) → back to 6.18.0 → a kernel
@@ -54,11 +56,21 @@ export const DEMO_USAGE = `usage: pnpm demo [--scenario same|skew] [--mib N] [--
   --json         print only the report, as JSON (not with --quiet: one output or the other)
   --explain      explain each term (KHO, LUO, HWPT, …) in one line where it first appears
   --trace FILE   also write a Chrome trace of the run to FILE (open it in ui.perfetto.dev)
+  --report FILE  also write the report as one HTML page to FILE: verdict, settings, a timeline
+                 of each update, phases and checks; it opens offline in any browser
   --help         this text
 
 The machine has 2 GiB of RAM (allocated lazily), more if the cache and the VM need it.`;
 
-const VALUE_OPTIONS = ['scenario', 'mib', 'keys', 'guest-mib', 'updates', 'trace'] as const;
+const VALUE_OPTIONS = [
+  'scenario',
+  'mib',
+  'keys',
+  'guest-mib',
+  'updates',
+  'trace',
+  'report',
+] as const;
 const FLAG_OPTIONS = ['json', 'quiet', 'explain', 'help'] as const;
 type ValueOption = (typeof VALUE_OPTIONS)[number];
 
@@ -145,6 +157,7 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
     quiet: flags.has('quiet'),
     explain: flags.has('explain'),
     trace: values.get('trace') ?? null,
+    report: values.get('report') ?? null,
     help: flags.has('help'),
   };
 }

@@ -118,8 +118,8 @@ export type DemoSettings = Omit<DemoOptions, 'help'>;
 
 /** The settings of a run, for its report and its trace. */
 export function demoSettings(options: DemoOptions): DemoSettings {
-  const { scenario, mib, keys, guestMib, updates, json, quiet, explain, trace } = options;
-  return { scenario, mib, keys, guestMib, updates, json, quiet, explain, trace };
+  const { scenario, mib, keys, guestMib, updates, json, quiet, explain, trace, report } = options;
+  return { scenario, mib, keys, guestMib, updates, json, quiet, explain, trace, report };
 }
 
 /** The JSON report, `pnpm demo --json`. */

@@ -13,7 +13,11 @@ import { NIC_BDF } from './vm-process.js';
  * Spans that follow one another and end at `end` (machine time): the stopwatch laps of a process,
  * each `[name, milliseconds]` in the order they ran, named as in the JSON report's phases.
  */
-function lapsEndingAt(track: string, end: number, laps: [string, number][]): TraceTrackSpan[] {
+export function lapsEndingAt(
+  track: string,
+  end: number,
+  laps: [string, number][],
+): TraceTrackSpan[] {
   const spans: TraceTrackSpan[] = [];
   let at = end;
   for (const [name, ms] of laps.reverse()) {

@@ -8,7 +8,7 @@
 // a kernel without vfio-pci, which the running kernel refuses before the blackout). Prints each
 // phase of the blackout, what the NIC did during it, the formats written and the checks; with
 // --json only a report, with --quiet only a row per update and their medians, with --trace a
-// Chrome trace too; --explain glosses each term once. Ends with PASS or FAIL: what failed; exits 1
+// Chrome trace too, with --report an HTML page of the report; --explain glosses each term once. Ends with PASS or FAIL: what failed; exits 1
 // if any check fails.
 import { writeFile } from 'node:fs/promises';
 import { Machine } from '@liveupdate/machine';
@@ -18,6 +18,7 @@ import {
   demoReport,
   demoSettings,
   liveUpdateReport,
+  type DemoReport,
   nicActivity,
   type DemoStep,
   type RefusedStep,
@@ -26,6 +27,7 @@ import {
 import { demoTrace } from './demo-trace.js';
 import { demoVerdict, dropsUnexplained, type DemoVerdict } from './demo-verdict.js';
 import { HandoverFormatsRecorder, type HandoverFormats } from './handover-formats.js';
+import { htmlReport, htmlReportAssets } from './html-report.js';
 import { coldUpdateNote } from './cold-update-note.js';
 import { Glossary } from './glossary.js';
 import { checkHost, type HostCheck } from './host-check.js';
@@ -42,6 +44,7 @@ import { textTable } from './text-table.js';
 import { fillGuestMemory } from './vm-guest-memory.js';
 import type { GuestRingCheck } from './vm-ring-check.js';
 import { NIC_BDF, VM_SESSION, VM_TOKENS, VmmProcess } from './vm-process.js';
+import { updateTimeline } from './update-timeline.js';
 import { terminalColumns, wrapText } from './wrap-text.js';
 
 const GiB = 1024 ** 3;
@@ -102,7 +105,12 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
   });
   const steps: DemoStep[] = [];
   let vmm: VmmProcess | undefined;
-  const sampler = options.trace ? new NicSampler(machine, NIC_BDF, () => vmm?.guest) : undefined;
+  let report: DemoReport | undefined;
+  // The trace's NIC counters and the HTML report's packets per millisecond.
+  const sampler =
+    options.trace || options.report
+      ? new NicSampler(machine, NIC_BDF, () => vmm?.guest)
+      : undefined;
   try {
     say(
       `liveupdate demo: ${ramBytes / GiB} GiB machine, kernels ${chain.map((k) => k.version).join(' → ')}, ` +
@@ -215,9 +223,9 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
     const notes = [coldUpdateNote(updated.map((step) => step.update.blackoutMs))].filter(
       (note) => note !== null,
     );
+    const liveUpdates = steps.map((step) => liveUpdateReport(step, layout.keys));
+    report = demoReport(options, hostFacts(), verdict, notes, liveUpdates);
     if (options.json) {
-      const liveUpdates = steps.map((step) => liveUpdateReport(step, layout.keys));
-      const report = demoReport(options, hostFacts(), verdict, notes, liveUpdates);
       console.log(JSON.stringify(report, null, 2));
     } else if (options.quiet) {
       console.log(quietTable(steps));
@@ -240,6 +248,14 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       say(
         `\ntrace written to ${options.trace}: open it in https://ui.perfetto.dev or chrome://tracing`,
       );
+    }
+    if (options.report && report) {
+      // Built from the JSON report itself, so the page and `--json` cannot disagree.
+      const timelines = steps
+        .filter((step): step is UpdatedStep => step.outcome === 'updated')
+        .map((step) => updateTimeline(machine, step, samples));
+      await writeFile(options.report, htmlReport(report, timelines, htmlReportAssets()));
+      say(`\nreport written to ${options.report}: open it in a browser (it needs no network)`);
     }
   }
 }

@@ -18,7 +18,8 @@ export interface NicSample {
 /**
  * Samples the NIC every millisecond, for the trace's counter tracks: the machine's timeline holds
  * only what kernels record, and the NIC's counters are hardware, which no kernel traces. Runs on
- * the main thread beside the guest loop, and only with `--trace`, so the default run does not pay.
+ * the main thread beside the guest loop, and only with `--trace` or `--report`, so the default run
+ * does not pay.
  */
 export class NicSampler {
   readonly #samples: NicSample[] = [];

@@ -116,6 +116,7 @@ describe('the JSON report', () => {
       quiet: false,
       explain: false,
       trace: join(dir, 'trace.json'),
+      report: null,
     });
     expect(report.host.node).toBe(process.version);
     expect(report.verdict).toEqual({ pass: true, reasons: [] });
