@@ -33,7 +33,7 @@ describe('a service that never comes back', () => {
     const reclaimed: string[] = [];
     // Long enough for "back" to say hello first even on a loaded machine; the wait is an event.
     const agent = await LuoAgent.restore(next, {
-      reclaimAfterMs: 2000,
+      reclaimAfterMs: 3000,
       onReclaim: (name) => reclaimed.push(name),
     });
     const back = harness.machine.spawn();
