@@ -1,12 +1,15 @@
-import { LiveUpdateDevice } from '@liveupdate/core';
+import { AgentClient, LuoAgent } from '@liveupdate/agent';
 import { type Machine, type MemoryMapping, type Process } from '@liveupdate/machine';
 import { MappedMemfd } from '@liveupdate/plugin-memfd';
 import { KvCache, type KvCacheLayout } from './kv-cache.js';
 
-/** Name of the LUO session the cache hands over in. */
+/**
+ * The cache's service name with the agent, which is also the name of the LUO session the agent
+ * keeps its memfd in.
+ */
 export const CACHE_SESSION = 'kv-cache';
-/** Token of the cache's memfd in that session. */
-export const CACHE_TOKEN = 1;
+/** The name the cache stores its memfd under with the agent. */
+export const CACHE_ENTRY = 'table';
 /** The key a restarted cache answers first; its answer ends the blackout. */
 export const FIRST_KEY = 0;
 
@@ -23,41 +26,68 @@ export interface CacheSetupTimings {
  * no trace spans for them), in the order they run.
  */
 export interface CacheRetrieveTimings {
-  /** First open of `/dev/liveupdate` after the kexec: LUO deserializes the incoming sessions. */
-  readonly 'liveupdate-open': number;
-  readonly 'retrieve-session': number;
-  /** `RETRIEVE_FD`: the memfd handler rebuilds the file from its preserved folios. */
-  readonly 'retrieve-fd': number;
-  /** `SESSION_FINISH`: the live update of this session is over. */
-  readonly finish: number;
+  /**
+   * The new agent's `LuoAgent.restore`: the first open of `/dev/liveupdate` (LUO deserializes the
+   * incoming sessions), `luod` and its manifest read and finished, `kv-cache` retrieved, listen.
+   */
+  readonly 'agent-restore': number;
+  /** The new cache connects and says `hello`; the agent retrieves the memfd (`RETRIEVE_FD`) first. */
+  readonly hello: number;
+  /** `fetch`: the memfd comes over the socket (`SCM_RIGHTS`); the agent then finishes the session. */
+  readonly fetch: number;
   /** `lseek(SEEK_END)` for the size, then `mmap` of the whole file. */
   readonly mmap: number;
   /** Reading the header and answering {@link FIRST_KEY}, value checked. */
   readonly 'first-key': number;
 }
 
+/** The steps of {@link CacheRetrieveTimings}, in the order they run. */
+export const CACHE_RETRIEVE_PHASES = [
+  'agent-restore',
+  'hello',
+  'fetch',
+  'mmap',
+  'first-key',
+] as const satisfies readonly (keyof CacheRetrieveTimings)[];
+
 /**
- * The cache service: a process whose key-value table lives in a memfd it has mapped. Across a
- * live update it keeps its session fd open, so the kernel hands the memfd over; the next kernel's cache process retrieves it and answers from the same frames.
+ * The cache service: a process whose key-value table lives in a memfd it has mapped. It never
+ * opens `/dev/liveupdate`: across a live update it hands its memfd to the host's agent
+ * (`@liveupdate/agent`, in a process of its own), which keeps it in a LUO session; the next
+ * kernel's agent restores it and the next cache process fetches it and answers from the same
+ * frames.
  */
 export class CacheProcess {
   readonly process: Process;
   readonly memfd: number;
   readonly mapping: MemoryMapping;
   readonly cache: KvCache;
+  /** The agent of this kernel, which holds the memfd across the next live update. */
+  readonly agent: LuoAgent;
 
-  private constructor(process: Process, memfd: number, mapping: MemoryMapping, cache: KvCache) {
+  private constructor(
+    process: Process,
+    memfd: number,
+    mapping: MemoryMapping,
+    cache: KvCache,
+    agent: LuoAgent,
+  ) {
     this.process = process;
     this.memfd = memfd;
     this.mapping = mapping;
     this.cache = cache;
+    this.agent = agent;
   }
 
-  /** Start a cache process on `machine` and build a table of `layout.keys` keys in a new memfd. */
+  /**
+   * Start the agent in a process of its own, and a cache process on `machine` that builds a table
+   * of `layout.keys` keys in a new memfd.
+   */
   static async create(
     machine: Machine,
     layout: KvCacheLayout,
   ): Promise<{ cacheProcess: CacheProcess; timings: CacheSetupTimings }> {
+    const agent = await LuoAgent.start(machine.spawn());
     const process = machine.spawn();
     let start = performance.now();
     const { fd: memfd, mapping } = await MappedMemfd.create(
@@ -70,14 +100,14 @@ export class CacheProcess {
     const cache = KvCache.build(mapping, layout);
     const build = performance.now() - start;
     return {
-      cacheProcess: new CacheProcess(process, memfd, mapping, cache),
+      cacheProcess: new CacheProcess(process, memfd, mapping, cache, agent),
       timings: { memfd: memfdMs, build },
     };
   }
 
   /**
-   * A new cache process, after a live update, takes the cache back: opens `/dev/liveupdate`,
-   * retrieves the session and the memfd, finishes the session, maps the file and answers
+   * After a live update: a new agent restores what the old one preserved, then a new cache
+   * process connects to it, says `hello`, fetches its memfd, maps it and answers
    * {@link FIRST_KEY}. `firstKeyAt` is the machine time of that answer; `firstKeyOk` whether the
    * value was right.
    */
@@ -87,54 +117,48 @@ export class CacheProcess {
     firstKeyAt: number;
     firstKeyOk: boolean;
   }> {
+    const agentProcess = machine.spawn();
     const process = machine.spawn();
     const lap = stopwatch();
-    const device = await LiveUpdateDevice.open(process);
-    const open = lap();
-    const session = await device.retrieveSession(CACHE_SESSION);
-    const retrieveSession = lap();
-    const memfd = await session.retrieveFd(CACHE_TOKEN);
-    const retrieveFd = lap();
-    await session.finish();
-    const finish = lap();
-    const { mapping } = await MappedMemfd.map(process, memfd);
+    const agent = await LuoAgent.restore(agentProcess);
+    const agentRestore = lap();
+    const client = await AgentClient.connect(process);
+    const { restored } = await client.hello(CACHE_SESSION);
+    if (!restored) throw new Error(`the agent restored nothing for "${CACHE_SESSION}"`);
+    const hello = lap();
+    const [memfd] = await client.fetch(CACHE_ENTRY);
+    const fetch = lap();
+    const { mapping } = await MappedMemfd.map(process, memfd!);
     const mmap = lap();
     const cache = KvCache.attach(mapping);
     const firstKeyOk = cache.has(FIRST_KEY);
     const firstKey = lap();
     const firstKeyAt = machine.now();
-    // Its files are retrieved and finished; closing the incoming session just drops it.
-    await session.close();
-    // `/dev/liveupdate` opens exclusively: other services (the VMM) retrieve their sessions next.
-    await device.close();
+    await client.bye();
     return {
-      cacheProcess: new CacheProcess(process, memfd, mapping, cache),
-      timings: {
-        'liveupdate-open': open,
-        'retrieve-session': retrieveSession,
-        'retrieve-fd': retrieveFd,
-        finish,
-        mmap,
-        'first-key': firstKey,
-      },
+      cacheProcess: new CacheProcess(process, memfd!, mapping, cache, agent),
+      timings: { 'agent-restore': agentRestore, hello, fetch, mmap, 'first-key': firstKey },
       firstKeyAt,
       firstKeyOk,
     };
   }
 
   /**
-   * Hand the memfd to the next kernel: open `/dev/liveupdate`, create the session, close the
-   * device (it opens exclusively, and other services need it too) and preserve the memfd in the
-   * session. The heavy step, done while the cache still serves. The session fd is never closed:
-   * the process holds it until it ends at the kexec, after LUO has serialized it. Returns the
-   * milliseconds it took.
+   * Hand the memfd to the agent (`store`, over the socket; the agent preserves it in the session
+   * `kv-cache`) and have the agent write and preserve its manifest (`prepare`). The heavy step,
+   * done while the cache still serves: it keeps its own fd and mapping. Returns the milliseconds
+   * it took.
    */
   async preserve(): Promise<number> {
     const start = performance.now();
-    const device = await LiveUpdateDevice.open(this.process);
-    const session = await device.createSession(CACHE_SESSION);
-    await device.close();
-    await session.preserveFd(this.memfd, CACHE_TOKEN);
+    const client = await AgentClient.connect(this.process);
+    try {
+      await client.hello(CACHE_SESSION);
+      await client.store(CACHE_ENTRY, [this.memfd], { order: 0 });
+    } finally {
+      await client.bye();
+    }
+    await this.agent.prepare();
     return performance.now() - start;
   }
 }

@@ -5,6 +5,7 @@ import {
   type TraceCounterSample,
   type TraceTrackSpan,
 } from '@liveupdate/machine';
+import { CACHE_RETRIEVE_PHASES } from './cache-process.js';
 import type { DemoStep, UpdatedStep } from './demo-report.js';
 import type { NicSample } from './nic-sampler.js';
 import { NIC_BDF } from './vm-process.js';
@@ -38,14 +39,11 @@ function updateSpans(step: UpdatedStep): TraceTrackSpan[] {
     { track, name: 'cache blackout', start: update.rebootStart, end: firstKeyAt },
     { track, name: 'VM blackout', start: update.rebootStart, end: resumedAt },
     { track, name: 'guest paused', start: resumedAt - vm.guestPausedMs, end: resumedAt },
-    ...lapsEndingAt(`cache (pid ${update.cacheProcess.process.pid})`, firstKeyAt, [
-      ['liveupdate-open', phases['liveupdate-open']],
-      ['retrieve-session', phases['retrieve-session']],
-      ['retrieve-fd', phases['retrieve-fd']],
-      ['finish', phases.finish],
-      ['mmap', phases.mmap],
-      ['first-key', phases['first-key']],
-    ]),
+    ...lapsEndingAt(
+      `cache (pid ${update.cacheProcess.process.pid})`,
+      firstKeyAt,
+      CACHE_RETRIEVE_PHASES.map((name) => [name, phases[name]]),
+    ),
     ...lapsEndingAt(
       `VMM (pid ${vm.vmm.process.pid})`,
       resumedAt,

@@ -1,5 +1,9 @@
 import type { KernelImage, Machine } from '@liveupdate/machine';
-import type { CacheProcess, CacheRetrieveTimings } from './cache-process.js';
+import {
+  CACHE_RETRIEVE_PHASES,
+  type CacheProcess,
+  type CacheRetrieveTimings,
+} from './cache-process.js';
 import { liveUpdateHost, type HostLiveUpdate } from './live-update-host.js';
 import type { KexecPhases } from './phase-timings.js';
 
@@ -12,12 +16,7 @@ export const BLACKOUT_PHASES = [
   'kho-finalize',
   'kexec-handoff',
   'boot',
-  'liveupdate-open',
-  'retrieve-session',
-  'retrieve-fd',
-  'finish',
-  'mmap',
-  'first-key',
+  ...CACHE_RETRIEVE_PHASES,
 ] as const satisfies readonly (keyof LiveUpdatePhases)[];
 
 /** What {@link liveUpdateCache} measured. */
@@ -33,10 +32,13 @@ export interface CacheLiveUpdate {
   readonly phases: LiveUpdatePhases;
   /**
    * Blackout not covered by {@link BLACKOUT_PHASES}: messages between the kernel workers and the
-   * machine, ending the old processes, spawning the new one.
+   * machine, ending the old processes, spawning the new ones.
    */
   readonly otherMs: number;
-  /** Before the blackout, while the cache still serves: `PRESERVE_FD` and `kexec_load`. */
+  /**
+   * Before the blackout, while the cache still serves: the cache's `store` with the agent (its
+   * `PRESERVE_FD`) and the agent's `prepare` (the manifest); then `kexec_load`.
+   */
   readonly preserveMs: number;
   readonly kexecLoadMs: number;
   /** Whether the first key answered after the update had its value. */
@@ -46,9 +48,10 @@ export interface CacheLiveUpdate {
 }
 
 /**
- * Live-update the kernel under `cacheProcess` to `next`, the way DESIGN §4 walks it: the cache
- * preserves its memfd in a LUO session, an updater process loads the next kernel and reboots into
- * it, and a new cache process retrieves the memfd and answers its first key.
+ * Live-update the kernel under `cacheProcess` to `next`, the way DESIGN §4 walks it, with the
+ * agent holding the session: the cache hands its memfd to the agent, which preserves it and its
+ * manifest; an updater process loads the next kernel and reboots into it; a new agent restores
+ * the session and a new cache process fetches the memfd from it and answers its first key.
  */
 export async function liveUpdateCache(
   machine: Machine,

@@ -12,7 +12,7 @@
 // if any check fails.
 import { writeFile } from 'node:fs/promises';
 import { Machine } from '@liveupdate/machine';
-import { CacheProcess, CACHE_SESSION, CACHE_TOKEN, FIRST_KEY } from './cache-process.js';
+import { CacheProcess, CACHE_ENTRY, CACHE_SESSION, FIRST_KEY } from './cache-process.js';
 import { DEMO_USAGE, parseDemoOptions, type DemoOptions } from './demo-options.js';
 import {
   demoReport,
@@ -96,8 +96,9 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
   // Allocated lazily: only frames the kernels touch cost host memory.
   const ramBytes = Math.max(2, Math.ceil((layout.fileBytes + guestBytes) / GiB) + 1) * GiB;
   const chain = options.scenario === 'skew' ? skewKernelChain() : sameKernelChain(options.updates);
-  // Two sessions, the VM's with the most files.
-  const handovers = new HandoverFormatsRecorder(2, Object.keys(VM_TOKENS).length);
+  // Three sessions: the cache's and the agent's manifest (both kept by the agent), and the VM's,
+  // with the most files.
+  const handovers = new HandoverFormatsRecorder(3, Object.keys(VM_TOKENS).length);
   const machine = Machine.create({
     ramBytes,
     devices: [{ kind: 'nic', bdf: NIC_BDF, packetsPerSecond: NIC_PACKETS_PER_SECOND }],
@@ -168,6 +169,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       }
       const update = cacheLiveUpdateOf(attempt.update);
       const vm = attempt.update.vm!;
+      const agentPid = cacheProcess.agent.process.pid;
       cacheProcess = update.cacheProcess;
       vmm = vm.vmm;
       const formats = handovers.formatsOf(machine.bootCount - 1);
@@ -179,7 +181,8 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       say(heading(`live update ${update.from} → ${update.to}`));
       say('before the blackout, while the cache serves and the NIC streams into the guest:');
       say(
-        `  PRESERVE_FD of the memfd as token ${CACHE_TOKEN} in session "${CACHE_SESSION}": ${fixed(update.preserveMs)} ms`,
+        `  the cache stores its memfd as "${CACHE_ENTRY}" with the agent (pid ${agentPid}), which ` +
+          `preserves it in session "${CACHE_SESSION}" and its manifest in "luod": ${fixed(update.preserveMs)} ms`,
       );
       say(
         `  PRESERVE_FD of guest RAM, the iommufd and the NIC's vfio cdev in session "${VM_SESSION}": ${fixed(vm.preserveMs)} ms`,
@@ -196,7 +199,8 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       say(formatsLine(luo, formats));
       say(rememberedLine(update.to, kernel));
       say(
-        `new cache pid ${cacheProcess.process.pid}: retrieved "${CACHE_SESSION}" and the memfd, mapped it ` +
+        `new agent pid ${cacheProcess.agent.process.pid} restored "${CACHE_SESSION}"; new cache pid ` +
+          `${cacheProcess.process.pid} fetched the memfd from it (never opening /dev/liveupdate), mapped it ` +
           `(${cacheProcess.mapping.segments.length} segments), answered key ${FIRST_KEY}: ` +
           `${update.firstKeyOk ? 'right value' : 'WRONG VALUE'}`,
       );
@@ -350,10 +354,9 @@ function printPhases(say: (text: string) => void, seen: readonly UpdatedStep[]):
     ['boot of the new kernel', (u) => u.phases.boot],
     ['  memory init', (u) => u.phases['memory-init']],
     ['  modules init', (u) => u.phases['modules-init']],
-    ['open /dev/liveupdate (deserialize)', (u) => u.phases['liveupdate-open']],
-    ['retrieve session', (u) => u.phases['retrieve-session']],
-    ['retrieve fd (memfd)', (u) => u.phases['retrieve-fd']],
-    ['finish session', (u) => u.phases.finish],
+    ['new agent: restore (deserialize, manifest)', (u) => u.phases['agent-restore']],
+    ['cache: hello (agent retrieves the memfd)', (u) => u.phases.hello],
+    ['cache: fetch the memfd (SCM_RIGHTS)', (u) => u.phases.fetch],
     ['mmap', (u) => u.phases.mmap],
     ['first key answered', (u) => u.phases['first-key']],
     ['other (messages, processes end/spawn)', (u) => u.otherMs],
@@ -395,8 +398,8 @@ function printPhases(say: (text: string) => void, seen: readonly UpdatedStep[]):
   );
   say(
     [
-      "\nKernel phases come from the kernels' and the machine's trace spans; those of the new cache",
-      'process (open … first key) and the new VMM are timed by the caller, around each syscall',
+      "\nKernel phases come from the kernels' and the machine's trace spans; those of the new agent",
+      'and cache (restore … first key) and the new VMM are timed by the caller, around each call',
       "(LUO's own spans, luo-deserialize, luo-retrieve and luo-finish, sit inside them, in",
       "machine.spans()). The cache's blackout runs from the old kernel's reboot span to the new",
       "cache answering its first key, the VM's to the guest's first poll of its ring; the NIC",

@@ -1,4 +1,5 @@
 import type { Machine, TimelineSpan } from '@liveupdate/machine';
+import { CACHE_RETRIEVE_PHASES } from './cache-process.js';
 import { lapsEndingAt } from './demo-trace.js';
 import type { UpdatedStep } from './demo-report.js';
 import type { NicSample } from './nic-sampler.js';
@@ -96,14 +97,11 @@ export function updateTimeline(
     ...KERNEL_PHASES_OF_OLD.map((name) => kernelBar(span(reboot.boot, name))),
     kernelBar(span(reboot.boot, 'kexec-handoff', true)),
     ...KERNEL_PHASES_OF_NEW.map((name) => kernelBar(span(reboot.boot + 1, name))),
-    ...laps('cache', firstKeyAt, [
-      ['liveupdate-open', phases['liveupdate-open']],
-      ['retrieve-session', phases['retrieve-session']],
-      ['retrieve-fd', phases['retrieve-fd']],
-      ['finish', phases.finish],
-      ['mmap', phases.mmap],
-      ['first-key', phases['first-key']],
-    ]),
+    ...laps(
+      'cache',
+      firstKeyAt,
+      CACHE_RETRIEVE_PHASES.map((name) => [name, phases[name]]),
+    ),
     ...laps('vmm', resumedAt, Object.entries<number>({ ...vm.phases })),
   ];
   const first =

@@ -78,8 +78,16 @@ it('live-updates the cache and the VM twice and reports what the NIC did (--json
     expect(update.reason).toBeNull();
     // Read from the handover bytes: both memfds in the memfd plugin's format (the same kernel
     // build on both sides writes its newest), the iommufd and the NIC in theirs.
-    expect(Object.keys(update.formats).sort()).toEqual(['kv-cache/1', 'vm0/1', 'vm0/2', 'vm0/3']);
+    // The cache's memfd and the agent's manifest (session luod) are kept by the agent.
+    expect(Object.keys(update.formats).sort()).toEqual([
+      'kv-cache/1',
+      'luod/1',
+      'vm0/1',
+      'vm0/2',
+      'vm0/3',
+    ]);
     expect(update.formats['kv-cache/1']).toMatch(/^memfd-v\d+$/);
+    expect(update.formats['luod/1']).toBe(update.formats['kv-cache/1']);
     expect(update.formats['vm0/1']).toBe(update.formats['kv-cache/1']);
     expect(update.formats['vm0/2']).toBe('iommufd-v1');
     expect(update.formats['vm0/3']).toBe('vfio-pci-v1');
@@ -105,7 +113,7 @@ it('live-updates the cache and the VM twice and reports what the NIC did (--json
 describe('the JSON report', () => {
   it('validates against report.schema.json, with the settings as parsed and a passing verdict', () => {
     expect(reportSchemaErrors(report)).toBeNull();
-    expect(report.schemaVersion).toBe(1);
+    expect(report.schemaVersion).toBe(2);
     expect(report.settings).toEqual({
       scenario: 'same',
       mib: 16,

@@ -59,10 +59,12 @@ type Entry = Updated | Refused;
 /**
  * What each step writes: the first of the writer's formats its target reads. 6.18.0's memfd
  * writes only memfd-v2; 6.19.x's writes memfd-v3 first, which 6.19.1 reads, but 6.18.0 reads only
- * v2, so the rollback carries memfd-v2. The other handlers have one format each.
+ * v2, so the rollback carries memfd-v2; the agent's manifest (`luod/1`) is a memfd too. The other
+ * handlers have one format each.
  */
 const written = (memfd: string) => ({
   'kv-cache/1': memfd,
+  'luod/1': memfd,
   'vm0/1': memfd,
   'vm0/2': 'iommufd-v1',
   'vm0/3': 'vfio-pci-v1',

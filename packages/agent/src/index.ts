@@ -19,4 +19,5 @@ export {
   type ReceivedMessage,
   type WireMessage,
 } from './agent-wire.js';
-export { DEFAULT_AGENT_PATH, LuoAgent, MANIFEST_SEALS, type LuoAgentOptions } from './luo-agent.js';
+export { DEFAULT_AGENT_PATH, LuoAgent, type LuoAgentOptions } from './luo-agent.js';
+export { MANIFEST_SEALS } from './read-manifest.js';

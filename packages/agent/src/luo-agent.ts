@@ -6,23 +6,17 @@ import { LiveUpdateDevice, type LiveUpdateSession } from '@liveupdate/core';
 import {
   AF_UNIX,
   F_ADD_SEALS,
-  F_GET_SEALS,
-  F_SEAL_GROW,
-  F_SEAL_SEAL,
-  F_SEAL_SHRINK,
-  F_SEAL_WRITE,
   KernelError,
   MFD_ALLOW_SEALING,
   SOCK_STREAM,
   type ErrnoName,
   type Process,
 } from '@liveupdate/machine';
+import { asKernelError, messageOf } from './agent-errors.js';
 import {
   AGENT_SESSION,
-  MANIFEST_MAX_BYTES,
   MANIFEST_TOKEN,
   MANIFEST_VERSION,
-  decodeManifest,
   encodeManifest,
   entryNameProblem,
   orderProblem,
@@ -31,11 +25,10 @@ import {
   type ManifestEntry,
 } from './agent-manifest.js';
 import { AGENT_MAX_FDS, MessageReader, sendMessage, type WireMessage } from './agent-wire.js';
+import { MANIFEST_SEALS, readManifest } from './read-manifest.js';
 
 /** Where the agent listens unless told otherwise. */
 export const DEFAULT_AGENT_PATH = '/run/luod.sock';
-/** The seals of the manifest memfd: nothing may change it, nor its seals. */
-export const MANIFEST_SEALS = F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
 /** Options of {@link LuoAgent.start} and {@link LuoAgent.restore}. */
 export interface LuoAgentOptions {
@@ -49,6 +42,15 @@ export interface LuoAgentOptions {
   readonly update?: () => Promise<unknown>;
   /** Told of what goes wrong where no one waits for an answer: a connection, an `update`. */
   readonly onError?: (error: unknown) => void;
+  /**
+   * {@link LuoAgent.restore} only: a service that has not said `hello` this many milliseconds
+   * after the restore is reclaimed: its session is finished (LUO releases its files), its entries
+   * are dropped, and its next `hello` is `ETIMEDOUT`, once. Without it (the default) the agent
+   * waits until {@link LuoAgent.close} or the next {@link LuoAgent.prepare}.
+   */
+  readonly reclaimAfterMs?: number;
+  /** Told of each service reclaimed after `reclaimAfterMs`, once its files are released. */
+  readonly onReclaim?: (service: string) => void;
 }
 
 /** One named entry of a service. */
@@ -76,6 +78,8 @@ interface Service {
   nextToken: number;
   /** The connection that said `hello` with this name and is still open. */
   owner: object | null;
+  /** Whether the service said `hello` since the restore (it is not reclaimed then). */
+  cameBack: boolean;
 }
 
 /**
@@ -87,26 +91,29 @@ export class LuoAgent {
   readonly process: Process;
   /** The socket path it listens on. */
   readonly path: string;
-  readonly #device: LiveUpdateDevice;
   readonly #options: LuoAgentOptions;
   readonly #services = new Map<string, Service>();
   readonly #connections = new Set<number>();
   #listener = -1;
   #manifestSession: LiveUpdateSession | null = null;
   #closed = false;
+  #reclaimTimer: ReturnType<typeof setTimeout> | undefined;
   /** The end of the queue that stores, prepare and abortUpdate take turns in. */
   #turn: Promise<unknown> = Promise.resolve();
 
-  private constructor(process: Process, device: LiveUpdateDevice, options: LuoAgentOptions) {
+  private constructor(process: Process, options: LuoAgentOptions) {
     this.process = process;
     this.path = options.path ?? DEFAULT_AGENT_PATH;
-    this.#device = device;
     this.#options = options;
   }
 
-  /** Open `/dev/liveupdate` in `process` and listen at the socket path: a fresh agent. */
+  /**
+   * Check that `process` can open `/dev/liveupdate` (`ENOENT` without LUO, `EBUSY` while another
+   * process has it open) and listen at the socket path: a fresh agent.
+   */
   static async start(process: Process, options: LuoAgentOptions = {}): Promise<LuoAgent> {
-    const agent = new LuoAgent(process, await LiveUpdateDevice.open(process), options);
+    await (await LiveUpdateDevice.open(process)).close();
+    const agent = new LuoAgent(process, options);
     await agent.#listen();
     return agent;
   }
@@ -118,38 +125,36 @@ export class LuoAgent {
    * service session has been retrieved and `/dev/liveupdate` is closed again.
    */
   static async restore(process: Process, options: LuoAgentOptions = {}): Promise<LuoAgent> {
-    const device = await LiveUpdateDevice.open(process);
-    let manifest: Manifest;
-    try {
-      manifest = await readManifest(process, device);
-    } catch (error) {
-      await device.close();
-      throw error;
-    }
-    const agent = new LuoAgent(process, device, options);
-    for (const [name, entries] of manifest.services) {
-      const service: Service = {
-        session: null,
-        incoming: true,
-        error: null,
-        entries: new Map(),
-        nextToken: 1,
-        owner: null,
-      };
-      for (const [entryName, { order, tokens }] of entries) {
-        service.entries.set(entryName, { order, tokens, fds: null, error: null, fetched: false });
-        service.nextToken = Math.max(service.nextToken, ...tokens.map((t) => t + 1));
+    const { reclaimAfterMs } = options;
+    if (reclaimAfterMs !== undefined && !(Number.isFinite(reclaimAfterMs) && reclaimAfterMs >= 0))
+      throw new RangeError(
+        `LuoAgent.restore: reclaimAfterMs must be a finite number of milliseconds ≥ 0, not ${reclaimAfterMs}`,
+      );
+    const agent = new LuoAgent(process, options);
+    await agent.#withDevice(async (device) => {
+      const manifest = await readManifest(process, device);
+      for (const [name, entries] of manifest.services) {
+        const service = newService(true);
+        for (const [entryName, { order, tokens }] of entries) {
+          service.entries.set(entryName, { order, tokens, fds: null, error: null, fetched: false });
+          service.nextToken = Math.max(service.nextToken, ...tokens.map((t) => t + 1));
+        }
+        try {
+          service.session = await device.retrieveSession(name);
+        } catch (error) {
+          // This service alone fails: its hello gets the error, the others are served.
+          service.error = asKernelError(error);
+          service.incoming = false;
+        }
+        agent.#services.set(name, service);
       }
-      try {
-        service.session = await device.retrieveSession(name);
-      } catch (error) {
-        // This service alone fails: its hello gets the error, the others are served.
-        service.error = asKernelError(error);
-        service.incoming = false;
-      }
-      agent.#services.set(name, service);
-    }
+    });
     await agent.#listen();
+    if (reclaimAfterMs !== undefined) {
+      agent.#reclaimTimer = setTimeout(() => agent.#reclaim(reclaimAfterMs), reclaimAfterMs);
+      // The agent's close() clears it; it must not keep the host's event loop alive by itself.
+      agent.#reclaimTimer.unref?.();
+    }
     return agent;
   }
 
@@ -197,7 +202,7 @@ export class LuoAgent {
         done += await this.process.pwrite(fd, bytes.subarray(done), done);
       }
       await this.process.fcntl(fd, F_ADD_SEALS, MANIFEST_SEALS);
-      const session = await this.#device.createSession(AGENT_SESSION);
+      const session = await this.#withDevice((device) => device.createSession(AGENT_SESSION));
       try {
         await session.preserveFd(fd, MANIFEST_TOKEN);
       } catch (error) {
@@ -229,6 +234,7 @@ export class LuoAgent {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#reclaimTimer);
     await Promise.all([this.#listener, ...this.#connections].map((fd) => this.#closeQuietly(fd)));
     this.#connections.clear();
     for (const [name, service] of this.#services) {
@@ -244,7 +250,39 @@ export class LuoAgent {
     }
     await this.#manifestSession?.close();
     this.#manifestSession = null;
-    await this.#device.close();
+  }
+
+  /**
+   * Open `/dev/liveupdate` for `action` alone. It opens exclusively: between the agent's own calls
+   * other processes (an updater's `CHECK_KEXEC`, a service not yet moved to the agent) may open
+   * it, and while one does, the agent's call that needs it fails with `EBUSY`.
+   */
+  async #withDevice<T>(action: (device: LiveUpdateDevice) => Promise<T>): Promise<T> {
+    const device = await LiveUpdateDevice.open(this.process);
+    try {
+      return await action(device);
+    } finally {
+      await device.close();
+    }
+  }
+
+  /** `reclaimAfterMs` after the restore: finish the sessions of services that did not come back. */
+  #reclaim(afterMs: number): void {
+    for (const [name, service] of this.#services) {
+      if (!service.incoming || service.cameBack) continue;
+      // Set now, so that a hello from here on is told, even before the files are released.
+      service.error = new KernelError(
+        'ETIMEDOUT',
+        `service "${name}" did not say hello within ${afterMs} ms of the restore: its files were released`,
+      );
+      void this.#inTurn(async () => {
+        // prepare() may have finished it in the meantime.
+        if (service.incoming) await this.#finish(name, service);
+        this.#options.onReclaim?.(name);
+      }).catch((error: unknown) => {
+        if (!this.#closed && !isGone(error)) this.#options.onError?.(error);
+      });
+    }
   }
 
   async #listen(): Promise<void> {
@@ -369,17 +407,11 @@ export class LuoAgent {
       throw service.error;
     }
     if (!service) {
-      service = {
-        session: null,
-        incoming: false,
-        error: null,
-        entries: new Map(),
-        nextToken: 1,
-        owner: null,
-      };
+      service = newService(false);
       this.#services.set(serviceName, service);
     }
     service.owner = client;
+    service.cameBack = true;
     client.service = serviceName;
     const restored = service.incoming;
     if (restored) await this.#retrieveAll(service);
@@ -415,7 +447,7 @@ export class LuoAgent {
       const entryName = body.name as string;
       if (service.entries.has(entryName))
         throw new KernelError('EEXIST', `store: "${entryName}" is stored already`);
-      service.session ??= await this.#device.createSession(name);
+      service.session ??= await this.#withDevice((device) => device.createSession(name));
       const tokens: number[] = [];
       for (const fd of fds) {
         const token = service.nextToken++;
@@ -548,65 +580,17 @@ export class LuoAgent {
   }
 }
 
-/** Retrieve `luod`, read its manifest and check it; on any failure nothing stays open. */
-async function readManifest(process: Process, device: LiveUpdateDevice): Promise<Manifest> {
-  let session: LiveUpdateSession;
-  try {
-    session = await device.retrieveSession(AGENT_SESSION);
-  } catch (error) {
-    const kernelError = asKernelError(error);
-    if (kernelError.code === 'ENOENT')
-      throw new KernelError('ENOENT', `no session "${AGENT_SESSION}": no agent preserved anything`);
-    throw new KernelError(
-      kernelError.code,
-      `session "${AGENT_SESSION}": ${messageOf(kernelError)}`,
-    );
-  }
-  try {
-    const fd = await session.retrieveFd(MANIFEST_TOKEN);
-    try {
-      const seals = await process.fcntl(fd, F_GET_SEALS);
-      if ((seals & MANIFEST_SEALS) !== MANIFEST_SEALS)
-        throw new KernelError(
-          'EIO',
-          `agent manifest: the memfd's seals are 0x${seals.toString(16)}, not 0x${MANIFEST_SEALS.toString(16)}: it could have been changed`,
-        );
-      const chunks: Uint8Array[] = [];
-      let size = 0;
-      for (;;) {
-        const chunk = await process.pread(fd, 64 * 1024, size);
-        if (chunk.length === 0) break;
-        chunks.push(chunk);
-        size += chunk.length;
-        if (size > MANIFEST_MAX_BYTES)
-          throw new KernelError('EIO', `agent manifest: over ${MANIFEST_MAX_BYTES} bytes`);
-      }
-      const bytes = new Uint8Array(size);
-      let at = 0;
-      for (const chunk of chunks) {
-        bytes.set(chunk, at);
-        at += chunk.length;
-      }
-      const manifest = decodeManifest(bytes);
-      await session.finish();
-      return manifest;
-    } finally {
-      await process.close(fd);
-    }
-  } finally {
-    await session.close();
-  }
-}
-
-function asKernelError(error: unknown): KernelError {
-  if (KernelError.isInstance(error)) return error;
-  return new KernelError('EIO', error instanceof Error ? error.message : String(error));
-}
-
-/** A KernelError's message without its `CODE: ` prefix. */
-function messageOf(error: KernelError): string {
-  const prefix = `${error.code}: `;
-  return error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message;
+/** What the agent holds for a service before anything is stored or retrieved. */
+function newService(incoming: boolean): Service {
+  return {
+    session: null,
+    incoming,
+    error: null,
+    entries: new Map(),
+    nextToken: 1,
+    owner: null,
+    cameBack: false,
+  };
 }
 
 /** Whether the process or its kernel went away under a call (exit, kexec). */

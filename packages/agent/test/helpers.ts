@@ -1,6 +1,10 @@
 import { afterEach } from 'vitest';
 import { KernelError, type Process } from '@liveupdate/machine';
-import { bootForLiveUpdate, type LiveUpdateHarness } from '@liveupdate/testkit';
+import {
+  bootForLiveUpdate,
+  type BootForLiveUpdateOptions,
+  type LiveUpdateHarness,
+} from '@liveupdate/testkit';
 
 /** The memfd module, by package name, as the kernel image lists it. */
 export const MEMFD_MODULE = '@liveupdate/plugin-memfd';
@@ -10,9 +14,15 @@ afterEach(async () => {
   await Promise.all(harnesses.splice(0).map((h) => h.shutdown()));
 });
 
-/** A LUO machine with memfd, shut down after the test. */
-export async function boot(): Promise<LiveUpdateHarness> {
-  const harness = await bootForLiveUpdate({ modules: [MEMFD_MODULE], moduleBase: import.meta.url });
+/** A LUO machine with memfd, shut down after the test; `options` adds to the harness's. */
+export async function boot(
+  options: Omit<BootForLiveUpdateOptions, 'modules' | 'moduleBase'> = {},
+): Promise<LiveUpdateHarness> {
+  const harness = await bootForLiveUpdate({
+    ...options,
+    modules: [MEMFD_MODULE],
+    moduleBase: import.meta.url,
+  });
   harnesses.push(harness);
   return harness;
 }

@@ -1,0 +1,125 @@
+// After the kexec, each service gets its own fds or its own errno: a service that never comes
+// back, a damaged file, and the order in which a service's files come back.
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { LiveUpdateDevice, LiveUpdateSession } from '@liveupdate/core';
+import type { Process } from '@liveupdate/machine';
+import { AgentClient, LuoAgent } from '@liveupdate/agent';
+import { findLuoFile, testkitStats, type LiveUpdateHarness } from '@liveupdate/testkit';
+import { until } from '@liveupdate/vitest-config/wait-until';
+import { boot, errnoOf, memfdWith, textOf } from './helpers.js';
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+/** Services `names` each store a memfd "<name> data" as "table"; the agent prepares; kexec. */
+async function updateWithServices(harness: LiveUpdateHarness, names: string[]): Promise<Process> {
+  const agent = await LuoAgent.start(harness.process);
+  for (const name of names) {
+    const service = harness.machine.spawn();
+    const client = await AgentClient.connect(service);
+    await client.hello(name);
+    await client.store('table', [await memfdWith(service, `${name} data`)]);
+    await client.bye();
+  }
+  await agent.prepare();
+  return harness.liveUpdate();
+}
+
+describe('a service that never comes back', () => {
+  it('is reclaimed after reclaimAfterMs: files released, its next hello ETIMEDOUT once', async () => {
+    const harness = await boot();
+    const next = await updateWithServices(harness, ['gone', 'back']);
+    const reclaimed: string[] = [];
+    // Long enough for "back" to say hello first even on a loaded machine; the wait is an event.
+    const agent = await LuoAgent.restore(next, {
+      reclaimAfterMs: 3000,
+      onReclaim: (name) => reclaimed.push(name),
+    });
+    const back = harness.machine.spawn();
+    const backClient = await AgentClient.connect(back);
+    expect(await backClient.hello('back')).toEqual({ restored: true });
+    expect((await testkitStats(next)).khoUnrestoredFrames).toBeGreaterThan(0);
+
+    await until(() => reclaimed.length > 0, 'the agent to reclaim the service "gone"');
+    expect(reclaimed).toEqual(['gone']);
+    // Finished: no frame is left reserved for "gone", and LUO has no such session for anyone.
+    expect((await testkitStats(next)).khoUnrestoredFrames).toBe(0);
+    const device = await LiveUpdateDevice.open(next);
+    expect(await errnoOf(device.retrieveSession('gone'))).toBe('ENOENT');
+    await device.close();
+    expect(agent.services.get('gone')).toEqual([]);
+
+    // "back" came back in time: its fd is still there, its own.
+    const [fd] = await backClient.fetch('table');
+    expect(await textOf(back, fd!, 9)).toBe('back data');
+    // "gone" comes back late: told once, then it starts afresh with nothing.
+    const late = harness.machine.spawn();
+    const lateClient = await AgentClient.connect(late);
+    expect(await errnoOf(lateClient.hello('gone'))).toBe('ETIMEDOUT');
+    expect(await lateClient.hello('gone')).toEqual({ restored: false });
+    expect(await errnoOf(lateClient.fetch('table'))).toBe('ENOENT');
+  });
+
+  it('refuses a reclaimAfterMs that is not a number of milliseconds', async () => {
+    const harness = await boot();
+    await expect(LuoAgent.restore(harness.process, { reclaimAfterMs: -1 })).rejects.toThrow(
+      'reclaimAfterMs must be a finite number of milliseconds ≥ 0, not -1',
+    );
+  });
+});
+
+describe('a service whose file is damaged in the handover', () => {
+  it('gets EIO for that entry; another service storing the same name gets its own fd', async () => {
+    const harness = await boot({
+      onHandover: ({ memory, khoFdtPhys }) => {
+        // Garble the memfd state of "broken"'s file, not resealed: LUO's data_crc meets it.
+        const { data } = findLuoFile(memory, khoFdtPhys!, 'broken', 1n);
+        memory.writeU32(Number(data), 0xdeadbeef);
+      },
+    });
+    const next = await updateWithServices(harness, ['broken', 'sound']);
+    await LuoAgent.restore(next);
+    const service = harness.machine.spawn();
+
+    const broken = await AgentClient.connect(service);
+    expect(await broken.hello('broken')).toEqual({ restored: true });
+    expect(await broken.list()).toEqual([{ name: 'table', order: 0, fds: 1, error: 'EIO' }]);
+    expect(await errnoOf(broken.fetch('table'))).toBe('EIO');
+    expect(await errnoOf(broken.fetch('table'))).toBe('EIO');
+
+    const sound = await AgentClient.connect(service);
+    expect(await sound.hello('sound')).toEqual({ restored: true });
+    const [fd] = await sound.fetch('table');
+    expect(await textOf(service, fd!, 10)).toBe('sound data');
+  });
+});
+
+describe('order within a service', () => {
+  it('retrieves a memfd, iommufd and vfio set in their order, not the order stored', async () => {
+    const harness = await boot();
+    const agent = await LuoAgent.start(harness.process);
+    const vmm = harness.machine.spawn();
+    const client = await AgentClient.connect(vmm);
+    await client.hello('vm0');
+    // Memfds stand in for the three: the agent sees fds and orders, not what the files are.
+    // Stored last-first, so tokens 1, 2, 3 are vfio, iommufd, memfd.
+    await client.store('vfio', [await memfdWith(vmm, 'vfio')], { order: 2 });
+    await client.store('iommufd', [await memfdWith(vmm, 'iommufd')], { order: 1 });
+    await client.store('memfd', [await memfdWith(vmm, 'memfd')], { order: 0 });
+    await agent.prepare();
+    const next = await harness.liveUpdate();
+
+    await LuoAgent.restore(next);
+    const retrieveFd = vi.spyOn(LiveUpdateSession.prototype, 'retrieveFd');
+    const newVmm = harness.machine.spawn();
+    const newClient = await AgentClient.connect(newVmm);
+    await newClient.hello('vm0');
+    expect(retrieveFd.mock.calls.map(([token]) => Number(token))).toEqual([3, 2, 1]);
+    // Fetched in any order, each is its own file.
+    for (const name of ['vfio', 'memfd', 'iommufd']) {
+      const [fd] = await newClient.fetch(name);
+      expect(await textOf(newVmm, fd!, name.length)).toBe(name);
+    }
+  });
+});
