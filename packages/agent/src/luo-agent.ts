@@ -151,7 +151,9 @@ export class LuoAgent {
     });
     await agent.#listen();
     if (reclaimAfterMs !== undefined) {
-      agent.#reclaimTimer = setTimeout(() => agent.#reclaim(reclaimAfterMs), reclaimAfterMs);
+      agent.#reclaimTimer = setTimeout(() => {
+        void agent.#reclaim(`it did not say hello within ${reclaimAfterMs} ms of the restore`);
+      }, reclaimAfterMs);
       // The agent's close() clears it; it must not keep the host's event loop alive by itself.
       agent.#reclaimTimer.unref?.();
     }
@@ -266,23 +268,43 @@ export class LuoAgent {
     }
   }
 
-  /** `reclaimAfterMs` after the restore: finish the sessions of services that did not come back. */
-  #reclaim(afterMs: number): void {
-    for (const [name, service] of this.#services) {
-      if (!service.incoming || service.cameBack) continue;
+  /**
+   * Reclaim now every service of the previous kernel that has not said `hello` since the restore,
+   * as `reclaimAfterMs` does when it runs out: finish its session (LUO releases its files), drop
+   * its entries; its next `hello` is `ETIMEDOUT`, once. For an owner that knows when waiting is
+   * over (every service it starts has started). Resolves with the services reclaimed, once their
+   * files are released; a session that cannot be finished is left out and told to `onError`.
+   */
+  reclaim(): Promise<string[]> {
+    return this.#reclaim("the agent's owner reclaimed it before it said hello");
+  }
+
+  async #reclaim(why: string): Promise<string[]> {
+    const late = [...this.#services].filter(([, service]) => service.incoming && !service.cameBack);
+    for (const [name, service] of late) {
       // Set now, so that a hello from here on is told, even before the files are released.
       service.error = new KernelError(
         'ETIMEDOUT',
-        `service "${name}" did not say hello within ${afterMs} ms of the restore: its files were released`,
+        `service "${name}" did not come back: ${why}; its files were released`,
       );
-      void this.#inTurn(async () => {
-        // prepare() may have finished it in the meantime.
-        if (service.incoming) await this.#finish(name, service);
-        this.#options.onReclaim?.(name);
-      }).catch((error: unknown) => {
-        if (!this.#closed && !isGone(error)) this.#options.onError?.(error);
-      });
     }
+    return this.#inTurn(async () => {
+      const reclaimed: string[] = [];
+      for (const [name, service] of late) {
+        // prepare() may have finished it in the meantime.
+        if (!service.incoming) continue;
+        try {
+          await this.#finish(name, service);
+        } catch (error) {
+          // One service's session that cannot be finished does not keep the others'.
+          if (!this.#closed && !isGone(error)) this.#options.onError?.(error);
+          continue;
+        }
+        reclaimed.push(name);
+        this.#options.onReclaim?.(name);
+      }
+      return reclaimed;
+    });
   }
 
   async #listen(): Promise<void> {
