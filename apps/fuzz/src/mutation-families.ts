@@ -106,6 +106,7 @@ const addressElsewhere = {
     const { memory, map, random } = ctx;
     const field = random.pick(map.addresses);
     const old = memory.readU64(field.phys);
+    // Another structure than the one the field points at: the same address is no mutation.
     const structures = [
       map.sessionHeader,
       map.luoFdt,
@@ -113,7 +114,7 @@ const addressElsewhere = {
       ...map.files.map((f) => f.entry),
       ...map.files.flatMap((f) => (f.deviceSer ? [f.deviceSer] : [])),
       ...(map.iommuBlob ? [map.iommuBlob] : []),
-    ];
+    ].filter((structure) => BigInt(structure.phys) !== old);
     const choices: [string, bigint][] = [
       ['0', 0n],
       ['past RAM', BigInt(memory.size)],
