@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AgentClient, LuoAgent } from '@liveupdate/agent';
 import { LIVEUPDATE_IOCTL_TYPE, LiveUpdateSession } from '@liveupdate/core';
-import { Machine, Process } from '@liveupdate/machine';
+import { LINUX_REBOOT_CMD_KEXEC, Machine, Process } from '@liveupdate/machine';
 import { IommufdDevice } from '@liveupdate/plugin-iommufd';
 import { VfioDevice } from '@liveupdate/plugin-vfio';
 import { CacheProcess } from '../src/cache-process.js';
@@ -12,9 +12,11 @@ import { hostKernelImage } from '../src/host-kernel-image.js';
 import { checkHost } from '../src/host-check.js';
 import { planKvCache } from '../src/kv-cache.js';
 import { attemptLiveUpdateHost } from '../src/live-update-attempt.js';
+import { prepareHostLiveUpdate } from '../src/live-update-host.js';
 import { BLACKOUT_PHASES, cacheLiveUpdateOf } from '../src/live-update-cache.js';
 import { fillGuestMemory } from '../src/vm-guest-memory.js';
 import { GuestRam } from '../src/vm-guest-ram.js';
+import { checkGuestRing } from '../src/vm-ring-check.js';
 import { NIC_BDF, NIC_CDEV, VM_ENTRIES, VM_SESSION, VmmProcess } from '../src/vm-process.js';
 
 const MiB = 1024 ** 2;
@@ -153,5 +155,39 @@ describe('the host through one agent', () => {
     await client.store(VM_ENTRIES.iommufd.name, [iommufd.fd], { order: 1 });
     await expect(client.store('nic-2', [nic.fd], { order: 2 })).resolves.toBeUndefined();
     await client.bye();
+  });
+
+  it('cannot have vm0 finished before the NIC is bound and off the restored HWPT: EBUSY, kept', async () => {
+    const machine = await bootHost();
+    const agent = await LuoAgent.start(machine.spawn());
+    const vmm = await VmmProcess.create(machine, { guestBytes: 4 * MiB, ringSize: 1024 });
+    const { updater } = await prepareHostLiveUpdate(
+      machine,
+      { agent, vmm },
+      hostKernelImage('6.18.1'),
+    );
+    await vmm.guest.pause();
+    await updater.reboot(LINUX_REBOOT_CMD_KEXEC);
+    const newAgent = await LuoAgent.restore(machine.spawn());
+
+    // A VMM that asks too early: LUO refuses, and the agent keeps the session and its files.
+    const hasty = machine.spawn();
+    const client = await AgentClient.connect(hasty);
+    expect(await client.hello(VM_SESSION)).toEqual({ restored: true });
+    for (const entry of Object.values(VM_ENTRIES))
+      for (const fd of await client.fetch(entry.name, { finish: false })) await hasty.close(fd);
+    await expect(client.finish()).rejects.toMatchObject({ code: 'EBUSY' });
+    expect(newAgent.services.get(VM_SESSION)).toEqual(['guest-ram', 'iommufd', 'nic']);
+    await client.bye();
+
+    // The VMM that does it right gets the same files, and its finish is taken.
+    const { vmm: next } = await VmmProcess.retrieve(machine);
+    expect(newAgent.services.get(VM_SESSION)).toEqual([]);
+    const ring = await checkGuestRing(
+      next.guest,
+      next.guest.state,
+      () => machine.counters(NIC_BDF).drops,
+    );
+    expect(ring.ok).toBe(true);
   });
 });
