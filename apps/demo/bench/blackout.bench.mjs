@@ -7,6 +7,7 @@
 import { closeSync, fsyncSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { LuoAgent } from '@liveupdate/agent';
 import { LINUX_REBOOT_CMD_KEXEC, Machine, SEEK_END } from '@liveupdate/machine';
 import { cacheKernelImage } from '../dist/cache-kernel-image.js';
 import { CacheProcess, FIRST_KEY } from '../dist/cache-process.js';
@@ -94,10 +95,12 @@ async function benchSize({ label, bytes }, directory) {
   const machine = Machine.create({ ramBytes: RAM_BYTES });
   try {
     await machine.boot(nextImage());
+    let agent = await LuoAgent.start(machine.spawn());
     let { cacheProcess } = await CacheProcess.create(machine, layout);
     const luo = [];
     for (let run = 0; run < LUO_WARMUP + LUO_RUNS; run++) {
-      const update = await liveUpdateCache(machine, cacheProcess, nextImage());
+      const update = await liveUpdateCache(machine, agent, cacheProcess, nextImage());
+      agent = update.agent;
       if (!update.firstKeyOk)
         throw new Error(`${label}: key ${FIRST_KEY} wrong after ${update.to}`);
       cacheProcess = update.cacheProcess;

@@ -7,6 +7,7 @@
 //      what upstream does today — and how long the NIC was off then.
 // Output: a table for people, then one JSON line per figure for comparing commits.
 import { cpus } from 'node:os';
+import { LuoAgent } from '@liveupdate/agent';
 import { Machine, NIC_REG_CTRL } from '@liveupdate/machine';
 import { hostKernelImage } from '../dist/host-kernel-image.js';
 import { liveUpdateHost } from '../dist/live-update-host.js';
@@ -56,12 +57,14 @@ async function benchVm({ guestBytes, ringSize, rate, runs, resetOnFreeze = false
   let vmm;
   try {
     await machine.boot(image());
+    let agent = await LuoAgent.start(machine.spawn());
     vmm = await VmmProcess.create(machine, { guestBytes, ringSize });
     const updates = [];
     for (let run = 0; run < runs; run++) {
       // Let the guest drain its ring, so every update starts from an empty one.
       await sleep(50);
-      const update = await liveUpdateHost(machine, { vmm }, image());
+      const update = await liveUpdateHost(machine, { agent, vmm }, image());
+      agent = update.agent;
       vmm = update.vm.vmm;
       updates.push({ ...update.vm, untilKernelRunningMs: update.untilKernelRunningMs });
     }

@@ -1,4 +1,4 @@
-import { AgentClient, LuoAgent } from '@liveupdate/agent';
+import { AgentClient } from '@liveupdate/agent';
 import { type Machine, type MemoryMapping, type Process } from '@liveupdate/machine';
 import { MappedMemfd } from '@liveupdate/plugin-memfd';
 import { KvCache, type KvCacheLayout } from './kv-cache.js';
@@ -22,13 +22,16 @@ export interface CacheSetupTimings {
 }
 
 /**
- * Milliseconds of the steps of {@link CacheProcess.retrieve}, timed by the caller (the kernel has
- * no trace spans for them), in the order they run.
+ * Milliseconds of the steps of the cache's side of a live update after the kexec, timed by the
+ * caller (the kernel has no trace spans for them), in the order they run: the host's new agent
+ * restores ({@link CacheRetrieveTimings} `agent-restore`, timed by the host), then
+ * {@link CacheProcess.retrieve}.
  */
 export interface CacheRetrieveTimings {
   /**
    * The new agent's `LuoAgent.restore`: the first open of `/dev/liveupdate` (LUO deserializes the
-   * incoming sessions), `luod` and its manifest read and finished, `kv-cache` retrieved, listen.
+   * incoming sessions), `luod` and its manifest read and finished, every service's session
+   * (`kv-cache`, `vm0`) retrieved, listen. On the cache's path: it is the first service back.
    */
   readonly 'agent-restore': number;
   /** The new cache connects and says `hello`; the agent retrieves the memfd (`RETRIEVE_FD`) first. */
@@ -50,6 +53,9 @@ export const CACHE_RETRIEVE_PHASES = [
   'first-key',
 ] as const satisfies readonly (keyof CacheRetrieveTimings)[];
 
+/** What {@link CacheProcess.retrieve} times: all of {@link CacheRetrieveTimings} but the agent's restore. */
+export type CacheServiceTimings = Omit<CacheRetrieveTimings, 'agent-restore'>;
+
 /**
  * The cache service: a process whose key-value table lives in a memfd it has mapped. It never
  * opens `/dev/liveupdate`: across a live update it hands its memfd to the host's agent
@@ -62,32 +68,19 @@ export class CacheProcess {
   readonly memfd: number;
   readonly mapping: MemoryMapping;
   readonly cache: KvCache;
-  /** The agent of this kernel, which holds the memfd across the next live update. */
-  readonly agent: LuoAgent;
 
-  private constructor(
-    process: Process,
-    memfd: number,
-    mapping: MemoryMapping,
-    cache: KvCache,
-    agent: LuoAgent,
-  ) {
+  private constructor(process: Process, memfd: number, mapping: MemoryMapping, cache: KvCache) {
     this.process = process;
     this.memfd = memfd;
     this.mapping = mapping;
     this.cache = cache;
-    this.agent = agent;
   }
 
-  /**
-   * Start the agent in a process of its own, and a cache process on `machine` that builds a table
-   * of `layout.keys` keys in a new memfd.
-   */
+  /** Start a cache process on `machine` that builds a table of `layout.keys` keys in a new memfd. */
   static async create(
     machine: Machine,
     layout: KvCacheLayout,
   ): Promise<{ cacheProcess: CacheProcess; timings: CacheSetupTimings }> {
-    const agent = await LuoAgent.start(machine.spawn());
     const process = machine.spawn();
     let start = performance.now();
     const { fd: memfd, mapping } = await MappedMemfd.create(
@@ -100,28 +93,24 @@ export class CacheProcess {
     const cache = KvCache.build(mapping, layout);
     const build = performance.now() - start;
     return {
-      cacheProcess: new CacheProcess(process, memfd, mapping, cache, agent),
+      cacheProcess: new CacheProcess(process, memfd, mapping, cache),
       timings: { memfd: memfdMs, build },
     };
   }
 
   /**
-   * After a live update: a new agent restores what the old one preserved, then a new cache
-   * process connects to it, says `hello`, fetches its memfd, maps it and answers
-   * {@link FIRST_KEY}. `firstKeyAt` is the machine time of that answer; `firstKeyOk` whether the
-   * value was right.
+   * After a live update, once the host's new agent has restored: a new cache process connects to
+   * it, says `hello`, fetches its memfd, maps it and answers {@link FIRST_KEY}. `firstKeyAt` is
+   * the machine time of that answer; `firstKeyOk` whether the value was right.
    */
   static async retrieve(machine: Machine): Promise<{
     cacheProcess: CacheProcess;
-    timings: CacheRetrieveTimings;
+    timings: CacheServiceTimings;
     firstKeyAt: number;
     firstKeyOk: boolean;
   }> {
-    const agentProcess = machine.spawn();
     const process = machine.spawn();
     const lap = stopwatch();
-    const agent = await LuoAgent.restore(agentProcess);
-    const agentRestore = lap();
     const client = await AgentClient.connect(process);
     const { restored } = await client.hello(CACHE_SESSION);
     if (!restored) throw new Error(`the agent restored nothing for "${CACHE_SESSION}"`);
@@ -136,18 +125,17 @@ export class CacheProcess {
     const firstKeyAt = machine.now();
     await client.bye();
     return {
-      cacheProcess: new CacheProcess(process, memfd!, mapping, cache, agent),
-      timings: { 'agent-restore': agentRestore, hello, fetch, mmap, 'first-key': firstKey },
+      cacheProcess: new CacheProcess(process, memfd!, mapping, cache),
+      timings: { hello, fetch, mmap, 'first-key': firstKey },
       firstKeyAt,
       firstKeyOk,
     };
   }
 
   /**
-   * Hand the memfd to the agent (`store`, over the socket; the agent preserves it in the session
-   * `kv-cache`) and have the agent write and preserve its manifest (`prepare`). The heavy step,
-   * done while the cache still serves: it keeps its own fd and mapping. Returns the milliseconds
-   * it took.
+   * Hand the memfd to the host's agent (`store`, over the socket; the agent preserves it in the
+   * session `kv-cache`). The heavy step, done while the cache still serves: it keeps its own fd
+   * and mapping. Returns the milliseconds it took.
    */
   async preserve(): Promise<number> {
     const start = performance.now();
@@ -158,7 +146,6 @@ export class CacheProcess {
     } finally {
       await client.bye();
     }
-    await this.agent.prepare();
     return performance.now() - start;
   }
 }

@@ -20,7 +20,7 @@ describe('Glossary', () => {
 
   it('has one line for each of the demo’s terms', () => {
     expect(GLOSSARY.map(([term]) => term).sort()).toEqual(
-      ['FLB', 'HWPT', 'IOAS', 'KHO', 'LUO', 'kexec', 'memfd', 'vfio'].sort(),
+      ['FLB', 'HWPT', 'IOAS', 'KHO', 'LUO', 'agent', 'kexec', 'luod', 'memfd', 'vfio'].sort(),
     );
     for (const [term, meaning] of GLOSSARY) {
       expect(meaning.startsWith(`${term}: `)).toBe(true);

@@ -7,6 +7,14 @@ export const GLOSSARY: readonly (readonly [term: string, meaning: string])[] = [
   ],
   ['KHO', 'KHO: Kexec HandOver, which keeps chosen memory and a description of it across a kexec'],
   [
+    'agent',
+    'agent: the one process that holds LUO sessions for services, which hand it their fds by socket',
+  ],
+  [
+    'luod',
+    "luod: the LUO agent's daemon name (here @liveupdate/agent); systemd's fd store can do its job",
+  ],
+  [
     'memfd',
     'memfd: a file that lives only in RAM (memfd_create); here it holds the cache and guest RAM',
   ],

@@ -50,7 +50,7 @@ export type HostLiveUpdateAttempt =
  * can read everything a kexec would hand over. If it can, the live update goes on
  * ({@link completeHostLiveUpdate}). If not, the updater reboots anyway, with the guest still
  * running, to show that the kernel refuses by itself (`ENOEXEC`, before its reboot notifiers):
- * the services keep running in the same kernel. Throws if `reboot` fails otherwise, or goes on
+ * the services keep running in the same kernel, and the agent drops its manifest. Throws if `reboot` fails otherwise, or goes on
  * although the check said no.
  */
 export async function attemptLiveUpdateHost(
@@ -81,6 +81,8 @@ export async function attemptLiveUpdateHost(
     await prepared.updater.reboot(LINUX_REBOOT_CMD_KEXEC);
   } catch (error) {
     if (!KernelError.isInstance(error)) throw error;
+    // The kexec did not happen: the agent drops its manifest and takes stores again.
+    await services.agent.abortUpdate();
     const { vmm } = services;
     return {
       outcome: 'refused',

@@ -1,3 +1,4 @@
+import type { LuoAgent } from '@liveupdate/agent';
 import type { KernelImage, Machine } from '@liveupdate/machine';
 import {
   CACHE_RETRIEVE_PHASES,
@@ -35,30 +36,32 @@ export interface CacheLiveUpdate {
    * machine, ending the old processes, spawning the new ones.
    */
   readonly otherMs: number;
-  /**
-   * Before the blackout, while the cache still serves: the cache's `store` with the agent (its
-   * `PRESERVE_FD`) and the agent's `prepare` (the manifest); then `kexec_load`.
-   */
+  /** Before the blackout, while the cache still serves: its `store` with the agent (`PRESERVE_FD`). */
   readonly preserveMs: number;
+  /** Then the agent's `prepare` (its manifest), and `kexec_load`. */
+  readonly agentPrepareMs: number;
   readonly kexecLoadMs: number;
   /** Whether the first key answered after the update had its value. */
   readonly firstKeyOk: boolean;
   /** The cache process of the new kernel, which holds the retrieved memfd. */
   readonly cacheProcess: CacheProcess;
+  /** The agent of the new kernel. */
+  readonly agent: LuoAgent;
 }
 
 /**
- * Live-update the kernel under `cacheProcess` to `next`, the way DESIGN §4 walks it, with the
- * agent holding the session: the cache hands its memfd to the agent, which preserves it and its
- * manifest; an updater process loads the next kernel and reboots into it; a new agent restores
+ * Live-update the kernel under `cacheProcess` to `next`, the way DESIGN §4 walks it, with
+ * `agent` holding the session: the cache hands its memfd to the agent, which preserves it and its
+ * manifest; the agent's process loads the next kernel and reboots into it; a new agent restores
  * the session and a new cache process fetches the memfd from it and answers its first key.
  */
 export async function liveUpdateCache(
   machine: Machine,
+  agent: LuoAgent,
   cacheProcess: CacheProcess,
   next: KernelImage,
 ): Promise<CacheLiveUpdate> {
-  return cacheLiveUpdateOf(await liveUpdateHost(machine, { cache: cacheProcess }, next));
+  return cacheLiveUpdateOf(await liveUpdateHost(machine, { agent, cache: cacheProcess }, next));
 }
 
 /** The cache's view of a host live update that carried a cache. */
@@ -76,8 +79,10 @@ export function cacheLiveUpdateOf(update: HostLiveUpdate): CacheLiveUpdate {
     phases,
     otherMs: cache.blackoutMs - covered,
     preserveMs: cache.preserveMs,
+    agentPrepareMs: update.agentPrepareMs,
     kexecLoadMs: update.kexecLoadMs,
     firstKeyOk: cache.firstKeyOk,
     cacheProcess: cache.cacheProcess,
+    agent: update.agent,
   };
 }

@@ -1,3 +1,4 @@
+import { LuoAgent } from '@liveupdate/agent';
 import {
   LINUX_REBOOT_CMD_KEXEC,
   type KernelImage,
@@ -12,8 +13,13 @@ import { NIC_BDF, VmmProcess, type VmRestoreTimings } from './vm-process.js';
 /** The NIC's hardware counters, as `machine.counters()` reads them. */
 export type NicCounters = ReturnType<Machine['counters']>;
 
-/** The services running on the host that a live update carries over. Either may be absent. */
+/**
+ * What runs on the host that a live update carries over: the agent, the one process that opens
+ * `/dev/liveupdate`, and the services that keep their files with it (either may be absent).
+ */
 export interface HostServices {
+  /** The agent of the running kernel (`LuoAgent.start` on a cold boot, else the last update's). */
+  readonly agent: LuoAgent;
   readonly cache?: CacheProcess;
   readonly vmm?: VmmProcess;
 }
@@ -40,11 +46,11 @@ export interface VmLiveUpdate {
   readonly blackoutMs: number;
   /** The guest paused (just before the reboot) → the guest polled again: its own downtime. */
   readonly guestPausedMs: number;
-  /** `PRESERVE_FD` of guest RAM, iommufd and NIC, before the blackout. */
+  /** The VMM's stores of guest RAM, iommufd and NIC with the agent, and interrupts off. */
   readonly preserveMs: number;
   /** The new VMM's steps, in order. */
   readonly phases: VmRestoreTimings;
-  /** Counted from the VMM's first step of the update (`PRESERVE_FD`) to the new VMM being done. */
+  /** Counted from the VMM's first step of the update (its stores) to the new VMM being done. */
   readonly dma: VmDmaReport;
   /** The guest's driver state (cumulative since the VM booted) right after it resumed. */
   readonly ring: GuestNicState;
@@ -73,25 +79,32 @@ export interface HostLiveUpdate {
   readonly kernelPhases: KexecPhases;
   /** `kexec_load` of the next kernel, before the blackout. */
   readonly kexecLoadMs: number;
+  /** The agent's `prepare`, after the services' stores: its manifest written and preserved. */
+  readonly agentPrepareMs: number;
+  /** The agent of the new kernel, which holds the services' files across the next update. */
+  readonly agent: LuoAgent;
   readonly cache?: CacheUpdateSide;
   readonly vm?: VmLiveUpdate;
 }
 
 /** A live update made ready, before the blackout: see {@link prepareHostLiveUpdate}. */
 export interface PreparedHostLiveUpdate {
-  /** The process that loaded `next` and will reboot into it. */
+  /** The process that loaded `next` and will reboot into it: the agent's, its owner's. */
   readonly updater: Process;
   readonly kexecLoadMs: number;
+  readonly agentPrepareMs: number;
   readonly cachePreserveMs: number | undefined;
   readonly vmPreserveMs: number | undefined;
-  /** The NIC's counters before the first `PRESERVE_FD`, when there is a VM. */
+  /** The NIC's counters before the VMM's first store with the agent, when there is a VM. */
   readonly nicAtStart: NicCounters | undefined;
 }
 
 /**
- * The steps of a live update before the blackout, while everything runs: each service preserves
- * its files in its own LUO session, then an updater process loads `next` (`kexec_load`). What a
- * kexec now would hand over can be checked from here on (`LIVEUPDATE_IOCTL_CHECK_KEXEC`).
+ * The steps of a live update before the blackout, while everything runs: each service stores its
+ * files with the agent (which preserves them in a LUO session named after the service), the agent
+ * prepares (its manifest), then the host loads `next` (`kexec_load`) from the agent's process:
+ * whoever kexecs owns the agent, so that no other process needs `/dev/liveupdate`. What a kexec
+ * now would hand over can be checked from here on (`LIVEUPDATE_IOCTL_CHECK_KEXEC`).
  */
 export async function prepareHostLiveUpdate(
   machine: Machine,
@@ -103,18 +116,21 @@ export async function prepareHostLiveUpdate(
   vmm?.guest.clearMaxOccupancy();
   const cachePreserveMs = await services.cache?.preserve();
   const vmPreserveMs = await vmm?.preserve();
-  const updater = machine.spawn();
-  const start = performance.now();
+  let start = performance.now();
+  await services.agent.prepare();
+  const agentPrepareMs = performance.now() - start;
+  const updater = services.agent.process;
+  start = performance.now();
   await updater.kexecLoad(next);
   const kexecLoadMs = performance.now() - start;
-  return { updater, kexecLoadMs, cachePreserveMs, vmPreserveMs, nicAtStart };
+  return { updater, kexecLoadMs, agentPrepareMs, cachePreserveMs, vmPreserveMs, nicAtStart };
 }
 
 /**
- * Live-update the kernel under the host's services to `next` (DESIGN §4): each service preserves
- * its files in its own LUO session while it runs, an updater process loads the next kernel, the
- * guest pauses, the updater reboots; in the new kernel the cache takes its memfd back first, then
- * the VMM its VM.
+ * Live-update the kernel under the host's services to `next` (DESIGN §4): each service stores its
+ * files with the agent while it runs, the agent prepares, the host loads the next kernel, the
+ * guest pauses, the host reboots; in the new kernel a new agent restores, then the cache fetches
+ * its memfd back first, then the VMM its VM.
  */
 export async function liveUpdateHost(
   machine: Machine,
@@ -130,7 +146,8 @@ export async function liveUpdateHost(
 
 /**
  * The blackout of a prepared live update: the guest pauses, the updater reboots into the loaded
- * kernel, and new processes take the cache and the VM back.
+ * kernel, a new agent restores what the old one preserved, and new processes fetch the cache
+ * and the VM back from it.
  */
 export async function completeHostLiveUpdate(
   machine: Machine,
@@ -138,7 +155,7 @@ export async function completeHostLiveUpdate(
   prepared: PreparedHostLiveUpdate,
 ): Promise<HostLiveUpdate> {
   const { vmm } = services;
-  const { updater, kexecLoadMs, cachePreserveMs, vmPreserveMs } = prepared;
+  const { updater, kexecLoadMs, agentPrepareMs, cachePreserveMs, vmPreserveMs } = prepared;
   const nicCounters = () => (vmm ? machine.counters(NIC_BDF) : undefined);
   const atStart = prepared.nicAtStart;
   await vmm?.guest.pause();
@@ -146,6 +163,9 @@ export async function completeHostLiveUpdate(
   const atPause = nicCounters();
   // Resolves once the new kernel runs; the updater and the old service processes have ended.
   await updater.reboot(LINUX_REBOOT_CMD_KEXEC);
+  const start = performance.now();
+  const agent = await LuoAgent.restore(machine.spawn());
+  const agentRestoreMs = performance.now() - start;
   const cacheRetrieved = services.cache ? await CacheProcess.retrieve(machine) : undefined;
   const vmRetrieved = vmm ? await VmmProcess.retrieve(machine) : undefined;
   const atResume = nicCounters();
@@ -154,7 +174,7 @@ export async function completeHostLiveUpdate(
   const cache: CacheUpdateSide | undefined = cacheRetrieved && {
     blackoutMs: cacheRetrieved.firstKeyAt - kexec.rebootStart,
     preserveMs: cachePreserveMs!,
-    phases: cacheRetrieved.timings,
+    phases: { 'agent-restore': agentRestoreMs, ...cacheRetrieved.timings },
     firstKeyOk: cacheRetrieved.firstKeyOk,
     cacheProcess: cacheRetrieved.cacheProcess,
   };
@@ -184,6 +204,8 @@ export async function completeHostLiveUpdate(
     untilKernelRunningMs: kexec.running - kexec.rebootStart,
     kernelPhases: kexec.phases,
     kexecLoadMs,
+    agentPrepareMs,
+    agent,
     ...(cache && { cache }),
     ...(vm && { vm }),
   };

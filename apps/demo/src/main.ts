@@ -1,9 +1,11 @@
 // `pnpm demo`: the host the LUO document has in mind. A key-value cache keeps a million keys in a
 // memfd, and a VM keeps its guest RAM in a sealed memfd with a passthrough NIC (vfio, iommufd)
 // streaming packets into a ring there, while the kernel under them is live-updated (6.18.0 →
-// 6.18.1, or further with --updates). Each preserves its files in a LUO session; after the kexec
-// new processes retrieve them: the cache answers every key from the same RAM frames, the VMM
-// moves the still-running NIC onto a new IOAS and its guest takes up the ring where it left it.
+// 6.18.1, or further with --updates). Each keeps its files with the host's agent (luod), the one
+// process that opens /dev/liveupdate, which preserves them in a LUO session per service; after the
+// kexec a new agent restores them and new processes fetch them: the cache answers every key from
+// the same RAM frames, the VMM moves the still-running NIC onto a new IOAS and its guest takes up
+// the ring where it left it.
 // With --scenario skew the kernels differ in their modules (6.18.0 → 6.19.0 → back to 6.18.0 →
 // a kernel without vfio-pci, which the running kernel refuses before the blackout). Prints each
 // phase of the blackout, what the NIC did during it, the formats written and the checks; with
@@ -11,6 +13,7 @@
 // Chrome trace too, with --report an HTML page of the report; --explain glosses each term once. Ends with PASS or FAIL: what failed; exits 1
 // if any check fails.
 import { writeFile } from 'node:fs/promises';
+import { LuoAgent } from '@liveupdate/agent';
 import { Machine } from '@liveupdate/machine';
 import { CacheProcess, CACHE_ENTRY, CACHE_SESSION, FIRST_KEY } from './cache-process.js';
 import { DEMO_USAGE, parseDemoOptions, type DemoOptions } from './demo-options.js';
@@ -43,7 +46,7 @@ import { quietTable } from './quiet-table.js';
 import { textTable } from './text-table.js';
 import { fillGuestMemory } from './vm-guest-memory.js';
 import type { GuestRingCheck } from './vm-ring-check.js';
-import { NIC_BDF, VM_SESSION, VM_TOKENS, VmmProcess } from './vm-process.js';
+import { NIC_BDF, VM_ENTRIES, VM_SESSION, VmmProcess } from './vm-process.js';
 import { updateTimeline } from './update-timeline.js';
 import { terminalColumns, wrapText } from './wrap-text.js';
 
@@ -96,9 +99,9 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
   // Allocated lazily: only frames the kernels touch cost host memory.
   const ramBytes = Math.max(2, Math.ceil((layout.fileBytes + guestBytes) / GiB) + 1) * GiB;
   const chain = options.scenario === 'skew' ? skewKernelChain() : sameKernelChain(options.updates);
-  // Three sessions: the cache's and the agent's manifest (both kept by the agent), and the VM's,
-  // with the most files.
-  const handovers = new HandoverFormatsRecorder(3, Object.keys(VM_TOKENS).length);
+  // Three sessions, all kept by the agent: the cache's, the agent's manifest, and the VM's, with
+  // the most files.
+  const handovers = new HandoverFormatsRecorder(3, Object.keys(VM_ENTRIES).length);
   const machine = Machine.create({
     ramBytes,
     devices: [{ kind: 'nic', bdf: NIC_BDF, packetsPerSecond: NIC_PACKETS_PER_SECOND }],
@@ -124,6 +127,11 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
     let start = performance.now();
     await machine.boot(chain[0]!.image);
     say(`\n${chain[0]!.version} cold boot: ${fixed(performance.now() - start)} ms`);
+    let agent = await LuoAgent.start(machine.spawn());
+    say(
+      `agent (luod) pid ${agent.process.pid} listens at ${agent.path}: the one process that opens ` +
+        `/dev/liveupdate; the cache and the VMM keep their files with it, and the host kexecs from it`,
+    );
     const created = await CacheProcess.create(machine, layout);
     let cacheProcess = created.cacheProcess;
     say(
@@ -152,7 +160,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
     for (const next of chain.slice(1)) {
       const attempt = await attemptLiveUpdateHost(
         machine,
-        { cache: cacheProcess, vmm },
+        { agent, cache: cacheProcess, vmm },
         next.image,
       );
       if (attempt.outcome === 'refused') {
@@ -169,7 +177,8 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       }
       const update = cacheLiveUpdateOf(attempt.update);
       const vm = attempt.update.vm!;
-      const agentPid = cacheProcess.agent.process.pid;
+      const agentPid = agent.process.pid;
+      agent = update.agent;
       cacheProcess = update.cacheProcess;
       vmm = vm.vmm;
       const formats = handovers.formatsOf(machine.bootCount - 1);
@@ -182,13 +191,19 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       say('before the blackout, while the cache serves and the NIC streams into the guest:');
       say(
         `  the cache stores its memfd as "${CACHE_ENTRY}" with the agent (pid ${agentPid}), which ` +
-          `preserves it in session "${CACHE_SESSION}" and its manifest in "luod": ${fixed(update.preserveMs)} ms`,
+          `preserves it in session "${CACHE_SESSION}": ${fixed(update.preserveMs)} ms`,
       );
       say(
-        `  PRESERVE_FD of guest RAM, the iommufd and the NIC's vfio cdev in session "${VM_SESSION}": ${fixed(vm.preserveMs)} ms`,
+        `  the VMM stores guest RAM (order 0), the iommufd (1) and the NIC's vfio cdev (2) with the ` +
+          `agent, which preserves them in session "${VM_SESSION}" in that order: ${fixed(vm.preserveMs)} ms`,
       );
       say(
-        `  kexec_load ${update.to} (its worker starts and imports its modules): ${fixed(update.kexecLoadMs)} ms`,
+        `  the agent writes its manifest into a sealed memfd and preserves it in "luod": ` +
+          `${fixed(update.agentPrepareMs)} ms`,
+      );
+      say(
+        `  the agent's process loads ${update.to} (kexec_load; its worker starts and imports its ` +
+          `modules): ${fixed(update.kexecLoadMs)} ms`,
       );
       say(
         `  LIVEUPDATE_IOCTL_CHECK_KEXEC: ${attempt.check.version} reads everything a kexec now would hand over`,
@@ -199,15 +214,16 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       say(formatsLine(luo, formats));
       say(rememberedLine(update.to, kernel));
       say(
-        `new agent pid ${cacheProcess.agent.process.pid} restored "${CACHE_SESSION}"; new cache pid ` +
+        `new agent pid ${agent.process.pid} restored "${CACHE_SESSION}" and "${VM_SESSION}"; new cache pid ` +
           `${cacheProcess.process.pid} fetched the memfd from it (never opening /dev/liveupdate), mapped it ` +
           `(${cacheProcess.mapping.segments.length} segments), answered key ${FIRST_KEY}: ` +
           `${update.firstKeyOk ? 'right value' : 'WRONG VALUE'}`,
       );
       say(
-        `new VMM pid ${vmm.process.pid}: retrieved "${VM_SESSION}" (its first file brought back the ` +
-          `IOMMU's FLB, which the NIC's files share), restored HWPT, bound the NIC, ` +
-          `moved it onto IOAS ${vmm.ioas} without stopping it, finished; the guest resumed its ring`,
+        `new VMM pid ${vmm.process.pid}: hello (the agent retrieved guest RAM, then the iommufd, ` +
+          `whose retrieve brought back the IOMMU's FLB the NIC's files share, then the NIC), fetched ` +
+          `the three, restored HWPT, bound the NIC, moved it onto IOAS ${vmm.ioas} without stopping it, ` +
+          `then had the agent finish "${VM_SESSION}"; the guest resumed its ring`,
       );
       say(checkLines(host, layout));
       say(nicLines(vm.dma));
@@ -326,7 +342,7 @@ const RING_HEADROOM_MS = ((RING_SIZE - 1) / NIC_PACKETS_PER_SECOND) * 1000;
 
 function nicLines(dma: VmDmaReport): string {
   return [
-    `the NIC during the update (PRESERVE_FD of the VM → new VMM done): ${count(dma.packetsSent)} sent, ` +
+    `the NIC during the update (the VMM's stores → new VMM done): ${count(dma.packetsSent)} sent, ` +
       `${count(dma.packetsDelivered)} delivered, ${count(dma.packetsDropped)} dropped, ` +
       `${count(dma.iommuFaults)} IOMMU faults`,
     `  ${count(dma.deliveredDuringBlackout)} delivered into guest RAM while the guest was paused; ` +
@@ -373,12 +389,12 @@ function printPhases(say: (text: string) => void, seen: readonly UpdatedStep[]):
   console.log(heading("the VM's blackout, after the cache's (ms)"));
   const vmRows: [string, (s: UpdatedStep) => number][] = [
     ['reboot → first key answered (the cache first)', (s) => s.update.blackoutMs],
-    ['new VMM: retrieve session', (s) => s.vm.phases['retrieve-session']],
-    ['retrieve fds (NIC, guest RAM, iommufd)', (s) => s.vm.phases['retrieve-fds']],
+    ['new VMM: hello (agent retrieves RAM, iommufd, NIC)', (s) => s.vm.phases.hello],
+    ['fetch the three (SCM_RIGHTS)', (s) => s.vm.phases.fetch],
     ['IOMMU_HWPT_LU_RESTORE', (s) => s.vm.phases['hwpt-restore']],
     ['bind the NIC to the iommufd', (s) => s.vm.phases.bind],
     ['new IOAS, map guest RAM, HWPT, hitless attach', (s) => s.vm.phases['new-ioas']],
-    ['destroy restored HWPT, finish session', (s) => s.vm.phases.finish],
+    ['destroy restored HWPT, agent finishes session', (s) => s.vm.phases.finish],
     ['mmap guest RAM, guest polls its ring', (s) => s.vm.phases.resume],
     [
       'other (process spawn, messages)',

@@ -1,14 +1,26 @@
-import { LiveUpdateDevice } from '@liveupdate/core';
+import { AgentClient } from '@liveupdate/agent';
 import { SEEK_END, type Machine, type Process } from '@liveupdate/machine';
 import { IommufdDevice } from '@liveupdate/plugin-iommufd';
 import { VFIO_DEVICES_DIR, VfioDevice } from '@liveupdate/plugin-vfio';
 import { GuestNic } from './vm-guest-nic.js';
 import { GuestRam } from './vm-guest-ram.js';
 
-/** Name of the LUO session the VMM hands its VM over in. */
+/**
+ * The VMM's service name with the agent, which is also the name of the LUO session the agent
+ * keeps the VM's files in.
+ */
 export const VM_SESSION = 'vm0';
-/** Tokens of the VM's files in that session, in preservation order. */
-export const VM_TOKENS = { guestRam: 1, iommufd: 2, nic: 3 } as const;
+/**
+ * What the VMM stores with the agent: one entry per file, each with the `order` the next kernel's
+ * agent retrieves it in. Each file depends on the one before: the iommufd's preserved HWPT maps
+ * guest RAM, the NIC is bound to the iommufd. The agent preserves them in this order too (LUO
+ * wants a file's dependencies preserved before it), as tokens 1, 2, 3 of the session.
+ */
+export const VM_ENTRIES = {
+  guestRam: { name: 'guest-ram', order: 0 },
+  iommufd: { name: 'iommufd', order: 1 },
+  nic: { name: 'nic', order: 2 },
+} as const;
 /** The HWPT's live-update token inside the iommufd (`IOMMU_HWPT_LU_SET_PRESERVE`). */
 export const VM_HWPT_TOKEN = 1;
 /** The passthrough NIC: the first PCI function, so vfio-pci's first cdev. */
@@ -23,10 +35,13 @@ export interface VmLayout {
 
 /** Milliseconds of the new VMM's steps after a live update, in the order they run. */
 export interface VmRestoreTimings {
-  /** Open `/dev/liveupdate`, `RETRIEVE_SESSION`, close the device (the session fd stays). */
-  readonly 'retrieve-session': number;
-  /** `RETRIEVE_FD` of the NIC's cdev, guest RAM and the iommufd, in that order. */
-  readonly 'retrieve-fds': number;
+  /**
+   * Connect to the host's agent and say `hello`; before it answers, the agent retrieves guest
+   * RAM, the iommufd and the NIC's cdev (`RETRIEVE_FD`) in their order.
+   */
+  readonly hello: number;
+  /** `fetch` of the three, over the socket (`SCM_RIGHTS`), the session left unfinished. */
+  readonly fetch: number;
   /** `IOMMU_HWPT_LU_RESTORE`: a HWPT wrapping the domain the device still translates through. */
   readonly 'hwpt-restore': number;
   /** `VFIO_DEVICE_BIND_IOMMUFD` of the retrieved cdev to the retrieved iommufd. */
@@ -36,7 +51,7 @@ export interface VmRestoreTimings {
    * NIC to that HWPT.
    */
   readonly 'new-ioas': number;
-  /** `IOMMU_DESTROY` of the restored HWPT, then `SESSION_FINISH`. */
+  /** `IOMMU_DESTROY` of the restored HWPT, then the agent's `finish` (its `SESSION_FINISH`). */
   readonly finish: number;
   /** `mmap` of guest RAM and the guest driver's first poll of its ring. */
   readonly resume: number;
@@ -45,9 +60,10 @@ export interface VmRestoreTimings {
 /**
  * The VMM: a process holding a VM's guest RAM (a sealed memfd), an iommufd with one IOAS mapping
  * guest RAM at IOVA 0, and a passthrough NIC bound to it whose receive ring lives in guest RAM.
- * The VM's "guest" is {@link GuestNic}'s loop, run in this process. Across a live update the VMM
- * preserves the three files in session {@link VM_SESSION}; the next kernel's VMM retrieves them
- * and the NIC never stops.
+ * The VM's "guest" is {@link GuestNic}'s loop, run in this process. It never opens
+ * `/dev/liveupdate`: across a live update it hands the three files to the host's agent, which
+ * keeps them in session {@link VM_SESSION}; the next kernel's VMM fetches them from the next
+ * agent and the NIC never stops.
  */
 export class VmmProcess {
   readonly process: Process;
@@ -99,28 +115,37 @@ export class VmmProcess {
   }
 
   /**
-   * Hand the VM to the next kernel, the heavy step, while the guest runs: open `/dev/liveupdate`,
-   * create {@link VM_SESSION}, `PRESERVE_FD` guest RAM, then the iommufd, then the NIC's cdev,
-   * and close the device (the session fd stays open until the process ends at the kexec).
-   * Interrupts are already off: the guest polls. Returns the milliseconds it took.
+   * Hand the VM to the host's agent, the heavy step, while the guest runs: `store` guest RAM, the
+   * iommufd and the NIC's cdev, one entry each with its order ({@link VM_ENTRIES}; the agent
+   * preserves each in session {@link VM_SESSION}); then turn the NIC's interrupts off, which
+   * LUO's freeze requires (the guest polls). Returns the milliseconds it took.
    */
   async preserve(): Promise<number> {
     const start = performance.now();
-    const device = await LiveUpdateDevice.open(this.process);
-    const session = await device.createSession(VM_SESSION);
-    await device.close();
-    await session.preserveFd(this.ram.fd, VM_TOKENS.guestRam);
-    await session.preserveFd(this.iommufd.fd, VM_TOKENS.iommufd);
-    await session.preserveFd(this.nic.fd, VM_TOKENS.nic);
+    const client = await AgentClient.connect(this.process);
+    try {
+      await client.hello(VM_SESSION);
+      for (const [key, fd] of [
+        ['guestRam', this.ram.fd],
+        ['iommufd', this.iommufd.fd],
+        ['nic', this.nic.fd],
+      ] as const) {
+        const { name, order } = VM_ENTRIES[key];
+        await client.store(name, [fd], { order });
+      }
+    } finally {
+      await client.bye();
+    }
     await this.nic.disableInterrupts();
     return performance.now() - start;
   }
 
   /**
-   * The next kernel's VMM takes the VM back, as issue 5 walks it: retrieve the session and its
-   * files (device first, to show the order does not matter), restore the HWPT, bind the NIC to
-   * the retrieved iommufd, map guest RAM into a new IOAS and move the NIC onto it without
-   * stopping it, destroy the restored HWPT, finish; then map guest RAM and resume the guest.
+   * The next kernel's VMM takes the VM back from the host's agent, once it has restored, as
+   * issue 5 walks it: `hello` (the agent retrieves the files in order), fetch them, restore the
+   * HWPT, bind the NIC to the retrieved iommufd, map guest RAM into a new IOAS and move the NIC
+   * onto it without stopping it, destroy the restored HWPT, and only then have the agent finish
+   * the session (LUO refuses before: `EBUSY`); then map guest RAM and resume the guest.
    * `resumedAt` is the machine time of the guest's first poll. Last, the new HWPT is marked for
    * preservation, so the VM is ready for the next update.
    */
@@ -129,14 +154,18 @@ export class VmmProcess {
   ): Promise<{ vmm: VmmProcess; timings: VmRestoreTimings; resumedAt: number }> {
     const process = machine.spawn();
     const lap = stopwatch();
-    const device = await LiveUpdateDevice.open(process);
-    const session = await device.retrieveSession(VM_SESSION);
-    await device.close();
-    const retrieveSession = lap();
-    const nic = VfioDevice.fromFd(process, await session.retrieveFd(VM_TOKENS.nic));
-    const ramFd = await session.retrieveFd(VM_TOKENS.guestRam);
-    const iommufd = IommufdDevice.fromFd(process, await session.retrieveFd(VM_TOKENS.iommufd));
-    const retrieveFds = lap();
+    const client = await AgentClient.connect(process);
+    const { restored: wasRestored } = await client.hello(VM_SESSION);
+    if (!wasRestored) throw new Error(`the agent restored nothing for "${VM_SESSION}"`);
+    const hello = lap();
+    // The session must outlive the fetches: LUO finishes it only once the NIC is bound and off
+    // the restored HWPT.
+    const fetchOne = async (entry: { name: string }): Promise<number> =>
+      (await client.fetch(entry.name, { finish: false }))[0]!;
+    const ramFd = await fetchOne(VM_ENTRIES.guestRam);
+    const iommufd = IommufdDevice.fromFd(process, await fetchOne(VM_ENTRIES.iommufd));
+    const nic = VfioDevice.fromFd(process, await fetchOne(VM_ENTRIES.nic));
+    const fetch = lap();
     const restored = await iommufd.hwptLuRestore(VM_HWPT_TOKEN);
     const hwptRestore = lap();
     const devId = await nic.bindIommufd(iommufd.fd);
@@ -148,7 +177,7 @@ export class VmmProcess {
     await nic.attach(hwpt);
     const newIoas = lap();
     await iommufd.destroy(restored);
-    await session.finish();
+    await client.finish();
     const finish = lap();
     const ram = await GuestRam.attach(process, ramFd);
     const guest = await GuestNic.resume(nic, ram);
@@ -156,14 +185,14 @@ export class VmmProcess {
     const resume = lap();
     const resumedAt = machine.now();
     guest.run();
-    await session.close();
+    await client.bye();
     // Ready for the next update, after the blackout: the new HWPT is the one to hand over.
     await iommufd.hwptLuSetPreserve(hwpt, VM_HWPT_TOKEN);
     return {
       vmm: new VmmProcess({ process, ram, iommufd, nic, guest, ioas, hwpt }),
       timings: {
-        'retrieve-session': retrieveSession,
-        'retrieve-fds': retrieveFds,
+        hello,
+        fetch,
         'hwpt-restore': hwptRestore,
         bind,
         'new-ioas': newIoas,

@@ -78,7 +78,8 @@ it('live-updates the cache and the VM twice and reports what the NIC did (--json
     expect(update.reason).toBeNull();
     // Read from the handover bytes: both memfds in the memfd plugin's format (the same kernel
     // build on both sides writes its newest), the iommufd and the NIC in theirs.
-    // The cache's memfd and the agent's manifest (session luod) are kept by the agent.
+    // All kept by the agent: the cache's memfd, the VM's three files (stored in order: guest
+    // RAM, iommufd, NIC) and its own manifest (session luod).
     expect(Object.keys(update.formats).sort()).toEqual([
       'kv-cache/1',
       'luod/1',
@@ -113,7 +114,7 @@ it('live-updates the cache and the VM twice and reports what the NIC did (--json
 describe('the JSON report', () => {
   it('validates against report.schema.json, with the settings as parsed and a passing verdict', () => {
     expect(reportSchemaErrors(report)).toBeNull();
-    expect(report.schemaVersion).toBe(2);
+    expect(report.schemaVersion).toBe(3);
     expect(report.settings).toEqual({
       scenario: 'same',
       mib: 16,
@@ -270,6 +271,11 @@ describe('the command line', () => {
         term,
       ).toHaveLength(1);
     }
+    // The agent is explained where the story introduces it, before any service uses it.
+    const agentLine = lines.findIndex((line) => line.startsWith('  ⓘ agent: '));
+    expect(lines[agentLine + 1]).toMatch(/^ {2}ⓘ luod: /);
+    expect(lines.slice(0, agentLine).join('\n')).toMatch(/agent \(luod\) pid \d+ listens/);
+    expect(lines.slice(0, agentLine).join('\n')).not.toMatch(/stores|VMM pid/);
   });
 
   it('--quiet: a row per update, their medians with the spread, then the verdict', async () => {

@@ -13,6 +13,16 @@ export interface AgentEntry {
   readonly error?: string;
 }
 
+/** Options of {@link AgentClient.fetch}. */
+export interface AgentFetchOptions {
+  /**
+   * `false`: after a live update, the agent does not finish the service's session when this fetch
+   * leaves every entry fetched; the service calls {@link AgentClient.finish} once its files are in
+   * use (a VMM must bind its device and replace its restored HWPT before LUO lets it finish).
+   */
+  readonly finish?: boolean;
+}
+
 /**
  * A service's connection to the agent. Requests fail with a `KernelError` carrying the errno the
  * agent answered (docs/agent.md), or `EINVAL` for an answer that breaks the protocol.
@@ -56,8 +66,12 @@ export class AgentClient {
   }
 
   /** The fds stored under `name`, as new fds of this process, in the order they were stored. */
-  async fetch(name: string): Promise<number[]> {
-    const { body, fds } = await this.#request({ op: 'fetch', name });
+  async fetch(name: string, options: AgentFetchOptions = {}): Promise<number[]> {
+    const { body, fds } = await this.#request({
+      op: 'fetch',
+      name,
+      ...(options.finish === false && { finish: false }),
+    });
     if (body.fds !== fds.length) {
       await Promise.all(fds.map((fd) => this.process.close(fd)));
       throw new KernelError(
@@ -66,6 +80,16 @@ export class AgentClient {
       );
     }
     return [...fds];
+  }
+
+  /**
+   * After a live update, tell the agent this service's files are in use in the new kernel: it
+   * finishes the service's session (`SESSION_FINISH`). For a service that fetched with
+   * `finish: false`; rejects with LUO's errno (e.g. `EBUSY`) when LUO refuses, and `ENOENT` when
+   * the service has no session from the update.
+   */
+  async finish(): Promise<void> {
+    await this.#request({ op: 'finish' });
   }
 
   /** This service's entries, by `order` then name. */

@@ -1,4 +1,4 @@
-export { AgentClient, type AgentEntry } from './agent-client.js';
+export { AgentClient, type AgentEntry, type AgentFetchOptions } from './agent-client.js';
 export {
   AGENT_SESSION,
   MANIFEST_MAX_BYTES,

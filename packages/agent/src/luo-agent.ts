@@ -353,7 +353,8 @@ export class LuoAgent {
         }
         await sendMessage(this.process, conn, reply, replyFds);
         // Only once the fds are on their way may the session be finished and the agent's closed.
-        if (message.body.op === 'fetch' && 'ok' in reply) await this.#finishWhenFetched(client);
+        if (message.body.op === 'fetch' && 'ok' in reply && message.body.finish !== false)
+          await this.#finishWhenFetched(client);
         if (message.body.op === 'update' && 'ok' in reply) this.#startUpdate();
         if (message.body.op === 'bye') break;
       }
@@ -384,7 +385,14 @@ export class LuoAgent {
         return [await this.#inTurn(() => this.#store(service, body, fds)), []];
       }
       case 'fetch':
+        if (body.finish !== undefined && typeof body.finish !== 'boolean')
+          throw new KernelError(
+            'EINVAL',
+            `fetch: finish must be a boolean, not ${JSON.stringify(body.finish)}`,
+          );
         return this.#fetch(this.#serviceOf(client), body.name);
+      case 'finish':
+        return [await this.#finishOnRequest(this.#serviceOf(client)), []];
       case 'list':
         return [this.#list(this.#serviceOf(client)), []];
       case 'update':
@@ -568,21 +576,39 @@ export class LuoAgent {
   }
 
   /**
+   * A service's `finish`: its files are in use in the new kernel (a VMM's device bound, its
+   * restored HWPT replaced), so LUO may finish its session now. A refusal (`EBUSY` while a handler
+   * still needs something done) leaves the session as it was, for another `finish` later.
+   */
+  async #finishOnRequest([name, service]: [string, Service]): Promise<WireMessage> {
+    if (!service.incoming)
+      throw new KernelError('ENOENT', `finish: service "${name}" has no session from the update`);
+    await service.session!.finish();
+    await this.#forget(service);
+    return { ok: true };
+  }
+
+  /**
    * Finish an incoming session: LUO gives the files up (those never retrieved are released). The
    * service starts afresh: its next store creates a new session.
    */
   async #finish(_name: string, service: Service): Promise<void> {
+    try {
+      await service.session!.finish();
+    } finally {
+      await this.#forget(service);
+    }
+  }
+
+  /** Close a service's incoming session and the agent's fds of it, and drop its entries. */
+  async #forget(service: Service): Promise<void> {
     service.incoming = false;
     const session = service.session!;
     service.session = null;
-    try {
-      await session.finish();
-    } finally {
-      await session.close();
-      await this.#closeEntries(service);
-      service.entries.clear();
-      service.nextToken = 1;
-    }
+    await session.close();
+    await this.#closeEntries(service);
+    service.entries.clear();
+    service.nextToken = 1;
   }
 
   async #closeEntries(service: Service): Promise<void> {

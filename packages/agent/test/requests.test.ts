@@ -76,6 +76,11 @@ describe('agent requests', () => {
     expect((await replies.next())?.body).toMatchObject({ error: 'EINVAL' });
     await sendMessage(process, raw, { op: 'list' });
     expect((await replies.next())?.body).toEqual({ ok: true, entries: [] });
+    // A fetch whose finish is not a boolean, and a finish with no session from an update.
+    await sendMessage(process, raw, { op: 'fetch', name: 'table', finish: 'no' });
+    expect((await replies.next())?.body).toMatchObject({ error: 'EINVAL' });
+    await sendMessage(process, raw, { op: 'finish' });
+    expect((await replies.next())?.body).toMatchObject({ error: 'ENOENT' });
     await client.store('table', [memfd], { order: 0 });
     expect(await errnoOf(client.store('table', [memfd]))).toBe('EEXIST');
     expect(await errnoOf(client.store('other', [memfd], { order: -1 }))).toBe('EINVAL');

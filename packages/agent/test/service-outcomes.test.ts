@@ -2,7 +2,7 @@
 // back, a damaged file, and the order in which a service's files come back.
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LiveUpdateDevice, LiveUpdateSession } from '@liveupdate/core';
-import type { Process } from '@liveupdate/machine';
+import { KernelError, type Process } from '@liveupdate/machine';
 import { AgentClient, LuoAgent } from '@liveupdate/agent';
 import { findLuoFile, testkitStats, type LiveUpdateHarness } from '@liveupdate/testkit';
 import { until } from '@liveupdate/vitest-config/wait-until';
@@ -141,5 +141,47 @@ describe('order within a service', () => {
       const [fd] = await newClient.fetch(name);
       expect(await textOf(newVmm, fd!, name.length)).toBe(name);
     }
+  });
+});
+
+describe('a service that finishes its session itself', () => {
+  it('keeps the session after fetching with finish: false until its finish, which a refusal leaves as it was', async () => {
+    const harness = await boot();
+    const next = await updateWithServices(harness, ['vm0']);
+    const agent = await LuoAgent.restore(next);
+    const vmm = harness.machine.spawn();
+    const client = await AgentClient.connect(vmm);
+    expect(await client.hello('vm0')).toEqual({ restored: true });
+    const [fd] = await client.fetch('table', { finish: false });
+    // Every entry is fetched, and yet the session is not finished: LUO still has it, retrieved.
+    const sessionState = async (): Promise<string> => {
+      const device = await LiveUpdateDevice.open(next);
+      try {
+        return await errnoOf(device.retrieveSession('vm0'));
+      } finally {
+        await device.close();
+      }
+    };
+    expect(await sessionState()).toBe('EINVAL');
+    expect(await client.list()).toEqual([{ name: 'table', order: 0, fds: 1 }]);
+
+    // LUO refuses (as iommufd does while a restored HWPT is in use): the service is told, and
+    // nothing changes; it can fetch again and finish later.
+    const refusal = vi
+      .spyOn(LiveUpdateSession.prototype, 'finish')
+      .mockRejectedValueOnce(new KernelError('EBUSY', 'a handler is not done'));
+    expect(await errnoOf(client.finish())).toBe('EBUSY');
+    refusal.mockRestore();
+    const [again] = await client.fetch('table', { finish: false });
+    expect(await textOf(vmm, again!, 8)).toBe('vm0 data');
+
+    await client.finish();
+    expect(await sessionState()).toBe('ENOENT');
+    expect(await client.list()).toEqual([]);
+    // The service's fds are its own and outlive the finish; a second finish has nothing to finish.
+    expect(await textOf(vmm, fd!, 8)).toBe('vm0 data');
+    expect(await errnoOf(client.finish())).toBe('ENOENT');
+    await client.bye();
+    await agent.close();
   });
 });
