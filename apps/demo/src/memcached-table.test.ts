@@ -1,5 +1,6 @@
 import { PAGE_SIZE } from '@liveupdate/machine';
 import { describe, expect, it } from 'vitest';
+import { KvCache, planKvCache } from './kv-cache.js';
 import { MemcachedTable } from './memcached-table.js';
 import { scatteredMapping } from '../test/scattered-mapping.js';
 
@@ -125,5 +126,24 @@ describe('MemcachedTable', () => {
       if (segment.bytes[0] === 1) segment.bytes[1] = 0;
     }
     expect(() => t.get('k', NOW)).toThrow(/memcached_item \d: state 1, keyBytes 0/);
+  });
+
+  it('shares one memfd with the KvCache table: each stays whole when the other is written', () => {
+    const kvBytes = 16 * PAGE_SIZE;
+    const mapping = scatteredMapping(16 + 1 + 4);
+    const kv = KvCache.build(mapping, planKvCache(kvBytes, 100));
+    const t = MemcachedTable.format(mapping, {
+      offset: kvBytes,
+      bytes: 5 * PAGE_SIZE,
+      slotBytes: 4096,
+    });
+    for (let i = 0; i < 4; i++)
+      t.store('set', `k${i}`, i, 0, new Uint8Array(3000).fill(i + 1), NOW);
+    expect(kv.verifyAll()).toEqual({ verified: 100, mismatches: 0 });
+    expect(KvCache.attach(mapping).verifyAll()).toEqual({ verified: 100, mismatches: 0 });
+    const again = MemcachedTable.attach(mapping, kvBytes);
+    for (let i = 0; i < 4; i++) {
+      expect(again.get(`k${i}`, NOW)?.value).toEqual(new Uint8Array(3000).fill(i + 1));
+    }
   });
 });

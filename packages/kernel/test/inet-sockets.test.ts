@@ -170,6 +170,21 @@ describe('AF_INET stream sockets on loopback', () => {
     client.socket.destroy();
   });
 
+  it('an accepted TCP socket travels over a unix socket (SCM_RIGHTS) and keeps its connection', async () => {
+    const process = (await bootedMachine()).spawn();
+    const { fd, port } = await listener(process);
+    const client = await hostClient(port);
+    const accepted = await process.accept(fd);
+    const [a, b] = await process.socketpair(AF_UNIX, SOCK_STREAM);
+    await process.sendmsg(a, text('conn'), { rights: [accepted] });
+    await process.close(accepted);
+    const { rights } = await process.recvmsg(b, 16);
+    expect(rights).toHaveLength(1);
+    client.socket.write('via the passed fd');
+    expect(str(await process.read(rights[0]!, 64))).toBe('via the passed fd');
+    client.socket.destroy();
+  });
+
   it('listen on an unbound socket binds a free port; accept waits, or EAGAIN when non-blocking', async () => {
     const process = (await bootedMachine()).spawn();
     const fd = await process.socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK);

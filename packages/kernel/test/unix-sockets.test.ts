@@ -85,6 +85,16 @@ describe('AF_UNIX stream sockets', () => {
     expect(await process.socket(AF_UNIX, SOCK_STREAM, AF_UNIX)).toBeGreaterThanOrEqual(0);
   });
 
+  it('getsockname gives the path a socket is bound to, an empty one when unnamed', async () => {
+    const process = (await bootedMachine()).spawn();
+    const fd = await process.socket(AF_UNIX, SOCK_STREAM);
+    expect(await process.getsockname(fd)).toEqual({ family: AF_UNIX, path: '' });
+    await process.bind(fd, 'run/named.sock');
+    expect(await process.getsockname(fd)).toEqual({ family: AF_UNIX, path: '/run/named.sock' });
+    const file = await process.open('/dev/null');
+    expect(await errnoOf(process.getsockname(file))).toEqual(['ENOTSOCK', 88]);
+  });
+
   it('connects a client to a listener at a path; the connection carries bytes both ways', async () => {
     const machine = await bootedMachine();
     const agent = machine.spawn();
