@@ -79,6 +79,18 @@ describe('MemcachedExecutor', () => {
     expect(run('get abs\r\n')).toBe('VALUE abs 0 1\r\na\r\nEND\r\n');
   });
 
+  it('flush_all empties the table now, or makes the items stored so far expire after a delay', () => {
+    const { run, clock } = server();
+    run('set a 0 0 1\r\n1\r\nset b 0 0 1\r\n2\r\n');
+    expect(run('flush_all\r\nget a b\r\n')).toBe('OK\r\nEND\r\n');
+    run('set a 0 0 1\r\n1\r\nset b 0 5 1\r\n2\r\n');
+    expect(run('flush_all 10 noreply\r\nverbosity 1\r\n')).toBe('OK\r\n');
+    clock.now += 9;
+    expect(run('get a\r\n')).toBe('VALUE a 0 1\r\n1\r\nEND\r\n');
+    clock.now += 1;
+    expect(run('get a b\r\n')).toBe('END\r\n');
+  });
+
   it('version, stats counters and too-large values', () => {
     const { run } = server();
     expect(run('version\r\n')).toBe(`VERSION ${MEMCACHED_VERSION}\r\n`);

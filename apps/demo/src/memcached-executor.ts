@@ -97,6 +97,12 @@ export class MemcachedExecutor {
         else stats.touchMisses++;
         return request.noreply ? null : line(touched ? 'TOUCHED' : 'NOT_FOUND');
       }
+      case 'flush': {
+        table.flush(absoluteExptime(request.delay, now), now);
+        return request.noreply ? null : line('OK');
+      }
+      case 'verbosity':
+        return request.noreply ? null : line('OK');
       case 'stats':
         return this.#statsReply(now);
       case 'version':

@@ -119,6 +119,31 @@ describe('MemcachedParser', () => {
     ]);
   });
 
+  it('parses flush_all and verbosity with their optional arguments, as memcached 1.6', () => {
+    expect(
+      parse(
+        'flush_all\r\nflush_all 10\r\nflush_all noreply\r\nflush_all 0 noreply\r\nflush_all x\r\n' +
+          'verbosity 1\r\nverbosity noreply\r\nverbosity 0 noreply\r\nverbosity\r\nverbosity a b c\r\n',
+      ),
+    ).toEqual([
+      { kind: 'flush', delay: 0, noreply: false },
+      { kind: 'flush', delay: 10, noreply: false },
+      { kind: 'flush', delay: 0, noreply: true },
+      { kind: 'flush', delay: 0, noreply: true },
+      error('CLIENT_ERROR bad command line format'),
+      { kind: 'verbosity', noreply: false },
+      { kind: 'verbosity', noreply: true },
+      { kind: 'verbosity', noreply: true },
+      error('ERROR'),
+      error('ERROR'),
+    ]);
+    // memcached 1.6 reads only the first token of version and quit.
+    expect(parse('version foo bar\r\nquit now\r\n')).toEqual([
+      { kind: 'version' },
+      { kind: 'quit' },
+    ]);
+  });
+
   it('stops at quit: what follows is never parsed', () => {
     const parser = new MemcachedParser(1024);
     expect(parser.feed(bytes('quit\r\nget a\r\n'))).toEqual([{ kind: 'quit' }]);

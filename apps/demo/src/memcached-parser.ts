@@ -32,6 +32,8 @@ export type MemcachedRequest =
       readonly exptime: number;
       readonly noreply: boolean;
     }
+  | { readonly kind: 'flush'; readonly delay: number; readonly noreply: boolean }
+  | { readonly kind: 'verbosity'; readonly noreply: boolean }
   | { readonly kind: 'stats' }
   | { readonly kind: 'version' }
   | { readonly kind: 'quit' }
@@ -173,13 +175,30 @@ export class MemcachedParser {
         if (exptime === null) return error('CLIENT_ERROR invalid exptime argument');
         return { kind: 'touch', key: args[0]!, exptime, noreply };
       }
+      case 'flush_all': {
+        const noreply = args.at(-1) === 'noreply';
+        const rest = noreply ? args.slice(0, -1) : args;
+        if (rest.length > 1) return error('ERROR');
+        const delay = rest.length === 0 ? 0 : signed32(rest[0]!);
+        if (delay === null) return error(BAD_FORMAT);
+        return { kind: 'flush', delay, noreply };
+      }
+      case 'verbosity': {
+        // A level, which this server has no use for, or noreply, or both (memcached 1.6).
+        const noreply = args.at(-1) === 'noreply';
+        const rest = noreply ? args.slice(0, -1) : args;
+        if (args.length < 1 || args.length > 2 || rest.length > 1) return error('ERROR');
+        if (rest.length === 1 && unsigned32(rest[0]!) === null) return error(BAD_FORMAT);
+        return { kind: 'verbosity', noreply };
+      }
       case 'stats':
         // "stats <group>" (items, slabs, …) is not kept: memcached answers unknown groups so.
         return args.length === 0 ? { kind: 'stats' } : error('ERROR');
+      // memcached 1.6 looks at the first token only of these two.
       case 'version':
-        return args.length === 0 ? { kind: 'version' } : error('ERROR');
+        return { kind: 'version' };
       case 'quit':
-        return args.length === 0 ? { kind: 'quit' } : error('ERROR');
+        return { kind: 'quit' };
       default:
         return error('ERROR');
     }

@@ -262,6 +262,28 @@ export class MemcachedTable {
   }
 
   /**
+   * `flush_all`: every item stored before now expires at `at` (absolute Unix seconds; 0 or a
+   * time not after `now`: at once, and the table is emptied).
+   */
+  flush(at: number, now: number): void {
+    if (at === 0 || at <= now) {
+      for (let slot = 0; slot < this.slots; slot++) {
+        writeMapping(this.#mapping, this.#slotOffset(slot), new Uint8Array([EMPTY]));
+      }
+      this.#setHeader(12, 0);
+      this.#setHeader(16, 0);
+      return;
+    }
+    const field = new DataView(new ArrayBuffer(4));
+    field.setUint32(0, at, true);
+    for (let slot = 0; slot < this.slots; slot++) {
+      const head = this.#head(slot);
+      if (head.state !== ITEM || (head.exptime !== 0 && head.exptime <= at)) continue;
+      writeMapping(this.#mapping, this.#slotOffset(slot) + 8, new Uint8Array(field.buffer));
+    }
+  }
+
+  /**
    * `incr`/`decr` by `delta`: the value, a decimal number below 2^64, becomes its sum (wrapping
    * at 2^64, as memcached) or difference (stopping at 0), written back as decimal digits with a
    * new cas unique. `null` when absent; `'non-numeric'` when the value is not such a number.
