@@ -1,4 +1,4 @@
-import { PAGE_SIZE } from '@liveupdate/machine';
+import { PAGE_SIZE, type MemoryMapping } from '@liveupdate/machine';
 import { describe, expect, it } from 'vitest';
 import { MEMCACHED_VERSION, MemcachedExecutor } from './memcached-executor.js';
 import { MemcachedParser } from './memcached-parser.js';
@@ -14,6 +14,7 @@ function server(): {
   run: (input: string) => string;
   stats: MemcachedStats;
   clock: { now: number };
+  mapping: MemoryMapping;
 } {
   const mapping = scatteredMapping(1 + 4);
   const table = MemcachedTable.format(mapping, {
@@ -31,7 +32,7 @@ function server(): {
       .map((request) => executor.run(request))
       .map((reply) => (reply ? text(reply) : ''))
       .join('');
-  return { run, stats, clock };
+  return { run, stats, clock, mapping };
 }
 
 describe('MemcachedExecutor', () => {
@@ -89,6 +90,18 @@ describe('MemcachedExecutor', () => {
     expect(run('get a\r\n')).toBe('VALUE a 0 1\r\n1\r\nEND\r\n');
     clock.now += 1;
     expect(run('get a b\r\n')).toBe('END\r\n');
+  });
+
+  it('a damaged item is SERVER_ERROR naming it, for that request only', () => {
+    const { run, mapping } = server();
+    run('set a 0 0 1\r\n1\r\n');
+    // Every page of the scattered mapping is its own buffer: find the item's state byte.
+    const page = mapping.segments.slice(1).find((segment) => segment.bytes.includes(1))!;
+    const slot = page.bytes.indexOf(1);
+    page.bytes[slot + 1] = 251; // keyBytes past KEY_MAX_LENGTH
+    expect(run('get a\r\nversion\r\n')).toMatch(
+      /^SERVER_ERROR memcached_item \d+: state 1, keyBytes 251, valueBytes 1\r\nVERSION /,
+    );
   });
 
   it('version, stats counters and too-large values', () => {

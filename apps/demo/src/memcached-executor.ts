@@ -1,6 +1,6 @@
 import type { MemcachedRequest } from './memcached-parser.js';
 import type { MemcachedStats } from './memcached-stats.js';
-import type { MemcachedTable } from './memcached-table.js';
+import { MemcachedTableError, type MemcachedTable } from './memcached-table.js';
 
 /** What `version` answers: the protocol level served, and whose server it is. */
 export const MEMCACHED_VERSION = '1.6.0-liveupdate';
@@ -27,7 +27,20 @@ export class MemcachedExecutor {
     this.#now = now;
   }
 
+  /**
+   * The reply to `request`. The table came through a live update: a damaged item it meets is
+   * `SERVER_ERROR` and the item named, for this request only; the connection goes on.
+   */
   run(request: MemcachedRequest): Uint8Array | null {
+    try {
+      return this.#run(request);
+    } catch (error) {
+      if (!(error instanceof MemcachedTableError)) throw error;
+      return line(`SERVER_ERROR ${error.message}`);
+    }
+  }
+
+  #run(request: MemcachedRequest): Uint8Array | null {
     const now = this.#now();
     const table = this.#table;
     const stats = this.#stats;

@@ -71,6 +71,11 @@ export interface MemcachedTableLayout {
   readonly slotBytes: number;
 }
 
+/** A table header or item that is not one this code writes: the message names the field. */
+export class MemcachedTableError extends Error {
+  override readonly name = 'MemcachedTableError';
+}
+
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
 
@@ -151,21 +156,27 @@ export class MemcachedTable {
     const header = new DataView(readMapping(mapping, offset, 32).buffer);
     const magic = header.getUint32(0, true);
     if (magic !== MEMCACHED_TABLE_MAGIC) {
-      throw new Error(`memcached_table_header.magic 0x${magic.toString(16)}: no table here`);
+      throw new MemcachedTableError(
+        `memcached_table_header.magic 0x${magic.toString(16)}: no table here`,
+      );
     }
     const slotBytes = header.getUint32(4, true);
     if (!isSlotSize(slotBytes)) {
-      throw new Error(`memcached_table_header.slotBytes ${slotBytes} is not a slot size`);
+      throw new MemcachedTableError(
+        `memcached_table_header.slotBytes ${slotBytes} is not a slot size`,
+      );
     }
     const slots = header.getUint32(8, true);
     const bytes = HEADER_BYTES + slots * slotBytes;
     if (slots < 1 || offset + bytes > mapping.length) {
-      throw new Error(`memcached_table_header.slots ${slots} do not fit the mapping`);
+      throw new MemcachedTableError(`memcached_table_header.slots ${slots} do not fit the mapping`);
     }
     const items = header.getUint32(12, true);
     const used = header.getUint32(16, true);
     if (used > slots || items > used) {
-      throw new Error(`memcached_table_header.items ${items} / used ${used} of ${slots} slots`);
+      throw new MemcachedTableError(
+        `memcached_table_header.items ${items} / used ${used} of ${slots} slots`,
+      );
     }
     return new MemcachedTable(mapping, { offset, bytes, slotBytes }, slots);
   }
@@ -341,7 +352,7 @@ export class MemcachedTable {
       (state === ITEM && (keyLength < 1 || keyLength > MEMCACHED_KEY_MAX)) ||
       valueBytes > this.maxValueBytes
     ) {
-      throw new Error(
+      throw new MemcachedTableError(
         `memcached_item ${slot}: state ${state}, keyBytes ${keyLength}, valueBytes ${valueBytes}`,
       );
     }

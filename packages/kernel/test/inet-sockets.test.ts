@@ -200,6 +200,11 @@ describe('AF_INET stream sockets on loopback', () => {
     const accepted = await accepting;
     client.socket.write('hi');
     expect(str(await process.read(accepted, 2))).toBe('hi');
+    // SOCK_NONBLOCK from accept4: an empty queue is EAGAIN, not a wait.
+    const other = await hostClient(blockingPort);
+    const nonblocking = await process.accept(blocking, SOCK_NONBLOCK);
+    expect(await errnoOf(process.read(nonblocking, 1))).toEqual(['EAGAIN', 11]);
+    other.socket.destroy();
     client.socket.destroy();
   });
 

@@ -94,9 +94,8 @@ export class InetSocket {
       server.close();
       throw new KernelError('EBADF', 'bind: the socket was closed');
     }
-    server.on('error', () => {
-      // A listening server reports no errors after listen; nothing to do if the host does.
-    });
+    // None is expected after listen, but an unhandled 'error' would take the kernel worker down.
+    server.on('error', () => {});
     server.on('connection', (connection) => this.#incoming(connection));
     this.#server = server;
     this.#port = (server.address() as AddressInfo).port;
