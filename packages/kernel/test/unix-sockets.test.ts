@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  AF_INET,
+  AF_INET6,
   AF_UNIX,
   FD_CLOEXEC,
   F_GETFD,
@@ -74,7 +74,7 @@ describe('AF_UNIX stream sockets', () => {
   it('socket and socketpair refuse other families, types, protocols and flags as Linux does', async () => {
     const process = (await bootedMachine()).spawn();
     for (const call of [process.socket.bind(process), process.socketpair.bind(process)]) {
-      expect(await errnoOf(call(AF_INET, SOCK_STREAM))).toEqual(['EAFNOSUPPORT', 97]);
+      expect(await errnoOf(call(AF_INET6, SOCK_STREAM))).toEqual(['EAFNOSUPPORT', 97]);
       expect(await errnoOf(call(AF_UNIX, SOCK_DGRAM))).toEqual(['ESOCKTNOSUPPORT', 94]);
       expect(await errnoOf(call(AF_UNIX, SOCK_SEQPACKET))).toEqual(['ESOCKTNOSUPPORT', 94]);
       expect(await errnoOf(call(AF_UNIX, 12))).toEqual(['EINVAL', 22]);
@@ -83,6 +83,16 @@ describe('AF_UNIX stream sockets', () => {
     }
     // protocol may name the family itself (PF_UNIX).
     expect(await process.socket(AF_UNIX, SOCK_STREAM, AF_UNIX)).toBeGreaterThanOrEqual(0);
+  });
+
+  it('getsockname gives the path a socket is bound to, an empty one when unnamed', async () => {
+    const process = (await bootedMachine()).spawn();
+    const fd = await process.socket(AF_UNIX, SOCK_STREAM);
+    expect(await process.getsockname(fd)).toEqual({ family: AF_UNIX, path: '' });
+    await process.bind(fd, 'run/named.sock');
+    expect(await process.getsockname(fd)).toEqual({ family: AF_UNIX, path: '/run/named.sock' });
+    const file = await process.open('/dev/null');
+    expect(await errnoOf(process.getsockname(file))).toEqual(['ENOTSOCK', 88]);
   });
 
   it('connects a client to a listener at a path; the connection carries bytes both ways', async () => {

@@ -1,5 +1,5 @@
 import { O_RDWR, SEEK_SET } from './fcntl.js';
-import { SCM_MAX_FD } from './socket.js';
+import { SCM_MAX_FD, type Sockaddr, type SockaddrIn } from './socket.js';
 import type { KernelImage } from './kernel-image.js';
 
 /** How a {@link Process} reaches the running kernel; implemented by the machine. */
@@ -230,9 +230,11 @@ export class Process {
   }
 
   /**
-   * `socket(2)`: a new unix stream socket, `socket(AF_UNIX, SOCK_STREAM, 0)`, optionally with
-   * `SOCK_NONBLOCK` and `SOCK_CLOEXEC` or-ed into `type`. Another family: `EAFNOSUPPORT`; another
-   * type: `ESOCKTNOSUPPORT`; a protocol other than 0: `EPROTONOSUPPORT`. Returns the new fd.
+   * `socket(2)`: a new stream socket, `socket(AF_UNIX, SOCK_STREAM, 0)` or a TCP socket on
+   * loopback, `socket(AF_INET, SOCK_STREAM, 0)`, optionally with `SOCK_NONBLOCK` and
+   * `SOCK_CLOEXEC` or-ed into `type`. Another family: `EAFNOSUPPORT`; another type:
+   * `ESOCKTNOSUPPORT` (`AF_UNIX`) or `EPROTONOSUPPORT` (`AF_INET`); another protocol:
+   * `EPROTONOSUPPORT`. Returns the new fd.
    */
   async socket(domain: number, type: number, protocol = 0): Promise<number> {
     return (await this.syscall('socket', domain, type, protocol)) as number;
@@ -244,15 +246,39 @@ export class Process {
   }
 
   /**
-   * `bind(2)` a socket to a filesystem path (1 to 107 bytes; relative to `/`): creates the socket
-   * node, which stays until {@link unlink}, even after the socket is closed. `EADDRINUSE` when
-   * the path exists; `EINVAL` when the socket is bound already.
+   * `bind(2)`. A unix socket binds to a filesystem path (1 to 107 bytes; relative to `/`): creates
+   * the socket node, which stays until {@link unlink}, even after the socket is closed.
+   * `EADDRINUSE` when the path exists. A TCP socket binds to `{ family: AF_INET, address:
+   * INADDR_LOOPBACK, port }` (port 0: any free one, see {@link getsockname}): the host's
+   * 127.0.0.1:port, which real clients outside the machine reach. `EADDRNOTAVAIL` for another
+   * address, `EADDRINUSE` when the port is taken, `EAFNOSUPPORT` for another family. Both:
+   * `EINVAL` when the socket is bound already.
+   *
+   * @example
+   * ```ts
+   * const listener = await cache.socket(AF_INET, SOCK_STREAM);
+   * await cache.bind(listener, { family: AF_INET, address: INADDR_LOOPBACK, port: 0 });
+   * await cache.listen(listener, 128);
+   * const { port } = (await cache.getsockname(listener)) as SockaddrIn;
+   * ```
    */
-  async bind(fd: number, path: string): Promise<void> {
-    await this.syscall('bind', fd, path);
+  async bind(fd: number, address: string | SockaddrIn): Promise<void> {
+    await this.syscall('bind', fd, address);
   }
 
-  /** `listen(2)`: accept connections on a bound socket (`EINVAL` unbound or connected). */
+  /**
+   * `getsockname(2)`: the address a socket is bound to: `{ family: AF_INET, address, port }` for
+   * a TCP socket (`0.0.0.0:0` until bound), `{ family: AF_UNIX, path }` for a unix socket (an
+   * empty path when unnamed).
+   */
+  async getsockname(fd: number): Promise<Sockaddr> {
+    return (await this.syscall('getsockname', fd)) as Sockaddr;
+  }
+
+  /**
+   * `listen(2)`: accept connections on a bound socket (`EINVAL` when connected; a unix socket
+   * must be bound, an unbound TCP socket is bound to a free port first).
+   */
   async listen(fd: number, backlog: number): Promise<void> {
     await this.syscall('listen', fd, backlog);
   }
@@ -260,14 +286,15 @@ export class Process {
   /**
    * `connect(2)` to the socket listening at `path`: `ENOENT` when nothing is there,
    * `ECONNREFUSED` when no socket listens there, `EISCONN` when connected already. Waits while
-   * the listener's backlog is full (`EAGAIN` for a non-blocking socket).
+   * the listener's backlog is full (`EAGAIN` for a non-blocking socket). A TCP socket does not
+   * connect on this machine (`EOPNOTSUPP`): its peers are clients outside it.
    */
   async connect(fd: number, path: string): Promise<void> {
     await this.syscall('connect', fd, path);
   }
 
   /**
-   * `accept4(2)`: the fd of the next connection of a listening socket (`EINVAL` when not
+   * `accept4(2)`: the fd of the next connection of a listening unix or TCP socket (`EINVAL` when not
    * listening), with `SOCK_NONBLOCK`/`SOCK_CLOEXEC` from `flags`. Waits for a connection
    * (`EAGAIN` for a non-blocking socket).
    */
@@ -276,7 +303,7 @@ export class Process {
   }
 
   /**
-   * `sendmsg(2)` on a connected unix socket: `data`, with `SCM_RIGHTS` fds whose open files the
+   * `sendmsg(2)` on a connected socket (TCP: no `rights`, else `EOPNOTSUPP`): `data`, with `SCM_RIGHTS` fds whose open files the
    * receiver gets as new fds (the files stay open while in flight, even if closed here). Returns
    * the bytes sent; waits for room unless non-blocking. Files travel only with bytes: with empty
    * `data` nothing is sent. `EBADF` for a bad fd in `rights`, `EINVAL` for more than
@@ -299,10 +326,10 @@ export class Process {
   }
 
   /**
-   * `recvmsg(2)` up to `count` bytes of a connected unix socket, and the fds sent with the first
+   * `recvmsg(2)` up to `count` bytes of a connected socket, and (unix) the fds sent with the first
    * of them. A call never joins bytes of a message that carried fds with other bytes. Waits for
    * data unless non-blocking; empty `data` at end of file; `ECONNRESET` once when the peer closed
-   * with data unread.
+   * with data unread (unix) or reset the connection (TCP).
    */
   async recvmsg(fd: number, count: number, options: RecvmsgOptions = {}): Promise<RecvmsgResult> {
     return (await this.syscall(
