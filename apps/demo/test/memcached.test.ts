@@ -1,4 +1,9 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { LiveUpdateDevice } from '@liveupdate/core';
 import { LINUX_REBOOT_CMD_KEXEC, Machine, PAGE_SIZE, type Process } from '@liveupdate/machine';
 import { MappedMemfd } from '@liveupdate/plugin-memfd';
@@ -188,24 +193,7 @@ describe('the memcached server, with a real memcached client (memcache-client)',
     await c.set('big', big);
     await c.set('n', '7');
 
-    // The cache preserves its memfd in its session and keeps the session fd open.
-    const device = await LiveUpdateDevice.open(old.process);
-    const session = await device.createSession(SESSION);
-    await device.close();
-    await session.preserveFd(old.memfd, TOKEN);
-    const updater = machine.spawn();
-    await updater.kexecLoad(cacheKernelImage('6.18.1'));
-    await updater.reboot(LINUX_REBOOT_CMD_KEXEC);
-
-    const next = machine.spawn();
-    const nextDevice = await LiveUpdateDevice.open(next);
-    const incoming = await nextDevice.retrieveSession(SESSION);
-    const memfd = await incoming.retrieveFd(TOKEN);
-    await incoming.finish();
-    await incoming.close();
-    await nextDevice.close();
-    const { mapping } = await MappedMemfd.map(next, memfd);
-    const server = await MemcachedServer.listen(next, MemcachedTable.attach(mapping, 0), { port });
+    const server = await liveUpdate(machine, old);
     expect(server.port).toBe(port);
 
     const kept = await eventually(() => c.get<string>('kept'), 'the client to reconnect');
@@ -214,3 +202,103 @@ describe('the memcached server, with a real memcached client (memcache-client)',
     expect(await c.incr('n', 1)).toBe('8');
   });
 });
+
+/**
+ * Live-update `machine` under the cache `old`: it preserves its memfd in its session and keeps the
+ * session fd open; the next kernel's cache process retrieves the memfd, attaches to the table and
+ * listens again on the same port.
+ */
+async function liveUpdate(
+  machine: Machine,
+  old: Awaited<ReturnType<typeof cacheServer>>,
+): Promise<MemcachedServer> {
+  const device = await LiveUpdateDevice.open(old.process);
+  const session = await device.createSession(SESSION);
+  await device.close();
+  await session.preserveFd(old.memfd, TOKEN);
+  const updater = machine.spawn();
+  await updater.kexecLoad(cacheKernelImage('6.18.1'));
+  await updater.reboot(LINUX_REBOOT_CMD_KEXEC);
+
+  const next = machine.spawn();
+  const nextDevice = await LiveUpdateDevice.open(next);
+  const incoming = await nextDevice.retrieveSession(SESSION);
+  const memfd = await incoming.retrieveFd(TOKEN);
+  await incoming.finish();
+  await incoming.close();
+  await nextDevice.close();
+  const { mapping } = await MappedMemfd.map(next, memfd);
+  return MemcachedServer.listen(next, MemcachedTable.attach(mapping, 0), { port: old.server.port });
+}
+
+/** Debian's libmemcached-tools (`.ci/run` installs them): clients written by others, in C. */
+const TOOLS = ['memccapable', 'memccp', 'memccat'].map((name) => `/usr/bin/${name}`);
+const missingTools = TOOLS.filter((path) => !existsSync(path));
+const inCi = process.env.CI === 'true';
+if (missingTools.length > 0 && !inCi) {
+  console.warn(
+    `skipping the libmemcached-tools tests: ${missingTools.join(', ')} not found ` +
+      '(Debian: apt-get install libmemcached-tools); under CI=true they fail instead',
+  );
+}
+
+/** Run a tool to its end (a bounded wait), with its exit code and output, never throwing. */
+async function tool(
+  path: string,
+  args: readonly string[],
+): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+  if (!existsSync(path)) throw new Error(`${path} not found (Debian: libmemcached-tools)`);
+  return within(
+    new Promise((resolve) => {
+      execFile(path, args, { encoding: 'buffer', timeout: BOUND_MS }, (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
+        resolve({ code, stdout, stderr: stderr.toString('utf8') });
+      });
+    }),
+    `${path} ${args.join(' ')}`,
+  );
+}
+
+describe.skipIf(missingTools.length > 0 && !inCi)(
+  "the memcached server, with Debian's libmemcached-tools",
+  () => {
+    it('passes memccapable, the ascii protocol conformance test of libmemcached', async () => {
+      const { server } = await cacheServer(await bootedMachine());
+      const run = await tool(TOOLS[0]!, ['-a', '-h', '127.0.0.1', '-p', String(server.port)]);
+      const report = `${run.stdout.toString('utf8')}${run.stderr}`;
+      expect(report).not.toMatch(/\[FAIL\]/);
+      expect(report).toMatch(/\[pass\]/);
+      expect({ code: run.code, report }).toMatchObject({ code: 0 });
+    });
+
+    it('memccp stores a file, memccat reads it back the same after a live update', async () => {
+      const machine = await bootedMachine();
+      const old = await cacheServer(machine);
+      const servers = `--servers=127.0.0.1:${old.server.port}`;
+      const dir = await mkdtemp(join(tmpdir(), 'memcached-tools-'));
+      try {
+        const file = join(dir, 'table.bin');
+        const bytes = Buffer.from(
+          Uint8Array.from({ length: 30_000 }, (_, i) => (i * 131 + 17) & 0xff),
+        );
+        await writeFile(file, bytes);
+        const copied = await tool(TOOLS[1]!, [servers, file]);
+        expect({ code: copied.code, stderr: copied.stderr }).toEqual({ code: 0, stderr: '' });
+        // memccat prints each value followed by a newline.
+        const printed = Buffer.concat([bytes, Buffer.from('\n')]);
+        expect((await tool(TOOLS[2]!, [servers, 'table.bin'])).stdout.equals(printed)).toBe(true);
+
+        await liveUpdate(machine, old);
+
+        const read = await eventually(async () => {
+          const run = await tool(TOOLS[2]!, [servers, 'table.bin']);
+          if (run.code !== 0) throw new Error(`memccat exited ${run.code}: ${run.stderr}`);
+          return run.stdout;
+        }, 'memccat to read the key after the live update');
+        expect(read.equals(printed)).toBe(true);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  },
+);
