@@ -10,3 +10,12 @@ export declare function until(
   what: string,
   timeoutMs?: number,
 ): Promise<void>;
+/**
+ * `promise`, or a rejection "timed out waiting for <what>" after `timeoutMs` (default
+ * {@link UNTIL_TIMEOUT_MS}: the bound is there to name what never came, not to pace the test).
+ */
+export declare function within<T>(
+  promise: Promise<T>,
+  what: string,
+  timeoutMs?: number,
+): Promise<T>;

@@ -20,3 +20,19 @@ export async function until(condition, what, timeoutMs = UNTIL_TIMEOUT_MS) {
     await sleep(5);
   }
 }
+
+/**
+ * `promise`, or a rejection "timed out waiting for <what>" after `timeoutMs` (default
+ * {@link UNTIL_TIMEOUT_MS}: the bound is there to name what never came, not to pace the test).
+ */
+export async function within(promise, what, timeoutMs = UNTIL_TIMEOUT_MS) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

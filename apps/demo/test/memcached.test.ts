@@ -8,6 +8,7 @@ import { LiveUpdateDevice } from '@liveupdate/core';
 import { LINUX_REBOOT_CMD_KEXEC, Machine, PAGE_SIZE, type Process } from '@liveupdate/machine';
 import { MappedMemfd } from '@liveupdate/plugin-memfd';
 import { MemcacheClient } from 'memcache-client';
+import { within } from '@liveupdate/vitest-config/wait-until';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cacheKernelImage } from '../src/cache-kernel-image.js';
 import { MemcachedServer } from '../src/memcached-server.js';
@@ -54,19 +55,6 @@ function client(port: number): MemcacheClient {
   const c = new MemcacheClient({ server: `127.0.0.1:${port}`, cmdTimeout: BOUND_MS });
   clients.push(c);
   return c;
-}
-
-/** `promise`, or a failure saying what was awaited when it takes longer than the bound. */
-async function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), BOUND_MS);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Retry `attempt` until it resolves, or fail saying what was awaited. */

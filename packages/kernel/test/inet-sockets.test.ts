@@ -1,4 +1,5 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { until } from '@liveupdate/vitest-config/wait-until';
 import { describe, expect, it } from 'vitest';
 import {
   AF_INET,
@@ -51,15 +52,6 @@ async function hostClient(
   socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
   await once(socket, 'connect', `a connection to port ${port}`);
   return { socket, received: () => received };
-}
-
-/** Wait until `check` holds, polling the host's event loop, or fail saying what was awaited. */
-async function until(check: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + BOUND_MS;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
 }
 
 /** A TCP listener of `process` on a free loopback port. */
@@ -240,11 +232,7 @@ describe('AF_INET stream sockets on loopback', () => {
     await process.exit();
     await closed;
     // The worker closes the server's handle asynchronously: poll, with a bound.
-    const deadline = Date.now() + BOUND_MS;
-    while (!(await hostCanBind(port))) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for port ${port} to be free`);
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    await until(() => hostCanBind(port), `port ${port} to be free`);
   });
 });
 

@@ -17,6 +17,7 @@ export {
   type RawLuoFlb,
   type RawLuoSession,
 } from '@liveupdate/testkit';
+import { within } from '@liveupdate/vitest-config/wait-until';
 
 export const NOTE_MODULE = new URL('./fixtures/note-module.js', import.meta.url).href;
 /** A char device, /dev/cell, whose handler carries each file's open flags; see fixtures/cell-module.js. */
@@ -143,21 +144,7 @@ export async function inBatches<T>(
   }
 }
 
-/**
- * `promise`, or a rejection "timed out waiting for `what`" after `ms` (generous: the bound is
- * there to name what never came, not to pace the test).
- */
-export async function within<T>(promise: Promise<T>, what: string, ms = 20_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+export { within };
 
 /** Resolves once a note op waits at the gate set with `noteControl({ gate })`. */
 export async function noteGateArrived(process: Process): Promise<void> {
