@@ -5,13 +5,14 @@ import { KernelPanic } from './kernel-panic.js';
 import { ModuleLoader } from './module-loader.js';
 import { kernelOwnNote } from './kernel-formats.js';
 import { encodeKernelNotes } from './kexec-notes.js';
+import { kexecTarget } from './kexec-target.js';
 
 /**
  * The worker side of the boot protocol: import the image's modules and report `loaded`, wait for
  * `boot` (carrying the KHO root FDT's address), boot, then serve syscalls.
  */
 export async function runKernelWorker(port: MessagePort, data: KernelWorkerData): Promise<void> {
-  const output = (message: KernelToMachine): void => port.postMessage(message);
+  const output = batchedOutput(port);
   const modules = new ModuleLoader();
   try {
     await modules.load(data.image.modules, data.image.moduleBase);
@@ -26,6 +27,8 @@ export async function runKernelWorker(port: MessagePort, data: KernelWorkerData)
     output({ type: 'load-failed', reason: (error as Error).message });
     return;
   }
+  // Read now, before `boot`: decoding the notes is not work for the blackout.
+  const self = kexecTarget(data.image.version, data.image.cmdline, notes);
   let kernel: Kernel | undefined;
   port.on('message', (message: MachineToKernel) => {
     switch (message.type) {
@@ -40,6 +43,7 @@ export async function runKernelWorker(port: MessagePort, data: KernelWorkerData)
           },
           modules,
           output,
+          self,
         ).then(
           (booted) => {
             kernel = booted;
@@ -67,4 +71,40 @@ export async function runKernelWorker(port: MessagePort, data: KernelWorkerData)
     }
   });
   output({ type: 'loaded', notes });
+}
+
+/**
+ * The kernel's output to the machine. Log lines and trace events, which the machine only
+ * records, wait and go together: ahead of the next message the machine acts on, or at the end of
+ * this turn of the worker's event loop (`setImmediate`), so a boot's or a syscall's dozens of lines
+ * cost one `postMessage`, not one each. After `kexec` the kernel halts: this CPU jumped into the
+ * next kernel, and the worker blocks, running nothing more, until the machine tears it down.
+ */
+function batchedOutput(port: MessagePort): (message: KernelToMachine) => void {
+  let queue: KernelToMachine[] = [];
+  let scheduled = false;
+  const flush = (): void => {
+    scheduled = false;
+    if (queue.length === 0) return;
+    port.postMessage(queue.length === 1 ? queue[0] : queue);
+    queue = [];
+  };
+  return (message) => {
+    queue.push(message);
+    if (message.type === 'log' || message.type === 'trace') {
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+      return;
+    }
+    flush();
+    if (message.type === 'kexec') halt();
+  };
+}
+
+/** Stop running JavaScript on this thread for good (`Atomics.wait` on a word nobody changes). */
+function halt(): never {
+  const word = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) Atomics.wait(word, 0, 0);
 }

@@ -43,6 +43,7 @@ import { registerFileSyscalls, releaseProcessFiles } from './syscalls/file-sysca
 import { registerSocketSyscalls } from './syscalls/socket-syscalls.js';
 import { SyscallTable } from './syscalls/syscall-table.js';
 import { BOOT_PARAMS, KHO_INCOMING, MEMORY_LAYOUT, PHYSICAL_MEMORY } from './tokens.js';
+import { closeHostSockets } from './net/inet-socket.js';
 import { nullDeviceOperations } from './vfs/null-device.js';
 import type { SyscallContext } from './vfs/file.js';
 import { Vfs } from './vfs/vfs.js';
@@ -80,19 +81,18 @@ export class Kernel {
   /** The machine's id of each syscall running, for the reply only the machine can give. */
   readonly #syscallIds = new WeakMap<SyscallContext, number>();
 
-  private constructor(container: DependencyContainer, output: Output, modules: ModuleLoader) {
+  private constructor(
+    container: DependencyContainer,
+    output: Output,
+    modules: ModuleLoader,
+    self: KexecTarget,
+  ) {
     this.container = container;
     this.log = container.resolve(KernelLog);
     this.#output = output;
     this.#modules = modules;
     this.#processes = container.resolve(ProcessTable);
     this.#syscalls = container.resolve(SyscallTable);
-    const { version, cmdline } = container.resolve<BootParams>(BOOT_PARAMS);
-    const self = kexecTarget(
-      version,
-      cmdline,
-      encodeKernelNotes([kernelOwnNote(), ...modules.notes()]),
-    );
     this.#kexecChecks = new KexecChecks(this.log, self, () => this.#kexecTarget);
   }
 
@@ -100,7 +100,9 @@ export class Kernel {
    * Boot: parse the command line, read and validate the KHO handover (panicking on corruption),
    * lay out memory, bring up the page allocator (reserving preserved frames, poisoning free ones
    * under `page_poison=on`), KHO, PCI enumeration and the IOMMU, the VFS and syscalls, then
-   * initialize the modules.
+   * initialize the modules. `self` is this kernel as its image's notes describe it, read when the
+   * image was loaded (the worker does it before `boot`, outside the blackout); by default it is
+   * read here.
    */
   static async boot(
     ram: SharedArrayBuffer,
@@ -108,6 +110,7 @@ export class Kernel {
     params: BootParams,
     modules: ModuleLoader,
     output: Output,
+    self: KexecTarget = ownKexecTarget(params, modules),
   ): Promise<Kernel> {
     const log = new KernelLog(output, KernelLog.now());
     const panic = (reason: string): never => {
@@ -217,7 +220,7 @@ export class Kernel {
     const history = new KexecHistoryService(kho, memory, log, params.version);
     history.registerFiles(vfs);
     container.register(KexecHistoryService, { useValue: history });
-    const kernel = new Kernel(container, output, modules);
+    const kernel = new Kernel(container, output, modules, self);
     kernel.#kexecChecks.registerCheck(kernelFormatsCheck(kho));
     const syscalls = container.resolve(SyscallTable);
     registerFileSyscalls(syscalls, vfs, memory);
@@ -402,12 +405,14 @@ export class Kernel {
       log.trace('device-shutdown', 'B');
       this.container.resolve(PciBus).shutdown();
       this.container.resolve(IommuDriver).shutdown();
+      // The TCP stack goes with this kernel: its ports are free for the next one.
+      closeHostSockets();
       log.trace('device-shutdown', 'E');
       log.info(`kexec: starting new kernel ${this.#kexecImage.version}`);
       log.trace('reboot', 'E');
       this.#gone = true;
       this.#output({ type: 'kexec', khoFdtPhys, rebootId: id });
-      // The machine terminates this worker; the reboot syscall never returns here.
+      // In a worker, output halts this CPU; elsewhere (a kernel in a test) the syscall never returns.
       return await new Promise<never>(() => undefined);
     } catch (error) {
       this.#rebooting = false;
@@ -416,6 +421,15 @@ export class Kernel {
       throw error;
     }
   }
+}
+
+/** This kernel as its own image's notes describe it: what it tells a kernel that loads it. */
+export function ownKexecTarget(params: BootParams, modules: ModuleLoader): KexecTarget {
+  return kexecTarget(
+    params.version,
+    params.cmdline,
+    encodeKernelNotes([kernelOwnNote(), ...modules.notes()]),
+  );
 }
 
 function toWireError(error: unknown): WireError {

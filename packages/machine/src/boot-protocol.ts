@@ -83,3 +83,11 @@ export type KernelToMachine =
       readonly rebootId: number;
     }
   | { readonly type: 'panic'; readonly reason: string };
+
+/**
+ * What a kernel worker posts: one message, or several in order as one array. A worker batches its
+ * log lines and trace events (which the machine only records) and sends them ahead of its next
+ * message the machine must act on, or at the end of its current turn: one `postMessage` instead
+ * of one per line.
+ */
+export type KernelWorkerPost = KernelToMachine | readonly KernelToMachine[];

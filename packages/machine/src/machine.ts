@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import type {
   KernelToMachine,
   KernelWorkerData,
+  KernelWorkerPost,
   MachineToKernel,
   WireError,
 } from './boot-protocol.js';
@@ -25,7 +26,7 @@ export interface MachineOptions {
    */
   readonly preloadKexecImage?: boolean;
   /**
-   * Firmware hook between kernels: runs after kernel N wrote its handover and its worker ended,
+   * Firmware hook between kernels: runs after kernel N wrote its handover and halted (its worker runs nothing more),
    * before kernel N+1 boots. It sees only what the hardware holds — RAM and the handover address —
    * which is what tests use to corrupt a handover on purpose and the demo to show it.
    */
@@ -55,6 +56,10 @@ interface Deferred<T> {
   readonly promise: Promise<T>;
   resolve(value: T): void;
   reject(error: unknown): void;
+}
+
+function isBatch(post: KernelWorkerPost): post is readonly KernelToMachine[] {
+  return Array.isArray(post);
 }
 
 function deferred<T>(): Deferred<T> {
@@ -88,7 +93,7 @@ interface PendingSyscall {
 
 /**
  * The simulated machine: RAM, and the kernel workers that run on it one after another. It outlives
- * every kernel: a kexec terminates kernel N's worker and boots kernel N+1 in a new one, on the same
+ * every kernel: at a kexec kernel N halts and kernel N+1 boots in a new worker, on the same
  * RAM. It routes the syscalls of processes to whichever kernel runs, and collects the kernels' logs
  * and trace events into one timeline.
  *
@@ -111,6 +116,10 @@ export class Machine implements SyscallChannel {
   readonly #timeline: TimelineEvent[] = [];
   readonly #pending = new Map<number, PendingSyscall>();
   readonly #alive = new Set<number>();
+  /** The halted worker of the last kernel that kexec'd, not torn down yet (see {@link #retire}). */
+  #retired: KernelSlot | undefined;
+  /** Teardowns of retired workers in progress. */
+  readonly #retiring = new Set<Promise<void>>();
   #state: MachineState = 'off';
   #panicReason: string | undefined;
   #current: KernelSlot | undefined;
@@ -225,7 +234,9 @@ export class Machine implements SyscallChannel {
     this.#loadedImage = undefined;
     this.#endProcesses(() => new KernelError('ESRCH', 'the machine was shut down'));
     this.#state = 'off';
+    this.#endRetired();
     await Promise.all(slots.map((slot) => (slot ? this.#terminate(slot) : undefined)));
+    await Promise.all(this.#retiring);
     await this.hardware.stop();
   }
 
@@ -277,7 +288,13 @@ export class Machine implements SyscallChannel {
       running: deferred(),
       terminated: false,
     };
-    worker.on('message', (message: KernelToMachine) => this.#onMessage(slot, message));
+    worker.on('message', (post: KernelWorkerPost) => {
+      if (!isBatch(post)) {
+        this.#onMessage(slot, post);
+        return;
+      }
+      for (const message of post) this.#onMessage(slot, message);
+    });
     worker.on('error', (error: Error) => this.#onWorkerFailure(slot, `Oops: ${error.message}`));
     worker.on('exit', (code: number) => {
       if (!slot.terminated) this.#onWorkerFailure(slot, `kernel worker exited with code ${code}`);
@@ -389,6 +406,7 @@ export class Machine implements SyscallChannel {
     const reply = (result: { error?: WireError; notes?: Uint8Array }): void => {
       if (slot === this.#current) this.#post(slot, { type: 'kexec-load-result', id, ...result });
     };
+    this.#endRetired();
     const previous = this.#loadedImage?.slot;
     this.#loadedImage = undefined;
     if (previous) await this.#terminate(previous);
@@ -426,7 +444,7 @@ export class Machine implements SyscallChannel {
     this.#loadedImage = undefined;
     this.#trace('kexec-handoff', 'B', { preloaded: loaded?.slot !== undefined });
     try {
-      await this.#terminate(slot);
+      this.#retire(slot);
       if (!loaded) throw new Error('kexec without a loaded image');
       await this.#onHandover?.({ memory: this.memory, khoFdtPhys, nextBoot: this.#bootCount });
       const next = loaded.slot ?? this.#startWorker(loaded.image);
@@ -466,6 +484,7 @@ export class Machine implements SyscallChannel {
     this.#panicReason = reason;
     const slots = [this.#current, this.#loadedImage?.slot];
     this.#loadedImage = undefined;
+    this.#endRetired();
     this.#endProcesses(() => error);
     for (const slot of slots) {
       if (!slot) continue;
@@ -482,6 +501,29 @@ export class Machine implements SyscallChannel {
       this.#pending.delete(id);
       pending.result.reject(reason());
     }
+  }
+
+  /**
+   * Set aside the worker of a kernel that kexec'd. Its last message was `kexec`, after which it
+   * halted (it blocks and runs nothing more, like a CPU that jumped into the next kernel), so the
+   * next kernel boots at once. Tearing a worker down takes milliseconds that grow with its heap
+   * and competes for the host's cores, so it is not done inside the blackout: the worker is ended
+   * at the next `kexec_load`, at {@link shutdown}, or if the machine halts.
+   */
+  #retire(slot: KernelSlot): void {
+    this.#endRetired();
+    this.#retired = slot;
+  }
+
+  /** Tear down the halted worker {@link #retire} set aside, if any, in the background. */
+  #endRetired(): void {
+    const slot = this.#retired;
+    if (!slot) return;
+    this.#retired = undefined;
+    const ended = this.#terminate(slot)
+      .catch(() => undefined)
+      .finally(() => this.#retiring.delete(ended));
+    this.#retiring.add(ended);
   }
 
   async #terminate(slot: KernelSlot): Promise<void> {

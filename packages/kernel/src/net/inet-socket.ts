@@ -1,4 +1,4 @@
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { Socket, createServer, type AddressInfo, type Server } from 'node:net';
 import {
   AF_INET,
   INADDR_ANY,
@@ -34,7 +34,7 @@ const EMPTY = new Uint8Array(0);
  * outside the machine connects to that port, and each connection it accepts is one `net.Socket`.
  * The host's TCP stack does the protocol; this class keeps Linux's socket semantics on top of it
  * (states, errnos, blocking, end of file). The handles belong to the kernel worker: they close
- * with the socket's last file, with its process, and with the worker at kexec.
+ * with the socket's last file, with its process, and at kexec ({@link closeHostSockets}).
  *
  * Each socket has one wait queue, woken on every change a waiter could be waiting for.
  */
@@ -97,6 +97,7 @@ export class InetSocket {
     // None is expected after listen, but an unhandled 'error' would take the kernel worker down.
     server.on('error', () => {});
     server.on('connection', (connection) => this.#incoming(connection));
+    trackHostHandle(server);
     this.#server = server;
     this.#port = (server.address() as AddressInfo).port;
     this.#state = 'bound';
@@ -235,6 +236,7 @@ export class InetSocket {
 
   /** A host connection to our port: into the backlog when listening and there is room, else reset. */
   #incoming(connection: Socket): void {
+    trackHostHandle(connection);
     // Linux's sk_acceptq_is_full: the backlog takes one more than its size.
     if (this.#state !== 'listening' || this.#backlog.length > this.#maxBacklog) {
       connection.on('error', () => {});
@@ -283,6 +285,28 @@ export class InetSocket {
       error === 'ECONNRESET' ? 'the peer reset the connection' : 'the connection is broken',
     );
   }
+}
+
+/** The host's handles of this kernel's sockets: listeners and connections, until they close. */
+const hostHandles = new Set<Server | Socket>();
+
+function trackHostHandle(handle: Server | Socket): void {
+  hostHandles.add(handle);
+  handle.once('close', () => hostHandles.delete(handle));
+}
+
+/**
+ * At kexec, after the point of no return: this kernel's TCP stack is gone, so every listener
+ * frees its port and every connection is dropped, at once (the host closes the descriptors now;
+ * the kernel worker halts right after and never runs its event loop again). The next kernel can
+ * bind the same ports.
+ */
+export function closeHostSockets(): void {
+  for (const handle of hostHandles) {
+    if (handle instanceof Socket) handle.destroy();
+    else handle.close();
+  }
+  hostHandles.clear();
 }
 
 /** The file operations of a TCP socket: `read`/`write` are `recvmsg`/`sendmsg`. */
