@@ -111,7 +111,7 @@ export type LiveUpdateReport = UpdatedReport | RefusedReport;
  * Version of the JSON report's shape, `report.schema.json`: raised when a field changes meaning
  * or goes away, not when one is added.
  */
-export const REPORT_SCHEMA_VERSION = 3;
+export const REPORT_SCHEMA_VERSION = 4;
 
 /** Every option as parsed, but `--help` (which prints no report). */
 export type DemoSettings = Omit<DemoOptions, 'help'>;

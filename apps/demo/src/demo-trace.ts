@@ -8,7 +8,7 @@ import {
 import { CACHE_RETRIEVE_PHASES } from './cache-process.js';
 import type { DemoStep, UpdatedStep } from './demo-report.js';
 import type { NicSample } from './nic-sampler.js';
-import { NIC_BDF } from './vm-process.js';
+import { NIC_BDF, VM_AFTER_RESUME_PHASES, VM_BLACKOUT_PHASES } from './vm-process.js';
 
 /**
  * Spans that follow one another and end at `end` (machine time): the stopwatch laps of a process,
@@ -26,6 +26,21 @@ export function lapsEndingAt(
     at -= ms;
   }
   return spans.reverse();
+}
+
+/** Like {@link lapsEndingAt}, for laps that begin at `start` (machine time). */
+export function lapsStartingAt(
+  track: string,
+  start: number,
+  laps: [string, number][],
+): TraceTrackSpan[] {
+  const spans: TraceTrackSpan[] = [];
+  let at = start;
+  for (const [name, ms] of laps) {
+    spans.push({ track, name, start: at, end: at + ms });
+    at += ms;
+  }
+  return spans;
 }
 
 /** Spans of the demo's own processes and of each update's blackouts, which no kernel records. */
@@ -47,7 +62,12 @@ function updateSpans(step: UpdatedStep): TraceTrackSpan[] {
     ...lapsEndingAt(
       `VMM (pid ${vm.vmm.process.pid})`,
       resumedAt,
-      Object.entries<number>({ ...vm.phases }),
+      VM_BLACKOUT_PHASES.map((name) => [name, vm.phases[name]]),
+    ),
+    ...lapsStartingAt(
+      `VMM (pid ${vm.vmm.process.pid})`,
+      resumedAt,
+      VM_AFTER_RESUME_PHASES.map((name) => [name, vm.phases[name]]),
     ),
   ];
 }

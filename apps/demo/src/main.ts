@@ -46,7 +46,7 @@ import { quietTable } from './quiet-table.js';
 import { textTable } from './text-table.js';
 import { fillGuestMemory } from './vm-guest-memory.js';
 import type { GuestRingCheck } from './vm-ring-check.js';
-import { NIC_BDF, VM_ENTRIES, VM_SESSION, VmmProcess } from './vm-process.js';
+import { NIC_BDF, VM_BLACKOUT_PHASES, VM_ENTRIES, VM_SESSION, VmmProcess } from './vm-process.js';
 import { updateTimeline } from './update-timeline.js';
 import { terminalColumns, wrapText } from './wrap-text.js';
 
@@ -222,8 +222,10 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       say(
         `new VMM pid ${vmm.process.pid}: hello (the agent retrieved guest RAM, then the iommufd, ` +
           `whose retrieve brought back the IOMMU's FLB the NIC's files share, then the NIC), fetched ` +
-          `the three, restored HWPT, bound the NIC, moved it onto IOAS ${vmm.ioas} without stopping it, ` +
-          `then had the agent finish "${VM_SESSION}"; the guest resumed its ring`,
+          `the three, restored HWPT, bound the NIC, mapped guest RAM and resumed the guest, which took ` +
+          `up its ring while the NIC still translated through the restored domain; then, the guest ` +
+          `running, it moved the NIC onto IOAS ${vmm.ioas} without stopping it and had the agent ` +
+          `finish "${VM_SESSION}"`,
       );
       say(checkLines(host, layout));
       say(nicLines(vm.dma));
@@ -393,18 +395,18 @@ function printPhases(say: (text: string) => void, seen: readonly UpdatedStep[]):
     ['fetch the three (SCM_RIGHTS)', (s) => s.vm.phases.fetch],
     ['IOMMU_HWPT_LU_RESTORE', (s) => s.vm.phases['hwpt-restore']],
     ['bind the NIC to the iommufd', (s) => s.vm.phases.bind],
-    ['new IOAS, map guest RAM, HWPT, hitless attach', (s) => s.vm.phases['new-ioas']],
-    ['destroy restored HWPT, agent finishes session', (s) => s.vm.phases.finish],
     ['mmap guest RAM, guest polls its ring', (s) => s.vm.phases.resume],
     [
       'other (process spawn, messages)',
       (s) =>
         s.vm.blackoutMs -
         s.update.blackoutMs -
-        Object.values<number>({ ...s.vm.phases }).reduce((sum, value) => sum + value, 0),
+        VM_BLACKOUT_PHASES.reduce((sum, name) => sum + s.vm.phases[name], 0),
     ],
     ['VM blackout: reboot → guest polls', (s) => s.vm.blackoutMs],
     ['guest paused (before reboot → polls again)', (s) => s.vm.guestPausedMs],
+    ['then, the guest running: new IOAS, hitless attach', (s) => s.vm.phases['new-ioas']],
+    ['  destroy restored HWPT, agent finishes session', (s) => s.vm.phases.finish],
   ];
   console.log(
     textTable(

@@ -1,8 +1,9 @@
 import type { Machine, TimelineSpan } from '@liveupdate/machine';
 import { CACHE_RETRIEVE_PHASES } from './cache-process.js';
-import { lapsEndingAt } from './demo-trace.js';
+import { lapsEndingAt, lapsStartingAt } from './demo-trace.js';
 import type { UpdatedStep } from './demo-report.js';
 import type { NicSample } from './nic-sampler.js';
+import { VM_AFTER_RESUME_PHASES, VM_BLACKOUT_PHASES } from './vm-process.js';
 
 /** Who a bar of the timeline belongs to: the kernels (and machine), the new cache, the new VMM. */
 export type TimelineLane = 'kernel' | 'cache' | 'vmm';
@@ -85,8 +86,8 @@ export function updateTimeline(
   });
   const firstKeyAt = origin + update.blackoutMs;
   const resumedAt = origin + vm.blackoutMs;
-  const laps = (lane: TimelineLane, end: number, phases: [string, number][]): TimelineBar[] =>
-    lapsEndingAt(lane, end, phases).map((lap) => ({
+  const toBars = (lane: TimelineLane, spans: ReturnType<typeof lapsEndingAt>): TimelineBar[] =>
+    spans.map((lap) => ({
       lane,
       name: lap.name,
       start: round(lap.start - origin),
@@ -97,12 +98,30 @@ export function updateTimeline(
     ...KERNEL_PHASES_OF_OLD.map((name) => kernelBar(span(reboot.boot, name))),
     kernelBar(span(reboot.boot, 'kexec-handoff', true)),
     ...KERNEL_PHASES_OF_NEW.map((name) => kernelBar(span(reboot.boot + 1, name))),
-    ...laps(
+    ...toBars(
       'cache',
-      firstKeyAt,
-      CACHE_RETRIEVE_PHASES.map((name) => [name, phases[name]]),
+      lapsEndingAt(
+        'cache',
+        firstKeyAt,
+        CACHE_RETRIEVE_PHASES.map((name) => [name, phases[name]]),
+      ),
     ),
-    ...laps('vmm', resumedAt, Object.entries<number>({ ...vm.phases })),
+    ...toBars(
+      'vmm',
+      lapsEndingAt(
+        'vmm',
+        resumedAt,
+        VM_BLACKOUT_PHASES.map((name) => [name, vm.phases[name]]),
+      ),
+    ),
+    ...toBars(
+      'vmm',
+      lapsStartingAt(
+        'vmm',
+        resumedAt,
+        VM_AFTER_RESUME_PHASES.map((name) => [name, vm.phases[name]]),
+      ),
+    ),
   ];
   const first =
     Math.min(...bars.map((bar) => bar.start), vm.blackoutMs - vm.guestPausedMs) + origin;

@@ -1,5 +1,5 @@
 import { AgentClient } from '@liveupdate/agent';
-import { SEEK_END, type Machine, type Process } from '@liveupdate/machine';
+import { type Machine, type Process } from '@liveupdate/machine';
 import { IommufdDevice } from '@liveupdate/plugin-iommufd';
 import { VFIO_DEVICES_DIR, VfioDevice } from '@liveupdate/plugin-vfio';
 import { GuestNic } from './vm-guest-nic.js';
@@ -33,7 +33,12 @@ export interface VmLayout {
   readonly ringSize: number;
 }
 
-/** Milliseconds of the new VMM's steps after a live update, in the order they run. */
+/**
+ * Milliseconds of the new VMM's steps after a live update. The guest resumes as soon as guest RAM
+ * is mapped and the NIC bound: {@link VM_BLACKOUT_PHASES} run in that order inside the VM's
+ * blackout; {@link VM_AFTER_RESUME_PHASES} follow while the guest runs, the NIC translating
+ * through the restored domain until the hitless swap onto the new IOAS.
+ */
 export interface VmRestoreTimings {
   /**
    * Connect to the host's agent and say `hello`; before it answers, the agent retrieves guest
@@ -46,16 +51,31 @@ export interface VmRestoreTimings {
   readonly 'hwpt-restore': number;
   /** `VFIO_DEVICE_BIND_IOMMUFD` of the retrieved cdev to the retrieved iommufd. */
   readonly bind: number;
+  /** `mmap` of guest RAM and the guest driver's first poll of its ring: the blackout ends. */
+  readonly resume: number;
   /**
-   * A new IOAS, `IOMMU_IOAS_MAP_FILE` of guest RAM, a HWPT on it, then the hitless attach of the
-   * NIC to that HWPT.
+   * After the resume: a new IOAS, `IOMMU_IOAS_MAP_FILE` of guest RAM, a HWPT on it, then the
+   * hitless attach of the NIC to that HWPT.
    */
   readonly 'new-ioas': number;
-  /** `IOMMU_DESTROY` of the restored HWPT, then the agent's `finish` (its `SESSION_FINISH`). */
+  /** After the resume: `IOMMU_DESTROY` of the restored HWPT, then the agent's `finish` (its `SESSION_FINISH`). */
   readonly finish: number;
-  /** `mmap` of guest RAM and the guest driver's first poll of its ring. */
-  readonly resume: number;
 }
+
+/** The steps of {@link VmRestoreTimings} inside the VM's blackout, in the order they run. */
+export const VM_BLACKOUT_PHASES = [
+  'hello',
+  'fetch',
+  'hwpt-restore',
+  'bind',
+  'resume',
+] as const satisfies readonly (keyof VmRestoreTimings)[];
+
+/** The steps of {@link VmRestoreTimings} after the guest resumed, in the order they run. */
+export const VM_AFTER_RESUME_PHASES = [
+  'new-ioas',
+  'finish',
+] as const satisfies readonly (keyof VmRestoreTimings)[];
 
 /**
  * The VMM: a process holding a VM's guest RAM (a sealed memfd), an iommufd with one IOAS mapping
@@ -142,12 +162,13 @@ export class VmmProcess {
 
   /**
    * The next kernel's VMM takes the VM back from the host's agent, once it has restored, as
-   * issue 5 walks it: `hello` (the agent retrieves the files in order), fetch them, restore the
-   * HWPT, bind the NIC to the retrieved iommufd, map guest RAM into a new IOAS and move the NIC
-   * onto it without stopping it, destroy the restored HWPT, and only then have the agent finish
-   * the session (LUO refuses before: `EBUSY`); then map guest RAM and resume the guest.
-   * `resumedAt` is the machine time of the guest's first poll. Last, the new HWPT is marked for
-   * preservation, so the VM is ready for the next update.
+   * issue 5 walks it, with only what the guest needs inside the blackout: `hello` (the agent
+   * retrieves the files in order), fetch them, restore the HWPT, bind the NIC to the retrieved
+   * iommufd, map guest RAM and resume the guest — the NIC still translates through the restored
+   * domain. `resumedAt` is the machine time of the guest's first poll. Then, while the guest
+   * runs: map guest RAM into a new IOAS and move the NIC onto it without stopping it, destroy the
+   * restored HWPT, and only then have the agent finish the session (LUO refuses before: `EBUSY`).
+   * Last, the new HWPT is marked for preservation, so the VM is ready for the next update.
    */
   static async retrieve(
     machine: Machine,
@@ -170,23 +191,23 @@ export class VmmProcess {
     const hwptRestore = lap();
     const devId = await nic.bindIommufd(iommufd.fd);
     const bind = lap();
-    const ioas = await iommufd.allocIoas();
-    const size = await process.lseek(ramFd, 0, SEEK_END);
-    await iommufd.mapFile(ioas, { fd: ramFd, length: size, iova: 0 });
-    const hwpt = await iommufd.hwptAlloc(devId, ioas);
-    await nic.attach(hwpt);
-    const newIoas = lap();
-    await iommufd.destroy(restored);
-    await client.finish();
-    const finish = lap();
     const ram = await GuestRam.attach(process, ramFd);
     const guest = await GuestNic.resume(nic, ram);
     await guest.service();
     const resume = lap();
     const resumedAt = machine.now();
     guest.run();
+    // The guest runs; the NIC keeps translating through the restored domain meanwhile.
+    const ioas = await iommufd.allocIoas();
+    await iommufd.mapFile(ioas, { fd: ramFd, length: ram.size, iova: 0 });
+    const hwpt = await iommufd.hwptAlloc(devId, ioas);
+    await nic.attach(hwpt);
+    const newIoas = lap();
+    await iommufd.destroy(restored);
+    await client.finish();
+    const finish = lap();
     await client.bye();
-    // Ready for the next update, after the blackout: the new HWPT is the one to hand over.
+    // Ready for the next update: the new HWPT is the one to hand over.
     await iommufd.hwptLuSetPreserve(hwpt, VM_HWPT_TOKEN);
     return {
       vmm: new VmmProcess({ process, ram, iommufd, nic, guest, ioas, hwpt }),
@@ -195,9 +216,9 @@ export class VmmProcess {
         fetch,
         'hwpt-restore': hwptRestore,
         bind,
+        resume,
         'new-ioas': newIoas,
         finish,
-        resume,
       },
       resumedAt,
     };

@@ -114,7 +114,7 @@ it('live-updates the cache and the VM twice and reports what the NIC did (--json
 describe('the JSON report', () => {
   it('validates against report.schema.json, with the settings as parsed and a passing verdict', () => {
     expect(reportSchemaErrors(report)).toBeNull();
-    expect(report.schemaVersion).toBe(3);
+    expect(report.schemaVersion).toBe(4);
     expect(report.settings).toEqual({
       scenario: 'same',
       mib: 16,
