@@ -161,12 +161,18 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       `cache pid ${cacheProcess.process.pid}: memfd_create, ftruncate ${options.mib} MiB, mmap ` +
         `(${cacheProcess.mapping.segments.length} segments): ${fixed(created.timings.memfd)} ms`,
     );
+    say(
+      `  built ${count(layout.keys)} keys in ${count(layout.slots)} slots of ${layout.recordBytes} B ` +
+        `(load ${(layout.keys / layout.slots).toFixed(2)}) through the mapping: ${fixed(created.timings.build)} ms`,
+    );
     const memcached = cacheProcess.memcached;
     if (memcached) {
       say(
         `  and a memcached table of ${count(memcached.table.slots)} items of up to ` +
           `${count(memcached.table.maxValueBytes)} B after the key-value slots, at memfd offset ` +
-          `${count(memcached.table.layout.offset)}; memcached listens on 127.0.0.1:${memcached.server.port}`,
+          `${count(memcached.table.layout.offset)} (the memfd is ` +
+          `${fixed(cacheProcess.mapping.length / MiB)} MiB in all); memcached listens on ` +
+          `127.0.0.1:${memcached.server.port}`,
       );
       memcachedRun = await MemcachedDemoRun.start(memcached.server.port);
       say(
@@ -175,10 +181,6 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       );
       say(memcachedToolsLine(memcachedRun.missingTools));
     }
-    say(
-      `  built ${count(layout.keys)} keys in ${count(layout.slots)} slots of ${layout.recordBytes} B ` +
-        `(load ${(layout.keys / layout.slots).toFixed(2)}) through the mapping: ${fixed(created.timings.build)} ms`,
-    );
     start = performance.now();
     vmm = await VmmProcess.create(machine, { guestBytes, ringSize: RING_SIZE });
     fillGuestMemory(vmm.guest);

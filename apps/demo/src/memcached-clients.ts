@@ -93,8 +93,9 @@ export class MemcachedClients {
     );
   }
 
-  /** Close every connection. */
+  /** Close every connection; a running loop ends after its current request. */
   close(): void {
+    this.#stopping = true;
     for (const client of this.#clients) client.shutdown();
   }
 

@@ -87,11 +87,16 @@ export class MemcachedDemoRun {
     const dir = await mkdtemp(join(tmpdir(), 'demo-memcached-'));
     const file = missingTools.length === 0 ? join(dir, 'demo-file.bin') : null;
     const run = new MemcachedDemoRun(port, clients, dir, file, missingTools);
-    await clients.load();
-    if (file) {
-      const bytes = Uint8Array.from({ length: FILE_BYTES }, (_, i) => (i * 131 + 17) & 0xff);
-      await writeFile(file, bytes);
-      run.#toolRecords.push(await memccpRecord(port, file, bytes, 'load', BOUND_MS));
+    try {
+      await clients.load();
+      if (file) {
+        const bytes = Uint8Array.from({ length: FILE_BYTES }, (_, i) => (i * 131 + 17) & 0xff);
+        await writeFile(file, bytes);
+        run.#toolRecords.push(await memccpRecord(port, file, bytes, 'load', BOUND_MS));
+      }
+    } catch (error) {
+      await run.close();
+      throw error;
     }
     clients.startLoop();
     return run;
