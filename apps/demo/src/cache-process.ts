@@ -1,7 +1,9 @@
 import { AgentClient } from '@liveupdate/agent';
-import { type Machine, type MemoryMapping, type Process } from '@liveupdate/machine';
+import { PAGE_SIZE, type Machine, type MemoryMapping, type Process } from '@liveupdate/machine';
 import { MappedMemfd } from '@liveupdate/plugin-memfd';
 import { KvCache, type KvCacheLayout } from './kv-cache.js';
+import { MemcachedServer } from './memcached-server.js';
+import { MEMCACHED_SLOT_BYTES, MemcachedTable } from './memcached-table.js';
 
 /**
  * The cache's service name with the agent, which is also the name of the LUO session the agent
@@ -12,6 +14,40 @@ export const CACHE_SESSION = 'kv-cache';
 export const CACHE_ENTRY = 'table';
 /** The key a restarted cache answers first; its answer ends the blackout. */
 export const FIRST_KEY = 0;
+
+/**
+ * Where the cache's memcached table starts in its memfd: the first page after the key-value
+ * table's slots, as the key-value header describes them (`4096 + slots × recordBytes`, rounded
+ * up to a page). The process that retrieves the memfd finds it from that header alone.
+ */
+export function memcachedTableOffset(layout: Pick<KvCacheLayout, 'slots' | 'recordBytes'>): number {
+  return Math.ceil((PAGE_SIZE + layout.slots * layout.recordBytes) / PAGE_SIZE) * PAGE_SIZE;
+}
+
+/** Options of {@link CacheProcess.create}. */
+export interface CacheCreateOptions {
+  /**
+   * Also serve memcached: a {@link MemcachedTable} of `slots` item slots of
+   * {@link MEMCACHED_SLOT_BYTES} after the key-value table (at {@link memcachedTableOffset}), on
+   * 127.0.0.1:`port` (default 0: a free port).
+   */
+  readonly memcached?: { readonly slots: number; readonly port?: number };
+}
+
+/** Options of {@link CacheProcess.retrieve}. */
+export interface CacheRetrieveOptions {
+  /**
+   * Serve memcached again from the table in the memfd, on 127.0.0.1:`port` (the old process's
+   * port: its listener went with it at the kexec).
+   */
+  readonly memcached?: { readonly port: number };
+}
+
+/** The cache's memcached side: its table in the memfd and its server. */
+export interface CacheMemcached {
+  readonly table: MemcachedTable;
+  readonly server: MemcachedServer;
+}
 
 /** Milliseconds of the steps of {@link CacheProcess.create}. */
 export interface CacheSetupTimings {
@@ -68,32 +104,61 @@ export class CacheProcess {
   readonly memfd: number;
   readonly mapping: MemoryMapping;
   readonly cache: KvCache;
+  /** The memcached table and server, when the cache serves memcached. */
+  readonly memcached: CacheMemcached | undefined;
 
-  private constructor(process: Process, memfd: number, mapping: MemoryMapping, cache: KvCache) {
+  private constructor(
+    process: Process,
+    memfd: number,
+    mapping: MemoryMapping,
+    cache: KvCache,
+    memcached?: CacheMemcached,
+  ) {
     this.process = process;
     this.memfd = memfd;
     this.mapping = mapping;
     this.cache = cache;
+    this.memcached = memcached;
   }
 
-  /** Start a cache process on `machine` that builds a table of `layout.keys` keys in a new memfd. */
+  /**
+   * Start a cache process on `machine` that builds a table of `layout.keys` keys in a new memfd;
+   * with `options.memcached`, the memfd also holds an empty memcached table, served on 127.0.0.1.
+   */
   static async create(
     machine: Machine,
     layout: KvCacheLayout,
+    options: CacheCreateOptions = {},
   ): Promise<{ cacheProcess: CacheProcess; timings: CacheSetupTimings }> {
     const process = machine.spawn();
+    const tableOffset = memcachedTableOffset(layout);
+    const tableBytes = options.memcached
+      ? PAGE_SIZE + options.memcached.slots * MEMCACHED_SLOT_BYTES
+      : 0;
     let start = performance.now();
     const { fd: memfd, mapping } = await MappedMemfd.create(
       process,
       CACHE_SESSION,
-      layout.fileBytes,
+      options.memcached ? tableOffset + tableBytes : layout.fileBytes,
     );
     const memfdMs = performance.now() - start;
     start = performance.now();
     const cache = KvCache.build(mapping, layout);
     const build = performance.now() - start;
+    let memcached: CacheMemcached | undefined;
+    if (options.memcached) {
+      const table = MemcachedTable.format(mapping, {
+        offset: tableOffset,
+        bytes: tableBytes,
+        slotBytes: MEMCACHED_SLOT_BYTES,
+      });
+      const server = await MemcachedServer.listen(process, table, {
+        port: options.memcached.port ?? 0,
+      });
+      memcached = { table, server };
+    }
     return {
-      cacheProcess: new CacheProcess(process, memfd, mapping, cache),
+      cacheProcess: new CacheProcess(process, memfd, mapping, cache, memcached),
       timings: { memfd: memfdMs, build },
     };
   }
@@ -101,9 +166,14 @@ export class CacheProcess {
   /**
    * After a live update, once the host's new agent has restored: a new cache process connects to
    * it, says `hello`, fetches its memfd, maps it and answers {@link FIRST_KEY}. `firstKeyAt` is
-   * the machine time of that answer; `firstKeyOk` whether the value was right.
+   * the machine time of that answer; `firstKeyOk` whether the value was right. With
+   * `options.memcached` it then attaches to the memcached table in the memfd (found from the
+   * key-value header, {@link memcachedTableOffset}) and listens again on the given port.
    */
-  static async retrieve(machine: Machine): Promise<{
+  static async retrieve(
+    machine: Machine,
+    options: CacheRetrieveOptions = {},
+  ): Promise<{
     cacheProcess: CacheProcess;
     timings: CacheServiceTimings;
     firstKeyAt: number;
@@ -124,8 +194,16 @@ export class CacheProcess {
     const firstKey = lap();
     const firstKeyAt = machine.now();
     await client.bye();
+    let memcached: CacheMemcached | undefined;
+    if (options.memcached) {
+      const table = MemcachedTable.attach(mapping, memcachedTableOffset(cache.layout));
+      const server = await MemcachedServer.listen(process, table, {
+        port: options.memcached.port,
+      });
+      memcached = { table, server };
+    }
     return {
-      cacheProcess: new CacheProcess(process, memfd!, mapping, cache),
+      cacheProcess: new CacheProcess(process, memfd!, mapping, cache, memcached),
       timings: { hello, fetch, mmap, 'first-key': firstKey },
       firstKeyAt,
       firstKeyOk,

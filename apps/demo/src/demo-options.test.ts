@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { DemoOptionError, parseDemoOptions } from './demo-options.js';
 
 describe('parseDemoOptions', () => {
-  it('runs the same-kernel scenario with one update, no JSON, no trace and no report by default', () => {
+  it('runs the same-kernel scenario with one update, no JSON, no trace, no report and no memcached by default', () => {
     expect(parseDemoOptions([])).toEqual({
       scenario: 'same',
       mib: 256,
@@ -14,8 +14,26 @@ describe('parseDemoOptions', () => {
       explain: false,
       trace: null,
       report: null,
+      memcached: false,
       help: false,
     });
+  });
+
+  it('takes --memcached, a flag, with any scenario and output', () => {
+    expect(parseDemoOptions(['--memcached'])).toMatchObject({ memcached: true, json: false });
+    expect(
+      parseDemoOptions(['--memcached', '--scenario', 'skew', '--json', '--mib', '16']),
+    ).toMatchObject({ memcached: true, scenario: 'skew', json: true, mib: 16 });
+    expect(parseDemoOptions(['--memcached', '--quiet'])).toMatchObject({
+      memcached: true,
+      quiet: true,
+    });
+  });
+
+  it('refuses a value for --memcached', () => {
+    expect(() => parseDemoOptions(['--memcached=11211'])).toThrow(
+      new DemoOptionError('--memcached takes no value, not "11211"'),
+    );
   });
 
   it('takes every option, in either --name value or --name=value form, after a --', () => {

@@ -24,6 +24,11 @@ export interface DemoOptions {
   readonly trace: string | null;
   /** Where to write the HTML report of the run, or `null` for none. */
   readonly report: string | null;
+  /**
+   * The cache also serves memcached on 127.0.0.1, and host-side clients (npm `memcache-client`,
+   * Debian's libmemcached-tools) drive it before, during and after the live update(s).
+   */
+  readonly memcached: boolean;
   readonly help: boolean;
 }
 
@@ -42,7 +47,7 @@ export const DEMO_LIMITS = {
   updates: { min: 1, max: 100 },
 } as const;
 
-export const DEMO_USAGE = `usage: pnpm demo [--scenario same|skew] [--mib N] [--keys N] [--guest-mib N] [--updates N] [--quiet | --json] [--explain] [--trace FILE] [--report FILE.html]
+export const DEMO_USAGE = `usage: pnpm demo [--scenario same|skew] [--mib N] [--keys N] [--guest-mib N] [--updates N] [--memcached] [--quiet | --json] [--explain] [--trace FILE] [--report FILE.html]
 
   --scenario S   same: the same kernel build, 6.18.0 → 6.18.1 → … (default);
                  skew: 6.18.0 (memfd-v2) → 6.19.0 (memfd-v3) → back to 6.18.0 → a kernel
@@ -52,6 +57,10 @@ export const DEMO_USAGE = `usage: pnpm demo [--scenario same|skew] [--mib N] [--
   --guest-mib N  size of the VM's guest RAM in MiB, 1 to 2048 (default 256);
                  --mib and --guest-mib together at most 3072
   --updates N    live updates in a row, 6.18.0 → 6.18.1 → …, 1 to 100 (default 1; scenario same only)
+  --memcached    the cache also serves memcached on 127.0.0.1 from its memfd; memcache-client
+                 (npm) and Debian's memcslap, memccp and memccat drive it before, during and
+                 after the update(s); reports requests, client errors, the outage, wrong values
+                 and lost writes (docs/memcached.md)
   --quiet        print only a row per update, their medians and the verdict
   --json         print only the report, as JSON (not with --quiet: one output or the other)
   --explain      explain each term (KHO, LUO, HWPT, …) in one line where it first appears
@@ -71,7 +80,7 @@ const VALUE_OPTIONS = [
   'trace',
   'report',
 ] as const;
-const FLAG_OPTIONS = ['json', 'quiet', 'explain', 'help'] as const;
+const FLAG_OPTIONS = ['json', 'quiet', 'explain', 'memcached', 'help'] as const;
 type ValueOption = (typeof VALUE_OPTIONS)[number];
 
 /** A bad command line: its message is the demo's own, for the user. */
@@ -158,6 +167,7 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
     explain: flags.has('explain'),
     trace: values.get('trace') ?? null,
     report: values.get('report') ?? null,
+    memcached: flags.has('memcached'),
     help: flags.has('help'),
   };
 }

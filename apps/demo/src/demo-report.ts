@@ -8,6 +8,7 @@ import type { KernelMemory } from './kernel-memory.js';
 import type { CacheLiveUpdate, LiveUpdatePhases } from './live-update-cache.js';
 import type { RefusedLiveUpdate } from './live-update-attempt.js';
 import type { NicCounters, VmDmaReport, VmLiveUpdate } from './live-update-host.js';
+import type { MemcachedFigures } from './memcached-accounting.js';
 import type { GuestMemoryCheck } from './vm-guest-memory.js';
 import type { VmRestoreTimings } from './vm-process.js';
 import type { GuestRingCheck } from './vm-ring-check.js';
@@ -113,13 +114,28 @@ export type LiveUpdateReport = UpdatedReport | RefusedReport;
  */
 export const REPORT_SCHEMA_VERSION = 4;
 
-/** Every option as parsed, but `--help` (which prints no report). */
-export type DemoSettings = Omit<DemoOptions, 'help'>;
+/**
+ * Every option as parsed, but `--help` (which prints no report); `memcached` only when it was
+ * given, so a run without it reports the settings it always did.
+ */
+export type DemoSettings = Omit<DemoOptions, 'help' | 'memcached'> & { readonly memcached?: true };
 
 /** The settings of a run, for its report and its trace. */
 export function demoSettings(options: DemoOptions): DemoSettings {
   const { scenario, mib, keys, guestMib, updates, json, quiet, explain, trace, report } = options;
-  return { scenario, mib, keys, guestMib, updates, json, quiet, explain, trace, report };
+  return {
+    scenario,
+    mib,
+    keys,
+    guestMib,
+    updates,
+    json,
+    quiet,
+    explain,
+    trace,
+    report,
+    ...(options.memcached && { memcached: true as const }),
+  };
 }
 
 /** The JSON report, `pnpm demo --json`. */
@@ -131,15 +147,21 @@ export interface DemoReport {
   /** What the reader should know to read the figures, e.g. that the first update was cold. */
   readonly notes: readonly string[];
   readonly liveUpdates: readonly LiveUpdateReport[];
+  /**
+   * With `--memcached`: what the host's memcached clients saw over the whole run, from before the
+   * first live update to after the last (docs/memcached.md, "The demo's figures").
+   */
+  readonly memcached?: MemcachedFigures;
 }
 
-/** The whole report of a run. */
+/** The whole report of a run; `memcached` only with `--memcached`. */
 export function demoReport(
   options: DemoOptions,
   host: HostFacts,
   verdict: DemoVerdict,
   notes: readonly string[],
   liveUpdates: readonly LiveUpdateReport[],
+  memcached?: MemcachedFigures,
 ): DemoReport {
   return {
     schemaVersion: REPORT_SCHEMA_VERSION,
@@ -148,6 +170,7 @@ export function demoReport(
     verdict,
     notes,
     liveUpdates,
+    ...(memcached && { memcached: { ...memcached, outageMs: ms(memcached.outageMs) } }),
   };
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { DemoStep } from './demo-report.js';
-import { demoVerdict } from './demo-verdict.js';
+import { demoVerdict, memcachedFailures, withMemcachedVerdict } from './demo-verdict.js';
 
 const RING_HEADROOM_MS = 819;
 
@@ -135,5 +135,38 @@ describe('demoVerdict', () => {
       "6.18.0 → 6.18.1: the guest's ring is broken (4 missing, 0 out of order, 0 bad checksums, 200 packets taken after resuming)",
       '6.18.0 → 6.19.0-novfio (refused): the NIC delivered nothing after the refusal',
     ]);
+  });
+});
+
+describe('the memcached verdict', () => {
+  const clean = { requests: 900, clientErrors: 40, outageMs: 120, wrongValues: 0, lostWrites: 0 };
+
+  it('passes requests served with client errors and an outage, but nothing wrong or lost', () => {
+    expect(memcachedFailures(clean)).toEqual([]);
+    expect(withMemcachedVerdict({ pass: true, reasons: [] }, clean)).toEqual({
+      pass: true,
+      reasons: [],
+    });
+  });
+
+  it('fails wrong values, lost writes and a run that served nothing, after the steps’ reasons', () => {
+    expect(memcachedFailures({ ...clean, wrongValues: 2 })).toEqual([
+      'memcached: 2 gets returned a wrong value',
+    ]);
+    expect(memcachedFailures({ ...clean, lostWrites: 1 })).toEqual([
+      'memcached: 1 acknowledged writes were not read back',
+    ]);
+    expect(memcachedFailures({ ...clean, requests: 0 })).toEqual([
+      'memcached: no client request was served',
+    ]);
+    expect(
+      withMemcachedVerdict(
+        { pass: false, reasons: ['6.18.0 → 6.18.1: x'] },
+        { ...clean, lostWrites: 3 },
+      ),
+    ).toEqual({
+      pass: false,
+      reasons: ['6.18.0 → 6.18.1: x', 'memcached: 3 acknowledged writes were not read back'],
+    });
   });
 });

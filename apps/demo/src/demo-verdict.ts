@@ -1,3 +1,4 @@
+import type { MemcachedFigures } from './memcached-accounting.js';
 import type { DemoStep } from './demo-report.js';
 import type { VmLiveUpdate } from './live-update-host.js';
 
@@ -77,5 +78,27 @@ export function demoVerdict(steps: readonly DemoStep[], ringHeadroomMs: number):
       );
     }
   }
+  return { pass: reasons.length === 0, reasons };
+}
+
+/**
+ * The reasons the memcached clients' figures fail a run: a wrong value, a lost acknowledged
+ * write, or no request served at all.
+ */
+export function memcachedFailures(figures: MemcachedFigures): string[] {
+  const reasons: string[] = [];
+  if (figures.requests === 0) reasons.push('memcached: no client request was served');
+  if (figures.wrongValues > 0) {
+    reasons.push(`memcached: ${count(figures.wrongValues)} gets returned a wrong value`);
+  }
+  if (figures.lostWrites > 0) {
+    reasons.push(`memcached: ${count(figures.lostWrites)} acknowledged writes were not read back`);
+  }
+  return reasons;
+}
+
+/** `verdict` with the memcached clients' failures added. */
+export function withMemcachedVerdict(verdict: DemoVerdict, figures: MemcachedFigures): DemoVerdict {
+  const reasons = [...verdict.reasons, ...memcachedFailures(figures)];
   return { pass: reasons.length === 0, reasons };
 }

@@ -166,7 +166,13 @@ export async function completeHostLiveUpdate(
   const start = performance.now();
   const agent = await LuoAgent.restore(machine.spawn());
   const agentRestoreMs = performance.now() - start;
-  const cacheRetrieved = services.cache ? await CacheProcess.retrieve(machine) : undefined;
+  const memcachedPort = services.cache?.memcached?.server.port;
+  const cacheRetrieved = services.cache
+    ? await CacheProcess.retrieve(
+        machine,
+        memcachedPort === undefined ? {} : { memcached: { port: memcachedPort } },
+      )
+    : undefined;
   const vmRetrieved = vmm ? await VmmProcess.retrieve(machine) : undefined;
   const atResume = nicCounters();
   const kexec = kexecTimings(machine, machine.bootCount - 1);

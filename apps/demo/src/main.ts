@@ -10,8 +10,10 @@
 // a kernel without vfio-pci, which the running kernel refuses before the blackout). Prints each
 // phase of the blackout, what the NIC did during it, the formats written and the checks; with
 // --json only a report, with --quiet only a row per update and their medians, with --trace a
-// Chrome trace too, with --report an HTML page of the report; --explain glosses each term once. Ends with PASS or FAIL: what failed; exits 1
-// if any check fails.
+// Chrome trace too, with --report an HTML page of the report; --explain glosses each term once.
+// With --memcached the cache also serves memcached on 127.0.0.1, and host-side clients
+// (memcache-client, Debian's memcslap, memccp, memccat) drive it across the update(s). Ends with
+// PASS or FAIL: what failed; exits 1 if any check fails.
 import { writeFile } from 'node:fs/promises';
 import { LuoAgent } from '@liveupdate/agent';
 import { Machine } from '@liveupdate/machine';
@@ -28,7 +30,12 @@ import {
   type UpdatedStep,
 } from './demo-report.js';
 import { demoTrace } from './demo-trace.js';
-import { demoVerdict, dropsUnexplained, type DemoVerdict } from './demo-verdict.js';
+import {
+  demoVerdict,
+  dropsUnexplained,
+  withMemcachedVerdict,
+  type DemoVerdict,
+} from './demo-verdict.js';
 import { HandoverFormatsRecorder, type HandoverFormats } from './handover-formats.js';
 import { htmlReport, htmlReportAssets } from './html-report.js';
 import { coldUpdateNote } from './cold-update-note.js';
@@ -41,6 +48,15 @@ import { planKvCache, type KvCacheLayout } from './kv-cache.js';
 import { attemptLiveUpdateHost } from './live-update-attempt.js';
 import { cacheLiveUpdateOf, type CacheLiveUpdate } from './live-update-cache.js';
 import type { VmDmaReport } from './live-update-host.js';
+import { MEMCACHED_SLOT_BYTES } from './memcached-table.js';
+import {
+  DEMO_MEMCACHED_CONNECTIONS,
+  DEMO_MEMCACHED_KEYS,
+  DEMO_MEMCACHED_SLOTS,
+  MemcachedDemoRun,
+  type MemcachedDemoResult,
+} from './memcached-demo-run.js';
+import type { MemcslapRun } from './memcached-tools.js';
 import { NicSampler } from './nic-sampler.js';
 import { quietTable } from './quiet-table.js';
 import { textTable } from './text-table.js';
@@ -97,7 +113,9 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
   const say = storyTeller(options);
   const guestBytes = options.guestMib * MiB;
   // Allocated lazily: only frames the kernels touch cost host memory.
-  const ramBytes = Math.max(2, Math.ceil((layout.fileBytes + guestBytes) / GiB) + 1) * GiB;
+  const memcachedBytes = options.memcached ? DEMO_MEMCACHED_SLOTS * MEMCACHED_SLOT_BYTES : 0;
+  const ramBytes =
+    Math.max(2, Math.ceil((layout.fileBytes + memcachedBytes + guestBytes) / GiB) + 1) * GiB;
   const chain = options.scenario === 'skew' ? skewKernelChain() : sameKernelChain(options.updates);
   // Three sessions, all kept by the agent: the cache's, the agent's manifest, and the VM's, with
   // the most files.
@@ -110,6 +128,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
   const steps: DemoStep[] = [];
   let vmm: VmmProcess | undefined;
   let report: DemoReport | undefined;
+  let memcachedRun: MemcachedDemoRun | undefined;
   // The trace's NIC counters and the HTML report's packets per millisecond.
   const sampler =
     options.trace || options.report
@@ -132,7 +151,11 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       `agent (luod) pid ${agent.process.pid} listens at ${agent.path}: the one process that opens ` +
         `/dev/liveupdate; the cache and the VMM keep their files with it, and the host kexecs from it`,
     );
-    const created = await CacheProcess.create(machine, layout);
+    const created = await CacheProcess.create(
+      machine,
+      layout,
+      options.memcached ? { memcached: { slots: DEMO_MEMCACHED_SLOTS } } : {},
+    );
     let cacheProcess = created.cacheProcess;
     say(
       `cache pid ${cacheProcess.process.pid}: memfd_create, ftruncate ${options.mib} MiB, mmap ` +
@@ -142,6 +165,22 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       `  built ${count(layout.keys)} keys in ${count(layout.slots)} slots of ${layout.recordBytes} B ` +
         `(load ${(layout.keys / layout.slots).toFixed(2)}) through the mapping: ${fixed(created.timings.build)} ms`,
     );
+    const memcached = cacheProcess.memcached;
+    if (memcached) {
+      say(
+        `  and a memcached table of ${count(memcached.table.slots)} items of up to ` +
+          `${count(memcached.table.maxValueBytes)} B after the key-value slots, at memfd offset ` +
+          `${count(memcached.table.layout.offset)} (the memfd is ` +
+          `${fixed(cacheProcess.mapping.length / MiB)} MiB in all); memcached listens on ` +
+          `127.0.0.1:${memcached.server.port}`,
+      );
+      memcachedRun = await MemcachedDemoRun.start(memcached.server.port);
+      say(
+        `  memcache-client (npm) stored ${count(DEMO_MEMCACHED_KEYS)} keys and now runs set, get on ` +
+          `${DEMO_MEMCACHED_CONNECTIONS} connections, without pause, until after the last update`,
+      );
+      say(memcachedToolsLine(memcachedRun.missingTools));
+    }
     start = performance.now();
     vmm = await VmmProcess.create(machine, { guestBytes, ringSize: RING_SIZE });
     fillGuestMemory(vmm.guest);
@@ -158,11 +197,13 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
     );
 
     for (const next of chain.slice(1)) {
+      memcachedRun?.beforeUpdate();
       const attempt = await attemptLiveUpdateHost(
         machine,
         { agent, cache: cacheProcess, vmm },
         next.image,
       );
+      const memcslapRun = await memcachedRun?.afterUpdate();
       if (attempt.outcome === 'refused') {
         const { refusal } = attempt;
         const host = await checkHost(machine, cacheProcess, vmm, refusal.guestAtRefusal!);
@@ -173,6 +214,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
         };
         steps.push(step);
         sayRefused(say, step, layout);
+        if (memcslapRun) say(memcslapLine(memcslapRun));
         continue;
       }
       const update = cacheLiveUpdateOf(attempt.update);
@@ -238,19 +280,46 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
         );
       }
       say(ringLine(host.ring));
+      if (memcachedRun) {
+        say(
+          `memcached: the old cache's listener went with it at the kexec; the new cache pid ` +
+            `${cacheProcess.process.pid} attached to the table in the same memfd and listens again ` +
+            `on 127.0.0.1:${memcachedRun.port}; memcache-client is served again`,
+        );
+      }
+      if (memcslapRun) say(memcslapLine(memcslapRun));
     }
 
+    const memcachedResult = await memcachedRun?.finish();
+    memcachedRun = undefined;
+    if (memcachedResult) say(memcachedLines(memcachedResult));
+
     const updated = steps.filter((step): step is UpdatedStep => step.outcome === 'updated');
-    const verdict = demoVerdict(steps, RING_HEADROOM_MS);
-    const notes = [coldUpdateNote(updated.map((step) => step.update.blackoutMs))].filter(
-      (note) => note !== null,
-    );
+    const stepsVerdict = demoVerdict(steps, RING_HEADROOM_MS);
+    const verdict = memcachedResult
+      ? withMemcachedVerdict(stepsVerdict, memcachedResult.figures)
+      : stepsVerdict;
+    const notes = [
+      coldUpdateNote(updated.map((step) => step.update.blackoutMs)),
+      memcachedResult && memcachedResult.missingTools.length > 0
+        ? `${memcachedResult.missingTools.join(', ')} not found (Debian: libmemcached-tools): ` +
+          'only memcache-client drove the memcached server'
+        : null,
+    ].filter((note) => note !== null);
     const liveUpdates = steps.map((step) => liveUpdateReport(step, layout.keys));
-    report = demoReport(options, hostFacts(), verdict, notes, liveUpdates);
+    report = demoReport(
+      options,
+      hostFacts(),
+      verdict,
+      notes,
+      liveUpdates,
+      memcachedResult?.figures,
+    );
     if (options.json) {
       console.log(JSON.stringify(report, null, 2));
     } else if (options.quiet) {
       console.log(quietTable(steps));
+      if (memcachedResult) console.log(memcachedQuietLine(memcachedResult));
     } else if (updated.length > 0) {
       printPhases(say, updated);
     }
@@ -259,6 +328,7 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
     }
     return verdict;
   } finally {
+    await memcachedRun?.close();
     const samples = sampler?.stop() ?? [];
     // The guest loop issues syscalls; stop it before the machine goes.
     await vmm?.guest.pause().catch(() => undefined);
@@ -307,6 +377,47 @@ function sayRefused(say: (text: string) => void, step: RefusedStep, layout: KvCa
       `${count(dmaAfterRefusal.packetsDropped)} dropped, ${count(dmaAfterRefusal.iommuFaults)} IOMMU faults`,
   );
   say(ringLine(host.ring));
+}
+
+function memcachedToolsLine(missing: readonly string[]): string {
+  return missing.length === 0
+    ? `  memccp stored a file of ${count(30_000)} B; memcslap will load the server during each update`
+    : `  ${missing.join(', ')} not found (Debian: apt-get install libmemcached-tools): memcslap, ` +
+        'memccp and memccat are left out; only memcache-client drives the server';
+}
+
+/** memcslap's own summary: its exit, its time, and how many errors it printed (not counted). */
+function memcslapLine(run: MemcslapRun): string {
+  const errors = run.lines.filter((line) => /error|failure/i.test(line));
+  const summary = run.lines.filter((line) => !/error|failure/i.test(line));
+  return [
+    `memcslap ${run.args.join(' ')} across the update: exit ${String(run.code)}, ` +
+      `${count(errors.length)} error lines (its connections dropped at the kexec; a load ` +
+      `generator, not counted below)`,
+    ...summary.slice(-2).map((line) => `  ${line}`),
+    ...errors.slice(0, 1).map((line) => `  first error: ${line}`),
+  ].join('\n');
+}
+
+function memcachedLines({ figures, fileReadBack }: MemcachedDemoResult): string {
+  return [
+    heading('memcached, as its clients saw it'),
+    `memcache-client read back all ${count(DEMO_MEMCACHED_KEYS)} keys` +
+      (fileReadBack === null
+        ? ''
+        : `; memccat read back the file memccp stored: ${fileReadBack ? 'same bytes' : 'DIFFERENT'}`),
+    `  ${count(figures.requests)} requests served, ${count(figures.clientErrors)} client errors, ` +
+      `longest time without a successful request ${fixed(figures.outageMs)} ms`,
+    `  ${count(figures.wrongValues)} wrong values, ${count(figures.lostWrites)} acknowledged writes lost`,
+  ].join('\n');
+}
+
+function memcachedQuietLine({ figures }: MemcachedDemoResult): string {
+  return (
+    `memcached: ${count(figures.requests)} requests, ${count(figures.clientErrors)} client errors, ` +
+    `outage ${fixed(figures.outageMs)} ms, ${count(figures.wrongValues)} wrong values, ` +
+    `${count(figures.lostWrites)} lost writes`
+  );
 }
 
 function formatsLine(luo: string, formats: HandoverFormats): string {

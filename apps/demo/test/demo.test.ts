@@ -129,6 +129,8 @@ describe('the JSON report', () => {
     });
     expect(report.host.node).toBe(process.version);
     expect(report.verdict).toEqual({ pass: true, reasons: [] });
+    // Without --memcached the report is what it always was.
+    expect(report).not.toHaveProperty('memcached');
   });
 
   it('notes a cold first update exactly when its blackout is over 1.5 times the other one', () => {
