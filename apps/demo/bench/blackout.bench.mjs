@@ -4,19 +4,10 @@
 // phases. Beside it, in the same run, two baselines: a bare kexec that carries no session
 // (reboot → the new kernel running), and what a user without LUO has: write the cache to a file
 // on disk (node:fs, fsync) when the service stops, kexec without any LUO session, and read the
-// file back into a new memfd — with the host's page cache dropped before the read, as a new
-// kernel's would be empty. Output: a table for people, then one JSON line per figure for
+// file back into a new memfd — bypassing the host's page cache (O_DIRECT), as a new kernel's
+// empty page cache would. Output: a table for people, then one JSON line per figure for
 // comparing commits.
-import {
-  closeSync,
-  fsyncSync,
-  mkdtempSync,
-  openSync,
-  readSync,
-  rmSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LuoAgent } from '@liveupdate/agent';
@@ -30,6 +21,7 @@ import {
   printFigureLines,
   textTable,
 } from '../../../tooling/scripts/bench-report.mjs';
+import { median, readMappingFile, spread, writeMappingFile } from './bench-common.mjs';
 
 const MiB = 1024 ** 2;
 // Lazily allocated; the same for every size, so only the memfd's size changes between them.
@@ -51,60 +43,6 @@ const TARGET_FLATNESS = 1.1;
 const TARGET_DISK_RATIO = 100;
 const TARGET_BARE_RATIO = 1.5;
 const TARGET_BLACKOUT_MS = 10;
-
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-/** `median [min–max]` of `values`, in ms. */
-function spread(values) {
-  return `${median(values).toFixed(2)} [${Math.min(...values).toFixed(2)}–${Math.max(...values).toFixed(2)}]`;
-}
-
-/**
- * Drop the host's page cache (clean pages only: the file was fsynced), so the read after the
- * kexec comes from the disk, as it would in a new kernel. Returns whether it could (it needs
- * root and a writable /proc/sys).
- */
-function dropPageCache() {
-  try {
-    writeFileSync('/proc/sys/vm/drop_caches', '1');
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Write every byte of `mapping` to a new file at `path`, then fsync it. */
-function writeCacheFile(path, mapping) {
-  const fd = openSync(path, 'w');
-  try {
-    for (const { bytes } of mapping.segments) {
-      for (let done = 0; done < bytes.length;) done += writeSync(fd, bytes, done);
-    }
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Read the file at `path` into `mapping`, segment by segment. */
-function readCacheFile(path, mapping) {
-  const fd = openSync(path, 'r');
-  try {
-    for (const { offset, bytes } of mapping.segments) {
-      for (let done = 0; done < bytes.length;) {
-        const read = readSync(fd, bytes, done, bytes.length - done, offset + done);
-        if (read === 0) throw new Error(`${path} ended at ${offset + done} bytes`);
-        done += read;
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
 
 let nextVersion = 0;
 const nextImage = () => cacheKernelImage(`6.18.${nextVersion++}`);
@@ -151,23 +89,20 @@ async function benchSize({ label, bytes }, directory) {
       const updater = machine.spawn();
       await updater.kexecLoad(nextImage());
       const stopped = machine.now();
-      writeCacheFile(path, mapping);
+      writeMappingFile(path, mapping);
       const written = machine.now();
-      // Not timed: it stands for the new kernel's empty page cache.
-      pageCacheDropped &&= dropPageCache();
-      const rebooting = machine.now();
       await updater.reboot(LINUX_REBOOT_CMD_KEXEC);
       const running = machine.now();
       const process = machine.spawn();
       const memfd = await process.memfdCreate('kv-cache');
       await process.ftruncate(memfd, bytes);
       mapping = await process.mmap(memfd, await process.lseek(memfd, 0, SEEK_END));
-      readCacheFile(path, mapping);
+      bypassedPageCache &&= readMappingFile(path, mapping);
       cache = KvCache.attach(mapping);
       if (!cache.has(FIRST_KEY)) throw new Error(`${label}: key ${FIRST_KEY} wrong after reading`);
       const answered = machine.now();
       disk.push({
-        blackout: written - stopped + (answered - rebooting),
+        blackout: answered - stopped,
         write: written - stopped,
         kexec: kexecMs(machine),
         restore: answered - running,
@@ -214,7 +149,7 @@ async function benchSize({ label, bytes }, directory) {
   }
 }
 
-let pageCacheDropped = true;
+let bypassedPageCache = true;
 const directory = mkdtempSync(join(tmpdir(), 'liveupdate-blackout-'));
 const results = [];
 try {
@@ -331,14 +266,13 @@ console.log(
     "blackout.luo.*: the old kernel's reboot span begins → the new cache process has opened",
     '  /dev/liveupdate, retrieved the session and memfd, finished, mapped it and answered a key.',
     'blackout.disk.*: the service stops → cache written to a temp file and fsynced, kexec without',
-    '  LUO sessions, a new memfd created and read back from the file, a key answered. Before the',
-    "  reboot the host's page cache is dropped (/proc/sys/vm/drop_caches, not timed), so the read",
-    pageCacheDropped
-      ? '  comes from the disk, as in a new kernel.'
-      : '  SHOULD come from the disk, but the page cache could NOT be dropped here (not root?): the',
-    ...(pageCacheDropped
-      ? []
-      : ["  read was likely served from the host's page cache, which flatters the baseline."]),
+    '  LUO sessions, a new memfd created and read back from the file, a key answered. The read',
+    bypassedPageCache
+      ? "  bypasses the host's page cache (O_DIRECT into an aligned buffer, copied into the memfd), as"
+      : "  should bypass the host's page cache, but O_DIRECT was refused here: it was likely served",
+    bypassedPageCache
+      ? "  a new kernel's empty page cache would."
+      : '  from the page cache, which flatters the baseline.',
     'kexec.bare: reboot span → new kernel running, nothing preserved (median of every size).',
     'kexec.*: reboot span → new kernel running, with the cache session (luo) and without (no-luo).',
     'preserve.*: PRESERVE_FD, before the blackout, beside writing the file (inside its blackout).',

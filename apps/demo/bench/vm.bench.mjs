@@ -19,6 +19,7 @@ import {
   printFigureLines,
   textTable,
 } from '../../../tooling/scripts/bench-report.mjs';
+import { median, spread } from './bench-common.mjs';
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
@@ -43,17 +44,6 @@ const TARGET_FLATNESS = 1.1;
 const TARGET_BLACKOUT_1GIB_MS = 15;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-/** `median [min–max]` of `values`, in ms. */
-function spread(values) {
-  return `${median(values).toFixed(2)} [${Math.min(...values).toFixed(2)}–${Math.max(...values).toFixed(2)}]`;
-}
 
 /**
  * Boot a machine with one NIC at `rate` packets/s and a VM of `guestBytes` with a ring of
