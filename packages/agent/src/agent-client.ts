@@ -19,6 +19,7 @@ export interface AgentFetchOptions {
    * `false`: after a live update, the agent does not finish the service's session when this fetch
    * leaves every entry fetched; the service calls {@link AgentClient.finish} once its files are in
    * use (a VMM must bind its device and replace its restored HWPT before LUO lets it finish).
+   * By default the agent finishes it when the service next speaks (its `bye`) or hangs up.
    */
   readonly finish?: boolean;
 }

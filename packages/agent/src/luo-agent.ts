@@ -339,9 +339,15 @@ export class LuoAgent {
   async #serve(conn: number): Promise<void> {
     const reader = new MessageReader(this.process, conn);
     const client = { service: null as string | null };
+    // A finish owed after a fetch, done when the service next speaks or hangs up (see below).
+    let finishOwed = false;
     try {
       for (;;) {
         const message = await reader.next();
+        if (finishOwed && !this.#closed) {
+          finishOwed = false;
+          await this.#finishWhenFetched(client);
+        }
         if (!message) break;
         let reply: WireMessage;
         let replyFds: number[] = [];
@@ -352,15 +358,19 @@ export class LuoAgent {
           reply = { error: kernelError.code, message: messageOf(kernelError) };
         }
         await sendMessage(this.process, conn, reply, replyFds);
-        // Only once the fds are on their way may the session be finished and the agent's closed.
+        // Only once the fds are on their way may the session be finished and the agent's closed;
+        // and not at once: the service's first steps with them (an mmap, its first answer) would
+        // wait behind the finish in the kernel. It is done before the service's next request is
+        // handled (its bye, say) or when it hangs up, whichever comes first.
         if (message.body.op === 'fetch' && 'ok' in reply && message.body.finish !== false)
-          await this.#finishWhenFetched(client);
+          finishOwed = true;
         if (message.body.op === 'update' && 'ok' in reply) this.#startUpdate();
         if (message.body.op === 'bye') break;
       }
     } catch (error) {
       if (!this.#closed && !isGone(error)) this.#options.onError?.(error);
     } finally {
+      if (finishOwed && !this.#closed) await this.#finishWhenFetched(client);
       await reader.close().catch(() => undefined);
       this.#release(client);
       if (this.#connections.delete(conn)) await this.#closeQuietly(conn);

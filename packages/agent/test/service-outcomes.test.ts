@@ -144,6 +144,53 @@ describe('order within a service', () => {
   });
 });
 
+/** Whether LUO still has `name`'s session, retrieved (`EINVAL`), or not at all (`ENOENT`). */
+async function sessionState(process: Process, name: string): Promise<string> {
+  const device = await LiveUpdateDevice.open(process);
+  try {
+    return await errnoOf(device.retrieveSession(name));
+  } finally {
+    await device.close();
+  }
+}
+
+describe('the finish after the last fetch', () => {
+  it('waits until the service next speaks: its bye is answered once the session is finished', async () => {
+    const harness = await boot();
+    const next = await updateWithServices(harness, ['cache']);
+    const agent = await LuoAgent.restore(next);
+    const cache = harness.machine.spawn();
+    const client = await AgentClient.connect(cache);
+    expect(await client.hello('cache')).toEqual({ restored: true });
+    const [fd] = await client.fetch('table');
+    // Every entry is fetched; the finish is owed, not done: LUO still has the session, retrieved.
+    expect(await sessionState(next, 'cache')).toBe('EINVAL');
+    expect(await textOf(cache, fd!, 10)).toBe('cache data');
+    await client.bye();
+    expect(await sessionState(next, 'cache')).toBe('ENOENT');
+    expect(await textOf(cache, fd!, 10)).toBe('cache data');
+    await agent.close();
+  });
+
+  it('is done when the service hangs up without a word', async () => {
+    const harness = await boot();
+    const next = await updateWithServices(harness, ['cache']);
+    const agent = await LuoAgent.restore(next);
+    const cache = harness.machine.spawn();
+    const client = await AgentClient.connect(cache);
+    await client.hello('cache');
+    await client.fetch('table');
+    expect(await sessionState(next, 'cache')).toBe('EINVAL');
+    await client.close();
+    await until(
+      async () => (await sessionState(next, 'cache')) === 'ENOENT',
+      'the agent to finish the session of a service that hung up',
+    );
+    expect(agent.services).toEqual(new Map([['cache', []]]));
+    await agent.close();
+  });
+});
+
 describe('a service that finishes its session itself', () => {
   it('keeps the session after fetching with finish: false until its finish, which a refusal leaves as it was', async () => {
     const harness = await boot();
@@ -154,15 +201,7 @@ describe('a service that finishes its session itself', () => {
     expect(await client.hello('vm0')).toEqual({ restored: true });
     const [fd] = await client.fetch('table', { finish: false });
     // Every entry is fetched, and yet the session is not finished: LUO still has it, retrieved.
-    const sessionState = async (): Promise<string> => {
-      const device = await LiveUpdateDevice.open(next);
-      try {
-        return await errnoOf(device.retrieveSession('vm0'));
-      } finally {
-        await device.close();
-      }
-    };
-    expect(await sessionState()).toBe('EINVAL');
+    expect(await sessionState(next, 'vm0')).toBe('EINVAL');
     expect(await client.list()).toEqual([{ name: 'table', order: 0, fds: 1 }]);
 
     // LUO refuses (as iommufd does while a restored HWPT is in use): the service is told, and
@@ -176,7 +215,7 @@ describe('a service that finishes its session itself', () => {
     expect(await textOf(vmm, again!, 8)).toBe('vm0 data');
 
     await client.finish();
-    expect(await sessionState()).toBe('ENOENT');
+    expect(await sessionState(next, 'vm0')).toBe('ENOENT');
     expect(await client.list()).toEqual([]);
     // The service's fds are its own and outlive the finish; a second finish has nothing to finish.
     expect(await textOf(vmm, fd!, 8)).toBe('vm0 data');
