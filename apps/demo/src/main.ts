@@ -176,8 +176,9 @@ async function run(options: DemoOptions, layout: KvCacheLayout): Promise<DemoVer
       );
       memcachedRun = await MemcachedDemoRun.start(memcached.server.port);
       say(
-        `  memcache-client (npm) stored ${count(DEMO_MEMCACHED_KEYS)} keys and now runs set, get on ` +
-          `${DEMO_MEMCACHED_CONNECTIONS} connections, without pause, until after the last update`,
+        `  memcache-client (npm) stored ${count(DEMO_MEMCACHED_KEYS)} keys; it will run set, get on ` +
+          `${DEMO_MEMCACHED_CONNECTIONS} connections, without pause, from right before the first ` +
+          `update until after the last`,
       );
       say(memcachedToolsLine(memcachedRun.missingTools));
     }

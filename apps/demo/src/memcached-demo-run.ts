@@ -57,6 +57,7 @@ export class MemcachedDemoRun {
   readonly #dir: string;
   readonly #file: string | null;
   readonly #toolRecords: MemcachedRequestRecord[] = [];
+  #looping = false;
   /** libmemcached-tools not installed: their part of the run is left out. */
   readonly missingTools: readonly string[];
   readonly #memcslapRuns: MemcslapRun[] = [];
@@ -76,7 +77,11 @@ export class MemcachedDemoRun {
     this.missingTools = missingTools;
   }
 
-  /** Load the keys and the file into the server on `port`, then start the loop. */
+  /**
+   * Load the keys and the file into the server on `port`. The loop starts with the first
+   * {@link beforeUpdate}: what the host does before (building a VM, stamping its memory) is not
+   * the live update's outage.
+   */
   static async start(port: number): Promise<MemcachedDemoRun> {
     const clients = MemcachedClients.connect(port, {
       keys: DEMO_MEMCACHED_KEYS,
@@ -98,12 +103,18 @@ export class MemcachedDemoRun {
       await run.close();
       throw error;
     }
-    clients.startLoop();
     return run;
   }
 
-  /** Start memcslap, when installed, so that it runs across the live update. */
+  /**
+   * Right before a live update: start the set/get loop (at the first update; it runs until
+   * {@link finish}) and memcslap, when installed, so that both run across the update.
+   */
   beforeUpdate(): void {
+    if (!this.#looping) {
+      this.#looping = true;
+      this.#clients.startLoop();
+    }
     if (this.missingTools.includes(LIBMEMCACHED_TOOLS.memcslap)) return;
     this.#memcslap = memcslap(this.port, MEMCSLAP_CONCURRENCY, MEMCSLAP_SETS, BOUND_MS);
   }
