@@ -19,13 +19,7 @@ export function lapsEndingAt(
   end: number,
   laps: [string, number][],
 ): TraceTrackSpan[] {
-  const spans: TraceTrackSpan[] = [];
-  let at = end;
-  for (const [name, ms] of laps.reverse()) {
-    spans.push({ track, name, start: at - ms, end: at });
-    at -= ms;
-  }
-  return spans.reverse();
+  return lapsStartingAt(track, end - laps.reduce((sum, [, ms]) => sum + ms, 0), laps);
 }
 
 /** Like {@link lapsEndingAt}, for laps that begin at `start` (machine time). */
