@@ -290,11 +290,17 @@ function readMemfdEntries(
   } catch (error) {
     return invalid(`${arrayName}: ${(error as Error).message}`);
   }
-  if (contents.data.subarray(used).some((byte) => byte !== 0)) {
+  if (!isZero(contents.data.subarray(used))) {
     invalid(`the ${arrayName} array holds bytes after its ${count} entries`);
   }
   checkCrc(contents.data.subarray(0, used));
   return { size, pos, endPage, count, data: contents.data, arrayFolios: contents.folios };
+}
+
+/** Whether every byte of `bytes` is 0 (a loop, not a callback per byte). */
+function isZero(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
 }
 
 /** `EIO` unless `flags` are what the writers give every folio, `DIRTY | UPTODATE`. */

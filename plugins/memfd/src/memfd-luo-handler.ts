@@ -250,15 +250,21 @@ export function createMemfdLuoHandler(
         const inode = memfds.createInode('', MFD_ALLOW_SEALING);
         inode.size = memfd.size;
         inode.seals = memfd.seals;
-        const folios = foliosOf(memfd);
-        for (const { index, pfn, order } of folios) {
-          inode.adopt(index, kho.restoreFolio(pfn * PAGE_SIZE, order));
+        // Run by run, with no list of every folio built first.
+        let nrFolios = 0;
+        for (const run of memfd.runs) {
+          const extent = 2 ** run.order;
+          for (let k = 0; k < run.nrFolios; k++) {
+            const pfn = run.pfn + k * extent;
+            inode.adopt(run.index + k * extent, kho.restoreFolio(pfn * PAGE_SIZE, run.order));
+          }
+          nrFolios += run.nrFolios;
         }
         const file = memfds.open(inode);
         file.pos = memfd.pos;
         args.file = file;
         log.debug(
-          `memfd: retrieved ${memfd.size} bytes in ${folios.length} folios (${memfd.runs.length} entries of ${args.compatible}) as inode ${inode.id}`,
+          `memfd: retrieved ${memfd.size} bytes in ${nrFolios} folios (${memfd.runs.length} entries of ${args.compatible}) as inode ${inode.id}`,
         );
       } finally {
         pages.freePages(serFolio);
