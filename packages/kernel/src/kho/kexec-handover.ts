@@ -454,7 +454,11 @@ export class KexecHandover {
     for (const [name, subtree] of this.#subtrees) {
       const first = toPfn(subtree.phys - (subtree.phys % PAGE_SIZE));
       const last = Math.floor((subtree.phys + subtree.size - 1) / PAGE_SIZE);
-      if (this.#preservedBitmap().subarray(first, last + 1).includes(0)) {
+      if (
+        this.#preservedBitmap()
+          .subarray(first, last + 1)
+          .includes(0)
+      ) {
         throw new KernelError(
           'EINVAL',
           `kho: subtree ${name} blob ${hex(subtree.phys)}+${subtree.size} is not in preserved memory`,
@@ -591,7 +595,9 @@ export class KexecHandover {
         `kho: ${hex(pfn * PAGE_SIZE)} order ${order} is not allocated memory (free, or preserved by the previous kernel and not restored)`,
       );
     }
-    const overlap = this.#preservedBitmap().subarray(pfn, pfn + frames).indexOf(1);
+    const overlap = this.#preservedBitmap()
+      .subarray(pfn, pfn + frames)
+      .indexOf(1);
     if (overlap >= 0) {
       throw new KernelError(
         'EEXIST',
