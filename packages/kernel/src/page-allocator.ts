@@ -103,7 +103,11 @@ export class PageAllocator {
     }
     fixed.sort((a, b) => a.pfn - b.pfn);
     const runs: { pfn: number; frames: number }[] = [];
-    for (const folio of sortFoliosByPfn(incoming?.folios ?? [])) {
+    const folios = sortFoliosByPfn(incoming?.folios ?? []);
+    // Indexed loops over folios here and in KHO's boot: a fresh kernel runs this code cold, where
+    // an iterator per step costs more than the step.
+    for (let i = 0; i < folios.length; i++) {
+      const folio = folios[i]!;
       const frames = 2 ** folio.order;
       this.#setHead(folio.pfn, PG_RESERVED, folio.order);
       this.#reserved += frames;

@@ -130,7 +130,8 @@ export class KexecHandover {
     this.#incomingSubtrees = incoming?.subtrees ?? new Map();
     this.#incomingFolios = incoming?.folios ?? [];
     if (!incoming) return;
-    for (const folio of incoming.folios) this.#unrestoredFrames += 2 ** folio.order;
+    const folios = incoming.folios;
+    for (let i = 0; i < folios.length; i++) this.#unrestoredFrames += 2 ** folios[i]!.order;
     this.#unrestoredFolios = incoming.folios.length;
     // The root FDT and the memory map are parsed: their frames go back to the allocator.
     for (const folio of incoming.handoverFolios) {

@@ -160,7 +160,8 @@ export function readKhoHandover(
   }
   const folios = sortFoliosByPfn(map.folios);
   let previous: PreservedFolio | undefined;
-  for (const folio of folios) {
+  for (let i = 0; i < folios.length; i++) {
+    const folio = folios[i]!;
     const end = folio.pfn + 2 ** folio.order;
     if (previous && previous.pfn + 2 ** previous.order > folio.pfn) {
       throw new KhoHandoverError(
