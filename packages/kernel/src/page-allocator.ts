@@ -338,6 +338,27 @@ export class PageAllocator {
     return this.#flags(pfn) === PG_RESERVED ? this.#order(pfn) : undefined;
   }
 
+  /**
+   * How many of the `count` folios of `order` laid end to end from `pfn` are, in a row from the
+   * first, reserved at boot with that order (see {@link reservedOrder}): `count` when all are.
+   * One call per run of contiguous folios, for readers that check a whole list.
+   */
+  reservedRun(pfn: number, count: number, order: number): number {
+    const extent = 2 ** order;
+    if (!Number.isSafeInteger(pfn) || pfn < 0) return 0;
+    for (let k = 0; k < count; k++) {
+      const head = pfn + k * extent;
+      if (
+        head >= this.#memory.frames ||
+        this.#memmap[head * MEMMAP_BYTES_PER_FRAME] !== PG_RESERVED ||
+        this.#memmap[head * MEMMAP_BYTES_PER_FRAME + 1] !== order
+      ) {
+        return k;
+      }
+    }
+    return count;
+  }
+
   #freeRange(start: number, frames: number): void {
     for (const { pfn, order } of alignedChunks(start, frames)) {
       if (this.#poison) this.#memory.fill(pfn * PAGE_SIZE, PAGE_SIZE * 2 ** order, PAGE_POISON);

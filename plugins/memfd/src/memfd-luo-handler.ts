@@ -250,13 +250,12 @@ export function createMemfdLuoHandler(
         const inode = memfds.createInode('', MFD_ALLOW_SEALING);
         inode.size = memfd.size;
         inode.seals = memfd.seals;
-        // Run by run, with no list of every folio built first.
+        // Run by run: one restore per run of contiguous folios.
         let nrFolios = 0;
         for (const run of memfd.runs) {
-          const extent = 2 ** run.order;
-          for (let k = 0; k < run.nrFolios; k++) {
-            const pfn = run.pfn + k * extent;
-            inode.adopt(run.index + k * extent, kho.restoreFolio(pfn * PAGE_SIZE, run.order));
+          const folios = kho.restoreFolios(run.pfn * PAGE_SIZE, run.nrFolios, run.order);
+          for (let k = 0; k < folios.length; k++) {
+            inode.adopt(run.index + k * 2 ** run.order, folios[k]!);
           }
           nrFolios += run.nrFolios;
         }

@@ -281,6 +281,52 @@ export class KexecHandover {
   }
 
   /**
+   * How many of the `nrFolios` folios of `order` laid end to end from `phys` the previous kernel
+   * preserved with that order and nobody has restored, in a row from the first: `nrFolios` when
+   * all are, 0 for an address that is not a page-aligned one. Restores nothing, like
+   * {@link incomingOrder}, but checks a run of contiguous folios in one call.
+   */
+  incomingRun(phys: number, nrFolios: number, order: number): number {
+    if (!this.#khoBoot || !Number.isSafeInteger(phys) || phys < 0 || phys % PAGE_SIZE !== 0) {
+      return 0;
+    }
+    return this.#pages.reservedRun(phys / PAGE_SIZE, nrFolios, order);
+  }
+
+  /**
+   * `kho_restore_folio()` for a run: the `nrFolios` folios of `order` laid end to end from
+   * `phys`, all or nothing. `EINVAL` naming the first folio that was not preserved with that
+   * order or is already restored, before any is restored. Returns them in address order.
+   */
+  restoreFolios(phys: number, nrFolios: number, order: number): Folio[] {
+    checkOrder(order);
+    const pfn = toPfn(phys);
+    if (!Number.isSafeInteger(nrFolios) || nrFolios < 0) {
+      throw new KernelError('EINVAL', `kho: cannot restore ${nrFolios} folios`);
+    }
+    const held = this.incomingRun(phys, nrFolios, order);
+    if (held < nrFolios) {
+      const at = (pfn + held * 2 ** order) * PAGE_SIZE;
+      const preserved = this.incomingOrder(at);
+      throw new KernelError(
+        'EINVAL',
+        preserved === undefined
+          ? `kho: ${hex(at)} was not preserved or is already restored`
+          : `kho: ${hex(at)} was preserved with order ${preserved}, not ${order}`,
+      );
+    }
+    const folios: Folio[] = [];
+    for (let k = 0; k < nrFolios; k++) {
+      const folio = { pfn: pfn + k * 2 ** order, order };
+      this.#pages.adoptReserved(folio);
+      folios.push(folio);
+    }
+    this.#unrestoredFolios -= nrFolios;
+    this.#unrestoredFrames -= nrFolios * 2 ** order;
+    return folios;
+  }
+
+  /**
    * `kho_restore_pages()`: restore what {@link preservePages} preserved with the same `count`.
    * Returns the chunks as folios (free each with `freePages`). All or nothing.
    */
