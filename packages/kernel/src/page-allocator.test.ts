@@ -413,6 +413,59 @@ describe('PageAllocator', () => {
   });
 });
 
+describe('incoming KHO folios contiguous in RAM', () => {
+  // A run of folios of mixed orders that follow each other in RAM, a lone one, and one right
+  // above scratch: given unsorted, as a test can; the kernel's reader sorts them.
+  const run: Folio[] = [
+    { pfn: 2056, order: 3 },
+    { pfn: 2048, order: 3 },
+    { pfn: 2064, order: 4 },
+    { pfn: 2080, order: 5 },
+    { pfn: 3001, order: 0 },
+    { pfn: SCRATCH_END, order: 2 },
+  ];
+  const frames = run.reduce((sum, f) => sum + 2 ** f.order, 0);
+  const incoming = (): KhoIncoming => ({
+    compatible: 'kho-v2',
+    fdtPhys: 3001 * PAGE_SIZE,
+    scratch: SCRATCH,
+    folios: run,
+    handoverFolios: [],
+    subtrees: new Map(),
+  });
+
+  it('are reserved frame for frame: every other frame is handed out, none of theirs', () => {
+    const { pages } = boot('kho=on', { incoming: incoming() });
+    expect(pages.stats.reserved).toBe(FIRMWARE_FRAMES + frames);
+    const handedOut = drain(pages);
+    const taken = new Set<number>();
+    for (const folio of handedOut) taken.add(folio.pfn);
+    for (const folio of run) {
+      for (let pfn = folio.pfn; pfn < folio.pfn + 2 ** folio.order; pfn++) {
+        expect(taken.has(pfn), `preserved pfn ${pfn} was handed out`).toBe(false);
+      }
+    }
+    // The neighbours of the run are free memory: handed out.
+    for (const pfn of [2047, 2112, 3000, 3002, SCRATCH_END + 4]) {
+      expect(taken.has(pfn), `free pfn ${pfn}`).toBe(true);
+    }
+    expect(taken.size).toBe(FRAMES - FIRMWARE_FRAMES - SCRATCH.frames - frames);
+  });
+
+  it('keep each head and its order until adopted: reservedOrder reads it from the memory map', () => {
+    const { pages } = boot('kho=on', { incoming: incoming() });
+    for (const folio of run) expect(pages.reservedOrder(folio.pfn)).toBe(folio.order);
+    for (const pfn of [2049, 2063, 2047, 2112, 0, SCRATCH.pfn, FRAMES, -1, 1.5]) {
+      expect(pages.reservedOrder(pfn), `pfn ${pfn}`).toBeUndefined();
+    }
+    pages.adoptReserved({ pfn: 2064, order: 4 });
+    expect(pages.reservedOrder(2064)).toBeUndefined();
+    expect(pages.frameState(2064)).toBe('allocated');
+    expect(pages.frameState(2063)).toBe('preserved');
+    expect(pages.frameState(2080)).toBe('preserved');
+  });
+});
+
 describe('getOrder', () => {
   it.each([
     [1, 0],

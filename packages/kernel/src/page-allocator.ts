@@ -1,8 +1,8 @@
 import { inject, injectable } from 'tsyringe';
 import { KernelError, PAGE_SIZE, hex, type PhysicalMemory } from '@liveupdate/machine';
 import { CommandLine } from './command-line.js';
-import type { KhoIncoming } from './kho/kho-incoming.js';
-import type { PreservedFolio } from './kho/kho-memory-map.js';
+import type { FrameRange, KhoIncoming } from './kho/kho-incoming.js';
+import { sortFoliosByPfn, type PreservedFolio } from './kho/kho-memory-map.js';
 import { KernelLog } from './kernel-log.js';
 import { MEMMAP_BYTES_PER_FRAME, type MemoryLayout } from './memory-layout.js';
 import { KHO_INCOMING, MEMORY_LAYOUT, PHYSICAL_MEMORY } from './tokens.js';
@@ -89,28 +89,44 @@ export class PageAllocator {
 
     // What is not free, as sorted ranges; every other frame goes to the free lists. Only the
     // head frame of a reserved folio is marked (restore needs its order): free-list heads are
-    // the only frames the buddy logic ever inspects, so tails need no flags. Work is
-    // O(folios + free blocks), not O(frames).
-    const busy: { pfn: number; frames: number }[] = [{ pfn: 0, frames: layout.firstUsablePfn }];
+    // the only frames the buddy logic ever inspects, so tails need no flags. Preserved folios
+    // that follow each other in RAM make one range, so the work after marking the heads is
+    // O(runs of contiguous folios + free blocks), not O(folios) or O(frames).
+    const fixed: FrameRange[] = [{ pfn: 0, frames: layout.firstUsablePfn }];
     this.#reserved = layout.firstUsablePfn;
     if (layout.scratch) {
-      busy.push(layout.scratch);
+      fixed.push(layout.scratch);
       this.#scratchFrames = layout.scratch.frames;
     } else {
-      busy.push(layout.memmap);
+      fixed.push(layout.memmap);
       this.#reserved += layout.memmap.frames;
     }
-    for (const folio of incoming?.folios ?? []) {
+    fixed.sort((a, b) => a.pfn - b.pfn);
+    const runs: { pfn: number; frames: number }[] = [];
+    const folios = sortFoliosByPfn(incoming?.folios ?? []);
+    // Indexed loops over folios here and in KHO's boot: a fresh kernel runs this code cold, where
+    // an iterator per step costs more than the step.
+    for (let i = 0; i < folios.length; i++) {
+      const folio = folios[i]!;
+      const frames = 2 ** folio.order;
       this.#setHead(folio.pfn, PG_RESERVED, folio.order);
-      busy.push({ pfn: folio.pfn, frames: 2 ** folio.order });
-      this.#reserved += 2 ** folio.order;
+      this.#reserved += frames;
+      const last = runs[runs.length - 1];
+      if (last && last.pfn + last.frames === folio.pfn) last.frames += frames;
+      else runs.push({ pfn: folio.pfn, frames });
     }
-    busy.sort((a, b) => a.pfn - b.pfn);
     let next = 0;
-    for (const range of [...busy, { pfn: memory.frames, frames: 0 }]) {
+    const take = (range: FrameRange): void => {
       if (range.pfn > next) this.#freeRange(next, range.pfn - next);
       next = Math.max(next, range.pfn + range.frames);
+    };
+    let f = 0;
+    for (const run of runs) {
+      while (f < fixed.length && fixed[f]!.pfn <= run.pfn) take(fixed[f++]!);
+      take(run);
     }
+    while (f < fixed.length) take(fixed[f++]!);
+    take({ pfn: memory.frames, frames: 0 });
     // The simulated firmware keeps nothing in its area, so a debug boot poisons it like free
     // memory: nothing written there by a previous kernel can be read back.
     if (this.#poison) memory.fill(0, layout.firstUsablePfn * PAGE_SIZE, PAGE_POISON);
@@ -310,6 +326,37 @@ export class PageAllocator {
     this.#setHead(pfn, PG_HEAD, order);
     this.#reserved -= 2 ** order;
     this.#allocated += 2 ** order;
+  }
+
+  /**
+   * The order of the folio reserved at boot (preserved by the previous kernel) whose head is
+   * `pfn`, while it is neither adopted with {@link adoptReserved} nor freed; `undefined` for any
+   * other frame. KHO's incoming bookkeeping reads it rather than keeping a map of every folio.
+   */
+  reservedOrder(pfn: number): number | undefined {
+    if (!Number.isSafeInteger(pfn) || !this.#memory.isValidPfn(pfn)) return undefined;
+    return this.#flags(pfn) === PG_RESERVED ? this.#order(pfn) : undefined;
+  }
+
+  /**
+   * How many of the `count` folios of `order` laid end to end from `pfn` are, in a row from the
+   * first, reserved at boot with that order (see {@link reservedOrder}): `count` when all are.
+   * One call per run of contiguous folios, for readers that check a whole list.
+   */
+  reservedRun(pfn: number, count: number, order: number): number {
+    const extent = 2 ** order;
+    if (!Number.isSafeInteger(pfn) || pfn < 0) return 0;
+    for (let k = 0; k < count; k++) {
+      const head = pfn + k * extent;
+      if (
+        head >= this.#memory.frames ||
+        this.#memmap[head * MEMMAP_BYTES_PER_FRAME] !== PG_RESERVED ||
+        this.#memmap[head * MEMMAP_BYTES_PER_FRAME + 1] !== order
+      ) {
+        return k;
+      }
+    }
+    return count;
   }
 
   #freeRange(start: number, frames: number): void {

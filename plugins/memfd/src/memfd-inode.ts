@@ -99,7 +99,11 @@ export class MemfdInode {
 
   /** The folio holding page `page`, if any. */
   lookup(page: number): MemfdFolio | undefined {
-    for (let order = 0; order <= MAX_PAGE_ORDER; order++) {
+    // Walks from folio to folio (allocateRange, segments) ask for a folio's first page: one
+    // map lookup, not one per order.
+    const starting = this.#folios.get(page);
+    if (starting) return { index: page, folio: starting };
+    for (let order = 1; order <= MAX_PAGE_ORDER; order++) {
       const index = page - (page % pow2(order));
       const folio = this.#folios.get(index);
       if (folio && index + pow2(folio.order) > page) return { index, folio };

@@ -250,15 +250,20 @@ export function createMemfdLuoHandler(
         const inode = memfds.createInode('', MFD_ALLOW_SEALING);
         inode.size = memfd.size;
         inode.seals = memfd.seals;
-        const folios = foliosOf(memfd);
-        for (const { index, pfn, order } of folios) {
-          inode.adopt(index, kho.restoreFolio(pfn * PAGE_SIZE, order));
+        // Run by run: one restore per run of contiguous folios.
+        let nrFolios = 0;
+        for (const run of memfd.runs) {
+          const folios = kho.restoreFolios(run.pfn * PAGE_SIZE, run.nrFolios, run.order);
+          for (let k = 0; k < folios.length; k++) {
+            inode.adopt(run.index + k * 2 ** run.order, folios[k]!);
+          }
+          nrFolios += run.nrFolios;
         }
         const file = memfds.open(inode);
         file.pos = memfd.pos;
         args.file = file;
         log.debug(
-          `memfd: retrieved ${memfd.size} bytes in ${folios.length} folios (${memfd.runs.length} entries of ${args.compatible}) as inode ${inode.id}`,
+          `memfd: retrieved ${memfd.size} bytes in ${nrFolios} folios (${memfd.runs.length} entries of ${args.compatible}) as inode ${inode.id}`,
         );
       } finally {
         pages.freePages(serFolio);

@@ -341,6 +341,64 @@ describe('KexecHandover across an in-process kexec', () => {
   );
 });
 
+describe('KexecHandover: restoring a run of contiguous folios', () => {
+  /** Kernel 1 preserves 6 order-2 folios laid end to end; kernel 2 boots from the handover. */
+  function runKexec() {
+    const k1 = coldBoot('kho=on');
+    const block = k1.pages.allocPages(5);
+    k1.pages.freePages(block);
+    const folios = Array.from({ length: 6 }, () => k1.pages.allocPages(2));
+    folios.sort((a, b) => a.pfn - b.pfn);
+    for (let k = 1; k < folios.length; k++) expect(folios[k]!.pfn).toBe(folios[0]!.pfn + 4 * k);
+    folios.forEach((folio, k) => k1.memory.fill(folio.pfn * PAGE_SIZE, 4 * PAGE_SIZE, 0x10 + k));
+    for (const folio of folios) k1.kho.preserveFolio(folio);
+    const k2 = bootMemory(k1.memory, 'kho=on page_poison=on', k1.kho.finalize());
+    return { k2, folios, first: folios[0]!.pfn * PAGE_SIZE };
+  }
+
+  it('gives the same frames, with their bytes, as restoring each folio', () => {
+    const { k2, folios, first } = runKexec();
+    expect(k2.kho.incomingRun(first, 6, 2)).toBe(6);
+    const before = k2.kho.stats;
+    expect(k2.kho.restoreFolios(first, 6, 2)).toEqual(folios);
+    folios.forEach((folio, k) => {
+      expect(framesFilledWith(k2.memory, folio.pfn, 4, 0x10 + k)).toBe(true);
+      expect(k2.pages.isAllocated(folio.pfn, 2)).toBe(true);
+    });
+    expect(k2.kho.stats.unrestoredFolios).toBe(before.unrestoredFolios - 6);
+    expect(k2.kho.stats.unrestoredFrames).toBe(before.unrestoredFrames - 24);
+    expect(k2.kho.incomingRun(first, 6, 2)).toBe(0);
+    expect(errnoOf(() => k2.kho.restoreFolio(first, 2))).toBe('EINVAL');
+  });
+
+  it('counts the folios held in a row and restores none of a run that is not all held', () => {
+    const { k2, folios, first } = runKexec();
+    k2.kho.restoreFolio(folios[3]!.pfn * PAGE_SIZE, 2);
+    expect(k2.kho.incomingRun(first, 6, 2)).toBe(3);
+    expect(k2.kho.incomingRun(first, 6, 1)).toBe(0);
+    expect(k2.kho.incomingRun(first + 8, 2, 2)).toBe(0);
+    const before = k2.kho.stats;
+    let error: unknown;
+    try {
+      k2.kho.restoreFolios(first, 6, 2);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(KernelError.isInstance(error) && error.code).toBe('EINVAL');
+    expect((error as Error).message).toContain(
+      `${hex(folios[3]!.pfn * PAGE_SIZE)} was not preserved or is already restored`,
+    );
+    expect(errnoOf(() => k2.kho.restoreFolios(first + 4 * PAGE_SIZE, 2, 1))).toBe('EINVAL');
+    expect(k2.kho.stats).toEqual(before);
+    for (const k of [0, 1, 2, 4, 5]) {
+      expect(k2.kho.incomingOrder(folios[k]!.pfn * PAGE_SIZE), `folio ${k}`).toBe(2);
+    }
+    // The rest of the run is restored as two runs around the folio restored alone.
+    expect(k2.kho.restoreFolios(first, 3, 2)).toEqual(folios.slice(0, 3));
+    expect(k2.kho.restoreFolios(folios[4]!.pfn * PAGE_SIZE, 2, 2)).toEqual(folios.slice(4));
+  });
+});
+
 describe('KexecHandover preservation', () => {
   it('refuses everything with EINVAL when KHO is off, and finalize writes nothing', () => {
     const k = coldBoot('page_poison=on');

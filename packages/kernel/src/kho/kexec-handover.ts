@@ -29,7 +29,13 @@ import {
   KHO_SUBTREE_NAME,
 } from './kho-abi.js';
 import type { KhoIncoming } from './kho-incoming.js';
-import { khoMapCrc, khoMapPages, walkKhoMapChain, writeKhoMemoryMap } from './kho-memory-map.js';
+import {
+  khoMapCrc,
+  khoMapPages,
+  sortFoliosByPfn,
+  walkKhoMapChain,
+  writeKhoMemoryMap,
+} from './kho-memory-map.js';
 
 /** A blob registered with {@link KexecHandover.addSubtree}. */
 export interface KhoSubtree {
@@ -86,9 +92,19 @@ export class KexecHandover {
   readonly #layout: MemoryLayout;
   readonly #log: KernelLog;
   readonly #preserved = new Map<number, number>();
-  readonly #preservedFrames: Uint8Array;
+  #preservedFrameCount = 0;
+  /** One byte per frame of RAM, 1 where preserved: allocated at the first preservation. */
+  #preservedFrames: Uint8Array | undefined;
   readonly #subtrees = new Map<string, KhoSubtree>();
-  readonly #incoming = new Map<number, number>();
+  /**
+   * Every folio the previous kernel preserved, sorted by pfn. Which of them are not restored yet
+   * is the page allocator's memory map (a head reserved at boot, see
+   * `PageAllocator.reservedOrder`), as `struct page` is in Linux: no per-folio map is built at
+   * boot.
+   */
+  readonly #incomingFolios: readonly Folio[];
+  #unrestoredFolios = 0;
+  #unrestoredFrames = 0;
   readonly #incomingSubtrees: ReadonlyMap<string, KhoSubtree>;
   /** Incoming subtrees some subsystem retrieved. */
   readonly #claimedSubtrees = new Set<string>();
@@ -110,24 +126,25 @@ export class KexecHandover {
     this.#layout = layout;
     this.#log = log;
     this.enabled = cmdline.bool('kho', false);
-    this.#preservedFrames = new Uint8Array(memory.frames);
     this.#khoBoot = incoming !== null;
     this.#incomingSubtrees = incoming?.subtrees ?? new Map();
+    this.#incomingFolios = incoming?.folios ?? [];
     if (!incoming) return;
-    const handover = new Set(incoming.handoverFolios.map((f) => f.pfn));
-    for (const folio of incoming.folios) {
-      if (!handover.has(folio.pfn)) this.#incoming.set(folio.pfn, folio.order);
-    }
+    const folios = incoming.folios;
+    for (let i = 0; i < folios.length; i++) this.#unrestoredFrames += 2 ** folios[i]!.order;
+    this.#unrestoredFolios = incoming.folios.length;
     // The root FDT and the memory map are parsed: their frames go back to the allocator.
     for (const folio of incoming.handoverFolios) {
       pages.adoptReserved(folio);
       pages.freePages(folio);
+      this.#unrestoredFolios--;
+      this.#unrestoredFrames -= 2 ** folio.order;
     }
     if (incoming.compatible === KHO_FDT_COMPATIBLE_V1) {
       log.warn(`KHO: the incoming handover is ${KHO_FDT_COMPATIBLE_V1}: it carries no checksums`);
     }
     log.info(
-      `KHO: restored handover (${incoming.compatible}) from ${hex(incoming.fdtPhys)}: ${this.#incoming.size} preserved folios, subtrees: ${[...incoming.subtrees.keys()].join(', ') || 'none'}`,
+      `KHO: restored handover (${incoming.compatible}) from ${hex(incoming.fdtPhys)}: ${this.#unrestoredFolios} preserved folios, subtrees: ${[...incoming.subtrees.keys()].join(', ') || 'none'}`,
     );
   }
 
@@ -137,15 +154,11 @@ export class KexecHandover {
   }
 
   get stats(): KhoStats {
-    let preservedFrames = 0;
-    for (const order of this.#preserved.values()) preservedFrames += 2 ** order;
-    let unrestoredFrames = 0;
-    for (const order of this.#incoming.values()) unrestoredFrames += 2 ** order;
     return {
       preservedFolios: this.#preserved.size,
-      preservedFrames,
-      unrestoredFolios: this.#incoming.size,
-      unrestoredFrames,
+      preservedFrames: this.#preservedFrameCount,
+      unrestoredFolios: this.#unrestoredFolios,
+      unrestoredFrames: this.#unrestoredFrames,
       unclaimedFolios: this.#unclaimedFolios,
       unclaimedFrames: this.#unclaimedFrames,
     };
@@ -239,7 +252,7 @@ export class KexecHandover {
   restoreFolio(phys: number, order?: number): Folio {
     if (order !== undefined) checkOrder(order);
     const pfn = toPfn(phys);
-    const preserved = this.#incoming.get(pfn);
+    const preserved = this.#incomingOrderOf(pfn);
     if (preserved === undefined) {
       throw new KernelError('EINVAL', `kho: ${hex(phys)} was not preserved or is already restored`);
     }
@@ -250,9 +263,10 @@ export class KexecHandover {
         `kho: ${hex(phys)} was preserved with order ${preserved}, not ${order}`,
       );
     }
-    this.#incoming.delete(pfn);
     const folio = { pfn, order };
     this.#pages.adoptReserved(folio);
+    this.#unrestoredFolios--;
+    this.#unrestoredFrames -= 2 ** order;
     return folio;
   }
 
@@ -263,7 +277,53 @@ export class KexecHandover {
    */
   incomingOrder(phys: number): number | undefined {
     if (!Number.isSafeInteger(phys) || phys < 0 || phys % PAGE_SIZE !== 0) return undefined;
-    return this.#incoming.get(phys / PAGE_SIZE);
+    return this.#incomingOrderOf(phys / PAGE_SIZE);
+  }
+
+  /**
+   * How many of the `nrFolios` folios of `order` laid end to end from `phys` the previous kernel
+   * preserved with that order and nobody has restored, in a row from the first: `nrFolios` when
+   * all are, 0 for an address that is not a page-aligned one. Restores nothing, like
+   * {@link incomingOrder}, but checks a run of contiguous folios in one call.
+   */
+  incomingRun(phys: number, nrFolios: number, order: number): number {
+    if (!this.#khoBoot || !Number.isSafeInteger(phys) || phys < 0 || phys % PAGE_SIZE !== 0) {
+      return 0;
+    }
+    return this.#pages.reservedRun(phys / PAGE_SIZE, nrFolios, order);
+  }
+
+  /**
+   * `kho_restore_folio()` for a run: the `nrFolios` folios of `order` laid end to end from
+   * `phys`, all or nothing. `EINVAL` naming the first folio that was not preserved with that
+   * order or is already restored, before any is restored. Returns them in address order.
+   */
+  restoreFolios(phys: number, nrFolios: number, order: number): Folio[] {
+    checkOrder(order);
+    const pfn = toPfn(phys);
+    if (!Number.isSafeInteger(nrFolios) || nrFolios < 0) {
+      throw new KernelError('EINVAL', `kho: cannot restore ${nrFolios} folios`);
+    }
+    const held = this.incomingRun(phys, nrFolios, order);
+    if (held < nrFolios) {
+      const at = (pfn + held * 2 ** order) * PAGE_SIZE;
+      const preserved = this.incomingOrder(at);
+      throw new KernelError(
+        'EINVAL',
+        preserved === undefined
+          ? `kho: ${hex(at)} was not preserved or is already restored`
+          : `kho: ${hex(at)} was preserved with order ${preserved}, not ${order}`,
+      );
+    }
+    const folios: Folio[] = [];
+    for (let k = 0; k < nrFolios; k++) {
+      const folio = { pfn: pfn + k * 2 ** order, order };
+      this.#pages.adoptReserved(folio);
+      folios.push(folio);
+    }
+    this.#unrestoredFolios -= nrFolios;
+    this.#unrestoredFrames -= nrFolios * 2 ** order;
+    return folios;
   }
 
   /**
@@ -273,7 +333,7 @@ export class KexecHandover {
   restorePages(phys: number, count: number): Folio[] {
     const chunks = checkedChunks(toPfn(phys), count);
     for (const chunk of chunks) {
-      if (this.#incoming.get(chunk.pfn) !== chunk.order) {
+      if (this.#incomingOrderOf(chunk.pfn) !== chunk.order) {
         throw new KernelError(
           'EINVAL',
           `kho: pages ${hex(phys)}+${count} were not preserved together or are restored`,
@@ -295,7 +355,7 @@ export class KexecHandover {
   /** `kho_restore_free()`: restore a preserved folio and free it at once. */
   restoreFree(phys: number): void {
     const pfn = toPfn(phys);
-    const order = this.#incoming.get(pfn);
+    const order = this.#incomingOrderOf(pfn);
     if (order === undefined) {
       throw new KernelError('EINVAL', `kho: ${hex(phys)} was not preserved or is already restored`);
     }
@@ -383,17 +443,16 @@ export class KexecHandover {
    * number of frames freed. After it, a late `restoreFolio` of such a folio is `EINVAL`.
    */
   reclaimUnrestored(why: string): number {
-    if (this.#incoming.size === 0) return 0;
-    const folios = [...this.#incoming]
-      .map(([pfn, order]) => ({ pfn, order }))
-      .sort((a, b) => a.pfn - b.pfn);
-    this.#incoming.clear();
+    if (this.#unrestoredFolios === 0) return 0;
+    const folios = this.#unrestored();
     let frames = 0;
     for (const folio of folios) {
       this.#pages.adoptReserved(folio);
       this.#pages.freePages(folio);
       frames += 2 ** folio.order;
     }
+    this.#unrestoredFolios = 0;
+    this.#unrestoredFrames = 0;
     this.#unclaimedFolios += folios.length;
     this.#unclaimedFrames += frames;
     this.#log.warn(
@@ -442,7 +501,11 @@ export class KexecHandover {
     for (const [name, subtree] of this.#subtrees) {
       const first = toPfn(subtree.phys - (subtree.phys % PAGE_SIZE));
       const last = Math.floor((subtree.phys + subtree.size - 1) / PAGE_SIZE);
-      if (this.#preservedFrames.subarray(first, last + 1).includes(0)) {
+      if (
+        this.#preservedBitmap()
+          .subarray(first, last + 1)
+          .includes(0)
+      ) {
         throw new KernelError(
           'EINVAL',
           `kho: subtree ${name} blob ${hex(subtree.phys)}+${subtree.size} is not in preserved memory`,
@@ -469,13 +532,13 @@ export class KexecHandover {
         allocated.push(page);
         mapFolios.push(page);
       }
-      const folios = [...this.#preserved].map(([pfn, order]) => ({ pfn, order }));
+      const folios: Folio[] = [];
+      for (const [pfn, order] of this.#preserved) folios.push({ pfn, order });
       folios.push(fdtFolio, ...mapFolios);
-      folios.sort((a, b) => a.pfn - b.pfn);
       writeKhoMemoryMap(
         this.#memory,
         mapFolios.map((f) => f.pfn),
-        folios,
+        sortFoliosByPfn(folios),
       );
       const fdtPhys = fdtFolio.pfn * PAGE_SIZE;
       const mapPhys = mapFolios[0]!.pfn * PAGE_SIZE;
@@ -489,9 +552,8 @@ export class KexecHandover {
         format === KHO_FDT_COMPATIBLE ? encodeFdt(this.#rootFdt(format, mapPhys, sums)) : unsealed,
       );
       this.#finalized = true;
-      if (this.#incoming.size > 0) {
-        const unclaimed = [...this.#incoming].map(([pfn, order]) => ({ pfn, order }));
-        unclaimed.sort((a, b) => a.pfn - b.pfn);
+      if (this.#unrestoredFolios > 0) {
+        const unclaimed = this.#unrestored();
         const frames = unclaimed.reduce((sum, f) => sum + 2 ** f.order, 0);
         this.#log.warn(
           `KHO: ${unclaimed.length} folios (${frames * (PAGE_SIZE / 1024)}K) the previous kernel preserved were never restored and are not handed on; ${this.#describeUnclaimed(unclaimed)}`,
@@ -580,7 +642,9 @@ export class KexecHandover {
         `kho: ${hex(pfn * PAGE_SIZE)} order ${order} is not allocated memory (free, or preserved by the previous kernel and not restored)`,
       );
     }
-    const overlap = this.#preservedFrames.subarray(pfn, pfn + frames).indexOf(1);
+    const overlap = this.#preservedBitmap()
+      .subarray(pfn, pfn + frames)
+      .indexOf(1);
     if (overlap >= 0) {
       throw new KernelError(
         'EEXIST',
@@ -590,9 +654,28 @@ export class KexecHandover {
   }
 
   #mark(folio: Folio, preserve: boolean): void {
-    this.#preservedFrames.fill(preserve ? 1 : 0, folio.pfn, folio.pfn + 2 ** folio.order);
+    this.#preservedBitmap().fill(preserve ? 1 : 0, folio.pfn, folio.pfn + 2 ** folio.order);
     if (preserve) this.#preserved.set(folio.pfn, folio.order);
     else this.#preserved.delete(folio.pfn);
+    this.#preservedFrameCount += (preserve ? 1 : -1) * 2 ** folio.order;
+  }
+
+  /**
+   * The bitmap of preserved frames, allocated at the first preservation rather than at boot:
+   * a boot, inside the blackout, does no work sized by RAM for it.
+   */
+  #preservedBitmap(): Uint8Array {
+    return (this.#preservedFrames ??= new Uint8Array(this.#memory.frames));
+  }
+
+  /** The order of the incoming folio at `pfn` while nobody has restored it, else `undefined`. */
+  #incomingOrderOf(pfn: number): number | undefined {
+    return this.#khoBoot ? this.#pages.reservedOrder(pfn) : undefined;
+  }
+
+  /** The incoming folios nobody has restored yet, sorted by pfn. */
+  #unrestored(): Folio[] {
+    return this.#incomingFolios.filter((f) => this.#pages.reservedOrder(f.pfn) === f.order);
   }
 }
 

@@ -26,7 +26,12 @@ import {
 } from './kho-abi.js';
 import type { KhoSubtree } from './kexec-handover.js';
 import { khoFdtCrc } from './kho-fdt-crc.js';
-import { KhoMapError, readKhoMemoryMap, type PreservedFolio } from './kho-memory-map.js';
+import {
+  KhoMapError,
+  readKhoMemoryMap,
+  sortFoliosByPfn,
+  type PreservedFolio,
+} from './kho-memory-map.js';
 
 /** A range of frames. */
 export interface FrameRange {
@@ -153,9 +158,10 @@ export function readKhoHandover(
     if (error instanceof KhoMapError) throw new KhoHandoverError(error.message);
     throw error;
   }
-  const folios = [...map.folios].sort((a, b) => a.pfn - b.pfn);
+  const folios = sortFoliosByPfn(map.folios);
   let previous: PreservedFolio | undefined;
-  for (const folio of folios) {
+  for (let i = 0; i < folios.length; i++) {
+    const folio = folios[i]!;
     const end = folio.pfn + 2 ** folio.order;
     if (previous && previous.pfn + 2 ** previous.order > folio.pfn) {
       throw new KhoHandoverError(
@@ -171,14 +177,17 @@ export function readKhoHandover(
     previous = folio;
   }
 
-  const byPfn = new Map(folios.map((f) => [f.pfn, f]));
-  const fdtFolio = byPfn.get(fdtPhys / PAGE_SIZE);
+  const startingAt = (pfn: number): PreservedFolio | undefined => {
+    const folio = folios[lastFolioAtOrBefore(folios, pfn)];
+    return folio?.pfn === pfn ? folio : undefined;
+  };
+  const fdtFolio = startingAt(fdtPhys / PAGE_SIZE);
   if (!fdtFolio || PAGE_SIZE * 2 ** fdtFolio.order < fdtSize) {
     throw new KhoHandoverError(`root FDT at ${hex(fdtPhys)} is not in preserved memory`);
   }
   const handoverFolios = [fdtFolio];
   for (const pfn of map.pages) {
-    const folio = byPfn.get(pfn);
+    const folio = startingAt(pfn);
     if (!folio || folio.order !== 0) {
       throw new KhoHandoverError(
         `memory map page ${hex(pfn * PAGE_SIZE)} is not in preserved memory`,
@@ -278,7 +287,17 @@ function readSubtrees(
 function isPreserved(range: KhoSubtree, folios: readonly PreservedFolio[]): boolean {
   let pfn = Math.floor(range.phys / PAGE_SIZE);
   const end = Math.ceil((range.phys + range.size) / PAGE_SIZE);
-  // The last folio starting at or before pfn, by binary search.
+  let index = lastFolioAtOrBefore(folios, pfn);
+  for (; index >= 0 && index < folios.length && pfn < end; index++) {
+    const folio = folios[index]!;
+    if (folio.pfn > pfn || folio.pfn + 2 ** folio.order <= pfn) return false;
+    pfn = folio.pfn + 2 ** folio.order;
+  }
+  return pfn >= end;
+}
+
+/** The index of the last folio of `folios` (sorted by pfn) starting at or before `pfn`, or -1. */
+function lastFolioAtOrBefore(folios: readonly PreservedFolio[], pfn: number): number {
   let low = 0;
   let high = folios.length - 1;
   let index = -1;
@@ -291,12 +310,7 @@ function isPreserved(range: KhoSubtree, folios: readonly PreservedFolio[]): bool
       high = mid - 1;
     }
   }
-  for (; index >= 0 && index < folios.length && pfn < end; index++) {
-    const folio = folios[index]!;
-    if (folio.pfn > pfn || folio.pfn + 2 ** folio.order <= pfn) return false;
-    pfn = folio.pfn + 2 ** folio.order;
-  }
-  return pfn >= end;
+  return index;
 }
 
 function describe(folio: PreservedFolio): string {

@@ -9,6 +9,7 @@ import {
   khoMapCrc,
   khoMapPages,
   readKhoMemoryMap,
+  sortFoliosByPfn,
   walkKhoMapChain,
   writeKhoMemoryMap,
   type PreservedFolio,
@@ -89,6 +90,19 @@ describe('KHO memory map', () => {
       last,
       { pfn: memory.frames - 1025, order: 0 },
     ]);
+  });
+
+  it('writes an entry above 4 GiB exactly, low bits and high bits', () => {
+    const memory = PhysicalMemory.allocate(32 * MiB);
+    // Above 4 GiB and above 2^40: both 32-bit halves of the entry carry bits.
+    const folios = [
+      { pfn: 2 ** 20 + 3 * 512, order: 9 },
+      { pfn: 2 ** 28 + 1, order: 0 },
+    ];
+    writeKhoMemoryMap(memory, [300], folios);
+    const base = 300 * PAGE_SIZE + KHO_MAP_HEADER_SIZE;
+    expect(memory.readU64(base)).toBe(BigInt(folios[0]!.pfn) * 4096n + 9n);
+    expect(memory.readU64(base + 8)).toBe(BigInt(folios[1]!.pfn) * 4096n);
   });
 
   it('lays out each page as magic, count, next and phys|order entries, little-endian', () => {
@@ -217,6 +231,22 @@ describe('KHO memory map', () => {
       expectMapError(memory, `page ${hex(b)} entry 0`);
     });
 
+    it('names the exact address of an entry far above RAM, even above 2^53', () => {
+      const memory = setup();
+      memory.writeU64(b + 16, 0x100000000n);
+      expectMapError(memory, `page ${hex(b)} entry 0: range 0x100000000+0x1000 is outside RAM`);
+      memory.writeU64(b + 16, 0xfffffffffffff000n);
+      expectMapError(
+        memory,
+        `page ${hex(b)} entry 0: range 0xfffffffffffff000+0x1000 is outside RAM`,
+      );
+      memory.writeU64(b + 16, 0xfffffffffffff003n);
+      expectMapError(
+        memory,
+        `page ${hex(b)} entry 0: address 0xfffffffffffff000 is not aligned to its order 3`,
+      );
+    });
+
     it('rejects an order above the maximum, naming page and entry', () => {
       const memory = setup();
       memory.writeU64(a + 16, BigInt(0x400 * PAGE_SIZE + 11));
@@ -269,5 +299,31 @@ describe('KHO memory map', () => {
         /preserved-memory-map-crc .* does not match the memory map/,
       );
     });
+  });
+});
+
+describe('sortFoliosByPfn', () => {
+  it('returns a sorted list itself, and sorts any other by pfn, keeping every folio', () => {
+    const sorted = [
+      { pfn: 1024, order: 10 },
+      { pfn: 2048, order: 0 },
+      { pfn: 2049, order: 0 },
+    ];
+    expect(sortFoliosByPfn(sorted)).toBe(sorted);
+    const shuffled = [
+      { pfn: 2 ** 30, order: 0 },
+      { pfn: 2049, order: 0 },
+      { pfn: 1024, order: 10 },
+      { pfn: 2048, order: 0 },
+      { pfn: 3, order: 0 },
+    ];
+    expect(sortFoliosByPfn(shuffled)).toEqual([
+      { pfn: 3, order: 0 },
+      { pfn: 1024, order: 10 },
+      { pfn: 2048, order: 0 },
+      { pfn: 2049, order: 0 },
+      { pfn: 2 ** 30, order: 0 },
+    ]);
+    expect(shuffled[0]).toEqual({ pfn: 2 ** 30, order: 0 });
   });
 });

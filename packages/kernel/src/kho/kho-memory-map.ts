@@ -37,7 +37,10 @@ export function khoMapPages(entries: number): number {
   return Math.max(1, Math.ceil(entries / KHO_MAP_ENTRIES_PER_PAGE));
 }
 
-/** Write `folios` into the chain of pages `pagePfns` (enough of them, see {@link khoMapPages}). */
+/**
+ * Write `folios` into the chain of pages `pagePfns` (enough of them, see {@link khoMapPages}).
+ * Each entry is written as two 32-bit halves: no `BigInt` per folio.
+ */
 export function writeKhoMemoryMap(
   memory: PhysicalMemory,
   pagePfns: readonly number[],
@@ -52,12 +55,12 @@ export function writeKhoMemoryMap(
     memory.writeU32(base, KHO_MAP_MAGIC);
     memory.writeU32(base + 4, count);
     memory.writeU64(base + 8, BigInt(next));
+    const entries = dataView(memory.view(base + KHO_MAP_HEADER_SIZE, 8 * count));
     for (let i = 0; i < count; i++) {
       const folio = folios[index++]!;
-      memory.writeU64(
-        base + KHO_MAP_HEADER_SIZE + i * 8,
-        BigInt(folio.pfn * PAGE_SIZE + folio.order),
-      );
+      const phys = folio.pfn * PAGE_SIZE;
+      entries.setUint32(i * 8, (phys % 2 ** 32) + folio.order, true);
+      entries.setUint32(i * 8 + 4, Math.floor(phys / 2 ** 32), true);
     }
   });
   if (index !== folios.length) throw new RangeError('KHO memory map: not enough pages');
@@ -142,25 +145,54 @@ export function readKhoMemoryMap(
   }
   const folios: PreservedFolio[] = [];
   for (const { phys: page, count } of chain) {
+    const entries = dataView(memory.view(page + KHO_MAP_HEADER_SIZE, 8 * count));
     for (let i = 0; i < count; i++) {
-      const raw = memory.readU64(page + KHO_MAP_HEADER_SIZE + i * 8);
-      const order = Number(raw & 0xfffn);
-      const start = raw & ~0xfffn;
-      const where = `memory map page ${hex(page)} entry ${i}`;
-      if (order > maxOrder) throw new KhoMapError(`${where}: order ${order} exceeds ${maxOrder}`);
-      const size = BigInt(PAGE_SIZE) << BigInt(order);
-      if (start % size !== 0n) {
+      // An entry as two exact 32-bit halves: the address is a multiple of 4 KiB below 2^64,
+      // which a double holds exactly, so no BigInt is needed per folio.
+      const low = entries.getUint32(i * 8, true);
+      const order = low & 0xfff;
+      const start = entries.getUint32(i * 8 + 4, true) * 2 ** 32 + (low - order);
+      if (order > maxOrder) {
         throw new KhoMapError(
-          `${where}: address ${hex(start)} is not aligned to its order ${order}`,
+          `memory map page ${hex(page)} entry ${i}: order ${order} exceeds ${maxOrder}`,
         );
       }
-      if (start + size > BigInt(memory.size)) {
+      const size = PAGE_SIZE * 2 ** order;
+      if (start % size !== 0) {
         throw new KhoMapError(
-          `${where}: range ${hex(start)}+${hex(size)} is outside RAM (size ${hex(memory.size)})`,
+          `memory map page ${hex(page)} entry ${i}: address ${hex(start)} is not aligned to its order ${order}`,
         );
       }
-      folios.push({ pfn: Number(start) / PAGE_SIZE, order });
+      if (start + size > memory.size) {
+        throw new KhoMapError(
+          `memory map page ${hex(page)} entry ${i}: range ${hex(start)}+${hex(size)} is outside RAM (size ${hex(memory.size)})`,
+        );
+      }
+      folios.push({ pfn: start / PAGE_SIZE, order });
     }
   }
   return { folios, pages: chain.map((page) => page.phys / PAGE_SIZE) };
+}
+
+/**
+ * `folios` sorted by pfn: the array itself when it already is (what {@link writeKhoMemoryMap}'s
+ * callers write), else a sorted copy. Sorts numeric keys natively rather than calling a
+ * comparator per pair, so a map of many folios costs little in a freshly booted kernel.
+ */
+export function sortFoliosByPfn<T extends PreservedFolio>(folios: readonly T[]): readonly T[] {
+  let sorted = true;
+  for (let i = 1; i < folios.length && sorted; i++) sorted = folios[i - 1]!.pfn <= folios[i]!.pfn;
+  if (sorted) return folios;
+  if (folios.length > 2 ** 16) return [...folios].sort((a, b) => a.pfn - b.pfn);
+  // pfn * 2^16 + index stays below 2^53 for any pfn of a RAM below 2^49 bytes.
+  const keys = new Float64Array(folios.length);
+  folios.forEach((folio, i) => {
+    keys[i] = folio.pfn * 2 ** 16 + i;
+  });
+  keys.sort();
+  return Array.from(keys, (key) => folios[key % 2 ** 16]!);
+}
+
+function dataView(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
