@@ -18,7 +18,10 @@ export function writeMappingFile(path, mapping) {
   const fd = openSync(path, 'w');
   try {
     for (const { bytes } of mapping.segments) {
-      for (let done = 0; done < bytes.length;) done += writeSync(fd, bytes, done);
+      // One write moves at most 2 GiB - 1 bytes.
+      for (let done = 0; done < bytes.length;) {
+        done += writeSync(fd, bytes, done, Math.min(WRITE_BYTES, bytes.length - done));
+      }
     }
     fsyncSync(fd);
   } finally {
@@ -27,6 +30,7 @@ export function writeMappingFile(path, mapping) {
 }
 
 const CHUNK_BYTES = 1024 * 1024;
+const WRITE_BYTES = 64 * CHUNK_BYTES;
 const BLOCK_BYTES = 4096;
 
 /**
