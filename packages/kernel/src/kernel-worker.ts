@@ -6,6 +6,7 @@ import { ModuleLoader } from './module-loader.js';
 import { kernelOwnNote } from './kernel-formats.js';
 import { encodeKernelNotes } from './kexec-notes.js';
 import { kexecTarget } from './kexec-target.js';
+import { compileLazilyAgain } from './eager-compile.js';
 
 /**
  * The worker side of the boot protocol: import the image's modules and report `loaded`, wait for
@@ -19,6 +20,8 @@ export async function runKernelWorker(port: MessagePort, data: KernelWorkerData)
   } catch (error) {
     output({ type: 'load-failed', reason: (error as Error).message });
     return;
+  } finally {
+    compileLazilyAgain();
   }
   let notes: Uint8Array;
   try {

@@ -1,9 +1,6 @@
-// The kernel worker's entry point: one per boot. Everything below is imported afresh in each
-// worker, so no JS state of a previous kernel can exist here; the channels a module could use to
-// reach another kernel's worker are closed before any module is imported.
-import 'reflect-metadata';
-import { isolateKernelWorker } from './isolate-kernel-worker.js';
-import { runKernelWorker } from './kernel-worker.js';
+// The kernel worker's entry point: one per boot. The kernel is compiled as it is loaded
+// (eager-compile.ts), then everything else is imported: see kernel-worker-entry.ts.
+import { compileEagerly } from './eager-compile.js';
 
-const { port, data } = isolateKernelWorker();
-void runKernelWorker(port, data);
+compileEagerly();
+await import('./kernel-worker-entry.js');
