@@ -19,7 +19,10 @@ export function compileEagerly(): void {
   setFlagsFromString('--no-flush-bytecode');
 }
 
-/** Back to V8's default, lazy compilation, once the kernel's modules are imported. */
+/**
+ * Back to lazy compilation once the kernel's modules are imported: V8's default, unless the
+ * process was started with `--no-lazy`.
+ */
 export function compileLazilyAgain(): void {
-  setFlagsFromString('--lazy');
+  if (!process.execArgv.includes('--no-lazy')) setFlagsFromString('--lazy');
 }
