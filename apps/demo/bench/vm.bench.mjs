@@ -272,9 +272,9 @@ console.log(
 console.log(
   [
     '',
-    "blackout.vm.*: the old kernel's reboot span begins → the new VMM has retrieved its session,",
-    '  restored the HWPT, bound the NIC, mapped guest RAM into a new IOAS, moved the NIC onto it',
-    '  (hitless), destroyed the restored HWPT, finished, mapped guest RAM, and the guest polled.',
+    "blackout.vm.*: the old kernel's reboot span begins → the new VMM has fetched its files,",
+    '  restored the HWPT, bound the NIC, mapped guest RAM, and the guest polled. The new IOAS, the',
+    '  hitless move of the NIC onto it and the session finish follow, the guest running.',
     'guest-paused.vm.*: the guest loop paused just before the reboot → it polled again.',
     'lost.luo.*: packets the NIC dropped during an update (ring full), counted by the NIC.',
     'lost.reset-on-freeze.*: with vfio-pci.reset_on_freeze=1 the NIC is reset at freeze and',
