@@ -22,8 +22,7 @@ import { IOMMU_SERVICE, IommuDriver } from './drivers/iommu-driver.js';
 import { IommuHandoverError } from './drivers/iommu-handover.js';
 import { PCI_BUS_SERVICE, PciBus } from './drivers/pci-bus.js';
 import { PciHandoverError } from './drivers/pci-handover.js';
-import { kernelFormatsCheck, kernelOwnNote } from './kernel-formats.js';
-import { encodeKernelNotes } from './kexec-notes.js';
+import { kernelFormatsCheck } from './kernel-formats.js';
 import { KexecChecks, kexecTarget, type KexecTarget } from './kexec-target.js';
 import { KexecHandover } from './kho/kexec-handover.js';
 import { KhoHandoverError, readKhoHandover, type KhoIncoming } from './kho/kho-incoming.js';
@@ -101,8 +100,7 @@ export class Kernel {
    * lay out memory, bring up the page allocator (reserving preserved frames, poisoning free ones
    * under `page_poison=on`), KHO, PCI enumeration and the IOMMU, the VFS and syscalls, then
    * initialize the modules. `self` is this kernel as its image's notes describe it, read when the
-   * image was loaded (the worker does it before `boot`, outside the blackout); by default it is
-   * read here.
+   * image was loaded (the worker does it before `boot`, outside the blackout).
    */
   static async boot(
     ram: SharedArrayBuffer,
@@ -110,7 +108,7 @@ export class Kernel {
     params: BootParams,
     modules: ModuleLoader,
     output: Output,
-    self: KexecTarget = ownKexecTarget(params, modules),
+    self: KexecTarget,
   ): Promise<Kernel> {
     const log = new KernelLog(output, KernelLog.now());
     const panic = (reason: string): never => {
@@ -421,15 +419,6 @@ export class Kernel {
       throw error;
     }
   }
-}
-
-/** This kernel as its own image's notes describe it: what it tells a kernel that loads it. */
-export function ownKexecTarget(params: BootParams, modules: ModuleLoader): KexecTarget {
-  return kexecTarget(
-    params.version,
-    params.cmdline,
-    encodeKernelNotes([kernelOwnNote(), ...modules.notes()]),
-  );
 }
 
 function toWireError(error: unknown): WireError {

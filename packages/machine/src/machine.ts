@@ -26,8 +26,8 @@ export interface MachineOptions {
    */
   readonly preloadKexecImage?: boolean;
   /**
-   * Firmware hook between kernels: runs after kernel N wrote its handover and halted (its worker runs nothing more),
-   * before kernel N+1 boots. It sees only what the hardware holds — RAM and the handover address —
+   * Firmware hook between kernels: runs after kernel N wrote its handover and halted (its worker
+   * runs nothing more), before kernel N+1 boots. It sees only what the hardware holds — RAM and the handover address —
    * which is what tests use to corrupt a handover on purpose and the demo to show it.
    */
   readonly onHandover?: (handover: HandoverEvent) => void | Promise<void>;
