@@ -16,6 +16,11 @@ export const LUO_V1_MODULE = '@liveupdate/core/module-luo-v1';
 /** Options of {@link hostKernelImage}. */
 export interface HostKernelOptions {
   /**
+   * Rehearse a live update when the image is loaded (`createKernelImage({ rehearse })`), so the
+   * blackout does not run the update's code for the first time. Default `true`.
+   */
+  readonly rehearse?: boolean;
+  /**
    * Boot with `vfio-pci.reset_on_freeze=1`: vfio-pci resets the device when LUO freezes it, as
    * upstream does today, so its DMA stops for the update. For the benchmark's comparison.
    */
@@ -49,5 +54,6 @@ export function hostKernelImage(version: string, options: HostKernelOptions = {}
     cmdline: `kho=on liveupdate=on${options.resetOnFreeze ? ' vfio-pci.reset_on_freeze=1' : ''}`,
     modules: hostKernelModules(options),
     moduleBase: import.meta.url,
+    rehearse: options.rehearse ?? true,
   });
 }

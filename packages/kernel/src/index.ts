@@ -47,6 +47,7 @@ export {
   defineModule,
   type KernelModule,
   type ModuleContext,
+  type ModuleRehearsal,
   type ModuleServices,
   type ServiceKey,
 } from './kernel-module.js';

@@ -1,3 +1,4 @@
+import type { Process } from '@liveupdate/machine';
 import type { CommandLine } from './command-line.js';
 import type { KexecControl } from './kexec-target.js';
 import type { KexecHandover } from './kho/kexec-handover.js';
@@ -75,6 +76,29 @@ export interface KernelModule {
   readonly reads?: readonly string[];
   init(ctx: ModuleContext): void | Promise<void>;
   exit?(ctx: ModuleContext): void | Promise<void>;
+  /**
+   * The module's part in the rehearsal of a live update that a kernel image with `rehearse` runs
+   * when it is loaded (see `createKernelImage`). Default none.
+   */
+  readonly rehearse?: ModuleRehearsal;
+}
+
+/**
+ * What a module does in a rehearsal: a live update between two private kernels of the image
+ * being loaded, on private RAM, in the worker that will run the real kernel, before it boots. It
+ * runs the code paths of a live update once, so that the real one does not run them for the first
+ * time inside its blackout. Nothing of it reaches the machine: not its RAM, devices, log or
+ * timeline.
+ *
+ * Use what a process would, the syscalls of `process` and nothing else; keep no state between the
+ * two halves but what the kernel preserves (session names and tokens are constants). A throw ends
+ * the rehearsal: the kernel logs it as a warning when it boots and boots as it would without one.
+ */
+export interface ModuleRehearsal {
+  /** In the first private kernel, before its kexec: preserve what a service would. */
+  before(process: Process): Promise<void>;
+  /** In the second private kernel, after the kexec: retrieve and use it, then finish. */
+  after(process: Process): Promise<void>;
 }
 
 const MODULE_NAME = /^[A-Za-z0-9_-]{1,55}$/;
@@ -116,6 +140,17 @@ export function defineModule<M extends KernelModule>(module: M): M {
   ) {
     throw new TypeError(
       `defineModule(${module.name}): reads must be an array of non-empty compatible strings`,
+    );
+  }
+  if (
+    module.rehearse !== undefined &&
+    (typeof module.rehearse !== 'object' ||
+      module.rehearse === null ||
+      typeof module.rehearse.before !== 'function' ||
+      typeof module.rehearse.after !== 'function')
+  ) {
+    throw new TypeError(
+      `defineModule(${module.name}): rehearse must be an object { before, after } of functions`,
     );
   }
   if (module.exit !== undefined && typeof module.exit !== 'function') {

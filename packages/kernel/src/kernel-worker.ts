@@ -7,6 +7,8 @@ import { kernelOwnNote } from './kernel-formats.js';
 import { encodeKernelNotes } from './kexec-notes.js';
 import { kexecTarget } from './kexec-target.js';
 import { compileLazilyAgain } from './eager-compile.js';
+import type { KernelLog } from './kernel-log.js';
+import { rehearseLiveUpdate, type RehearsalResult } from './rehearsal.js';
 
 /**
  * The worker side of the boot protocol: import the image's modules and report `loaded`, wait for
@@ -32,6 +34,10 @@ export async function runKernelWorker(port: MessagePort, data: KernelWorkerData)
   }
   // Read now, before `boot`: decoding the notes is not work for the blackout.
   const self = kexecTarget(data.image.version, data.image.cmdline, notes);
+  // And run the live update's code paths once, on private memory (see rehearsal.ts).
+  const rehearsal = data.image.rehearse
+    ? await rehearseLiveUpdate(data.image, modules, self, notes)
+    : undefined;
   let kernel: Kernel | undefined;
   port.on('message', (message: MachineToKernel) => {
     switch (message.type) {
@@ -50,6 +56,7 @@ export async function runKernelWorker(port: MessagePort, data: KernelWorkerData)
         ).then(
           (booted) => {
             kernel = booted;
+            if (rehearsal) logRehearsal(booted.log, rehearsal);
             output({ type: 'running' });
           },
           (error: unknown) => {
@@ -74,6 +81,18 @@ export async function runKernelWorker(port: MessagePort, data: KernelWorkerData)
     }
   });
   output({ type: 'loaded', notes });
+}
+
+/** What the image's rehearsal did, in the log of the kernel it prepared. */
+function logRehearsal(log: KernelLog, { ms, modules, error }: RehearsalResult): void {
+  const who = modules.length > 0 ? ` (${modules.join(', ')})` : '';
+  if (error === undefined) {
+    log.info(
+      `rehearsal: a live update rehearsed on private memory at load in ${ms.toFixed(1)} ms${who}`,
+    );
+  } else {
+    log.warn(`rehearsal: failed at ${error}; this kernel runs without it${who}`);
+  }
 }
 
 /**

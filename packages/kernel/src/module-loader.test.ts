@@ -232,8 +232,19 @@ describe('defineModule', () => {
     ['a name of 56 characters', { name: 'm'.repeat(56), init() {} }],
     ['no init', { name: 'm' }],
     ['an exit that is not a function', { name: 'm', init() {}, exit: 1 }],
+    ['a rehearse without after', { name: 'm', init() {}, rehearse: { before() {} } }],
+    ['a rehearse that is not an object', { name: 'm', init() {}, rehearse: () => undefined }],
   ])('refuses %s with a TypeError', (_what, module) => {
     expect(() => defineModule(module as unknown as KernelModule)).toThrow(TypeError);
+  });
+
+  it('takes a rehearse of two functions', () => {
+    const module = {
+      name: 'm',
+      init() {},
+      rehearse: { before: async () => undefined, after: async () => undefined },
+    };
+    expect(defineModule(module)).toBe(module);
   });
 
   it('refuses a value that is not an object', () => {

@@ -4,7 +4,12 @@ import { pathToFileURL } from 'node:url';
 import { KernelError } from '@liveupdate/machine';
 import { KernelPanic } from './kernel-panic.js';
 import type { KernelLog } from './kernel-log.js';
-import { isKernelModule, type KernelModule, type ModuleContext } from './kernel-module.js';
+import {
+  isKernelModule,
+  type KernelModule,
+  type ModuleContext,
+  type ModuleRehearsal,
+} from './kernel-module.js';
 import { handoverReadsNote, type KernelNote } from './kexec-notes.js';
 
 /** Resolve a module specifier of a kernel image to a URL the worker can import. */
@@ -69,6 +74,20 @@ export class ModuleLoader {
         log.err(`${module.name}: module init failed: ${(error as Error).message}`);
       }
     }
+  }
+
+  /** Another loader of the same imported modules, none of them initialized (for a rehearsal). */
+  copy(): ModuleLoader {
+    const copy = new ModuleLoader();
+    copy.#available.push(...this.#available);
+    return copy;
+  }
+
+  /** The imported modules that take part in a rehearsal, in the image's order. */
+  rehearsals(): { readonly name: string; readonly rehearse: ModuleRehearsal }[] {
+    return this.#available.flatMap((m) =>
+      m.rehearse ? [{ name: m.name, rehearse: m.rehearse }] : [],
+    );
   }
 
   /** Names of the modules whose init succeeded and that are still loaded. */

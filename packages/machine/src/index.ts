@@ -10,7 +10,7 @@ export {
 } from './chrome-trace.js';
 export { ERRNO, isErrnoName, type ErrnoName } from './errno.js';
 export * from './fcntl.js';
-export { KernelError } from './kernel-error.js';
+export { KernelError, syscallError } from './kernel-error.js';
 export { validateKernelImage, type KernelImage } from './kernel-image.js';
 export { Machine, type HandoverEvent, type MachineOptions, type MachineState } from './machine.js';
 export { MachineHaltedError } from './machine-halted-error.js';

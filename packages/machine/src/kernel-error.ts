@@ -1,4 +1,5 @@
-import { ERRNO, type ErrnoName } from './errno.js';
+import type { WireError } from './boot-protocol.js';
+import { ERRNO, isErrnoName, type ErrnoName } from './errno.js';
 
 const MARKER = Symbol.for('liveupdate.KernelError');
 
@@ -34,4 +35,17 @@ export class KernelError extends Error {
   static isInstance(value: unknown): value is KernelError {
     return typeof value === 'object' && value !== null && MARKER in value;
   }
+}
+
+/**
+ * The error a process gets for a syscall the kernel failed with `error` (as it crossed the worker
+ * boundary): its errno (`EIO` for a code that is not one), and the kernel's message without the
+ * errno name it starts with.
+ */
+export function syscallError(error: WireError, syscall: string): KernelError {
+  const code = isErrnoName(error.code) ? error.code : 'EIO';
+  const message = error.message.startsWith(`${code}: `)
+    ? error.message.slice(code.length + 2)
+    : error.message;
+  return new KernelError(code, message, { syscall });
 }

@@ -16,6 +16,11 @@ describe('validateKernelImage', () => {
     expect(image.modules).not.toBe(good.modules);
   });
 
+  it('keeps rehearse: true and leaves out rehearse: false', () => {
+    expect(validateKernelImage({ ...good, rehearse: true })).toEqual({ ...good, rehearse: true });
+    expect(validateKernelImage({ ...good, rehearse: false })).toEqual(good);
+  });
+
   it.each([
     ['not an object', null],
     ['an empty version', { ...good, version: '' }],
@@ -23,6 +28,7 @@ describe('validateKernelImage', () => {
     ['modules that are not strings', { ...good, modules: [1] }],
     ['an empty module specifier', { ...good, modules: [''] }],
     ['a missing cmdline', { ...good, cmdline: undefined }],
+    ['a rehearse that is not a boolean', { ...good, rehearse: 'yes' }],
   ])('rejects %s with EINVAL', (_what, image) => {
     expect(() => validateKernelImage(image)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
   });

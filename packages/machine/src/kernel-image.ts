@@ -22,6 +22,11 @@ export interface KernelImage {
   readonly modules: readonly string[];
   /** `file:` URL that bare module specifiers are resolved from (like `import.meta.url`). */
   readonly moduleBase: string;
+  /**
+   * Whether the kernel's worker rehearses a live update when the image is loaded, before it boots:
+   * see `createKernelImage({ rehearse })` of `@liveupdate/kernel`. Default `false`.
+   */
+  readonly rehearse?: boolean;
 }
 
 /**
@@ -47,6 +52,9 @@ export function validateKernelImage(image: unknown): KernelImage {
   if (!Array.isArray(modules) || !modules.every((m) => typeof m === 'string' && m.length > 0)) {
     throw new KernelError('EINVAL', 'kernel image: modules must be an array of module specifiers');
   }
+  if (record.rehearse !== undefined && typeof record.rehearse !== 'boolean') {
+    throw new KernelError('EINVAL', 'kernel image: rehearse must be a boolean when given');
+  }
   const entry = str('entry', true);
   if (!entry.startsWith('file:')) {
     throw new KernelError('EINVAL', `kernel image: entry must be a file: URL, got ${entry}`);
@@ -57,5 +65,6 @@ export function validateKernelImage(image: unknown): KernelImage {
     cmdline: str('cmdline', false),
     modules: [...(modules as string[])],
     moduleBase: str('moduleBase', true),
+    ...(record.rehearse === true ? { rehearse: true } : {}),
   };
 }

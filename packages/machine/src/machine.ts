@@ -8,8 +8,7 @@ import type {
 } from './boot-protocol.js';
 import type { DmaCounters } from './devices/dma-counters.js';
 import { MachineHardware, type DeviceSpec } from './devices/machine-hardware.js';
-import { isErrnoName } from './errno.js';
-import { KernelError } from './kernel-error.js';
+import { KernelError, syscallError } from './kernel-error.js';
 import { validateKernelImage, type KernelImage } from './kernel-image.js';
 import { MachineHaltedError } from './machine-halted-error.js';
 import { PhysicalMemory } from './physical-memory.js';
@@ -394,12 +393,7 @@ export class Machine implements SyscallChannel {
       pending.result.resolve(value);
       return;
     }
-    const code = isErrnoName(error.code) ? error.code : 'EIO';
-    // The kernel's message already starts with the errno name.
-    const message = error.message.startsWith(`${code}: `)
-      ? error.message.slice(code.length + 2)
-      : error.message;
-    pending.result.reject(new KernelError(code, message, { syscall: pending.name }));
+    pending.result.reject(syscallError(error, pending.name));
   }
 
   async #kexecLoad(slot: KernelSlot, id: number, image: KernelImage): Promise<void> {

@@ -4,6 +4,7 @@ import { registerMemfdCreate } from './memfd-create.js';
 import { MEMFD_SERVICE, MemfdFileSystem } from './memfd-file-system.js';
 import { MEMFD_LUO_FH_COMPATIBLE, MEMFD_LUO_FH_COMPATIBLE_V2 } from './memfd-luo-abi.js';
 import { createMemfdLuoHandler, type MemfdHandlerFormats } from './memfd-luo-handler.js';
+import { memfdRehearsal } from './memfd-rehearsal.js';
 
 /**
  * A memfd kernel module whose LUO file handler reads and writes `formats`: the `memfd_create`
@@ -15,6 +16,7 @@ export function createMemfdModule(formats: MemfdHandlerFormats): KernelModule {
   return defineModule({
     name: 'memfd',
     reads: [...formats.reads],
+    rehearse: memfdRehearsal,
     init(ctx) {
       const memfds = new MemfdFileSystem(ctx);
       registerMemfdCreate(ctx, memfds);

@@ -49,6 +49,8 @@ export interface TestImageOptions {
   readonly memfd?: string;
   /** The layout the probe's own handler writes and reads (default its newest, memfd-v3). */
   readonly probeLayout?: string;
+  /** Rehearse a live update when the image is loaded (`createKernelImage({ rehearse })`). */
+  readonly rehearse?: boolean;
 }
 
 /** A kernel with a memfd module and the probe; LUO too unless `luo: false`. */
@@ -65,6 +67,7 @@ export function testImage(version: string, options: TestImageOptions = {}): Kern
     cmdline,
     modules: [...(luo ? [LUO_MODULE] : []), options.memfd ?? MEMFD_MODULE, PROBE],
     moduleBase: import.meta.url,
+    rehearse: options.rehearse ?? false,
   });
 }
 
