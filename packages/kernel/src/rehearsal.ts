@@ -14,8 +14,12 @@ import { Kernel } from './kernel.js';
 import type { KexecTarget } from './kexec-target.js';
 import type { ModuleLoader } from './module-loader.js';
 
-/** RAM of the rehearsal's private machine. Allocated lazily: only what the two kernels touch. */
-export const REHEARSAL_RAM_BYTES = 64 * 1024 * 1024;
+/**
+ * RAM of the rehearsal's private machine, allocated lazily: the host commits only what the two
+ * kernels touch (their memory maps, what the modules allocate), not the whole. As large as a
+ * real machine's, so that boot's work over free memory runs over as much.
+ */
+export const REHEARSAL_RAM_BYTES = 1024 * 1024 * 1024;
 /**
  * A rehearsal that has not ended by then is given up (and reported): a module whose rehearsal
  * waits for something that never comes must not keep the kernel from booting. Tens of
@@ -35,7 +39,7 @@ export interface RehearsalResult {
 
 /**
  * Rehearse a live update of `image` before it boots: on a private machine of its own (private
- * RAM, no devices), boot the image's kernel, let every module with a `rehearse` preserve what it
+ * RAM, no devices), boot the image's kernel (without `page_poison`), let every module with a `rehearse` preserve what it
  * would (`before`), `kexec_load` the image and reboot into a second private kernel, which
  * restores the handover, and let the modules retrieve it (`after`).
  *
@@ -86,8 +90,13 @@ async function rehearse(
 ): Promise<void> {
   const memory = PhysicalMemory.allocate(REHEARSAL_RAM_BYTES);
   const mmio = new MachineHardware(memory, []).mmio;
+  // Without page_poison: it would write every free frame of the private RAM, twice.
+  const cmdline = image.cmdline
+    .split(' ')
+    .filter((param) => !param.startsWith('page_poison='))
+    .join(' ');
   const boot = (khoFdtPhys: number | null) =>
-    PrivateKernel.boot(memory, mmio, image, modules.copy(), self, notes, khoFdtPhys);
+    PrivateKernel.boot(memory, mmio, image, cmdline, modules.copy(), self, notes, khoFdtPhys);
   const first = await boot(null);
   const before = first.spawn(1);
   for (const { name, rehearse } of modules.rehearsals()) {
@@ -134,6 +143,7 @@ class PrivateKernel implements SyscallChannel {
     memory: PhysicalMemory,
     mmio: MachineHardware['mmio'],
     image: KernelImage,
+    cmdline: string,
     modules: ModuleLoader,
     self: KexecTarget,
     notes: Uint8Array,
@@ -143,7 +153,7 @@ class PrivateKernel implements SyscallChannel {
     channel.#kernel = await Kernel.boot(
       memory.buffer,
       mmio,
-      { version: image.version, cmdline: image.cmdline, khoFdtPhys },
+      { version: image.version, cmdline, khoFdtPhys },
       modules,
       (message) => channel.#output(message),
       self,
