@@ -1,5 +1,9 @@
 import {
+  AF_UNIX,
+  F_GETFD,
   KernelError,
+  SOCK_CLOEXEC,
+  SOCK_STREAM,
   LINUX_REBOOT_CMD_KEXEC,
   MachineHardware,
   PhysicalMemory,
@@ -41,7 +45,8 @@ export interface RehearsalResult {
  * Rehearse a live update of `image` before it boots: on a private machine of its own (private
  * RAM, no devices), boot the image's kernel (without `page_poison`), let every module with a `rehearse` preserve what it
  * would (`before`), `kexec_load` the image and reboot into a second private kernel, which
- * restores the handover, and let the modules retrieve it (`after`).
+ * restores the handover, and let the modules retrieve it (`after`); then run the kernel's own
+ * part, unix sockets passing fds (see {@link rehearseUnixSockets}).
  *
  * Why: every kernel boots in a fresh worker, where V8 runs each function the first time without
  * the type feedback that makes it fast. A real kernel image is compiled machine code; without a
@@ -112,6 +117,40 @@ async function rehearse(
     progress.step = `${name}: after`;
     await rehearse.after(after);
   }
+  progress.step = 'the kernel: unix sockets';
+  await rehearseUnixSockets(after);
+}
+
+/** Round trips of {@link rehearseUnixSockets}. */
+const SOCKET_ROUNDS = 100;
+const SOCKET_PATH = '/rehearsal.sock';
+const HELLO = new TextEncoder().encode('hello');
+
+/**
+ * The kernel's own part, after the modules': what the services and the agent of a live update do
+ * right after the kexec, over and over — a unix socket connected, an fd sent with `SCM_RIGHTS`,
+ * received, looked at and closed — so that the socket and fd paths are optimized too.
+ */
+async function rehearseUnixSockets(process: Process): Promise<void> {
+  const listener = await process.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC);
+  await process.bind(listener, SOCKET_PATH);
+  await process.listen(listener, 1);
+  const client = await process.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC);
+  const accepted = process.accept(listener, SOCK_CLOEXEC);
+  await process.connect(client, SOCKET_PATH);
+  const server = await accepted;
+  const file = await process.open('/dev/null');
+  for (let n = 0; n < SOCKET_ROUNDS; n++) {
+    await process.sendmsg(client, HELLO, { rights: [file] });
+    const { data, rights } = await process.recvmsg(server, 64);
+    if (data.length !== HELLO.length || rights.length !== 1) {
+      throw new Error(`received ${data.length} bytes and ${rights.length} fds`);
+    }
+    await process.fcntl(rights[0]!, F_GETFD);
+    await process.close(rights[0]!);
+  }
+  for (const fd of [file, server, client, listener]) await process.close(fd);
+  await process.unlink(SOCKET_PATH);
 }
 
 interface Pending {
