@@ -36,6 +36,9 @@ const SIZES = [
 const BYTES_PER_KEY = 256;
 const LUO_WARMUP = 2;
 const LUO_RUNS = 9;
+// Then live updates into images that do not rehearse (createKernelImage({ rehearse: false })):
+// what the rehearsal saves, in the same run.
+const UNREHEARSED_RUNS = 5;
 const DISK_RUNS = 3;
 const BARE_RUNS = 9;
 // Targets reported against, not asserted (issue 12).
@@ -45,7 +48,7 @@ const TARGET_BARE_RATIO = 1.5;
 const TARGET_BLACKOUT_MS = 10;
 
 let nextVersion = 0;
-const nextImage = () => cacheKernelImage(`6.18.${nextVersion++}`);
+const nextImage = (options) => cacheKernelImage(`6.18.${nextVersion++}`, options);
 
 /** The machine's own figure for a kexec without LUO sessions: reboot span → kernel running. */
 function kexecMs(machine) {
@@ -78,6 +81,20 @@ async function benchSize({ label, bytes }, directory) {
         throw new Error(`${label}: key ${FIRST_KEY} wrong after ${update.to}`);
       cacheProcess = update.cacheProcess;
       if (run >= LUO_WARMUP) luo.push(update);
+    }
+    const unrehearsed = [];
+    for (let run = 0; run < UNREHEARSED_RUNS; run++) {
+      const update = await liveUpdateCache(
+        machine,
+        agent,
+        cacheProcess,
+        nextImage({ rehearse: false }),
+      );
+      agent = update.agent;
+      if (!update.firstKeyOk)
+        throw new Error(`${label}: key ${FIRST_KEY} wrong after ${update.to}`);
+      cacheProcess = update.cacheProcess;
+      unrehearsed.push(update.blackoutMs);
     }
     const luoCheck = cacheProcess.cache.verifyAll();
 
@@ -131,6 +148,7 @@ async function benchSize({ label, bytes }, directory) {
       layout,
       blackout: median(luo.map((u) => u.blackoutMs)),
       blackouts: luo.map((u) => u.blackoutMs),
+      unrehearsed,
       bare,
       kexec: median(luo.map((u) => u.untilKernelRunningMs)),
       preserve: median(luo.map((u) => u.preserveMs)),
@@ -171,6 +189,13 @@ const figures = [
     unit: 'ms',
     baseline: `blackout.disk.${r.label}`,
     baselineValue: ms(r.disk.blackout),
+  })),
+  ...results.map((r) => ({
+    name: `blackout.luo.${r.label}`,
+    value: ms(r.blackout),
+    unit: 'ms',
+    baseline: `blackout.luo-unrehearsed.${r.label}`,
+    baselineValue: ms(median(r.unrehearsed)),
   })),
   {
     name: 'blackout.luo.2GiB-vs-16MiB',
@@ -236,6 +261,10 @@ console.log(
       ].map((name) => [name, ...results.map((r) => r.phases[name].toFixed(2))]),
       ['= blackout (LUO)', ...results.map((r) => r.blackout.toFixed(2))],
       ['  median [min–max]', ...results.map((r) => spread(r.blackouts))],
+      [
+        `images without rehearsal (${UNREHEARSED_RUNS})`,
+        ...results.map((r) => spread(r.unrehearsed)),
+      ],
       ['bare kexec, no session [min–max]', ...results.map((r) => spread(r.bare))],
       ['disk: write + fsync', ...results.map((r) => r.disk.write.toFixed(2))],
       ['disk: kexec, no LUO', ...results.map((r) => r.disk.kexec.toFixed(2))],
@@ -273,6 +302,8 @@ console.log(
     bypassedPageCache
       ? "  a new kernel's empty page cache would."
       : '  from the page cache, which flatters the baseline.',
+    'Every image rehearses a live update when loaded (createKernelImage({ rehearse: true })),',
+    '  except those of the "without rehearsal" row and blackout.luo-unrehearsed.* (same run).',
     'kexec.bare: reboot span → new kernel running, nothing preserved (median of every size).',
     'kexec.*: reboot span → new kernel running, with the cache session (luo) and without (no-luo).',
     'preserve.*: PRESERVE_FD, before the blackout, beside writing the file (inside its blackout).',
