@@ -8,7 +8,7 @@ import { encodeKernelNotes } from './kexec-notes.js';
 import { kexecTarget } from './kexec-target.js';
 import { compileLazilyAgain } from './eager-compile.js';
 import type { KernelLog } from './kernel-log.js';
-import { rehearseLiveUpdate, type RehearsalResult } from './rehearsal.js';
+import { devicesLike, rehearseLiveUpdate, type RehearsalResult } from './rehearsal.js';
 
 /**
  * The worker side of the boot protocol: import the image's modules and report `loaded`, wait for
@@ -36,7 +36,9 @@ export async function runKernelWorker(port: MessagePort, data: KernelWorkerData)
   const self = kexecTarget(data.image.version, data.image.cmdline, notes);
   // And run the live update's code paths once, on private memory (see rehearsal.ts).
   const rehearsal = data.image.rehearse
-    ? await rehearseLiveUpdate(data.image, modules, self, notes)
+    ? await rehearseLiveUpdate(data.image, modules, self, notes, {
+        devices: devicesLike(data.mmio),
+      })
     : undefined;
   let kernel: Kernel | undefined;
   port.on('message', (message: MachineToKernel) => {

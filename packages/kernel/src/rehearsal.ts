@@ -6,10 +6,14 @@ import {
   SOCK_STREAM,
   LINUX_REBOOT_CMD_KEXEC,
   MachineHardware,
+  PciFunction,
+  formatBdf,
   PhysicalMemory,
   Process,
   syscallError,
+  type DeviceSpec,
   type KernelImage,
+  type MachineMmio,
   type KernelToMachine,
   type SyscallChannel,
   type WireError,
@@ -43,7 +47,8 @@ export interface RehearsalResult {
 
 /**
  * Rehearse a live update of `image` before it boots: on a private machine of its own (private
- * RAM, no devices), boot the image's kernel (without `page_poison`), let every module with a `rehearse` preserve what it
+ * RAM; `devices`, whose registers are private and whose DMA engines never run), boot the image's
+ * kernel (without `page_poison`), let every module with a `rehearse` preserve what it
  * would (`before`), `kexec_load` the image and reboot into a second private kernel, which
  * restores the handover, and let the modules retrieve it (`after`); then run the kernel's own
  * part, unix sockets passing fds (see {@link rehearseUnixSockets}).
@@ -53,7 +58,7 @@ export interface RehearsalResult {
  * rehearsal ours would run its reboot path, its boot and LUO's restore for the first time inside
  * the blackout. The rehearsal runs them once, when the image is loaded — before the blackout.
  *
- * It shares nothing with the machine: its kernels get their own RAM and device-less MMIO, and
+ * It shares nothing with the machine: its kernels get their own RAM and MMIO, and
  * their output (log, trace, results) stays here. A failure is returned, not thrown; so is a
  * rehearsal that has not ended after `timeoutMs` (default {@link REHEARSAL_TIMEOUT_MS}).
  */
@@ -62,7 +67,10 @@ export async function rehearseLiveUpdate(
   modules: ModuleLoader,
   self: KexecTarget,
   notes: Uint8Array,
-  { timeoutMs = REHEARSAL_TIMEOUT_MS }: { timeoutMs?: number } = {},
+  {
+    timeoutMs = REHEARSAL_TIMEOUT_MS,
+    devices = [],
+  }: { timeoutMs?: number; devices?: readonly DeviceSpec[] } = {},
 ): Promise<RehearsalResult> {
   const start = performance.now();
   const names = modules.rehearsals().map((r) => r.name);
@@ -72,7 +80,7 @@ export async function rehearseLiveUpdate(
     timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
   });
   try {
-    await Promise.race([rehearse(image, modules, self, notes, progress), timedOut]);
+    await Promise.race([rehearse(image, modules, self, notes, devices, progress), timedOut]);
     return { ms: performance.now() - start, modules: names };
   } catch (error) {
     return {
@@ -91,10 +99,12 @@ async function rehearse(
   modules: ModuleLoader,
   self: KexecTarget,
   notes: Uint8Array,
+  devices: readonly DeviceSpec[],
   progress: { step: string },
 ): Promise<void> {
   const memory = PhysicalMemory.allocate(REHEARSAL_RAM_BYTES);
-  const mmio = new MachineHardware(memory, []).mmio;
+  // Never started: the devices' registers are there, their DMA engines do not run.
+  const mmio = new MachineHardware(memory, devices).mmio;
   // Without page_poison: it would write every free frame of the private RAM, twice.
   const cmdline = image.cmdline
     .split(' ')
@@ -262,4 +272,9 @@ class PrivateKernel implements SyscallChannel {
     }
     pending.reject(syscallError(error, pending.name));
   }
+}
+
+/** Devices of the kinds and at the addresses of `mmio`'s, for a rehearsal's private machine. */
+export function devicesLike(mmio: MachineMmio): DeviceSpec[] {
+  return mmio.functions.map((fn) => ({ kind: fn.kind, bdf: formatBdf(new PciFunction(fn).bdf) }));
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createKernelImage } from '@liveupdate/kernel';
-import type { KernelImage } from '@liveupdate/machine';
+import { MachineHardware, PhysicalMemory, type KernelImage } from '@liveupdate/machine';
+import { devicesLike } from '../src/rehearsal.js';
 import { PROBE, bootedMachine, kexec, probe } from './helpers.js';
 
 const REHEARSER = new URL('./fixtures/rehearser.js', import.meta.url).href;
@@ -56,5 +57,19 @@ describe('rehearsal of a live update at load', () => {
       createKernelImage({ version: '6.18.0', cmdline: 'kho=on', modules: [PROBE, REHEARSER] }),
     );
     expect(machine.dmesg()).not.toMatch(/rehearsal:/);
+  });
+});
+
+describe('devicesLike', () => {
+  it('gives the rehearsal devices of the kinds and at the addresses of the machine', () => {
+    const devices = [
+      { kind: 'nic', bdf: '00:03.0' },
+      { kind: 'dma-copy', bdf: '00:1f.7' },
+    ] as const;
+    const hardware = new MachineHardware(PhysicalMemory.allocate(1024 * 1024), devices);
+    // In the canonical form, with the PCI domain.
+    expect(devicesLike(hardware.mmio)).toEqual(
+      devices.map((d) => ({ ...d, bdf: `0000:${d.bdf}` })),
+    );
   });
 });

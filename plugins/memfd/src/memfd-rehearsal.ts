@@ -32,6 +32,8 @@ export const memfdRehearsal: ModuleRehearsal = {
     const memfd = await MappedMemfd.map(process, fd);
     memfd.write(SIZE - STAMP.length, STAMP);
     await session.preserveFd(memfd.fd, TOKEN);
+    // The session stays open for the kexec; the device is free for the next module's rehearsal.
+    await device.close();
   },
   async after(process) {
     const device = await LiveUpdateDevice.open(process);

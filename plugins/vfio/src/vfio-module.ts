@@ -1,3 +1,4 @@
+import { vfioRehearsal } from './vfio-rehearsal.js';
 import { registerFileHandler, registerFlb } from '@liveupdate/core';
 import {
   PCI_BUS_SERVICE,
@@ -68,6 +69,7 @@ export function parseVfioPciIds(text: string): { vendor: number; device: number 
 export const vfioModule = defineModule({
   name: 'vfio-pci',
   reads: [VFIO_PCI_LUO_COMPATIBLE],
+  rehearse: vfioRehearsal,
   init(ctx) {
     const bus = ctx.services.get(PCI_BUS_SERVICE);
     const vfio = new VfioDevices();
