@@ -26,6 +26,8 @@ import {
   NIC_REG_RX_HEAD,
   NIC_REG_RX_SIZE,
   NIC_REG_RX_TAIL,
+  NIC_REG_STATUS,
+  NIC_STATUS_RX_ACTIVE,
   PCI_COMMAND,
   PCI_COMMAND_MASTER,
   PCI_COMMAND_MEMORY,
@@ -35,6 +37,7 @@ import {
 import { LiveUpdateDevice, type LiveUpdateSession } from '@liveupdate/core';
 import { IommufdDevice } from '@liveupdate/plugin-iommufd';
 import { MappedMemfd } from '@liveupdate/plugin-memfd';
+import { until } from '@liveupdate/vitest-config/wait-until';
 import { VfioDevice } from '../src/index.js';
 
 export const KiB = 1024;
@@ -108,8 +111,16 @@ export class GuestNic {
     );
   }
 
+  /**
+   * Stop receiving, as a driver must: clear CTRL, then wait for the NIC to say it saw the stop
+   * (`NIC_STATUS_RX_ACTIVE` clear). Only then is no packet still on its way into the ring.
+   */
   async stop(): Promise<void> {
     await this.device.writeRegister(NIC_REG_CTRL, 0);
+    await until(
+      async () => ((await this.device.readRegister(NIC_REG_STATUS)) & NIC_STATUS_RX_ACTIVE) === 0,
+      'the NIC to see receive stopped',
+    );
   }
 
   async head(): Promise<number> {
