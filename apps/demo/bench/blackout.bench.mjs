@@ -73,28 +73,22 @@ async function benchSize({ label, bytes }, directory) {
     await machine.boot(nextImage());
     let agent = await LuoAgent.start(machine.spawn());
     let { cacheProcess } = await CacheProcess.create(machine, layout);
+    // One live update into `image`, its first key checked; the next one starts from its agent.
+    const update = async (image) => {
+      const result = await liveUpdateCache(machine, agent, cacheProcess, image);
+      if (!result.firstKeyOk)
+        throw new Error(`${label}: key ${FIRST_KEY} wrong after ${result.to}`);
+      ({ agent, cacheProcess } = result);
+      return result;
+    };
     const luo = [];
     for (let run = 0; run < LUO_WARMUP + LUO_RUNS; run++) {
-      const update = await liveUpdateCache(machine, agent, cacheProcess, nextImage());
-      agent = update.agent;
-      if (!update.firstKeyOk)
-        throw new Error(`${label}: key ${FIRST_KEY} wrong after ${update.to}`);
-      cacheProcess = update.cacheProcess;
-      if (run >= LUO_WARMUP) luo.push(update);
+      const result = await update(nextImage());
+      if (run >= LUO_WARMUP) luo.push(result);
     }
     const unrehearsed = [];
     for (let run = 0; run < UNREHEARSED_RUNS; run++) {
-      const update = await liveUpdateCache(
-        machine,
-        agent,
-        cacheProcess,
-        nextImage({ rehearse: false }),
-      );
-      agent = update.agent;
-      if (!update.firstKeyOk)
-        throw new Error(`${label}: key ${FIRST_KEY} wrong after ${update.to}`);
-      cacheProcess = update.cacheProcess;
-      unrehearsed.push(update.blackoutMs);
+      unrehearsed.push((await update(nextImage({ rehearse: false }))).blackoutMs);
     }
     const luoCheck = cacheProcess.cache.verifyAll();
 

@@ -27,7 +27,7 @@ export const memfdRehearsal: ModuleRehearsal = {
     await process.ftruncate(fd, SIZE);
     // Hundreds of small writes, so that the syscall path and the memfd's page cache have run
     // often enough for V8 to optimize them before the update that counts (measured: the retrieve
-    // of a 1 GiB memfd inside the blackout took half as long with them as with one write).
+    // of a 1 GiB memfd inside the blackout took a third as long with them as with one write).
     for (let n = 0; n < WRITES; n++) await process.pwrite(fd, ONE, (SIZE / WRITES) * n);
     const memfd = await MappedMemfd.map(process, fd);
     memfd.write(SIZE - STAMP.length, STAMP);
