@@ -79,11 +79,10 @@ export class PageAllocator {
   ) {
     this.#memory = memory;
     this.#poison = cmdline.bool('page_poison', false);
-    this.#memmap = memory.view(
-      layout.memmap.pfn * PAGE_SIZE,
-      memory.frames * MEMMAP_BYTES_PER_FRAME,
-    );
-    this.#memmap.fill(0);
+    const memmapPhys = layout.memmap.pfn * PAGE_SIZE;
+    const memmapBytes = memory.frames * MEMMAP_BYTES_PER_FRAME;
+    this.#memmap = memory.view(memmapPhys, memmapBytes);
+    memory.fill(memmapPhys, memmapBytes, 0);
     this.#scratch = layout.scratch ? { ...layout.scratch } : undefined;
     this.#firstUsablePfn = layout.firstUsablePfn;
 

@@ -38,6 +38,26 @@ describe('PhysicalMemory', () => {
     expect(memory.readU32(PAGE_SIZE)).toBe(0x07070707);
   });
 
+  it('fills exactly the bytes asked for, at any alignment and length, with the value modulo 256', () => {
+    const memory = PhysicalMemory.allocate(2 * PAGE_SIZE);
+    const reference = new Uint8Array(2 * PAGE_SIZE);
+    const cases: [number, number, number][] = [
+      [3, 200, 0x1ab], // unaligned start and end, words between
+      [PAGE_SIZE - 5, 70, -1], // across a frame boundary
+      [16, 64, 7], // aligned on both ends
+      [9, 60, 0x55], // too short for words: bytes only
+      [1, 6, 9],
+      [0, 2 * PAGE_SIZE - 1, 0xaa], // nearly all of RAM, to its last byte but one
+      [2 * PAGE_SIZE - 3, 3, 1],
+      [40, 0, 2],
+    ];
+    for (const [phys, length, value] of cases) {
+      memory.fill(phys, length, value);
+      reference.fill(value, phys, phys + length);
+      expect(memory.read(0, 2 * PAGE_SIZE)).toEqual(reference);
+    }
+  });
+
   it('refuses every access outside RAM with EFAULT instead of reading garbage', () => {
     const memory = PhysicalMemory.allocate(2 * PAGE_SIZE);
     const efault = (fn: () => unknown) => {

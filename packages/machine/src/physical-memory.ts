@@ -8,6 +8,9 @@ export const PAGE_SHIFT = 12;
 /** A physical address. `bigint` in the ABI, a plain number inside (RAM stays below 2^53). */
 export type PhysAddr = number;
 
+/** Below this many whole words, {@link PhysicalMemory.fill} writes bytes. */
+const FILL_BY_WORDS_FROM = 8;
+
 /**
  * The machine's RAM: one `SharedArrayBuffer` of 4 KiB frames, shared by the machine, every kernel
  * worker, and device workers. Every access is bounds-checked by physical address; an access outside
@@ -23,6 +26,8 @@ export class PhysicalMemory {
   readonly frames: number;
   readonly #buffer: SharedArrayBuffer;
   readonly #bytes: Uint8Array;
+  /** The same bytes eight at a time, for {@link fill}. */
+  readonly #words: BigUint64Array;
   readonly #view: DataView;
 
   constructor(buffer: SharedArrayBuffer) {
@@ -35,6 +40,7 @@ export class PhysicalMemory {
     this.size = buffer.byteLength;
     this.frames = buffer.byteLength / PAGE_SIZE;
     this.#bytes = new Uint8Array(buffer);
+    this.#words = new BigUint64Array(buffer);
     this.#view = new DataView(buffer);
   }
 
@@ -97,10 +103,24 @@ export class PhysicalMemory {
     this.#bytes.set(data, phys);
   }
 
-  /** Fill `[phys, phys + length)` with `value`. */
+  /**
+   * Fill `[phys, phys + length)` with the byte `value` (taken modulo 256, as `Uint8Array.fill`).
+   * The aligned middle is filled eight bytes at a time: V8 fills a typed array on a
+   * `SharedArrayBuffer` one element per store, so bytes alone cost about eight times as long (a
+   * 1.5 MiB memory map: 0.61 ms as bytes, 0.08 ms as words, measured here).
+   */
   fill(phys: number, length: number, value: number): void {
     this.check(phys, length);
-    this.#bytes.fill(value, phys, phys + length);
+    const end = phys + length;
+    const wordStart = Math.ceil(phys / 8);
+    const wordEnd = Math.floor(end / 8);
+    if (wordEnd - wordStart < FILL_BY_WORDS_FROM) {
+      this.#bytes.fill(value, phys, end);
+      return;
+    }
+    this.#bytes.fill(value, phys, wordStart * 8);
+    this.#words.fill(BigInt(value & 0xff) * 0x0101010101010101n, wordStart, wordEnd);
+    this.#bytes.fill(value, wordEnd * 8, end);
   }
 
   readU32(phys: number): number {
