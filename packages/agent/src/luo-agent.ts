@@ -80,6 +80,8 @@ interface Service {
   owner: object | null;
   /** Whether the service said `hello` since the restore (it is not reclaimed then). */
   cameBack: boolean;
+  /** The retrieve of its files that {@link LuoAgent.restore} started (never rejects). */
+  retrieved: Promise<void>;
 }
 
 /**
@@ -100,6 +102,8 @@ export class LuoAgent {
   #reclaimTimer: ReturnType<typeof setTimeout> | undefined;
   /** The end of the queue that stores, prepare and abortUpdate take turns in. */
   #turn: Promise<unknown> = Promise.resolve();
+  /** After a restore: `luod` finished and closed (never rejects). */
+  #released: Promise<void> = Promise.resolve();
 
   private constructor(process: Process, options: LuoAgentOptions) {
     this.process = process;
@@ -123,6 +127,10 @@ export class LuoAgent {
    * each service's session, then listen. Rejects with `ENOENT` when there is no `luod` session
    * (nothing was preserved by an agent) and `EIO` when the manifest is damaged; then no
    * service session has been retrieved and `/dev/liveupdate` is closed again.
+   *
+   * It resolves as soon as the agent listens: the services' files are retrieved right after, in
+   * the manifest's order, while the services start and connect (a `hello` waits for its own), and
+   * only then is `luod` finished. A failure there reaches `onError`.
    */
   static async restore(process: Process, options: LuoAgentOptions = {}): Promise<LuoAgent> {
     const { reclaimAfterMs } = options;
@@ -131,9 +139,9 @@ export class LuoAgent {
         `LuoAgent.restore: reclaimAfterMs must be a finite number of milliseconds ≥ 0, not ${reclaimAfterMs}`,
       );
     const agent = new LuoAgent(process, options);
-    await agent.#withDevice(async (device) => {
-      const manifest = await readManifest(process, device);
-      for (const [name, entries] of manifest.services) {
+    const { release } = await agent.#withDevice(async (device) => {
+      const read = await readManifest(process, device);
+      for (const [name, entries] of read.manifest.services) {
         const service = newService(true);
         for (const [entryName, { order, tokens }] of entries) {
           service.entries.set(entryName, { order, tokens, fds: null, error: null, fetched: false });
@@ -148,8 +156,22 @@ export class LuoAgent {
         }
         agent.#services.set(name, service);
       }
+      return read;
     });
-    await agent.#listen();
+    try {
+      await agent.#listen();
+    } catch (error) {
+      await release().catch(() => undefined);
+      throw error;
+    }
+    for (const service of agent.#services.values()) {
+      if (!service.incoming) continue;
+      // In turn: a reclaim, a prepare or a close comes after the retrieve, never under it.
+      service.retrieved = agent.#inTurn(() => agent.#retrieveAll(service));
+    }
+    agent.#released = agent.#inTurn(release).catch((error: unknown) => {
+      if (!agent.#closed && !isGone(error)) agent.#options.onError?.(error);
+    });
     if (reclaimAfterMs !== undefined) {
       agent.#reclaimTimer = setTimeout(() => {
         void agent.#reclaim(`it did not say hello within ${reclaimAfterMs} ms of the restore`);
@@ -158,6 +180,15 @@ export class LuoAgent {
       agent.#reclaimTimer.unref?.();
     }
     return agent;
+  }
+
+  /**
+   * Resolves once what {@link LuoAgent.restore} started after listening is done: every restored
+   * service's files retrieved (or the error its `fetch` will get recorded) and `luod` finished.
+   * At once for an agent that {@link LuoAgent.start}ed. Never rejects.
+   */
+  settled(): Promise<void> {
+    return this.#released;
   }
 
   /** The services the agent holds, with their entry names (for the owner's logs and tests). */
@@ -237,6 +268,8 @@ export class LuoAgent {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#reclaimTimer);
+    // A retrieve the restore started is not cut short: its fds would be left open.
+    await this.#released;
     await Promise.all([this.#listener, ...this.#connections].map((fd) => this.#closeQuietly(fd)));
     this.#connections.clear();
     for (const [name, service] of this.#services) {
@@ -454,7 +487,7 @@ export class LuoAgent {
     service.cameBack = true;
     client.service = serviceName;
     const restored = service.incoming;
-    if (restored) await this.#retrieveAll(service);
+    if (restored) await service.retrieved;
     return { ok: true, restored };
   }
 
@@ -648,6 +681,7 @@ function newService(incoming: boolean): Service {
     nextToken: 1,
     owner: null,
     cameBack: false,
+    retrieved: Promise.resolve(),
   };
 }
 
