@@ -182,10 +182,19 @@ export class CacheProcess {
     const process = machine.spawn();
     const lap = stopwatch();
     const client = await AgentClient.connect(process);
-    const { restored } = await client.hello(CACHE_SESSION);
-    if (!restored) throw new Error(`the agent restored nothing for "${CACHE_SESSION}"`);
+    // Pipelined: the fetch goes out behind the hello, and both answers come in one round trip.
+    const helloed = client.hello(CACHE_SESSION);
+    const fetched = client.fetch(CACHE_ENTRY);
+    const { restored } = await helloed.catch(async (error: unknown) => {
+      await fetched.catch(() => undefined);
+      throw error;
+    });
+    if (!restored) {
+      await fetched.catch(() => undefined);
+      throw new Error(`the agent restored nothing for "${CACHE_SESSION}"`);
+    }
     const hello = lap();
-    const [memfd] = await client.fetch(CACHE_ENTRY);
+    const [memfd] = await fetched;
     const fetch = lap();
     const { mapping } = await MappedMemfd.map(process, memfd!);
     const mmap = lap();

@@ -176,16 +176,29 @@ export class VmmProcess {
     const process = machine.spawn();
     const lap = stopwatch();
     const client = await AgentClient.connect(process);
-    const { restored: wasRestored } = await client.hello(VM_SESSION);
-    if (!wasRestored) throw new Error(`the agent restored nothing for "${VM_SESSION}"`);
-    const hello = lap();
-    // The session must outlive the fetches: LUO finishes it only once the NIC is bound and off
-    // the restored HWPT.
+    // Pipelined: the three fetches go out behind the hello, answered in one round trip. The
+    // session must outlive them: LUO finishes it only once the NIC is bound and off the restored
+    // HWPT.
+    const helloed = client.hello(VM_SESSION);
     const fetchOne = async (entry: { name: string }): Promise<number> =>
       (await client.fetch(entry.name, { finish: false }))[0]!;
-    const ramFd = await fetchOne(VM_ENTRIES.guestRam);
-    const iommufd = IommufdDevice.fromFd(process, await fetchOne(VM_ENTRIES.iommufd));
-    const nic = VfioDevice.fromFd(process, await fetchOne(VM_ENTRIES.nic));
+    const fetched = Promise.all([
+      fetchOne(VM_ENTRIES.guestRam),
+      fetchOne(VM_ENTRIES.iommufd),
+      fetchOne(VM_ENTRIES.nic),
+    ]);
+    const { restored: wasRestored } = await helloed.catch(async (error: unknown) => {
+      await fetched.catch(() => undefined);
+      throw error;
+    });
+    if (!wasRestored) {
+      await fetched.catch(() => undefined);
+      throw new Error(`the agent restored nothing for "${VM_SESSION}"`);
+    }
+    const hello = lap();
+    const [ramFd, iommuFd, nicFd] = await fetched;
+    const iommufd = IommufdDevice.fromFd(process, iommuFd);
+    const nic = VfioDevice.fromFd(process, nicFd);
     const fetch = lap();
     const restored = await iommufd.hwptLuRestore(VM_HWPT_TOKEN);
     const hwptRestore = lap();

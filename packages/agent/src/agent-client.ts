@@ -1,4 +1,4 @@
-// The service's side of the agent protocol: one connection, one request at a time.
+// The service's side of the agent protocol: one connection; requests may be pipelined.
 import { AF_UNIX, KernelError, SOCK_STREAM, isErrnoName, type Process } from '@liveupdate/machine';
 import { DEFAULT_AGENT_PATH } from './luo-agent.js';
 import { MessageReader, sendMessage, type WireMessage } from './agent-wire.js';
@@ -27,11 +27,18 @@ export interface AgentFetchOptions {
 /**
  * A service's connection to the agent. Requests fail with a `KernelError` carrying the errno the
  * agent answered (docs/agent.md), or `EINVAL` for an answer that breaks the protocol.
+ *
+ * Requests may be **pipelined**: call the next one without awaiting the last, and they are sent,
+ * and their answers read, in the order of the calls — the agent answers in the order it reads
+ * (a `hello` and the `fetch`es after it cost one round trip instead of one each).
  */
 export class AgentClient {
   readonly process: Process;
   readonly fd: number;
   readonly #reader: MessageReader;
+  /** The last request's send and read: each request sends, and reads, after the one before. */
+  #sent: Promise<unknown> = Promise.resolve();
+  #read: Promise<unknown> = Promise.resolve();
 
   private constructor(process: Process, fd: number) {
     this.process = process;
@@ -124,8 +131,15 @@ export class AgentClient {
     body: WireMessage,
     fds: readonly number[] = [],
   ): Promise<{ body: WireMessage; fds: readonly number[] }> {
-    await sendMessage(this.process, this.fd, body, fds);
-    const reply = await this.#reader.next();
+    const sent = this.#sent.then(() => sendMessage(this.process, this.fd, body, fds));
+    this.#sent = sent.catch(() => undefined);
+    // A request that could not be sent has no answer to read: the next one reads its own.
+    const read = this.#read.then(async () => {
+      await sent;
+      return this.#reader.next();
+    });
+    this.#read = read.catch(() => undefined);
+    const reply = await read;
     if (!reply) throw new KernelError('ECONNRESET', `the agent closed the connection`);
     if (typeof reply.body.error === 'string') {
       await Promise.all(reply.fds.map((fd) => this.process.close(fd)));

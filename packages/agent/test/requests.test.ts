@@ -1,5 +1,5 @@
 // The protocol's refusals in one kernel: who may say hello, what a service may ask for.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   AgentClient,
   LuoAgent,
@@ -45,6 +45,38 @@ describe('agent requests', () => {
     // The owner gets a new fd of its own for the same file.
     const [fd] = await cacheClient.fetch('table');
     expect(await textOf(cache, fd!, 10)).toBe('cache data');
+  });
+
+  it('answers pipelined requests in order, each with its own answer', async () => {
+    const { spawn } = await agentAndService();
+    const cache = spawn();
+    const memfd = await memfdWith(cache, 'cache data');
+    const client = await AgentClient.connect(cache);
+    const events: string[] = [];
+    const sendmsg = cache.sendmsg.bind(cache);
+    vi.spyOn(cache, 'sendmsg').mockImplementation(async (...args) => {
+      events.push('send');
+      return sendmsg(...args);
+    });
+    const recvmsg = cache.recvmsg.bind(cache);
+    vi.spyOn(cache, 'recvmsg').mockImplementation(async (...args) => {
+      const received = await recvmsg(...args);
+      events.push('answer');
+      return received;
+    });
+    // None awaited before the next: a refusal, then a hello, a store and a list behind it.
+    const early = client.list();
+    const hello = client.hello('cache');
+    const stored = client.store('table', [memfd]);
+    const listed = client.list();
+    expect(await errnoOf(early)).toBe('EACCES');
+    expect(await hello).toEqual({ restored: false });
+    await stored;
+    expect(await listed).toEqual([{ name: 'table', order: 0, fds: 1 }]);
+    // The second request went out before the first answer came back.
+    expect(events.slice(0, 2)).toEqual(['send', 'send']);
+    expect(events.filter((e) => e === 'send')).toHaveLength(4);
+    await client.bye();
   });
 
   it('answers EACCES to requests before hello', async () => {
