@@ -466,6 +466,65 @@ describe('incoming KHO folios contiguous in RAM', () => {
   });
 });
 
+describe('adoptReservedRun', () => {
+  const run: Folio[] = [
+    { pfn: 2048, order: 3 },
+    { pfn: 2056, order: 3 },
+    { pfn: 2064, order: 4 },
+    { pfn: 2080, order: 5 },
+  ];
+  const incoming = (): KhoIncoming => ({
+    compatible: 'kho-v2',
+    fdtPhys: 2048 * PAGE_SIZE,
+    scratch: SCRATCH,
+    folios: run,
+    handoverFolios: [],
+    subtrees: new Map(),
+  });
+
+  it('adopts every folio of a run of one order in one call, as adoptReserved one by one', () => {
+    const { pages } = boot('kho=on', { incoming: incoming() });
+    const before = pages.stats;
+    pages.adoptReservedRun(2048, 2, 3);
+    expect(pages.isAllocated(2048, 3) && pages.isAllocated(2056, 3)).toBe(true);
+    expect(pages.reservedOrder(2064)).toBe(4);
+    expect(pages.stats).toMatchObject({
+      reserved: before.reserved - 16,
+      allocated: before.allocated + 16,
+    });
+    expectStatsAddUp(pages);
+    pages.freePages({ pfn: 2056, order: 3 });
+    pages.adoptReservedRun(2064, 0, 4);
+    expect(pages.reservedOrder(2064)).toBe(4);
+  });
+
+  it('adopts nothing when one folio of the run is not reserved with that order, and names it', () => {
+    const { pages } = boot('kho=on', { incoming: incoming() });
+    const before = pages.stats;
+    // 2064 is an order-4 folio, 2080 is not: order 5.
+    let message = '';
+    try {
+      pages.adoptReservedRun(2064, 2, 4);
+    } catch (error) {
+      expect(KernelError.isInstance(error) && error.code).toBe('EINVAL');
+      message = (error as Error).message;
+    }
+    expect(message).toContain(`0x${(2080 * PAGE_SIZE).toString(16)} order 4`);
+    expect(pages.reservedOrder(2064)).toBe(4);
+    expect(pages.stats).toEqual(before);
+    for (const [pfn, count, order] of [
+      [2048, 1, 4],
+      [2048, -1, 3],
+      [2048, 1.5, 3],
+      [-8, 1, 3],
+      [FRAMES, 1, 0],
+    ] as const) {
+      expect(errnoOf(() => pages.adoptReservedRun(pfn, count, order))).toBe('EINVAL');
+    }
+    expect(pages.stats).toEqual(before);
+  });
+});
+
 describe('getOrder', () => {
   it.each([
     [1, 0],

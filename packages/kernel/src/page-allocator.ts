@@ -311,20 +311,36 @@ export class PageAllocator {
    * folio its new owner frees with {@link freePages}. KHO's restore calls this.
    */
   adoptReserved(folio: Folio): void {
-    const { pfn, order } = folio;
-    if (
-      !this.#memory.isValidPfn(pfn) ||
-      this.#flags(pfn) !== PG_RESERVED ||
-      this.#order(pfn) !== order
-    ) {
+    this.adoptReservedRun(folio.pfn, 1, folio.order);
+  }
+
+  /**
+   * {@link adoptReserved} for the `count` folios of `order` laid end to end from `pfn`, all or
+   * nothing: `EINVAL`, naming the first that is not one, unless every one is a folio reserved at
+   * boot with that order. One check of the run, then one store per folio (KHO restores a run of
+   * contiguous folios in one call).
+   */
+  adoptReservedRun(pfn: number, count: number, order: number): void {
+    if (!Number.isSafeInteger(count) || count < 0) {
+      throw new KernelError('EINVAL', `cannot adopt ${count} folios`);
+    }
+    const held = this.reservedRun(pfn, count, order);
+    if (held < count) {
+      const at = pfn + held * 2 ** order;
       throw new KernelError(
         'EINVAL',
-        `${hex(pfn * PAGE_SIZE)} order ${order} is not a folio reserved at boot`,
+        `${Number.isSafeInteger(at) ? hex(at * PAGE_SIZE) : String(pfn)} order ${order} is not a folio reserved at boot`,
       );
     }
-    this.#setHead(pfn, PG_HEAD, order);
-    this.#reserved -= 2 ** order;
-    this.#allocated += 2 ** order;
+    const extent = 2 ** order;
+    const memmap = this.#memmap;
+    // The order byte stays: a reserved head already carries its order.
+    for (let k = 0, at = pfn * MEMMAP_BYTES_PER_FRAME; k < count; k++) {
+      memmap[at] = PG_HEAD;
+      at += extent * MEMMAP_BYTES_PER_FRAME;
+    }
+    this.#reserved -= count * extent;
+    this.#allocated += count * extent;
   }
 
   /**

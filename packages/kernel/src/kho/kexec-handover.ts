@@ -315,12 +315,9 @@ export class KexecHandover {
           : `kho: ${hex(at)} was preserved with order ${preserved}, not ${order}`,
       );
     }
-    const folios: Folio[] = [];
-    for (let k = 0; k < nrFolios; k++) {
-      const folio = { pfn: pfn + k * 2 ** order, order };
-      this.#pages.adoptReserved(folio);
-      folios.push(folio);
-    }
+    this.#pages.adoptReservedRun(pfn, nrFolios, order);
+    const folios: Folio[] = new Array<Folio>(nrFolios);
+    for (let k = 0; k < nrFolios; k++) folios[k] = { pfn: pfn + k * 2 ** order, order };
     this.#unrestoredFolios -= nrFolios;
     this.#unrestoredFrames -= nrFolios * 2 ** order;
     return folios;
