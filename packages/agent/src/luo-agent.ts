@@ -25,7 +25,7 @@ import {
   type ManifestEntry,
 } from './agent-manifest.js';
 import { AGENT_MAX_FDS, MessageReader, sendMessage, type WireMessage } from './agent-wire.js';
-import { MANIFEST_SEALS, readManifest } from './read-manifest.js';
+import { MANIFEST_SEALS, readManifest, type ReadManifest } from './read-manifest.js';
 
 /** Where the agent listens unless told otherwise. */
 export const DEFAULT_AGENT_PATH = '/run/luod.sock';
@@ -128,7 +128,9 @@ export class LuoAgent {
    * (nothing was preserved by an agent) and `EIO` when the manifest is damaged; then no
    * service session has been retrieved and `/dev/liveupdate` is closed again.
    *
-   * It resolves as soon as the agent listens: the services' files are retrieved right after, in
+   * The socket is bound and listening beside the manifest's syscalls, and accepts once the
+   * services are known; on a failure it is closed and its path removed. It resolves as soon as
+   * the agent accepts: the services' files are retrieved right after, in
    * the manifest's order, while the services start and connect (a `hello` waits for its own), and
    * only then is `luod` finished. A failure there reaches `onError`.
    */
@@ -139,31 +141,53 @@ export class LuoAgent {
         `LuoAgent.restore: reclaimAfterMs must be a finite number of milliseconds ≥ 0, not ${reclaimAfterMs}`,
       );
     const agent = new LuoAgent(process, options);
-    const { release } = await agent.#withDevice(async (device) => {
-      const read = await readManifest(process, device);
-      for (const [name, entries] of read.manifest.services) {
-        const service = newService(true);
-        for (const [entryName, { order, tokens }] of entries) {
-          service.entries.set(entryName, { order, tokens, fds: null, error: null, fetched: false });
-          service.nextToken = Math.max(service.nextToken, ...tokens.map((t) => t + 1));
-        }
-        try {
-          service.session = await device.retrieveSession(name);
-        } catch (error) {
-          // This service alone fails: its hello gets the error, the others are served.
-          service.error = asKernelError(error);
-          service.incoming = false;
-        }
-        agent.#services.set(name, service);
-      }
-      return read;
-    });
+    // The socket comes up beside the manifest's syscalls (their round trips overlap); connections
+    // wait in its backlog until the services are known.
+    const listening = agent.#bindListener();
+    listening.catch(() => undefined);
+    let read: ReadManifest;
     try {
-      await agent.#listen();
+      read = await agent.#withDevice(async (device) => {
+        const read = await readManifest(process, device);
+        for (const [name, entries] of read.manifest.services) {
+          const service = newService(true);
+          for (const [entryName, { order, tokens }] of entries) {
+            service.entries.set(entryName, {
+              order,
+              tokens,
+              fds: null,
+              error: null,
+              fetched: false,
+            });
+            service.nextToken = Math.max(service.nextToken, ...tokens.map((t) => t + 1));
+          }
+          try {
+            service.session = await device.retrieveSession(name);
+          } catch (error) {
+            // This service alone fails: its hello gets the error, the others are served.
+            service.error = asKernelError(error);
+            service.incoming = false;
+          }
+          agent.#services.set(name, service);
+        }
+        return read;
+      });
+    } catch (error) {
+      // Nothing to serve: the socket goes, and its path with it, for the next agent.
+      await listening.then(
+        (fd) => agent.#unbind(fd),
+        () => undefined,
+      );
+      throw error;
+    }
+    const { release } = read;
+    try {
+      agent.#listener = await listening;
     } catch (error) {
       await release().catch(() => undefined);
       throw error;
     }
+    void agent.#acceptLoop();
     for (const service of agent.#services.values()) {
       if (!service.incoming) continue;
       // In turn: a reclaim, a prepare or a close comes after the retrieve, never under it.
@@ -341,16 +365,32 @@ export class LuoAgent {
   }
 
   async #listen(): Promise<void> {
+    this.#listener = await this.#bindListener();
+    void this.#acceptLoop();
+  }
+
+  /** A socket bound at the agent's path and listening, not accepting yet. */
+  async #bindListener(): Promise<number> {
     const fd = await this.process.socket(AF_UNIX, SOCK_STREAM);
     try {
       await this.process.bind(fd, this.path);
-      await this.process.listen(fd, 64);
     } catch (error) {
       await this.process.close(fd);
       throw error;
     }
-    this.#listener = fd;
-    void this.#acceptLoop();
+    try {
+      await this.process.listen(fd, 64);
+    } catch (error) {
+      await this.#unbind(fd);
+      throw error;
+    }
+    return fd;
+  }
+
+  /** Close a bound socket and remove its path. */
+  async #unbind(fd: number): Promise<void> {
+    await this.#closeQuietly(fd);
+    await this.process.unlink(this.path).catch(() => undefined);
   }
 
   async #acceptLoop(): Promise<void> {

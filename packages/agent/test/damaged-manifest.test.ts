@@ -127,5 +127,8 @@ describe('no agent session', () => {
     const error = await restoreError(next);
     expect(error.code).toBe('ENOENT');
     expect(error.message).toContain('no session "luod"');
+    // The socket it brought up beside the manifest's reading is gone, path and all.
+    const fresh = await LuoAgent.start(next);
+    await fresh.close();
   });
 });
