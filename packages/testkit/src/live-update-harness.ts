@@ -35,6 +35,8 @@ export interface BootForLiveUpdateOptions {
   readonly onHandover?: MachineOptions['onHandover'];
   /** PCI devices of the machine (see `Machine.create`), for handlers of device files. */
   readonly devices?: MachineOptions['devices'];
+  /** Every kernel's image rehearses a live update when loaded (see `liveUpdateImage`). */
+  readonly rehearse?: boolean;
 }
 
 /**
@@ -135,6 +137,7 @@ export async function bootForLiveUpdate(
       modules: options.modules,
       ...(options.cmdline === undefined ? {} : { cmdline: options.cmdline }),
       ...(options.moduleBase === undefined ? {} : { moduleBase: options.moduleBase }),
+      ...(options.rehearse === undefined ? {} : { rehearse: options.rehearse }),
     });
   try {
     await machine.boot(imageFor(options.version ?? DEFAULT_HARNESS_VERSION));

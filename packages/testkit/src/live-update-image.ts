@@ -43,6 +43,11 @@ export interface LiveUpdateImageOptions {
   readonly cmdline?: string;
   /** Where relative and bare module specifiers resolve from; usually `import.meta.url`. */
   readonly moduleBase?: string;
+  /**
+   * Rehearse a live update when the image is loaded (`createKernelImage({ rehearse: true })`):
+   * the kernel logs `rehearsal: …` once it boots, and a module's `rehearse` runs. Default false.
+   */
+  readonly rehearse?: boolean;
 }
 
 /**
@@ -65,5 +70,6 @@ export function liveUpdateImage(options: LiveUpdateImageOptions): KernelImage {
     cmdline: options.cmdline ? `${LIVEUPDATE_CMDLINE} ${options.cmdline}` : LIVEUPDATE_CMDLINE,
     modules: [LIVEUPDATE_MODULE, TESTKIT_MODULE, ...options.modules],
     ...(options.moduleBase === undefined ? {} : { moduleBase: options.moduleBase }),
+    ...(options.rehearse === undefined ? {} : { rehearse: options.rehearse }),
   });
 }

@@ -21,6 +21,8 @@ describe('liveUpdateImage', () => {
     expect(image.modules[0]).toMatch(/^file:.*\/core\/dist\/liveupdate-module\.js$/);
     expect(image.modules[1]).toMatch(/^file:.*\/testkit\/dist\/testkit-module\.js$/);
     expect(image.modules[2]).toBe(NOTE_MODULE);
+    expect(image.rehearse).toBeUndefined();
+    expect(liveUpdateImage({ version: '6.18.7', modules: [], rehearse: true }).rehearse).toBe(true);
   });
 });
 
@@ -38,6 +40,17 @@ describe('LiveUpdateHarness', () => {
     expect(await readNote(next, await session.retrieveFd(1n))).toBe('kept');
     await harness.liveUpdate('7.0.0-rc1');
     expect(harness.machine.kernelVersion).toBe('7.0.0-rc1');
+  });
+
+  it('rehearses the update in every kernel it boots when asked to, and in none otherwise', async () => {
+    const rehearsed = /rehearsal: a live update rehearsed on private memory at load in [\d.]+ ms/;
+    const harness = await boot({ rehearse: true });
+    expect(harness.machine.dmesg()).toMatch(rehearsed);
+    await harness.liveUpdate();
+    expect(harness.machine.dmesg()).toMatch(rehearsed);
+    const plain = await boot();
+    await plain.liveUpdate();
+    expect(plain.machine.dmesg()).not.toMatch(/rehearsal:/);
   });
 
   it('writes a Chrome trace in which both kernels have their own track and every span nests in its thread', async () => {
