@@ -1,6 +1,7 @@
 import { AgentClient } from '@liveupdate/agent';
 import { PAGE_SIZE, type Machine, type MemoryMapping, type Process } from '@liveupdate/machine';
 import { MappedMemfd } from '@liveupdate/plugin-memfd';
+import { helloRestored } from './agent-hello.js';
 import { KvCache, type KvCacheLayout } from './kv-cache.js';
 import { MemcachedServer } from './memcached-server.js';
 import { MEMCACHED_SLOT_BYTES, MemcachedTable } from './memcached-table.js';
@@ -182,17 +183,7 @@ export class CacheProcess {
     const process = machine.spawn();
     const lap = stopwatch();
     const client = await AgentClient.connect(process);
-    // Pipelined: the fetch goes out behind the hello, and both answers come in one round trip.
-    const helloed = client.hello(CACHE_SESSION);
-    const fetched = client.fetch(CACHE_ENTRY);
-    const { restored } = await helloed.catch(async (error: unknown) => {
-      await fetched.catch(() => undefined);
-      throw error;
-    });
-    if (!restored) {
-      await fetched.catch(() => undefined);
-      throw new Error(`the agent restored nothing for "${CACHE_SESSION}"`);
-    }
+    const { fetched } = await helloRestored(client, CACHE_SESSION, () => client.fetch(CACHE_ENTRY));
     const hello = lap();
     const [memfd] = await fetched;
     const fetch = lap();

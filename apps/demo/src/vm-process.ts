@@ -2,6 +2,7 @@ import { AgentClient } from '@liveupdate/agent';
 import { type Machine, type Process } from '@liveupdate/machine';
 import { IommufdDevice } from '@liveupdate/plugin-iommufd';
 import { VFIO_DEVICES_DIR, VfioDevice } from '@liveupdate/plugin-vfio';
+import { helloRestored } from './agent-hello.js';
 import { GuestNic } from './vm-guest-nic.js';
 import { GuestRam } from './vm-guest-ram.js';
 
@@ -176,25 +177,17 @@ export class VmmProcess {
     const process = machine.spawn();
     const lap = stopwatch();
     const client = await AgentClient.connect(process);
-    // Pipelined: the three fetches go out behind the hello, answered in one round trip. The
-    // session must outlive them: LUO finishes it only once the NIC is bound and off the restored
-    // HWPT.
-    const helloed = client.hello(VM_SESSION);
+    // The three fetches go out behind the hello, pipelined. The session must outlive them: LUO
+    // finishes it only once the NIC is bound and off the restored HWPT.
     const fetchOne = async (entry: { name: string }): Promise<number> =>
       (await client.fetch(entry.name, { finish: false }))[0]!;
-    const fetched = Promise.all([
-      fetchOne(VM_ENTRIES.guestRam),
-      fetchOne(VM_ENTRIES.iommufd),
-      fetchOne(VM_ENTRIES.nic),
-    ]);
-    const { restored: wasRestored } = await helloed.catch(async (error: unknown) => {
-      await fetched.catch(() => undefined);
-      throw error;
-    });
-    if (!wasRestored) {
-      await fetched.catch(() => undefined);
-      throw new Error(`the agent restored nothing for "${VM_SESSION}"`);
-    }
+    const { fetched } = await helloRestored(client, VM_SESSION, () =>
+      Promise.all([
+        fetchOne(VM_ENTRIES.guestRam),
+        fetchOne(VM_ENTRIES.iommufd),
+        fetchOne(VM_ENTRIES.nic),
+      ]),
+    );
     const hello = lap();
     const [ramFd, iommuFd, nicFd] = await fetched;
     const iommufd = IommufdDevice.fromFd(process, iommuFd);
