@@ -130,9 +130,9 @@ export class LuoAgent {
    *
    * The socket is bound and listening beside the manifest's syscalls, and accepts once the
    * services are known; on a failure it is closed and its path removed. It resolves as soon as
-   * the agent accepts: the services' files are retrieved right after, in
-   * the manifest's order, while the services start and connect (a `hello` waits for its own), and
-   * only then is `luod` finished. A failure there reaches `onError`.
+   * the agent accepts: the services' files are retrieved right after, in the manifest's order,
+   * while the services start and connect (a `hello` waits for its own), and only then is `luod`
+   * finished ({@link settled}). A failure there reaches `onError`.
    */
   static async restore(process: Process, options: LuoAgentOptions = {}): Promise<LuoAgent> {
     const { reclaimAfterMs } = options;

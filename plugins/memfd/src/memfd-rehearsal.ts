@@ -21,9 +21,9 @@ const ONE = new Uint8Array([1]);
 
 /**
  * The memfd module's rehearsal (see `ModuleRehearsal` of `@liveupdate/kernel`): what a service
- * keeping its memory in a memfd does across a live update. Before: create a memfd, write to it,
- * map it, preserve it in a LUO session. After: retrieve the session and the memfd, map it, read it
- * back, finish the session.
+ * keeping its memory in a memfd does across a live update. Before: create two memfds (one of large
+ * folios, one of many one-page folios), write to them, preserve them in a LUO session. After:
+ * retrieve the session and the memfds, map them, read them back, finish the session.
  */
 export const memfdRehearsal: ModuleRehearsal = {
   async before(process) {
