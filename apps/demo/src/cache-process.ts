@@ -66,12 +66,16 @@ export interface CacheSetupTimings {
  */
 export interface CacheRetrieveTimings {
   /**
-   * The new agent's `LuoAgent.restore`: the first open of `/dev/liveupdate` (LUO deserializes the
-   * incoming sessions), `luod` and its manifest read and finished, every service's session
-   * (`kv-cache`, `vm0`) retrieved, listen. On the cache's path: it is the first service back.
+   * The new agent's `LuoAgent.restore` up to its socket listening (`onListening`), when the
+   * services start: its process spawned, the socket bound and listening beside the first open of
+   * `/dev/liveupdate` (LUO deserializes the incoming sessions).
    */
   readonly 'agent-restore': number;
-  /** The new cache connects and says `hello`; the agent retrieves the memfd (`RETRIEVE_FD`) first. */
+  /**
+   * The new cache connects and says `hello`, beside the rest of the agent's restore (`luod` and
+   * its manifest retrieved and checked, the sessions retrieved); before answering, the agent
+   * retrieves the memfd (`RETRIEVE_FD`).
+   */
   readonly hello: number;
   /** `fetch`: the memfd comes over the socket (`SCM_RIGHTS`); the agent then finishes the session. */
   readonly fetch: number;

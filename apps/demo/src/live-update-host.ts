@@ -164,16 +164,30 @@ export async function completeHostLiveUpdate(
   // Resolves once the new kernel runs; the updater and the old service processes have ended.
   await updater.reboot(LINUX_REBOOT_CMD_KEXEC);
   const start = performance.now();
-  const agent = await LuoAgent.restore(machine.spawn());
-  const agentRestoreMs = performance.now() - start;
+  let agentRestoreMs = 0;
   const memcachedPort = services.cache?.memcached?.server.port;
-  const cacheRetrieved = services.cache
-    ? await CacheProcess.retrieve(
-        machine,
-        memcachedPort === undefined ? {} : { memcached: { port: memcachedPort } },
-      )
-    : undefined;
-  const vmRetrieved = vmm ? await VmmProcess.retrieve(machine) : undefined;
+  // The cache first, then the VMM; each connects, says hello and fetches (their hello waits in
+  // the agent until their files are retrieved).
+  const startServices = async () => {
+    const cache = services.cache
+      ? await CacheProcess.retrieve(
+          machine,
+          memcachedPort === undefined ? {} : { memcached: { port: memcachedPort } },
+        )
+      : undefined;
+    return { cache, vm: vmm ? await VmmProcess.retrieve(machine) : undefined };
+  };
+  // They start as soon as the new agent listens, so that their connect and hello overlap the
+  // rest of its restore (manifest, sessions); if the restore fails, its error is the one told.
+  let started: ReturnType<typeof startServices> | undefined;
+  const agent = await LuoAgent.restore(machine.spawn(), {
+    onListening: () => {
+      agentRestoreMs = performance.now() - start;
+      started = startServices();
+      started.catch(() => undefined);
+    },
+  });
+  const { cache: cacheRetrieved, vm: vmRetrieved } = await (started ?? startServices());
   const atResume = nicCounters();
   const kexec = kexecTimings(machine, machine.bootCount - 1);
 

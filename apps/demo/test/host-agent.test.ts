@@ -70,6 +70,23 @@ describe('the host through one agent', () => {
     const vmm = await VmmProcess.create(machine, { guestBytes: 8 * MiB, ringSize: 1024 });
     fillGuestMemory(vmm.guest);
     const retrieveFd = vi.spyOn(LiveUpdateSession.prototype, 'retrieveFd');
+    // The host starts the new services when the new agent listens: the cache's process is spawned
+    // in its onListening, before the restore resolves (the VMM follows the cache's first key).
+    const spawn = vi.spyOn(machine, 'spawn');
+    const restore = LuoAgent.restore.bind(LuoAgent);
+    const restoring: string[] = [];
+    vi.spyOn(LuoAgent, 'restore').mockImplementation(async (process, options) => {
+      const restored = await restore(process, {
+        ...options,
+        onListening: () => {
+          const before = spawn.mock.calls.length;
+          options?.onListening?.();
+          restoring.push(`listening: ${spawn.mock.calls.length - before} spawned`);
+        },
+      });
+      restoring.push('restored');
+      return restored;
+    });
 
     const attempt = await attemptLiveUpdateHost(
       machine,
@@ -90,6 +107,7 @@ describe('the host through one agent', () => {
     expect(vm.dma.iommuFaults).toBe(0);
     expect(vm.dma.deliveredDuringBlackout).toBeGreaterThan(0);
     expect(cache.firstKeyOk).toBe(true);
+    expect(restoring).toEqual(['listening: 1 spawned', 'restored']);
 
     // The agent retrieved vm0's files in their order (tokens are given in store order: guest
     // RAM 1, iommufd 2, NIC 3), whatever the VMM fetched first.

@@ -51,6 +51,13 @@ export interface LuoAgentOptions {
   readonly reclaimAfterMs?: number;
   /** Told of each service reclaimed after `reclaimAfterMs`, once its files are released. */
   readonly onReclaim?: (service: string) => void;
+  /**
+   * Told once the socket accepts connections: the moment to start the services. With
+   * {@link LuoAgent.restore} that is before the manifest is read, so that their `connect` and
+   * `hello` overlap the restore: their connections wait in the backlog until the services are
+   * known, and are reset if the restore fails.
+   */
+  readonly onListening?: () => void;
 }
 
 /** One named entry of a service. */
@@ -128,11 +135,13 @@ export class LuoAgent {
    * (nothing was preserved by an agent) and `EIO` when the manifest is damaged; then no
    * service session has been retrieved and `/dev/liveupdate` is closed again.
    *
-   * The socket is bound and listening beside the manifest's syscalls, and accepts once the
-   * services are known; on a failure it is closed and its path removed. It resolves as soon as
-   * the agent accepts: the services' files are retrieved right after, in the manifest's order,
-   * while the services start and connect (a `hello` waits for its own), and only then is `luod`
-   * finished ({@link settled}). A failure there reaches `onError`.
+   * The socket is bound and listening beside the manifest's syscalls (`onListening` is told then,
+   * so that services may start and connect at once); connections wait in its backlog until the
+   * services are known, and on a failure the socket is closed (they are reset) and its path
+   * removed. The services' sessions are retrieved together, and each one's files right after, in
+   * the manifest's order, while `/dev/liveupdate` closes; a `hello` waits for its own service's.
+   * It resolves once the agent accepts; `/dev/liveupdate` is closed and `luod` finished after
+   * the files are retrieved ({@link settled}). A failure there reaches `onError`.
    */
   static async restore(process: Process, options: LuoAgentOptions = {}): Promise<LuoAgent> {
     const { reclaimAfterMs } = options;
@@ -144,34 +153,20 @@ export class LuoAgent {
     // The socket comes up beside the manifest's syscalls (their round trips overlap); connections
     // wait in its backlog until the services are known.
     const listening = agent.#bindListener();
-    listening.catch(() => undefined);
+    listening.then(
+      () => agent.#told(options.onListening),
+      () => undefined,
+    );
+    let device: LiveUpdateDevice;
     let read: ReadManifest;
     try {
-      read = await agent.#withDevice(async (device) => {
-        const read = await readManifest(process, device);
-        for (const [name, entries] of read.manifest.services) {
-          const service = newService(true);
-          for (const [entryName, { order, tokens }] of entries) {
-            service.entries.set(entryName, {
-              order,
-              tokens,
-              fds: null,
-              error: null,
-              fetched: false,
-            });
-            service.nextToken = Math.max(service.nextToken, ...tokens.map((t) => t + 1));
-          }
-          try {
-            service.session = await device.retrieveSession(name);
-          } catch (error) {
-            // This service alone fails: its hello gets the error, the others are served.
-            service.error = asKernelError(error);
-            service.incoming = false;
-          }
-          agent.#services.set(name, service);
-        }
-        return read;
-      });
+      device = await LiveUpdateDevice.open(process);
+      try {
+        read = await readManifest(process, device);
+      } catch (error) {
+        await device.close();
+        throw error;
+      }
     } catch (error) {
       // Nothing to serve: the socket goes, and its path with it, for the next agent.
       await listening.then(
@@ -180,22 +175,50 @@ export class LuoAgent {
       );
       throw error;
     }
-    const { release } = read;
+    const { manifest, release } = read;
+    const services = [...manifest.services].map(([name, entries]) => {
+      const service = newService(true);
+      for (const [entryName, { order, tokens }] of entries) {
+        service.entries.set(entryName, { order, tokens, fds: null, error: null, fetched: false });
+        service.nextToken = Math.max(service.nextToken, ...tokens.map((t) => t + 1));
+      }
+      agent.#services.set(name, service);
+      return [name, service] as const;
+    });
+    // Every session at once: LUO answers them in turn, without a round trip between them.
+    await Promise.all(
+      services.map(async ([name, service]) => {
+        try {
+          service.session = await device.retrieveSession(name);
+        } catch (error) {
+          // This service alone fails: its hello gets the error, the others are served.
+          service.error = asKernelError(error);
+          service.incoming = false;
+        }
+      }),
+    );
     try {
       agent.#listener = await listening;
     } catch (error) {
+      await device.close();
       await release().catch(() => undefined);
       throw error;
     }
     void agent.#acceptLoop();
-    for (const service of agent.#services.values()) {
+    for (const [, service] of services) {
       if (!service.incoming) continue;
       // In turn: a reclaim, a prepare or a close comes after the retrieve, never under it.
       service.retrieved = agent.#inTurn(() => agent.#retrieveAll(service));
     }
-    agent.#released = agent.#inTurn(release).catch((error: unknown) => {
-      if (!agent.#closed && !isGone(error)) agent.#options.onError?.(error);
-    });
+    // After the retrieves in the queue, so that its round trip is not on their path.
+    agent.#released = agent
+      .#inTurn(async () => {
+        await device.close();
+        await release();
+      })
+      .catch((error: unknown) => {
+        if (!agent.#closed && !isGone(error)) agent.#options.onError?.(error);
+      });
     if (reclaimAfterMs !== undefined) {
       agent.#reclaimTimer = setTimeout(() => {
         void agent.#reclaim(`it did not say hello within ${reclaimAfterMs} ms of the restore`);
@@ -367,6 +390,16 @@ export class LuoAgent {
   async #listen(): Promise<void> {
     this.#listener = await this.#bindListener();
     void this.#acceptLoop();
+    this.#told(this.#options.onListening);
+  }
+
+  /** Call one of the owner's callbacks; what it throws goes to `onError`, not into the agent. */
+  #told(callback: (() => void) | undefined): void {
+    try {
+      callback?.();
+    } catch (error) {
+      this.#options.onError?.(error);
+    }
   }
 
   /** A socket bound at the agent's path and listening, not accepting yet. */

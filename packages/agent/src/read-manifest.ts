@@ -81,19 +81,24 @@ const READ_CHUNK = 64 * 1024;
 /**
  * The bytes of the manifest memfd `fd`, once its seals say they cannot change. The memfd cannot
  * grow (`F_SEAL_GROW`), so a read shorter than asked is its end, as for any regular file: a
- * manifest under {@link READ_CHUNK} bytes costs one `pread`.
+ * manifest under {@link READ_CHUNK} bytes costs one `pread`, sent beside the `F_GET_SEALS` (no
+ * byte is used before the seals are checked).
  */
 async function readSealed(process: Process, fd: number): Promise<Uint8Array> {
-  const seals = await process.fcntl(fd, F_GET_SEALS);
-  if ((seals & MANIFEST_SEALS) !== MANIFEST_SEALS)
+  const [seals, first] = await Promise.allSettled([
+    process.fcntl(fd, F_GET_SEALS),
+    process.pread(fd, READ_CHUNK, 0),
+  ]);
+  if (seals.status === 'rejected') throw seals.reason;
+  if ((seals.value & MANIFEST_SEALS) !== MANIFEST_SEALS)
     throw new KernelError(
       'EIO',
-      `agent manifest: the memfd's seals are 0x${seals.toString(16)}, not 0x${MANIFEST_SEALS.toString(16)}: it could have been changed`,
+      `agent manifest: the memfd's seals are 0x${seals.value.toString(16)}, not 0x${MANIFEST_SEALS.toString(16)}: it could have been changed`,
     );
+  if (first.status === 'rejected') throw first.reason;
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for (;;) {
-    const chunk = await process.pread(fd, READ_CHUNK, size);
+  for (let chunk = first.value; ; chunk = await process.pread(fd, READ_CHUNK, size)) {
     chunks.push(chunk);
     size += chunk.length;
     if (size > MANIFEST_MAX_BYTES)

@@ -14,6 +14,7 @@ import {
   AGENT_SESSION,
   AgentClient,
   LuoAgent,
+  MANIFEST_MAX_BYTES,
   MANIFEST_SEALS,
   MANIFEST_TOKEN,
 } from '@liveupdate/agent';
@@ -130,5 +131,41 @@ describe('no agent session', () => {
     // The socket it brought up beside the manifest's reading is gone, path and all.
     const fresh = await LuoAgent.start(next);
     await fresh.close();
+  });
+});
+
+describe('a large manifest', () => {
+  const good = JSON.stringify({
+    version: 1,
+    services: { cache: { table: { order: 0, tokens: [1] } } },
+  });
+
+  it('is read whole past one read of 64 KiB, and at exactly 64 KiB', async () => {
+    // Leading blanks: a reader that stopped after its first read would see no JSON at all.
+    for (const bytes of [200_000, 64 * 1024]) {
+      const { next, harness } = await updateWithManifest(
+        ' '.repeat(bytes - good.length) + good,
+        MANIFEST_SEALS,
+      );
+      const restored = await LuoAgent.restore(next);
+      expect(restored.services).toEqual(new Map([['cache', ['table']]]));
+      const service = harness.machine.spawn();
+      const client = await AgentClient.connect(service);
+      await client.hello('cache');
+      const [fd] = await client.fetch('table');
+      expect(await textOf(service, fd!, 10)).toBe('cache data');
+      await restored.close();
+    }
+  });
+
+  it('is refused with EIO over its limit, and nothing is handed out', async () => {
+    const { next } = await updateWithManifest(
+      ' '.repeat(MANIFEST_MAX_BYTES + 1 - good.length) + good,
+      MANIFEST_SEALS,
+    );
+    const error = await restoreError(next);
+    expect(error.code).toBe('EIO');
+    expect(error.message).toContain(`over ${MANIFEST_MAX_BYTES} bytes`);
+    await expectCacheUntouched(next);
   });
 });

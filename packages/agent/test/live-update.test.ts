@@ -1,8 +1,8 @@
 // A service's fds cross a live update through the agent: the service only talks to the socket.
 import { describe, expect, it, vi } from 'vitest';
 import { LiveUpdateDevice } from '@liveupdate/core';
-import type { Process } from '@liveupdate/machine';
-import { AgentClient, LuoAgent } from '@liveupdate/agent';
+import { AF_UNIX, SOCK_STREAM, type Process } from '@liveupdate/machine';
+import { AgentClient, DEFAULT_AGENT_PATH, LuoAgent } from '@liveupdate/agent';
 import { testkitStats } from '@liveupdate/testkit';
 import { until } from '@liveupdate/vitest-config/wait-until';
 import { boot, errnoOf, memfdWith, textOf } from './helpers.js';
@@ -182,5 +182,83 @@ describe('the agent across a live update', () => {
     const device = await LiveUpdateDevice.open(next);
     expect(await errnoOf(device.retrieveSession('gone'))).toBe('ENOENT');
     await device.close();
+  });
+});
+
+describe('onListening', () => {
+  /** A machine whose agent preserved `CONTENT` for the service `cache`, after the live update. */
+  async function updated() {
+    const harness = await boot();
+    const agent = await LuoAgent.start(harness.process);
+    const service = harness.machine.spawn();
+    const client = await AgentClient.connect(service);
+    await client.hello('cache');
+    await client.store('table', [await memfdWith(service, CONTENT)]);
+    await client.bye();
+    await agent.prepare();
+    return { harness, next: await harness.liveUpdate() };
+  }
+
+  it('is told before the restore resolves; a service that connects then is served', async () => {
+    const { harness, next } = await updated();
+    const service = harness.machine.spawn();
+    let early: Promise<{ hello: unknown; text: string }> | undefined;
+    const restored = await LuoAgent.restore(next, {
+      onListening: () => {
+        // The manifest is not read yet: the hello waits in the backlog, then for the retrieve.
+        early = (async () => {
+          const client = await AgentClient.connect(service);
+          const hello = await client.hello('cache');
+          const [fd] = await client.fetch('table');
+          return { hello, text: await textOf(service, fd!, CONTENT.length) };
+        })();
+      },
+    });
+    expect(early).toBeDefined();
+    expect(await early).toEqual({ hello: { restored: true }, text: CONTENT });
+    await restored.close();
+  });
+
+  it('resets the connections it let in when the restore then fails', async () => {
+    // No agent preserved anything: the restore fails with ENOENT after the socket listened.
+    const harness = await boot();
+    const next = await harness.liveUpdate();
+    const service = harness.machine.spawn();
+    const fd = await service.socket(AF_UNIX, SOCK_STREAM);
+    let connected: Promise<void> | undefined;
+    const restore = LuoAgent.restore(next, {
+      onListening: () => {
+        connected = service.connect(fd, DEFAULT_AGENT_PATH);
+      },
+    });
+    expect(await errnoOf(restore)).toBe('ENOENT');
+    // Taken into the backlog, never accepted: the listener's close reset the connection, so
+    // nothing can be sent on it.
+    await connected;
+    expect(await errnoOf(service.write(fd, new Uint8Array([1])))).toBe('EPIPE');
+    // And the path is gone: a new agent listens there.
+    const fresh = await LuoAgent.start(next);
+    await fresh.close();
+  });
+
+  it('is told by start once it listens; what it throws goes to onError', async () => {
+    const harness = await boot();
+    const errors: unknown[] = [];
+    const thrown = new Error('the owner failed to start a service');
+    let told = 0;
+    const agent = await LuoAgent.start(harness.process, {
+      onListening: () => {
+        told++;
+        throw thrown;
+      },
+      onError: (error) => errors.push(error),
+    });
+    expect(told).toBe(1);
+    expect(errors).toEqual([thrown]);
+    // The agent serves regardless.
+    const client = await AgentClient.connect(harness.machine.spawn());
+    expect(await client.hello('cache')).toEqual({ restored: false });
+    await client.bye();
+    await agent.close();
   });
 });
