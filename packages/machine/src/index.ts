@@ -37,7 +37,13 @@ export {
 } from './process.js';
 export * from './socket.js';
 export * from './reboot.js';
-export { pairSpans, type TimelineEvent, type TimelineSpan } from './timeline.js';
+export {
+  pairSpans,
+  spansOf,
+  type SpanFilter,
+  type TimelineEvent,
+  type TimelineSpan,
+} from './timeline.js';
 export {
   DMA_COPY_COMPLETION_SIZE,
   DMA_COPY_CTRL_ENABLE,

@@ -13,7 +13,7 @@ import { validateKernelImage, type KernelImage } from './kernel-image.js';
 import { MachineHaltedError } from './machine-halted-error.js';
 import { PhysicalMemory } from './physical-memory.js';
 import { Process, type SyscallChannel } from './process.js';
-import { pairSpans, type TimelineEvent, type TimelineSpan } from './timeline.js';
+import { spansOf, type SpanFilter, type TimelineEvent, type TimelineSpan } from './timeline.js';
 
 /** Options of {@link Machine.create}. */
 export interface MachineOptions {
@@ -165,12 +165,8 @@ export class Machine implements SyscallChannel {
   }
 
   /** The timeline's trace spans, optionally only those of one boot or one name. */
-  spans(filter: { boot?: number; name?: string } = {}): TimelineSpan[] {
-    return pairSpans(this.#timeline).filter(
-      (span) =>
-        (filter.boot === undefined || span.boot === filter.boot) &&
-        (filter.name === undefined || span.name === filter.name),
-    );
+  spans(filter: SpanFilter = {}): TimelineSpan[] {
+    return spansOf(this.#timeline, filter);
   }
 
   /** DMA counters of the device at `bdf` (`"00:03.0"`), or summed over every device. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { pairSpans, type TimelineEvent } from './timeline.js';
+import { pairSpans, spansOf, type TimelineEvent } from './timeline.js';
 
 const trace = (
   time: number,
@@ -39,5 +39,45 @@ describe('pairSpans', () => {
 
   it('leaves out spans that never ended and ends without a beginning', () => {
     expect(pairSpans([trace(0, 0, 'x', 'E'), trace(1, 0, 'y', 'B')])).toEqual([]);
+  });
+});
+
+describe('spansOf', () => {
+  // Two boots whose spans share names and nest, with an unfinished one and an instant.
+  const timeline = [
+    trace(0, 0, 'boot', 'B'),
+    trace(1, 0, 'step', 'B'),
+    trace(2, 0, 'step', 'B'),
+    trace(3, 0, 'step', 'E'),
+    trace(4, 0, 'step', 'E'),
+    trace(5, 0, 'boot', 'E'),
+    trace(6, 1, 'boot', 'B'),
+    trace(7, 1, 'step', 'B'),
+    trace(8, 1, 'mark', 'i'),
+    trace(9, 1, 'step', 'E'),
+    trace(10, 1, 'late', 'B'),
+  ];
+  const all = pairSpans(timeline);
+
+  it('keeps what pairing the whole timeline and filtering would, for every filter', () => {
+    for (const filter of [
+      {},
+      { boot: 0 },
+      { boot: 1 },
+      { name: 'step' },
+      { boot: 1, name: 'step' },
+    ]) {
+      const expected = all.filter(
+        (s) =>
+          (filter.boot === undefined || s.boot === filter.boot) &&
+          (filter.name === undefined || s.name === filter.name),
+      );
+      expect(spansOf(timeline, filter)).toEqual(expected);
+    }
+    expect(spansOf(timeline, { boot: 1, name: 'step' }).map((s) => [s.start, s.end])).toEqual([
+      [7, 9],
+    ]);
+    expect(spansOf(timeline, { boot: 2 })).toEqual([]);
+    expect(spansOf(timeline, { name: 'late' })).toEqual([]);
   });
 });

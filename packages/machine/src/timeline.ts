@@ -67,3 +67,31 @@ export function pairSpans(timeline: readonly TimelineEvent[]): TimelineSpan[] {
   }
   return spans.sort((a, b) => a.start - b.start);
 }
+
+/** Which spans {@link spansOf} keeps: those of one boot, of one name, or both. */
+export interface SpanFilter {
+  readonly boot?: number;
+  readonly name?: string;
+}
+
+/**
+ * The spans of `timeline` that `filter` keeps: {@link pairSpans} of only the events of that boot
+ * and name. Events pair within one boot, source and name, so this is the same as pairing the
+ * whole timeline and filtering the spans, without building a span for every event of the
+ * machine's history on each call.
+ */
+export function spansOf(
+  timeline: readonly TimelineEvent[],
+  filter: SpanFilter = {},
+): TimelineSpan[] {
+  const { boot, name } = filter;
+  if (boot === undefined && name === undefined) return pairSpans(timeline);
+  return pairSpans(
+    timeline.filter(
+      (event) =>
+        event.kind === 'trace' &&
+        (boot === undefined || event.boot === boot) &&
+        (name === undefined || event.name === name),
+    ),
+  );
+}
