@@ -286,8 +286,8 @@ console.log(
     `target: LUO blackout at most ${TARGET_BLACKOUT_MS} ms at every size: ${worst.toFixed(2)} ms at most — ${verdict(worst <= TARGET_BLACKOUT_MS)}`,
     `target: LUO blackout at 1 GiB at least ${TARGET_DISK_RATIO}× below the disk baseline: ${diskRatio.toFixed(0)}× — ${verdict(diskRatio >= TARGET_DISK_RATIO)}`,
     '',
-    "blackout.luo.*: the old kernel's reboot span begins → the new cache process has opened",
-    '  /dev/liveupdate, retrieved the session and memfd, finished, mapped it and answered a key.',
+    "blackout.luo.*: the old kernel's reboot span begins → a new agent restores (the cache process",
+    '  starts once it listens), the cache fetches its memfd from it, maps it and answers a key.',
     'blackout.disk.*: the service stops → cache written to a temp file and fsynced, kexec without',
     '  LUO sessions, a new memfd created and read back from the file, a key answered. The read',
     bypassedPageCache

@@ -10,7 +10,7 @@
 // Output: a table for people, then one JSON line per figure for comparing commits.
 import { cpus } from 'node:os';
 import { LuoAgent } from '@liveupdate/agent';
-import { Machine, NIC_REG_CTRL } from '@liveupdate/machine';
+import { Machine, NIC_REG_CTRL, NIC_REG_STATUS, NIC_STATUS_RX_ACTIVE } from '@liveupdate/machine';
 import { hostKernelImage } from '../dist/host-kernel-image.js';
 import { liveUpdateHost } from '../dist/live-update-host.js';
 import { NIC_BDF, VmmProcess } from '../dist/vm-process.js';
@@ -71,14 +71,28 @@ async function benchVm({ guestBytes, ringSize, rate, runs, resetOnFreeze = false
       vmm = update.vm.vmm;
       updates.push({ ...update.vm, untilKernelRunningMs: update.untilKernelRunningMs });
     }
-    // Receive off, then the guest takes what is left: it must have seen every packet delivered.
+    // Receive off, and the NIC stopped (a packet it was delivering still lands: it says when it
+    // is done), then the guest takes what is left: it must have seen every packet delivered.
     await vmm.guest.pause();
     await vmm.nic.writeRegister(NIC_REG_CTRL, 0);
+    await nicStopped(vmm.nic);
     await vmm.guest.service();
     return { updates, ring: vmm.guest.state, counters: machine.counters(NIC_BDF) };
   } finally {
     await vmm?.guest.pause().catch(() => undefined);
     await machine.shutdown();
+  }
+}
+
+/** Wait, up to 5 s, for the NIC to clear STATUS.RX_ACTIVE after receive was turned off. */
+async function nicStopped(nic, timeoutMs = 5000) {
+  const deadline = performance.now() + timeoutMs;
+  while (((await nic.readRegister(NIC_REG_STATUS)) & NIC_STATUS_RX_ACTIVE) !== 0) {
+    if (performance.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for the NIC to clear STATUS.RX_ACTIVE`,
+      );
+    await sleep(1);
   }
 }
 
