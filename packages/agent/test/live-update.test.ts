@@ -9,6 +9,19 @@ import { boot, errnoOf, memfdWith, textOf } from './helpers.js';
 
 const CONTENT = 'the cache keeps its keys in this memfd';
 
+/** A machine whose agent preserved `CONTENT` for the service `cache`, after the live update. */
+async function updatedWithCache() {
+  const harness = await boot();
+  const agent = await LuoAgent.start(harness.process);
+  const service = harness.machine.spawn();
+  const client = await AgentClient.connect(service);
+  await client.hello('cache');
+  await client.store('table', [await memfdWith(service, CONTENT)]);
+  await client.bye();
+  await agent.prepare();
+  return { harness, next: await harness.liveUpdate() };
+}
+
 describe('the agent across a live update', () => {
   it('gives a reconnecting service the memfd it stored, with the same bytes', async () => {
     const harness = await boot();
@@ -128,15 +141,7 @@ describe('the agent across a live update', () => {
   });
 
   it("retrieves the services' files and finishes luod right after it listens, before any hello", async () => {
-    const harness = await boot();
-    const agent = await LuoAgent.start(harness.process);
-    const service = harness.machine.spawn();
-    const client = await AgentClient.connect(service);
-    await client.hello('cache');
-    await client.store('table', [await memfdWith(service, CONTENT)]);
-    await client.bye();
-    await agent.prepare();
-    const next = await harness.liveUpdate();
+    const { harness, next } = await updatedWithCache();
     expect((await testkitStats(next)).khoUnrestoredFolios).toBeGreaterThan(0);
 
     const restored = await LuoAgent.restore(next);
@@ -186,21 +191,8 @@ describe('the agent across a live update', () => {
 });
 
 describe('onListening', () => {
-  /** A machine whose agent preserved `CONTENT` for the service `cache`, after the live update. */
-  async function updated() {
-    const harness = await boot();
-    const agent = await LuoAgent.start(harness.process);
-    const service = harness.machine.spawn();
-    const client = await AgentClient.connect(service);
-    await client.hello('cache');
-    await client.store('table', [await memfdWith(service, CONTENT)]);
-    await client.bye();
-    await agent.prepare();
-    return { harness, next: await harness.liveUpdate() };
-  }
-
   it('is told before the restore resolves; a service that connects then is served', async () => {
-    const { harness, next } = await updated();
+    const { harness, next } = await updatedWithCache();
     const service = harness.machine.spawn();
     let early: Promise<{ hello: unknown; text: string }> | undefined;
     const restored = await LuoAgent.restore(next, {
