@@ -131,17 +131,17 @@ export class LuoAgent {
 
   /**
    * After a live update: retrieve the agent's session `luod`, read and check its manifest, retrieve
-   * each service's session, then listen. Rejects with `ENOENT` when there is no `luod` session
+   * each service's session, then accept. Rejects with `ENOENT` when there is no `luod` session
    * (nothing was preserved by an agent) and `EIO` when the manifest is damaged; then no
    * service session has been retrieved and `/dev/liveupdate` is closed again.
    *
    * The socket is bound and listening beside the manifest's syscalls (`onListening` is told then,
    * so that services may start and connect at once); connections wait in its backlog until the
    * services are known, and on a failure the socket is closed (they are reset) and its path
-   * removed. The services' sessions are retrieved together, and each one's files right after, in
-   * the manifest's order, while `/dev/liveupdate` closes; a `hello` waits for its own service's.
-   * It resolves once the agent accepts; `/dev/liveupdate` is closed and `luod` finished after
-   * the files are retrieved ({@link settled}). A failure there reaches `onError`.
+   * removed. The services' sessions are retrieved together, then each one's files, in the
+   * manifest's order; a `hello` waits for its own service's. It resolves once the agent accepts;
+   * `/dev/liveupdate` is closed and `luod` finished after the files are retrieved
+   * ({@link settled}). A failure there reaches `onError`.
    */
   static async restore(process: Process, options: LuoAgentOptions = {}): Promise<LuoAgent> {
     const { reclaimAfterMs } = options;
