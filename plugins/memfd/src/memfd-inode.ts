@@ -6,6 +6,7 @@ import {
   type PageAllocator,
 } from '@liveupdate/kernel';
 import { MFD_HUGETLB, type PhysicalMemory } from '@liveupdate/machine';
+import type { PreservedRun } from './memfd-format.js';
 
 /**
  * The largest folio a memfd allocates: order 9, 2 MiB (`HPAGE_PMD_ORDER`), as shmem's huge pages.
@@ -37,6 +38,7 @@ const pow2 = (order: number): number => 2 ** order;
  * cache is sparse: a map from the index of a folio's first page to the folio, folios naturally
  * aligned in the file (index a multiple of `2^order`). Pages come from the buddy allocator in
  * large folios where the file allows (see {@link allocateAt}), so a 1 GiB memfd is 512 folios.
+ * A retrieved memfd's folios arrive as runs (see {@link adoptRun}) and join the map on first use.
  *
  * Two rules keep the folios describable by `memfd_luo_folio_ser` (which records no order):
  * a folio never crosses the end of the file (`pagesFor(size)`) unless it lies wholly beyond it,
@@ -62,6 +64,8 @@ export class MemfdInode {
   /** Open files of this inode; the last one's release frees the page cache. */
   openFiles = 0;
   readonly #folios = new Map<number, Folio>();
+  /** Runs adopted with {@link adoptRun} that are not in `#folios` yet. */
+  #runs: PreservedRun[] = [];
   readonly #pages: PageAllocator;
   readonly #memory: PhysicalMemory;
 
@@ -86,12 +90,12 @@ export class MemfdInode {
 
   /** Number of folios in the page cache. */
   get nrFolios(): number {
-    return this.#folios.size;
+    return this.#cache.size;
   }
 
   /** The folios whose first page is below `endPage`, sorted by index. */
   folios(endPage = Number.POSITIVE_INFINITY): MemfdFolio[] {
-    return [...this.#folios]
+    return [...this.#cache]
       .filter(([index]) => index < endPage)
       .sort((a, b) => a[0] - b[0])
       .map(([index, folio]) => ({ index, folio }));
@@ -101,11 +105,11 @@ export class MemfdInode {
   lookup(page: number): MemfdFolio | undefined {
     // Walks from folio to folio (allocateRange, segments) ask for a folio's first page: one
     // map lookup, not one per order.
-    const starting = this.#folios.get(page);
+    const starting = this.#cache.get(page);
     if (starting) return { index: page, folio: starting };
     for (let order = 1; order <= MAX_PAGE_ORDER; order++) {
       const index = page - (page % pow2(order));
-      const folio = this.#folios.get(index);
+      const folio = this.#cache.get(index);
       if (folio && index + pow2(folio.order) > page) return { index, folio };
     }
     return undefined;
@@ -113,7 +117,18 @@ export class MemfdInode {
 
   /** Put a folio restored from the previous kernel at `index` (the caller validated the place). */
   adopt(index: number, folio: Folio): void {
-    this.#folios.set(index, folio);
+    this.#cache.set(index, folio);
+  }
+
+  /**
+   * Put a run restored from the previous kernel in the page cache (the caller validated the
+   * place): folio `k` is page `index + k * 2^order` on frame `pfn + k * 2^order`. One step
+   * whatever the run's length: its folios enter the page cache one by one when something first
+   * looks at them, and {@link segments} over adopted runs alone (the `mmap` of a memfd just
+   * retrieved) hands out a run as one segment without that.
+   */
+  adoptRun(run: PreservedRun): void {
+    this.#runs.push(run);
   }
 
   /** Bytes `[offset, offset + count)`, cut at the end of the file; holes read as zeros. */
@@ -177,7 +192,7 @@ export class MemfdInode {
       this.#checkUnpinned((index, folio) => index + pow2(folio.order) > keep);
       for (const { index, folio } of this.folios()) {
         if (index >= keep) {
-          this.#folios.delete(index);
+          this.#cache.delete(index);
           this.#pages.freePages(folio);
         } else if (index + pow2(folio.order) > keep && !this.splitFolio(index, keep)) {
           this.#zero(keep * PAGE_SIZE, (index + pow2(folio.order)) * PAGE_SIZE);
@@ -210,7 +225,7 @@ export class MemfdInode {
    * bytes. Returns `false`, changing nothing, when memory runs out.
    */
   splitFolio(index: number, endPage: number): boolean {
-    const old = this.#folios.get(index);
+    const old = this.#cache.get(index);
     if (!old) return true;
     const pieces: MemfdFolio[] = [];
     try {
@@ -225,14 +240,14 @@ export class MemfdInode {
       if (isEnomem(error)) return false;
       throw error;
     }
-    this.#folios.delete(index);
+    this.#cache.delete(index);
     for (const { index: at, folio } of pieces) {
       const from = (old.pfn + at - index) * PAGE_SIZE;
       this.#memory.write(
         folio.pfn * PAGE_SIZE,
         this.#memory.view(from, PAGE_SIZE * pow2(folio.order)),
       );
-      this.#folios.set(at, folio);
+      this.#cache.set(at, folio);
     }
     this.#pages.freePages(old);
     return true;
@@ -255,7 +270,7 @@ export class MemfdInode {
       }
     } catch (error) {
       for (const { index, folio } of added) {
-        this.#folios.delete(index);
+        this.#cache.delete(index);
         this.#pages.freePages(folio);
       }
       throw error;
@@ -275,7 +290,7 @@ export class MemfdInode {
       const start = index * PAGE_SIZE;
       const stop = start + PAGE_SIZE * pow2(folio.order);
       if (start >= offset && stop <= end) {
-        this.#folios.delete(index);
+        this.#cache.delete(index);
         this.#pages.freePages(folio);
       }
     }
@@ -288,6 +303,8 @@ export class MemfdInode {
    */
   segments(offset: number, length: number): MemfdSegment[] {
     const end = offset + length;
+    const fromRuns = this.#runSegments(offset, end);
+    if (fromRuns) return fromRuns;
     this.allocateRange(Math.floor(offset / PAGE_SIZE), pagesFor(end), pagesFor(this.size));
     const segments: { phys: number; length: number }[] = [];
     for (let at = offset; at < end;) {
@@ -304,10 +321,36 @@ export class MemfdInode {
     return segments;
   }
 
+  /**
+   * {@link segments} answered from the adopted runs when they are the whole page cache and cover
+   * `[offset, end)` without a hole; `undefined` otherwise. A run is contiguous in the file and in
+   * RAM, so each is one segment (merged with the one before when RAM continues), as the walk folio
+   * by folio would find.
+   */
+  #runSegments(offset: number, end: number): MemfdSegment[] | undefined {
+    if (this.#runs.length === 0 || this.#folios.size > 0) return undefined;
+    const segments: { phys: number; length: number }[] = [];
+    let at = offset;
+    for (const run of this.#runs) {
+      const start = run.index * PAGE_SIZE;
+      const stop = start + run.nrFolios * PAGE_SIZE * pow2(run.order);
+      if (stop <= at) continue;
+      if (start > at) return undefined;
+      const to = Math.min(end, stop);
+      const phys = run.pfn * PAGE_SIZE + at - start;
+      const last = segments.at(-1);
+      if (last && last.phys + last.length === phys) last.length += to - at;
+      else segments.push({ phys, length: to - at });
+      at = to;
+      if (at >= end) return segments;
+    }
+    return undefined;
+  }
+
   /** Free the whole page cache (the inode is gone). */
   evict(): void {
-    for (const folio of this.#folios.values()) this.#pages.freePages(folio);
-    this.#folios.clear();
+    for (const folio of this.#cache.values()) this.#pages.freePages(folio);
+    this.#cache.clear();
   }
 
   /**
@@ -332,10 +375,25 @@ export class MemfdInode {
         if (order > 0 && isEnomem(error)) continue;
         throw error;
       }
-      this.#folios.set(index, folio);
+      this.#cache.set(index, folio);
       return { index, folio };
     }
     throw new KernelError('ENOMEM', 'memfd: no memory for a page');
+  }
+
+  /** The page cache, with the adopted runs put in it folio by folio first. */
+  get #cache(): Map<number, Folio> {
+    if (this.#runs.length > 0) {
+      const runs = this.#runs;
+      this.#runs = [];
+      for (const { index, pfn, nrFolios, order } of runs) {
+        const extent = pow2(order);
+        for (let k = 0; k < nrFolios; k++) {
+          this.#folios.set(index + k * extent, { pfn: pfn + k * extent, order });
+        }
+      }
+    }
+    return this.#folios;
   }
 
   #getFolio(page: number, limitPage: number): MemfdFolio {
@@ -344,18 +402,18 @@ export class MemfdInode {
 
   /** Whether a folio starts in `[index, index + count)`: with aligned folios, any overlap. */
   #cachedWithin(index: number, count: number): boolean {
-    if (this.#folios.size < count) {
-      for (const key of this.#folios.keys()) if (key >= index && key < index + count) return true;
+    if (this.#cache.size < count) {
+      for (const key of this.#cache.keys()) if (key >= index && key < index + count) return true;
       return false;
     }
-    for (let page = index; page < index + count; page++) if (this.#folios.has(page)) return true;
+    for (let page = index; page < index + count; page++) if (this.#cache.has(page)) return true;
     return false;
   }
 
   /** Zero the cached bytes of `[from, to)`. */
   #zero(from: number, to: number): void {
     if (from >= to) return;
-    for (const [index, folio] of this.#folios) {
+    for (const [index, folio] of this.#cache) {
       const start = index * PAGE_SIZE;
       const a = Math.max(from, start);
       const b = Math.min(to, start + PAGE_SIZE * pow2(folio.order));

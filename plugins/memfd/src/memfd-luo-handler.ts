@@ -250,13 +250,12 @@ export function createMemfdLuoHandler(
         const inode = memfds.createInode('', MFD_ALLOW_SEALING);
         inode.size = memfd.size;
         inode.seals = memfd.seals;
-        // Run by run: one restore per run of contiguous folios.
+        // Run by run: one restore and one adoption per run of contiguous folios, whatever its
+        // length (the file's size does not show in the blackout).
         let nrFolios = 0;
         for (const run of memfd.runs) {
-          const folios = kho.restoreFolios(run.pfn * PAGE_SIZE, run.nrFolios, run.order);
-          for (let k = 0; k < folios.length; k++) {
-            inode.adopt(run.index + k * 2 ** run.order, folios[k]!);
-          }
+          kho.restoreFolioRun(run.pfn * PAGE_SIZE, run.nrFolios, run.order);
+          inode.adoptRun(run);
           nrFolios += run.nrFolios;
         }
         const file = memfds.open(inode);

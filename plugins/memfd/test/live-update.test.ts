@@ -99,6 +99,9 @@ describe('a memfd across a live update', () => {
       expect(await next.fcntl(memfd, F_GET_SEALS)).toBe(F_SEAL_SHRINK | F_SEAL_GROW);
       expect((await next.fcntl(memfd, F_GETFL)) & O_ACCMODE).toBe(O_RDWR);
       expect(await next.fcntl(memfd, F_GETFD)).toBe(FD_CLOEXEC);
+      // Mapped before anything else looks at it (its runs as they were retrieved), then after a
+      // read has put every folio in the page cache: the same frames both times.
+      expect(await frames(next, memfd, size)).toEqual(before);
       expectBytes(await readAll(next, memfd, size), data);
       expect(await frames(next, memfd, size)).toEqual(before);
       await session.finish();

@@ -371,6 +371,19 @@ describe('KexecHandover: restoring a run of contiguous folios', () => {
     expect(errnoOf(() => k2.kho.restoreFolio(first, 2))).toBe('EINVAL');
   });
 
+  it('restores a run as one step with restoreFolioRun, and refuses it a second time', () => {
+    const { k2, folios, first } = runKexec();
+    const before = k2.kho.stats;
+    expect(k2.kho.restoreFolioRun(first, 6, 2)).toBe(folios[0]!.pfn);
+    for (const folio of folios) expect(k2.pages.isAllocated(folio.pfn, 2)).toBe(true);
+    expect(k2.kho.stats.unrestoredFolios).toBe(before.unrestoredFolios - 6);
+    expect(errnoOf(() => k2.kho.restoreFolioRun(first, 6, 2))).toBe('EINVAL');
+    expect(errnoOf(() => k2.kho.restoreFolioRun(first, -1, 2))).toBe('EINVAL');
+    // Each folio of the run is freed on its own, as any restored folio.
+    for (const folio of folios) k2.pages.freePages(folio);
+    expect(k2.pages.isAllocated(folios[0]!.pfn, 2)).toBe(false);
+  });
+
   it('counts the folios held in a row and restores none of a run that is not all held', () => {
     const { k2, folios, first } = runKexec();
     k2.kho.restoreFolio(folios[3]!.pfn * PAGE_SIZE, 2);

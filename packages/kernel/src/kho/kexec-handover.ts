@@ -299,6 +299,19 @@ export class KexecHandover {
    * order or is already restored, before any is restored. Returns them in address order.
    */
   restoreFolios(phys: number, nrFolios: number, order: number): Folio[] {
+    const pfn = this.restoreFolioRun(phys, nrFolios, order);
+    const folios: Folio[] = new Array<Folio>(nrFolios);
+    for (let k = 0; k < nrFolios; k++) folios[k] = { pfn: pfn + k * 2 ** order, order };
+    return folios;
+  }
+
+  /**
+   * {@link restoreFolios} without a folio object per folio, for an owner that keeps the run
+   * whole: checks and restores the run in one step, with the same errors, and returns the pfn of
+   * its first folio. Folio `k` is then `{ pfn: pfn + k * 2^order, order }`, each freed with
+   * `freePages` like any restored folio.
+   */
+  restoreFolioRun(phys: number, nrFolios: number, order: number): number {
     checkOrder(order);
     const pfn = toPfn(phys);
     if (!Number.isSafeInteger(nrFolios) || nrFolios < 0) {
@@ -316,11 +329,9 @@ export class KexecHandover {
       );
     }
     this.#pages.adoptReservedRun(pfn, nrFolios, order);
-    const folios: Folio[] = new Array<Folio>(nrFolios);
-    for (let k = 0; k < nrFolios; k++) folios[k] = { pfn: pfn + k * 2 ** order, order };
     this.#unrestoredFolios -= nrFolios;
     this.#unrestoredFrames -= nrFolios * 2 ** order;
-    return folios;
+    return pfn;
   }
 
   /**
