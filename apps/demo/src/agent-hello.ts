@@ -1,4 +1,23 @@
 import type { AgentClient } from '@liveupdate/agent';
+import type { Machine, Process } from '@liveupdate/machine';
+
+/**
+ * A new process of `machine` for a service coming back after a live update, handed to `start`.
+ * When `start` fails (the new agent's restore failed and reset the connection, say), the process
+ * exits before the error is passed on: nothing of a failed start keeps running.
+ */
+export async function startServiceProcess<T>(
+  machine: Machine,
+  start: (process: Process) => Promise<T>,
+): Promise<T> {
+  const process = machine.spawn();
+  try {
+    return await start(process);
+  } catch (error) {
+    if (process.alive) await process.exit().catch(() => undefined);
+    throw error;
+  }
+}
 
 /**
  * After a live update: say `hello` as `service` with `fetch` (the service's fetches) sent right

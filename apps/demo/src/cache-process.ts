@@ -1,7 +1,7 @@
 import { AgentClient } from '@liveupdate/agent';
 import { PAGE_SIZE, type Machine, type MemoryMapping, type Process } from '@liveupdate/machine';
 import { MappedMemfd } from '@liveupdate/plugin-memfd';
-import { helloRestored } from './agent-hello.js';
+import { helloRestored, startServiceProcess } from './agent-hello.js';
 import { KvCache, type KvCacheLayout } from './kv-cache.js';
 import { MemcachedServer } from './memcached-server.js';
 import { MEMCACHED_SLOT_BYTES, MemcachedTable } from './memcached-table.js';
@@ -184,34 +184,37 @@ export class CacheProcess {
     firstKeyAt: number;
     firstKeyOk: boolean;
   }> {
-    const process = machine.spawn();
-    const lap = stopwatch();
-    const client = await AgentClient.connect(process);
-    const { fetched } = await helloRestored(client, CACHE_SESSION, () => client.fetch(CACHE_ENTRY));
-    const hello = lap();
-    const [memfd] = await fetched;
-    const fetch = lap();
-    const { mapping } = await MappedMemfd.map(process, memfd!);
-    const mmap = lap();
-    const cache = KvCache.attach(mapping);
-    const firstKeyOk = cache.has(FIRST_KEY);
-    const firstKey = lap();
-    const firstKeyAt = machine.now();
-    await client.bye();
-    let memcached: CacheMemcached | undefined;
-    if (options.memcached) {
-      const table = MemcachedTable.attach(mapping, memcachedTableOffset(cache.layout));
-      const server = await MemcachedServer.listen(process, table, {
-        port: options.memcached.port,
-      });
-      memcached = { table, server };
-    }
-    return {
-      cacheProcess: new CacheProcess(process, memfd!, mapping, cache, memcached),
-      timings: { hello, fetch, mmap, 'first-key': firstKey },
-      firstKeyAt,
-      firstKeyOk,
-    };
+    return startServiceProcess(machine, async (process) => {
+      const lap = stopwatch();
+      const client = await AgentClient.connect(process);
+      const { fetched } = await helloRestored(client, CACHE_SESSION, () =>
+        client.fetch(CACHE_ENTRY),
+      );
+      const hello = lap();
+      const [memfd] = await fetched;
+      const fetch = lap();
+      const { mapping } = await MappedMemfd.map(process, memfd!);
+      const mmap = lap();
+      const cache = KvCache.attach(mapping);
+      const firstKeyOk = cache.has(FIRST_KEY);
+      const firstKey = lap();
+      const firstKeyAt = machine.now();
+      await client.bye();
+      let memcached: CacheMemcached | undefined;
+      if (options.memcached) {
+        const table = MemcachedTable.attach(mapping, memcachedTableOffset(cache.layout));
+        const server = await MemcachedServer.listen(process, table, {
+          port: options.memcached.port,
+        });
+        memcached = { table, server };
+      }
+      return {
+        cacheProcess: new CacheProcess(process, memfd!, mapping, cache, memcached),
+        timings: { hello, fetch, mmap, 'first-key': firstKey },
+        firstKeyAt,
+        firstKeyOk,
+      };
+    });
   }
 
   /**

@@ -180,13 +180,20 @@ export async function completeHostLiveUpdate(
   // They start as soon as the new agent listens, so that their connect and hello overlap the
   // rest of its restore (manifest, sessions); if the restore fails, its error is the one told.
   let started: ReturnType<typeof startServices> | undefined;
-  const agent = await LuoAgent.restore(machine.spawn(), {
-    onListening: () => {
-      agentRestoreMs = performance.now() - start;
-      started = startServices();
-      started.catch(() => undefined);
-    },
-  });
+  let agent: LuoAgent;
+  try {
+    agent = await LuoAgent.restore(machine.spawn(), {
+      onListening: () => {
+        agentRestoreMs = performance.now() - start;
+        started = startServices();
+        started.catch(() => undefined);
+      },
+    });
+  } catch (error) {
+    // The failed restore reset their connections; they end their processes, then it is told.
+    await started?.catch(() => undefined);
+    throw error;
+  }
   const { cache: cacheRetrieved, vm: vmRetrieved } = await (started ?? startServices());
   const atResume = nicCounters();
   const kexec = kexecTimings(machine, machine.bootCount - 1);

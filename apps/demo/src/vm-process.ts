@@ -2,7 +2,7 @@ import { AgentClient } from '@liveupdate/agent';
 import { type Machine, type Process } from '@liveupdate/machine';
 import { IommufdDevice } from '@liveupdate/plugin-iommufd';
 import { VFIO_DEVICES_DIR, VfioDevice } from '@liveupdate/plugin-vfio';
-import { helloRestored } from './agent-hello.js';
+import { helloRestored, startServiceProcess } from './agent-hello.js';
 import { GuestNic } from './vm-guest-nic.js';
 import { GuestRam } from './vm-guest-ram.js';
 
@@ -174,60 +174,61 @@ export class VmmProcess {
   static async retrieve(
     machine: Machine,
   ): Promise<{ vmm: VmmProcess; timings: VmRestoreTimings; resumedAt: number }> {
-    const process = machine.spawn();
-    const lap = stopwatch();
-    const client = await AgentClient.connect(process);
-    // The three fetches go out behind the hello, pipelined. The session must outlive them: LUO
-    // finishes it only once the NIC is bound and off the restored HWPT.
-    const fetchOne = async (entry: { name: string }): Promise<number> =>
-      (await client.fetch(entry.name, { finish: false }))[0]!;
-    const { fetched } = await helloRestored(client, VM_SESSION, () =>
-      Promise.all([
-        fetchOne(VM_ENTRIES.guestRam),
-        fetchOne(VM_ENTRIES.iommufd),
-        fetchOne(VM_ENTRIES.nic),
-      ]),
-    );
-    const hello = lap();
-    const [ramFd, iommuFd, nicFd] = await fetched;
-    const iommufd = IommufdDevice.fromFd(process, iommuFd);
-    const nic = VfioDevice.fromFd(process, nicFd);
-    const fetch = lap();
-    const restored = await iommufd.hwptLuRestore(VM_HWPT_TOKEN);
-    const hwptRestore = lap();
-    const devId = await nic.bindIommufd(iommufd.fd);
-    const bind = lap();
-    const ram = await GuestRam.attach(process, ramFd);
-    const guest = await GuestNic.resume(nic, ram);
-    await guest.service();
-    const resume = lap();
-    const resumedAt = machine.now();
-    guest.run();
-    // The guest runs; the NIC keeps translating through the restored domain meanwhile.
-    const ioas = await iommufd.allocIoas();
-    await iommufd.mapFile(ioas, { fd: ramFd, length: ram.size, iova: 0 });
-    const hwpt = await iommufd.hwptAlloc(devId, ioas);
-    await nic.attach(hwpt);
-    const newIoas = lap();
-    await iommufd.destroy(restored);
-    await client.finish();
-    const finish = lap();
-    await client.bye();
-    // Ready for the next update: the new HWPT is the one to hand over.
-    await iommufd.hwptLuSetPreserve(hwpt, VM_HWPT_TOKEN);
-    return {
-      vmm: new VmmProcess({ process, ram, iommufd, nic, guest, ioas, hwpt }),
-      timings: {
-        hello,
-        fetch,
-        'hwpt-restore': hwptRestore,
-        bind,
-        resume,
-        'new-ioas': newIoas,
-        finish,
-      },
-      resumedAt,
-    };
+    return startServiceProcess(machine, async (process) => {
+      const lap = stopwatch();
+      const client = await AgentClient.connect(process);
+      // The three fetches go out behind the hello, pipelined. The session must outlive them: LUO
+      // finishes it only once the NIC is bound and off the restored HWPT.
+      const fetchOne = async (entry: { name: string }): Promise<number> =>
+        (await client.fetch(entry.name, { finish: false }))[0]!;
+      const { fetched } = await helloRestored(client, VM_SESSION, () =>
+        Promise.all([
+          fetchOne(VM_ENTRIES.guestRam),
+          fetchOne(VM_ENTRIES.iommufd),
+          fetchOne(VM_ENTRIES.nic),
+        ]),
+      );
+      const hello = lap();
+      const [ramFd, iommuFd, nicFd] = await fetched;
+      const iommufd = IommufdDevice.fromFd(process, iommuFd);
+      const nic = VfioDevice.fromFd(process, nicFd);
+      const fetch = lap();
+      const restored = await iommufd.hwptLuRestore(VM_HWPT_TOKEN);
+      const hwptRestore = lap();
+      const devId = await nic.bindIommufd(iommufd.fd);
+      const bind = lap();
+      const ram = await GuestRam.attach(process, ramFd);
+      const guest = await GuestNic.resume(nic, ram);
+      await guest.service();
+      const resume = lap();
+      const resumedAt = machine.now();
+      guest.run();
+      // The guest runs; the NIC keeps translating through the restored domain meanwhile.
+      const ioas = await iommufd.allocIoas();
+      await iommufd.mapFile(ioas, { fd: ramFd, length: ram.size, iova: 0 });
+      const hwpt = await iommufd.hwptAlloc(devId, ioas);
+      await nic.attach(hwpt);
+      const newIoas = lap();
+      await iommufd.destroy(restored);
+      await client.finish();
+      const finish = lap();
+      await client.bye();
+      // Ready for the next update: the new HWPT is the one to hand over.
+      await iommufd.hwptLuSetPreserve(hwpt, VM_HWPT_TOKEN);
+      return {
+        vmm: new VmmProcess({ process, ram, iommufd, nic, guest, ioas, hwpt }),
+        timings: {
+          hello,
+          fetch,
+          'hwpt-restore': hwptRestore,
+          bind,
+          resume,
+          'new-ioas': newIoas,
+          finish,
+        },
+        resumedAt,
+      };
+    });
   }
 }
 

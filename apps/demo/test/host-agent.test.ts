@@ -12,7 +12,7 @@ import { hostKernelImage } from '../src/host-kernel-image.js';
 import { checkHost } from '../src/host-check.js';
 import { planKvCache } from '../src/kv-cache.js';
 import { attemptLiveUpdateHost } from '../src/live-update-attempt.js';
-import { prepareHostLiveUpdate } from '../src/live-update-host.js';
+import { completeHostLiveUpdate, prepareHostLiveUpdate } from '../src/live-update-host.js';
 import { BLACKOUT_PHASES, cacheLiveUpdateOf } from '../src/live-update-cache.js';
 import { fillGuestMemory } from '../src/vm-guest-memory.js';
 import { GuestRam } from '../src/vm-guest-ram.js';
@@ -149,6 +149,46 @@ describe('the host through one agent', () => {
     expect(hostAgain.ring.ok).toBe(true);
     expect(vmAgain.ring.resets).toBe(0);
     expect(vmAgain.dma.iommuFaults).toBe(0);
+  });
+
+  it('ends the service processes it started when the new agent then fails to restore', async () => {
+    const machine = await bootHost();
+    const agent = await LuoAgent.start(machine.spawn());
+    const { cacheProcess } = await CacheProcess.create(machine, planKvCache(4 * MiB, 100));
+    // The old agent never prepared: nothing is preserved, so the new agent listens, tells the
+    // host (which starts the cache), then fails with ENOENT and resets the cache's connection.
+    const updater = agent.process;
+    await updater.kexecLoad(hostKernelImage('6.18.1'));
+    const spawn = vi.spyOn(machine, 'spawn');
+    const restore = LuoAgent.restore.bind(LuoAgent);
+    const started: Process[] = [];
+    vi.spyOn(LuoAgent, 'restore').mockImplementation((process, options) =>
+      restore(process, {
+        ...options,
+        onListening: () => {
+          const before = spawn.mock.results.length;
+          options?.onListening?.();
+          for (const result of spawn.mock.results.slice(before))
+            started.push(result.value as Process);
+        },
+      }),
+    );
+    const update = completeHostLiveUpdate(
+      machine,
+      { agent, cache: cacheProcess },
+      {
+        updater,
+        kexecLoadMs: 0,
+        agentPrepareMs: 0,
+        cachePreserveMs: 0,
+        vmPreserveMs: undefined,
+        nicAtStart: undefined,
+      },
+    );
+    await expect(update).rejects.toMatchObject({ code: 'ENOENT' });
+    // The cache was started, and its process had ended by the time the failure was told.
+    expect(started).toHaveLength(1);
+    expect(started[0]!.alive).toBe(false);
   });
 
   it('needs the iommufd stored before the NIC: LUO preserves a device only after its iommufd', async () => {
