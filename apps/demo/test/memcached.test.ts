@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -13,6 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { cacheKernelImage } from '../src/cache-kernel-image.js';
 import { MemcachedServer } from '../src/memcached-server.js';
 import { MEMCACHED_SLOT_BYTES, MemcachedTable } from '../src/memcached-table.js';
+import { runTool, type ToolRun } from '../src/memcached-tools.js';
 
 const SLOTS = 64;
 const TABLE_BYTES = PAGE_SIZE + SLOTS * MEMCACHED_SLOT_BYTES;
@@ -231,20 +231,9 @@ if (missingTools.length > 0 && !inCi) {
 }
 
 /** Run a tool to its end (a bounded wait), with its exit code and output, never throwing. */
-async function tool(
-  path: string,
-  args: readonly string[],
-): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+async function tool(path: string, args: readonly string[]): Promise<ToolRun> {
   if (!existsSync(path)) throw new Error(`${path} not found (Debian: libmemcached-tools)`);
-  return within(
-    new Promise((resolve) => {
-      execFile(path, args, { encoding: 'buffer', timeout: BOUND_MS }, (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
-        resolve({ code, stdout, stderr: stderr.toString('utf8') });
-      });
-    }),
-    `${path} ${args.join(' ')}`,
-  );
+  return within(runTool(path, args, BOUND_MS), `${path} ${args.join(' ')}`);
 }
 
 describe.skipIf(missingTools.length > 0 && !inCi)(
