@@ -2,7 +2,7 @@
 // workspace: pack the starter and the packages a new handler needs as `pnpm publish` would, run
 // the starter's bin from its tarball (npm exec, which is what npm create runs) into an empty
 // folder with --from-tarballs, install the project with npm, then run its own build, tests
-// (conformance, case table, fault injection, damaged handovers) and pack. Nothing may come from
+// (conformance, case table, fault injection, damaged handovers, rehearsal) and pack. Nothing may come from
 // the workspace: the @liveupdate/* packages come from the tarballs, the rest from npm's registry
 // (its local cache first).
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -144,7 +144,7 @@ describe('npm create @liveupdate/handler, from the packed starter, outside the w
       expect(installed[path]?.resolved, path).toMatch(/^file:\.\.\/tarballs\//);
   });
 
-  it('passes its own tests: conformance, case table, fault injection, damaged handovers', () => {
+  it('passes its own tests: conformance, case table, fault injection, damaged handovers, rehearsal', () => {
     expect(report.numFailedTests).toBe(0);
     expect(report.numPendingTests + report.numTodoTests).toBe(0);
     expect(report.numPassedTests).toBeGreaterThanOrEqual(25);
@@ -155,6 +155,7 @@ describe('npm create @liveupdate/handler, from the packed starter, outside the w
       'test/damaged-handover.test.ts',
       'test/fault-injection.test.ts',
       'test/handler-cases.test.ts',
+      'test/rehearsal.test.ts',
     ]);
     expect(report.testResults.every(({ status }) => status === 'passed')).toBe(true);
   });

@@ -10,3 +10,4 @@ export { VALUE_DEVICE_PATH, createValueFileOperations } from './value-file-opera
 export { VALUE_LUO_COMPATIBLE, valueLuoSer } from './value-luo-abi.js';
 export { createValueLuoHandler } from './value-luo-handler.js';
 export { VALUE_MAX, ValuePage } from './value-page.js';
+export { VALUE_REHEARSAL_SESSION, valueRehearsal } from './value-rehearsal.js';
