@@ -402,11 +402,12 @@ export class MemfdInode {
 
   /** Whether a folio starts in `[index, index + count)`: with aligned folios, any overlap. */
   #cachedWithin(index: number, count: number): boolean {
-    if (this.#cache.size < count) {
-      for (const key of this.#cache.keys()) if (key >= index && key < index + count) return true;
+    const cache = this.#cache;
+    if (cache.size < count) {
+      for (const key of cache.keys()) if (key >= index && key < index + count) return true;
       return false;
     }
-    for (let page = index; page < index + count; page++) if (this.#cache.has(page)) return true;
+    for (let page = index; page < index + count; page++) if (cache.has(page)) return true;
     return false;
   }
 
