@@ -101,19 +101,33 @@ export class PageAllocator {
       this.#reserved += layout.memmap.frames;
     }
     fixed.sort((a, b) => a.pfn - b.pfn);
-    const runs: { pfn: number; frames: number }[] = [];
+    const runs: FrameRange[] = [];
     const folios = sortFoliosByPfn(incoming?.folios ?? []);
-    // Indexed loops over folios here and in KHO's boot: a fresh kernel runs this code cold, where
-    // an iterator per step costs more than the step.
+    // Once per preserved folio, inside the blackout, in code a fresh kernel runs cold: an indexed
+    // loop on locals only (the memory map, the count, the run being built), where an iterator,
+    // a private method or field access, or an object per step costs more than the step. Each
+    // head is marked as #setHead does.
+    const memmap = this.#memmap;
+    let reserved = 0;
+    let runStart = 0;
+    let runEnd = -1;
     for (let i = 0; i < folios.length; i++) {
-      const folio = folios[i]!;
-      const frames = 2 ** folio.order;
-      this.#setHead(folio.pfn, PG_RESERVED, folio.order);
-      this.#reserved += frames;
-      const last = runs[runs.length - 1];
-      if (last && last.pfn + last.frames === folio.pfn) last.frames += frames;
-      else runs.push({ pfn: folio.pfn, frames });
+      const { pfn, order } = folios[i]!;
+      const frames = 2 ** order;
+      const at = pfn * MEMMAP_BYTES_PER_FRAME;
+      memmap[at] = PG_RESERVED;
+      memmap[at + 1] = order;
+      reserved += frames;
+      if (pfn === runEnd) {
+        runEnd += frames;
+      } else {
+        if (runEnd >= 0) runs.push({ pfn: runStart, frames: runEnd - runStart });
+        runStart = pfn;
+        runEnd = pfn + frames;
+      }
     }
+    if (runEnd >= 0) runs.push({ pfn: runStart, frames: runEnd - runStart });
+    this.#reserved += reserved;
     let next = 0;
     const take = (range: FrameRange): void => {
       if (range.pfn > next) this.#freeRange(next, range.pfn - next);
