@@ -373,27 +373,48 @@ export class PageAllocator {
    * One call per run of contiguous folios, for readers that check a whole list.
    */
   reservedRun(pfn: number, count: number, order: number): number {
-    const extent = 2 ** order;
     if (!Number.isSafeInteger(pfn) || pfn < 0) return 0;
-    for (let k = 0; k < count; k++) {
-      const head = pfn + k * extent;
-      if (
-        head >= this.#memory.frames ||
-        this.#memmap[head * MEMMAP_BYTES_PER_FRAME] !== PG_RESERVED ||
-        this.#memmap[head * MEMMAP_BYTES_PER_FRAME + 1] !== order
-      ) {
-        return k;
-      }
+    // Once per folio of a run (a 2 GiB memfd's thousand), inside the blackout, in code a fresh
+    // kernel runs cold: locals only, as in the boot's reservation loop.
+    const memmap = this.#memmap;
+    const frames = this.#memory.frames;
+    const extent = 2 ** order;
+    let head = pfn;
+    for (let k = 0; k < count; k++, head += extent) {
+      const at = head * MEMMAP_BYTES_PER_FRAME;
+      if (head >= frames || memmap[at] !== PG_RESERVED || memmap[at + 1] !== order) return k;
     }
     return count;
   }
 
+  /**
+   * Give `[start, start + frames)` to the free lists in the chunks {@link alignedChunks} cuts, each
+   * head marked as {@link #addFree} does. At boot this runs for every free block of RAM (768 in
+   * 3 GiB) in code a fresh kernel runs cold, inside the blackout: one loop on locals, with no call
+   * and no object per chunk (measured at boot with 3 GiB free: 0.31–1.3 ms with a helper call per
+   * chunk, 0.07–0.16 ms without).
+   */
   #freeRange(start: number, frames: number): void {
-    for (const { pfn, order } of alignedChunks(start, frames)) {
-      if (this.#poison) this.#memory.fill(pfn * PAGE_SIZE, PAGE_SIZE * 2 ** order, PAGE_POISON);
-      this.#addFree(pfn, order);
-      this.#free += 2 ** order;
+    const end = start + frames;
+    const memmap = this.#memmap;
+    const lists = this.#freeLists;
+    let freed = 0;
+    for (let pfn = start; pfn < end;) {
+      let order = MAX_PAGE_ORDER;
+      let chunk = 2 ** MAX_PAGE_ORDER;
+      while (order > 0 && (pfn % chunk !== 0 || pfn + chunk > end)) {
+        order--;
+        chunk /= 2;
+      }
+      if (this.#poison) this.#memory.fill(pfn * PAGE_SIZE, PAGE_SIZE * chunk, PAGE_POISON);
+      const at = pfn * MEMMAP_BYTES_PER_FRAME;
+      memmap[at] = PG_BUDDY;
+      memmap[at + 1] = order;
+      lists[order]!.add(pfn);
+      freed += chunk;
+      pfn += chunk;
     }
+    this.#free += freed;
   }
 
   #merge(start: number, startOrder: number): void {

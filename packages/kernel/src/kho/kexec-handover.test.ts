@@ -5,9 +5,18 @@ import { CommandLine } from '../command-line.js';
 import { KernelLog } from '../kernel-log.js';
 import { planMemoryLayout } from '../memory-layout.js';
 import { MAX_PAGE_ORDER, PageAllocator, type Folio } from '../page-allocator.js';
-import { FDT_HEADER_SIZE, decodeFdt, readFdtHeader, readString, readU32 } from '@liveupdate/fdt';
+import {
+  FDT_HEADER_SIZE,
+  decodeFdt,
+  readFdtHeader,
+  readString,
+  readU32,
+  readU64,
+} from '@liveupdate/fdt';
 import { crc32c } from '../crc32c.js';
 import { KexecHandover } from './kexec-handover.js';
+import { KHO_PROP_MEMORY_MAP } from './kho-abi.js';
+import { readKhoMemoryMap } from './kho-memory-map.js';
 import { errnoOf } from '../../test/errno-of.js';
 import { bootMemory, type MemoryBoot } from '../../test/memory-boot.js';
 
@@ -716,5 +725,24 @@ describe('KexecHandover: the root ABI it writes', () => {
     expect(k2.incoming!.compatible).toBe('kho-v1');
     expect(k2.incoming!.subtrees.get('LUO')!.size).toBe(5000);
     expect(k2.lines).toContain('KHO: the incoming handover is kho-v1: it carries no checksums');
+  });
+
+  it('writes the memory map in address order, whatever order the folios were preserved in', () => {
+    const k = coldBoot();
+    const folios = [2, 0, 5, 1, 3].map((order) => k.pages.allocPages(order));
+    const byAddress = [...folios].sort((a, b) => a.pfn - b.pfn);
+    for (const folio of [...byAddress].reverse()) k.kho.preserveFolio(folio);
+    const fdtPhys = k.kho.finalize()!;
+    const { totalSize } = readFdtHeader(k.memory.read(fdtPhys, FDT_HEADER_SIZE));
+    const root = decodeFdt(k.memory.read(fdtPhys, totalSize)).root;
+    const mapPhys = Number(readU64(root, KHO_PROP_MEMORY_MAP, { littleEndian: true }));
+    const written = readKhoMemoryMap(k.memory, mapPhys, MAX_PAGE_ORDER, null).folios;
+    // Each preserved folio once, with the root FDT's folio and the map page, all by address.
+    const expected = [
+      ...byAddress,
+      { pfn: fdtPhys / PAGE_SIZE, order: 0 },
+      { pfn: mapPhys / PAGE_SIZE, order: 0 },
+    ].sort((a, b) => a.pfn - b.pfn);
+    expect(written).toEqual(expected.map(({ pfn, order }) => ({ pfn, order })));
   });
 });
