@@ -162,8 +162,10 @@ export function readKhoHandover(
   let previous: PreservedFolio | undefined;
   for (let i = 0; i < folios.length; i++) {
     const folio = folios[i]!;
-    const end = folio.pfn + 2 ** folio.order;
-    if (previous && previous.pfn + 2 ** previous.order > folio.pfn) {
+    // 1 << order, not 2 ** order: once per folio in cold code, where ** calls Math.pow; orders
+    // here are at most maxOrder (readKhoMemoryMap refused any other).
+    const end = folio.pfn + (1 << folio.order);
+    if (previous && previous.pfn + (1 << previous.order) > folio.pfn) {
       throw new KhoHandoverError(
         `preserved ranges overlap: ${describe(previous)} and ${describe(folio)}`,
       );

@@ -178,7 +178,9 @@ export function readKhoMemoryMap(
           `memory map page ${hex(page)} entry ${i}: order ${order} exceeds ${maxOrder}`,
         );
       }
-      const size = PAGE_SIZE * 2 ** order;
+      // 1 << order (order is at most maxOrder here), not 2 ** order: once per entry in cold code,
+      // where ** calls Math.pow.
+      const size = PAGE_SIZE * (1 << order);
       if (start % size !== 0) {
         throw new KhoMapError(
           `memory map page ${hex(page)} entry ${i}: address ${hex(start)} is not aligned to its order ${order}`,
