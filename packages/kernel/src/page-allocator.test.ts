@@ -521,7 +521,15 @@ describe('adoptReservedRun', () => {
     ] as const) {
       expect(errnoOf(() => pages.adoptReservedRun(pfn, count, order))).toBe('EINVAL');
     }
+    // The run is walked once, each head taken as it is checked: the two order-3 folios taken
+    // before 2064 turns out not to be one are put back.
+    expect(errnoOf(() => pages.adoptReservedRun(2048, 3, 3))).toBe('EINVAL');
+    expect([pages.reservedOrder(2048), pages.reservedOrder(2056)]).toEqual([3, 3]);
+    expect(pages.tryAdoptReservedRun(2048, 3, 3)).toBe(2);
+    expect(pages.reservedOrder(2048)).toBe(3);
     expect(pages.stats).toEqual(before);
+    pages.adoptReservedRun(2048, 2, 3);
+    expect(pages.isAllocated(2048, 3) && pages.isAllocated(2056, 3)).toBe(true);
   });
 });
 

@@ -333,14 +333,13 @@ export class PageAllocator {
   /**
    * {@link adoptReserved} for the `count` folios of `order` laid end to end from `pfn`, all or
    * nothing: `EINVAL`, naming the first that is not one, unless every one is a folio reserved at
-   * boot with that order. One check of the run, then one store per folio (KHO restores a run of
-   * contiguous folios in one call).
+   * boot with that order (KHO restores a run of contiguous folios in one call).
    */
   adoptReservedRun(pfn: number, count: number, order: number): void {
     if (!Number.isSafeInteger(count) || count < 0) {
       throw new KernelError('EINVAL', `cannot adopt ${count} folios`);
     }
-    const held = this.reservedRun(pfn, count, order);
+    const held = this.tryAdoptReservedRun(pfn, count, order);
     if (held < count) {
       const at = pfn + held * 2 ** order;
       throw new KernelError(
@@ -348,15 +347,36 @@ export class PageAllocator {
         `${Number.isSafeInteger(at) ? hex(at * PAGE_SIZE) : String(pfn)} order ${order} is not a folio reserved at boot`,
       );
     }
-    const extent = 2 ** order;
+  }
+
+  /**
+   * {@link adoptReservedRun} that tells rather than throws: adopts the run and returns `count`
+   * when every folio of it is reserved at boot with `order`; else adopts none of them and returns
+   * how many are, in a row from the first (as {@link reservedRun} does). One pass over the run
+   * when it is whole: each head is checked and marked in turn, and put back only on a failure
+   * (the run of a 2 GiB memfd is a thousand folios, walked in cold code inside the blackout).
+   */
+  tryAdoptReservedRun(pfn: number, count: number, order: number): number {
+    if (!Number.isSafeInteger(pfn) || pfn < 0 || !Number.isSafeInteger(count)) return 0;
     const memmap = this.#memmap;
-    // The order byte stays: a reserved head already carries its order.
-    for (let k = 0, at = pfn * MEMMAP_BYTES_PER_FRAME; k < count; k++) {
+    const frames = this.#memory.frames;
+    const extent = 2 ** order;
+    const step = extent * MEMMAP_BYTES_PER_FRAME;
+    let head = pfn;
+    for (let k = 0; k < count; k++, head += extent) {
+      const at = head * MEMMAP_BYTES_PER_FRAME;
+      if (head >= frames || memmap[at] !== PG_RESERVED || memmap[at + 1] !== order) {
+        for (let back = pfn * MEMMAP_BYTES_PER_FRAME; back < at; back += step) {
+          memmap[back] = PG_RESERVED;
+        }
+        return k;
+      }
+      // The order byte stays: a reserved head already carries its order.
       memmap[at] = PG_HEAD;
-      at += extent * MEMMAP_BYTES_PER_FRAME;
     }
     this.#reserved -= count * extent;
     this.#allocated += count * extent;
+    return count;
   }
 
   /**

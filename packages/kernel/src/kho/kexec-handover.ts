@@ -321,7 +321,9 @@ export class KexecHandover {
     if (!Number.isSafeInteger(nrFolios) || nrFolios < 0) {
       throw new KernelError('EINVAL', `kho: cannot restore ${nrFolios} folios`);
     }
-    const held = this.incomingRun(phys, nrFolios, order);
+    // Checked and restored in one pass over the run: all of it, or none of it and the first folio
+    // that is not held named.
+    const held = this.#khoBoot ? this.#pages.tryAdoptReservedRun(pfn, nrFolios, order) : 0;
     if (held < nrFolios) {
       const at = (pfn + held * 2 ** order) * PAGE_SIZE;
       const preserved = this.incomingOrder(at);
@@ -332,7 +334,6 @@ export class KexecHandover {
           : `kho: ${hex(at)} was preserved with order ${preserved}, not ${order}`,
       );
     }
-    this.#pages.adoptReservedRun(pfn, nrFolios, order);
     this.#unrestoredFolios -= nrFolios;
     this.#unrestoredFrames -= nrFolios * 2 ** order;
     return pfn;
