@@ -533,6 +533,39 @@ describe('adoptReservedRun', () => {
   });
 });
 
+describe('isAllocatedRange', () => {
+  it('is true exactly for ranges whose every frame lies in an allocated folio', () => {
+    const { pages } = boot('kho=on', {
+      incoming: {
+        compatible: 'kho-v2',
+        fdtPhys: 2048 * PAGE_SIZE,
+        scratch: SCRATCH,
+        folios: [{ pfn: 2048, order: 3 }],
+        handoverFolios: [],
+        subtrees: new Map(),
+      },
+    });
+    const big = pages.allocPages(4);
+    const next = pages.allocPages(4);
+    const small = pages.allocPages(0);
+    // Whole folios, a tail inside one, and a range across two adjacent ones.
+    expect(pages.isAllocatedRange(big.pfn, 16)).toBe(true);
+    expect(pages.isAllocatedRange(big.pfn + 5, 7)).toBe(true);
+    expect(pages.isAllocatedRange(small.pfn, 1)).toBe(true);
+    const [low, high] = big.pfn < next.pfn ? [big, next] : [next, big];
+    expect(high.pfn).toBe(low.pfn + 16);
+    expect(pages.isAllocatedRange(low.pfn + 9, 16)).toBe(true);
+    // One frame past the last allocated one, a freed folio, a reserved (preserved) one.
+    expect(pages.isAllocatedRange(high.pfn + 15, 2)).toBe(high.pfn + 16 === small.pfn);
+    pages.freePages(small);
+    expect(pages.isAllocatedRange(small.pfn, 1)).toBe(false);
+    expect(pages.isAllocatedRange(high.pfn, 17)).toBe(false);
+    expect(pages.isAllocatedRange(2048, 8)).toBe(false);
+    pages.adoptReservedRun(2048, 1, 3);
+    expect(pages.isAllocatedRange(2050, 6)).toBe(true);
+  });
+});
+
 describe('getOrder', () => {
   it.each([
     [1, 0],

@@ -278,20 +278,24 @@ export class PageAllocator {
    * preserve anything else). O(folios spanned × orders).
    */
   isAllocatedRange(pfn: number, frames: number): boolean {
+    // Every module memory access checks here, dozens of times in a blackout, in cold code: the
+    // memory map through locals, not #flags and #order per candidate (which V8 would otherwise
+    // find hot and compile there, on a core the blackout needs), and shifts, not 2 ** k, which
+    // calls Math.pow. Orders in the memory map are at most MAX_PAGE_ORDER.
+    const memmap = this.#memmap;
     const end = pfn + frames;
     let p = pfn;
     while (p < end) {
-      let head: number | undefined;
-      // Shifts, not 2 ** k: every module memory access checks here, where ** calls Math.pow in
-      // cold code; orders in the memory map are at most MAX_PAGE_ORDER.
-      for (let k = 0; k <= MAX_PAGE_ORDER && head === undefined; k++) {
+      let next = -1;
+      for (let k = 0; k <= MAX_PAGE_ORDER && next < 0; k++) {
         const candidate = p - (p % (1 << k));
-        if (this.#flags(candidate) === PG_HEAD && candidate + (1 << this.#order(candidate)) > p) {
-          head = candidate;
+        const at = candidate * MEMMAP_BYTES_PER_FRAME;
+        if (memmap[at] === PG_HEAD && candidate + (1 << memmap[at + 1]!) > p) {
+          next = candidate + (1 << memmap[at + 1]!);
         }
       }
-      if (head === undefined) return false;
-      p = head + (1 << this.#order(head));
+      if (next < 0) return false;
+      p = next;
     }
     return true;
   }
