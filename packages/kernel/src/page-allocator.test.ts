@@ -526,6 +526,7 @@ describe('adoptReservedRun', () => {
     expect(errnoOf(() => pages.adoptReservedRun(2048, 3, 3))).toBe('EINVAL');
     expect([pages.reservedOrder(2048), pages.reservedOrder(2056)]).toEqual([3, 3]);
     expect(pages.tryAdoptReservedRun(2048, 3, 3)).toBe(2);
+    expect(pages.tryAdoptReservedRun(2048, -1, 3)).toBe(0);
     expect(pages.reservedOrder(2048)).toBe(3);
     expect(pages.stats).toEqual(before);
     pages.adoptReservedRun(2048, 2, 3);

@@ -361,7 +361,9 @@ export class PageAllocator {
    * (the run of a 2 GiB memfd is a thousand folios, walked in cold code inside the blackout).
    */
   tryAdoptReservedRun(pfn: number, count: number, order: number): number {
-    if (!Number.isSafeInteger(pfn) || pfn < 0 || !Number.isSafeInteger(count)) return 0;
+    if (!Number.isSafeInteger(pfn) || pfn < 0 || !Number.isSafeInteger(count) || count < 0) {
+      return 0;
+    }
     const memmap = this.#memmap;
     const frames = this.#memory.frames;
     const extent = 2 ** order;
